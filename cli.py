@@ -1,0 +1,114 @@
+"""The ``reidbench`` command line: parses, then calls into the reidbench package."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from reidbench.errors import UserError
+
+console = Console(width=None if sys.stdout.isatty() else 120)
+
+
+def _seeds(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise UserError(f"--seeds {text!r}: expected comma-separated integers, e.g. 0,1,2") from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """reidbench: train and evaluate multimodal ReID methods under one protocol, log to MLflow."""
+
+
+@cli.command()
+@click.option("--method", "-m", "methods", multiple=True, required=True, help="Method name (repeatable).")
+@click.option("--dataset", "-d", "datasets", multiple=True, required=True, help="Dataset name (repeatable).")
+@click.option("--seeds", default=None, help="Comma-separated seeds (default: the protocol's seeds).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a protocol value, e.g. --set optim.lr=3e-4 (repeatable).")
+@click.option("--data-root", type=click.Path(path_type=Path), default=None,
+              help="Folder holding the datasets (default: $REIDBENCH_DATA, else ./data).")
+@click.option("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, "
+              "else sqlite:///results/mlflow.db).")
+@click.option("--experiment", default="reidbench", show_default=True, help="MLflow experiment name.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
+@click.option("--quiet/--progress", "-q", default=not sys.stderr.isatty(),
+              help="Hide / show progress bars (default: shown on a terminal).")
+def run(methods: tuple[str, ...], datasets: tuple[str, ...], seeds: str | None, overrides: tuple[str, ...],
+        data_root: Path | None, tracking_uri: str | None, experiment: str, device: str, quiet: bool) -> None:
+    """Train and evaluate every METHOD x DATASET x SEED and print the result table."""
+    from reidbench import tracking
+    from reidbench.results import print_results
+    from reidbench.runner import default_data_root, execute, make_spec, pick_device
+
+    seed_list = _seeds(seeds)
+    specs = [make_spec(m, d, s, list(overrides))
+             for m in methods for d in datasets
+             for s in (seed_list or make_spec(m, d, 0, list(overrides)).protocol.seeds)]
+    uri = tracking_uri or tracking.default_uri()
+    tracking.prepare(uri, experiment)
+    root = data_root or default_data_root()
+    results = []
+    for spec in specs:
+        console.print(f"[bold]{spec.name}[/]")
+        results.append(execute(spec, root, uri, experiment, pick_device(device), show_progress=not quiet))
+    print_results(console, results)
+    console.print(f"logged to {uri} (experiment {experiment!r})")
+
+
+@cli.command("list")
+@click.argument("what", type=click.Choice(["methods", "datasets"]))
+def list_(what: str) -> None:
+    """List the registered methods or datasets."""
+    from rich.table import Table
+
+    from reidbench.registry import DATASETS, METHODS, load_plugins
+
+    load_plugins()
+    registry = METHODS if what == "methods" else DATASETS
+    table = Table(title=f"{what} ({len(registry)})")
+    table.add_column("name", style="bold")
+    table.add_column("description")
+    if what == "methods":
+        table.add_column("knobs (--set method.KEY=...)")
+    for entry in registry:
+        row = [entry.name, entry.description]
+        if what == "methods":
+            row.append(", ".join(_knobs(entry.meta.get("config"))))
+        table.add_row(*row)
+    console.print(table)
+
+
+def _knobs(cls: type | None) -> list[str]:
+    import dataclasses
+
+    if cls is None:
+        return []
+    return [f"{f.name}={f.default!r}" if f.default is not dataclasses.MISSING else f.name
+            for f in dataclasses.fields(cls)]
+
+
+def main() -> None:
+    """Console-script entry point: user mistakes end in a one-line message and exit code 2."""
+    try:
+        cli(standalone_mode=False)
+    except UserError as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(2)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        console.print("[yellow]aborted[/]")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

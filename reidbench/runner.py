@@ -1,0 +1,133 @@
+"""One run end to end: dataset -> DataModule -> model -> engine.fit -> evaluate -> MLflow."""
+
+from __future__ import annotations
+
+import os
+import random
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from reidbench import engine, tracking
+from reidbench.config import from_dict, to_dict
+from reidbench.data.module import DataModule
+from reidbench.errors import UserError
+from reidbench.evaluation import evaluate
+from reidbench.losses import Criterion
+from reidbench.protocol import RunSpec, build_protocol, config_hash, dump_yaml
+from reidbench.registry import DATASETS, METHODS, load_plugins
+
+
+@dataclass
+class RunResult:
+    spec: RunSpec
+    metrics: dict[str, float]
+    run_id: str | None = None
+
+
+def default_data_root() -> Path:
+    """``REIDBENCH_DATA`` or ./data."""
+    return Path(os.environ.get("REIDBENCH_DATA", "data"))
+
+
+def make_spec(method: str, dataset: str, seed: int, overrides: list[str] = (),
+              tags: dict[str, str] | None = None) -> RunSpec:
+    """Resolve method x dataset x seed with overrides into a checked RunSpec."""
+    load_plugins()
+    entry = METHODS.get(method)
+    DATASETS.get(dataset)
+    protocol = build_protocol(dataset, list(overrides), base=entry.meta.get("defaults"))
+    method_config(method, protocol.method)  # validate the method knobs early
+    return RunSpec(method, dataset, seed, protocol, list(overrides), dict(tags or {}))
+
+
+def method_config(method: str, knobs: dict[str, Any]) -> Any:
+    """The method's typed config from the protocol's ``method`` section."""
+    cls = METHODS.get(method).meta.get("config")
+    if cls is None:
+        if knobs:
+            raise UserError(f"method {method!r} takes no knobs, got method.{next(iter(knobs))}")
+        return None
+    return from_dict(cls, knobs, "method")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto``: CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def execute(spec: RunSpec, data_root: Path, uri: str | None, experiment: str = tracking.DEFAULT_EXPERIMENT,
+            device: torch.device | None = None, show_progress: bool = True,
+            parent_run_id: str | None = None) -> RunResult:
+    """Train and evaluate ``spec``; log everything to MLflow when ``uri`` is given."""
+    load_plugins()
+    device = device or pick_device()
+    seed_everything(spec.seed)
+    config = spec.config()
+    digest = config_hash(config)
+    run = None
+    if uri:
+        exp_id = tracking.prepare(uri, experiment)
+        tags = {"method": spec.method, "dataset": spec.dataset, "seed": str(spec.seed), "config_hash": digest,
+                "git_commit": tracking.git_commit(), "device": str(device), **spec.tags}
+        run = tracking.Run(uri, exp_id, spec.name, tags, parent_run_id)
+        run.log_params(tracking.flatten(to_dict(config)))
+        run.log_text(dump_yaml(config), "config.yaml")
+    try:
+        metrics = _train_and_evaluate(spec, data_root, device, show_progress, run)
+    except BaseException as exc:
+        if run is not None:
+            run.set_tags({"error": f"{type(exc).__name__}: {exc}"[:5000]})
+            run.log_text(traceback.format_exc(), "error.txt")
+            run.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise
+    if run is not None:
+        run.log_metrics(metrics)
+        run.finish()
+    return RunResult(spec, metrics, run.run_id if run else None)
+
+
+def _train_and_evaluate(spec: RunSpec, data_root: Path, device: torch.device, show_progress: bool,
+                        run: tracking.Run | None) -> dict[str, float]:
+    dataset = DATASETS.get(spec.dataset).builder(Path(data_root))
+    data = DataModule(dataset, spec.protocol, device, spec.seed, show_progress=show_progress)
+    entry = METHODS.get(spec.method)
+    model = entry.builder(method_config(spec.method, spec.protocol.method), spec.protocol, dataset.info,
+                          data.num_classes).to(device)
+    criterion_terms = entry.meta.get("loss_terms")
+    criterion = Criterion(spec.protocol.loss, data.num_classes, _embedding_dim(model, data),
+                          criterion_terms(spec.protocol) if criterion_terms else None).to(device)
+    params = sum(p.numel() for p in model.parameters())
+
+    def on_epoch(epoch: int, values: dict[str, float]) -> None:
+        if run is not None:
+            run.log_metrics(values, step=epoch)
+
+    fit = engine.fit(model, criterion, data, spec.protocol, device, on_epoch, show_progress)
+    metrics = evaluate(model, data)
+    metrics.update(params=float(params), train_time_s=fit.train_time_s, train_samples_per_s=fit.samples_per_s,
+                   train_images_per_s=fit.samples_per_s * len(data.modalities))
+    return metrics
+
+
+@torch.no_grad()
+def _embedding_dim(model: torch.nn.Module, data: DataModule) -> int:
+    """Width of the model's embedding, from one evaluation batch of two samples."""
+    was_training = model.training
+    model.eval()
+    batch = next(data.eval_batches("query", 2))
+    dim = model(batch).embedding.shape[1]
+    model.train(was_training)
+    return dim

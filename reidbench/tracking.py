@@ -1,0 +1,116 @@
+"""The only module that talks to MLflow.
+
+Default store: ``sqlite:///<cwd>/results/mlflow.db`` (``MLFLOW_TRACKING_URI`` or ``--tracking-uri``
+override it). The launcher calls :func:`prepare` once, before any worker starts: concurrent first
+starts of a fresh SQLite store corrupt it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+DEFAULT_EXPERIMENT = "reidbench"
+MAX_PARAM_LEN = 6000
+
+
+def default_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` or the embedded SQLite store under ./results."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'results' / 'mlflow.db'}"
+
+
+def _client(uri: str) -> Any:
+    import logging
+
+    from mlflow.tracking import MlflowClient
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # no alembic chatter on first start
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def prepare(uri: str, experiment: str = DEFAULT_EXPERIMENT) -> str:
+    """Create the store and the experiment if needed (call once, in the parent); the experiment id."""
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    client = _client(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is not None:
+        return found.experiment_id
+    location = None
+    if uri.startswith("sqlite:///"):
+        location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts" / experiment).resolve().as_uri()
+    return client.create_experiment(experiment, artifact_location=location)
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config -> ``{"optim.lr": "0.0003", ...}`` (MLflow params are strings)."""
+    out: dict[str, str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = str(value)[:MAX_PARAM_LEN]
+    return out
+
+
+def git_commit() -> str:
+    """The current git commit of the working directory, or ``unknown``."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parents[1])
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+class Run:
+    """One MLflow run, logged in batches through the client API."""
+
+    def __init__(self, uri: str, experiment_id: str, name: str, tags: dict[str, str],
+                 parent_run_id: str | None = None) -> None:
+        self.client = _client(uri)
+        all_tags = {**tags, "mlflow.runName": name}
+        if parent_run_id:
+            all_tags["mlflow.parentRunId"] = parent_run_id
+        self.run_id: str = self.client.create_run(experiment_id, run_name=name, tags=all_tags).info.run_id
+
+    def log_params(self, params: dict[str, str]) -> None:
+        """Log string params in batches of 100 (MLflow's limit)."""
+        from mlflow.entities import Param
+
+        items = [Param(k, v) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i : i + 100])
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        """Log numeric metrics in one batch."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
+        for i in range(0, len(items), 1000):
+            self.client.log_batch(self.run_id, metrics=items[i : i + 1000])
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(self.run_id, k, v)
+
+    def finish(self, status: str = "FINISHED") -> None:
+        """Close the run as FINISHED, FAILED or KILLED."""
+        self.client.set_terminated(self.run_id, status=status)
+
+
+def search_runs(uri: str, experiment: str = DEFAULT_EXPERIMENT, filter_string: str = "") -> Any:
+    """Runs of ``experiment`` as a pandas DataFrame (``metrics.*``, ``params.*``, ``tags.*`` columns)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    return mlflow.search_runs(experiment_names=[experiment], filter_string=filter_string)
