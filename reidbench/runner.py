@@ -80,7 +80,8 @@ def execute(spec: RunSpec, data_root: Path, uri: str | None, experiment: str = t
     run = None
     if uri:
         exp_id = tracking.prepare(uri, experiment)
-        tags = {"method": spec.method, "dataset": spec.dataset, "seed": str(spec.seed), "config_hash": digest,
+        tags = {"run_kind": "run", "method": spec.method, "dataset": spec.dataset, "seed": str(spec.seed),
+                "config_hash": digest,
                 "git_commit": tracking.git_commit(), "device": str(device), **spec.tags}
         run = tracking.Run(uri, exp_id, spec.name, tags, parent_run_id)
         run.log_params(tracking.flatten(to_dict(config)))
