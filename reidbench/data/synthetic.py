@@ -1,0 +1,194 @@
+"""A procedurally generated multimodal ReID dataset in which identity needs fusion.
+
+Each identity has three codes, each visible in one modality only:
+
+* RGB: the colours of the object's upper and lower halves (4 x 4 palette pairs);
+* NIR: a stripe texture (4 orientations x 2 frequencies);
+* TIR: the layout of two heat spots (2 of 6 grid cells).
+
+Codes are drawn so that every code is shared by several identities: no single modality separates
+all identities, only their combination does. Cameras add nuisance (shift, scale, flip, illumination,
+sensor noise, partial occlusion) and degrade one modality: camera 4 films at night (dark, noisy RGB),
+camera 3 has a weak thermal contrast. Each sample carries a caption per modality built from a
+random subset of the attributes that modality shows.
+
+The generator writes the official RGBNT100 layout (``rgbir/{bounding_box_train,bounding_box_test,
+query}/VVVV_cCCCC_NNN.jpg``, each file a horizontal RGB|NIR|TIR strip) plus IDEA-style caption JSON
+files (``text/{train,test}_{RGB,NI,TI}.json``), so it is read back by the real loader.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from reidbench.progress import progress_bar
+
+PALETTE = {
+    "red": (0.85, 0.15, 0.15),
+    "green": (0.15, 0.7, 0.2),
+    "blue": (0.15, 0.25, 0.85),
+    "yellow": (0.9, 0.85, 0.1),
+}
+STRIPES = [(o, f) for o in ("horizontal", "vertical", "rising", "falling") for f in (2, 4)]
+SPOT_CELLS = [(r, c) for r in range(2) for c in range(3)]
+SPOT_LAYOUTS = list(itertools.combinations(range(len(SPOT_CELLS)), 2))
+CELL_NAMES = ["upper left", "upper middle", "upper right", "lower left", "lower middle", "lower right"]
+MODALITY_TAGS = ("RGB", "NI", "TI")
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """Size of the generated dataset; the defaults make the demo dataset."""
+
+    train_ids: int = 48
+    test_ids: int = 24
+    cameras: int = 4
+    per_camera: int = 4  # images per identity and camera (train and gallery)
+    query_per_camera: int = 1
+    height: int = 32
+    width: int = 64  # width of one modality tile (the strip is 3x wider)
+    seed: int = 0
+
+    def key(self) -> str:
+        """Folder name that changes whenever the config does."""
+        return "synthetic-v1-" + "-".join(str(v) for v in asdict(self).values())
+
+
+def identity_codes(num_ids: int, seed: int) -> list[tuple[int, int, int]]:
+    """Distinct (rgb, nir, tir) code triples; each single code is shared by several identities."""
+    rgb_codes = len(PALETTE) ** 2
+    combos = len(STRIPES) * len(SPOT_LAYOUTS) * rgb_codes
+    if num_ids > combos:
+        raise ValueError(f"at most {combos} synthetic identities")
+    rng = np.random.default_rng(seed)
+    flat = rng.choice(combos, size=num_ids, replace=False)
+    return [(int(i % rgb_codes), int(i // rgb_codes % len(STRIPES)), int(i // rgb_codes // len(STRIPES)))
+            for i in flat]
+
+
+def render_sample(code: tuple[int, int, int], cam: int, rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """One sample as an ``(3 modalities, h, w, 3)`` float array in [0, 1]."""
+    rgb_code, nir_code, tir_code = code
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    # Object box: camera-dependent scale and offset plus per-image jitter.
+    scale = (0.62 + 0.06 * cam) * rng.uniform(0.9, 1.1)
+    bh, bw = h * min(scale * 1.2, 0.95), w * min(scale, 0.95)
+    cy = h / 2 + rng.uniform(-0.08, 0.08) * h
+    cx = w / 2 + (cam - 2) * 0.04 * w + rng.uniform(-0.08, 0.08) * w
+    v = (yy - (cy - bh / 2)) / bh  # 0..1 inside the box
+    u = (xx - (cx - bw / 2)) / bw
+    inside = (u >= 0) & (u < 1) & (v >= 0) & (v < 1)
+
+    colours = list(PALETTE.values())
+    top, bottom = colours[rgb_code // len(PALETTE)], colours[rgb_code % len(PALETTE)]
+    background = rng.uniform(0.3, 0.6, size=3)
+    rgb = np.broadcast_to(background, (h, w, 3)).copy()
+    rgb[inside & (v < 0.5)] = top
+    rgb[inside & (v >= 0.5)] = bottom
+    rgb *= rng.uniform(0.75, 1.15)  # illumination
+    if cam == 4:  # night: dark, noisy RGB
+        rgb = rgb * 0.12 + rng.normal(0, 0.06, rgb.shape)
+
+    orientation, freq = STRIPES[nir_code]
+    phase = {"horizontal": v, "vertical": u, "rising": (u + v) / 2, "falling": (u - v + 1) / 2}[orientation]
+    texture = 0.5 + 0.4 * np.sin(2 * np.pi * freq * phase + rng.uniform(-0.3, 0.3))
+    nir = np.where(inside, texture, 0.25 + 0.1 * rng.random((h, w)))
+    nir = np.repeat(nir[..., None], 3, axis=2)
+
+    heat = np.where(inside, 0.3, 0.05)
+    for cell in SPOT_LAYOUTS[tir_code]:
+        r, c = SPOT_CELLS[cell]
+        sy, sx = cy - bh / 2 + (r + 0.5) * bh / 2, cx - bw / 2 + (c + 0.5) * bw / 3
+        heat = heat + 0.7 * np.exp(-(((yy - sy) / (0.16 * bh)) ** 2 + ((xx - sx) / (0.12 * bw)) ** 2))
+    if cam == 3:  # weak thermal contrast
+        heat = 0.35 + 0.3 * (heat - 0.35)
+    heat = np.clip(heat, 0, 1)
+    tir = np.stack([heat, heat**2, 0.6 * (1 - heat)], axis=2)  # pseudo-colour, as in RGBNT100
+
+    out = np.stack([rgb, nir, tir])
+    if rng.random() < 0.3:  # partial occlusion, at the same place in every modality
+        oh, ow = int(h * rng.uniform(0.2, 0.45)), int(w * rng.uniform(0.2, 0.45))
+        oy, ox = rng.integers(0, h - oh), rng.integers(0, w - ow)
+        out[:, oy : oy + oh, ox : ox + ow] = rng.uniform(0.2, 0.5)
+    if cam % 2 == 0:  # even cameras see the object from the other side
+        out = out[:, :, ::-1]
+    out = out + rng.normal(0, 0.03, out.shape)
+    return np.clip(out, 0, 1)
+
+
+def captions(code: tuple[int, int, int], rng: np.random.Generator) -> dict[str, str]:
+    """A caption per modality tag from a random non-empty subset of that modality's attributes."""
+    names = list(PALETTE)
+    top, bottom = names[code[0] // len(PALETTE)], names[code[0] % len(PALETTE)]
+    orientation, freq = STRIPES[code[1]]
+    cells = [CELL_NAMES[c] for c in SPOT_LAYOUTS[code[2]]]
+    attrs = {
+        "RGB": [f"a {top} upper part", f"a {bottom} lower part"],
+        "NI": [f"{orientation} stripes", "dense stripes" if freq == 4 else "wide stripes"],
+        "TI": [f"a hot spot at the {cells[0]}", f"a hot spot at the {cells[1]}"],
+    }
+    out = {}
+    for tag, items in attrs.items():
+        keep = [a for a in items if rng.random() < 0.7] or [items[int(rng.integers(len(items)))]]
+        out[tag] = "An object with " + " and ".join(keep) + "."
+    return out
+
+
+def generate(root: Path, config: SyntheticConfig = SyntheticConfig(), show_progress: bool = True) -> Path:
+    """Write the dataset under ``root/config.key()`` unless it is already complete; return that folder.
+
+    Written to a temporary folder and renamed at the end, so a crash never leaves half a dataset.
+    """
+    target = Path(root) / config.key()
+    if (target / "COMPLETE").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".synthetic-", dir=target.parent))
+    try:
+        _write(tmp, config, show_progress)
+        (tmp / "COMPLETE").write_text(json.dumps(asdict(config)))
+        try:
+            tmp.rename(target)
+        except OSError:  # another process finished first
+            if not (target / "COMPLETE").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _write(out: Path, cfg: SyntheticConfig, show_progress: bool) -> None:
+    codes = identity_codes(cfg.train_ids + cfg.test_ids, cfg.seed)
+    rng = np.random.default_rng(cfg.seed + 1)
+    # Vehicle-style ids: train odd, test even (as in RGBNT100).
+    jobs = []
+    for i, code in enumerate(codes):
+        train = i < cfg.train_ids
+        pid = 2 * i + 1 if train else 2 * (i - cfg.train_ids) + 2
+        for cam in range(1, cfg.cameras + 1):
+            if train:
+                jobs += [("bounding_box_train", "train", pid, cam, n, code) for n in range(cfg.per_camera)]
+            else:
+                jobs += [("bounding_box_test", "test", pid, cam, n, code) for n in range(cfg.per_camera)]
+                jobs += [("query", "test", pid, cam, cfg.per_camera + n, code) for n in range(cfg.query_per_camera)]
+    texts: dict[str, list[dict[str, str]]] = {}
+    for folder in ("bounding_box_train", "bounding_box_test", "query"):
+        (out / "rgbir" / folder).mkdir(parents=True)
+    for folder, split, pid, cam, n, code in progress_bar(jobs, "generating synthetic dataset", show_progress):
+        name = f"{pid:04d}_c{cam:04d}_{n:03d}.jpg"
+        tiles = render_sample(code, cam, rng, cfg.height, cfg.width)
+        strip = np.concatenate(list(tiles), axis=1)
+        Image.fromarray((strip * 255).round().astype(np.uint8)).save(out / "rgbir" / folder / name, quality=92)
+        for tag, text in captions(code, rng).items():
+            texts.setdefault(f"{split}_{tag}", []).append({"item": name, "description": text})
+    (out / "text").mkdir()
+    for key, items in texts.items():
+        (out / "text" / f"{key}.json").write_text(json.dumps(items, indent=0))
