@@ -130,8 +130,8 @@ class EvalCfg:
     max_rank: int = 50
     batch_size: int = 256
     rerank: bool = False
-    missing_modality: bool = False  # also evaluate every non-empty modality subset
-    cross_modal: bool = False
+    missing_modality: bool = False  # also evaluate every non-empty proper subset of the modalities
+    cross_modal: list[str] = field(default_factory=list)  # e.g. ["rgb->nir+tir"]; ["all"]: each one vs the rest
 
 
 @dataclass
