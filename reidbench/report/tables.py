@@ -165,18 +165,21 @@ def _sorted(rows: list[Row], columns: list[Column]) -> list[Row]:
 
 def leaderboard(ours: list[Group], reported: list[Group], metrics: list[str]) -> Table:
     """Method rows x dataset column groups of ``metrics`` (fractions, shown in %)."""
+    reported = [g for g in reported if any(m in g.cells for m in metrics)]
     groups = [*ours, *reported]
     datasets = _datasets(groups)
     columns = metric_columns(datasets, metrics)
     rows = _sorted(_rows(groups, _row_key, _label, _text), columns)
     caption = (f"Leaderboard ({', '.join(map(dataset_name, datasets))}), metrics in %. "
                f"{protocol_sentence(ours)} "
-               f"{REPORTED_NOTE if reported else ''} {MARKS_NOTE}")
+               f"{REPORTED_NOTE if reported else ''} {marks_note(bool(reported))}")
     return Table("leaderboard", "Leaderboard", _clean(caption), "Method", ["Backbone", "Seeds"], columns, rows)
 
 
-MARKS_NOTE = ("Bold: best, underlined: second best per column among all rows shown (ours and reported), "
-              "compared on the means.")
+def marks_note(reported: bool) -> str:
+    """Which rows the bold / underline marks were chosen among."""
+    among = "our rows and the reported rows together" if reported else "our rows"
+    return f"Bold: best, underlined: second best per column among {among}, compared on the means."
 
 
 def _label(g: Group) -> str:
@@ -252,7 +255,7 @@ def settings_table(dataset: str, ours: list[Group], reported: list[Group], metri
             "Missing modalities at test time: w/o X = modality X removed from query and gallery "
             "(models trained with all modalities)")
     caption = (f"{what}, {dataset_name(dataset)}; All = every modality. Metrics in %. {protocol_sentence(ours)} "
-               f"{REPORTED_NOTE if reported else ''} {MARKS_NOTE}")
+               f"{REPORTED_NOTE if reported else ''} {marks_note(bool(reported))}")
     return Table(f"{kind}_{dataset}", f"{'Cross-modal' if cross else 'Missing modality'} "
                  f"({dataset_name(dataset)})", _clean(caption), "Method", ["Backbone", "Seeds"], columns, rows,
                  "setting")
@@ -272,7 +275,7 @@ def ablation_table(name: str, groups: list[Group], metrics: list[str]) -> Table:
                  lambda gs: {"Method": gs[0].label, "Seeds": seeds_text(gs)})
     rows.sort(key=lambda r: (r.text["Method"], value_key(next(iter(r.groups.values())).value)))
     caption = (f"Ablation {name}: {axis} varied, everything else at the protocol's values. Metrics in %. "
-               f"{protocol_sentence(groups)} Bold: best, underlined: second best per column.")
+               f"{protocol_sentence(groups)} {marks_note(False)}")
     return Table(f"ablation_{name}", f"Ablation: {name} ({axis})", _clean(caption), axis_label(axis),
                  ["Method", "Seeds"],
                  columns, rows)
