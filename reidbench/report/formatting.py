@@ -56,12 +56,35 @@ def fmt_number(x: float, decimals: int | None = 1) -> str:
     return f"{x:.{decimals}f}"
 
 
-def mean_std(cell: Cell, scale: float = 100.0, decimals: int | None = 1, sep: str = " ± ") -> str:
-    """``m ± s`` (or ``m`` when there is no std) after multiplying by ``scale`` (100: fractions -> %)."""
-    if not math.isfinite(cell.mean):
-        return "–"
-    text = fmt_number(cell.mean * scale, decimals)
-    return text + sep + fmt_number(cell.std * scale, decimals) if cell.has_std else text
+@dataclass(frozen=True)
+class CellStyle:
+    """Markup of one output format for a ``mean ± std`` cell (``{}`` / ``{mean}``, ``{std}`` placeholders)."""
+
+    missing: str = "–"
+    best: str = "{}"
+    second: str = "{}"
+    with_std: str = "{mean} ± {std}"
+
+
+PLAIN = CellStyle()
+
+
+def format_cell(cell: Cell | None, scale: float = 100.0, decimals: int | None = 1, show_std: bool = True,
+                mark: int | None = None, style: CellStyle = PLAIN) -> str:
+    """The one ``mean ± std`` formatter: values times ``scale`` (100: fractions -> %), the mean marked
+    best (``mark=1``) or second (``2``) in ``style``, the std left out when unknown (n < 2) or not wanted."""
+    if cell is None or not math.isfinite(cell.mean):
+        return style.missing
+    mean = fmt_number(cell.mean * scale, decimals)
+    mean = style.best.format(mean) if mark == 1 else style.second.format(mean) if mark == 2 else mean
+    if show_std and cell.has_std:
+        return style.with_std.format(mean=mean, std=fmt_number(cell.std * scale, decimals))
+    return mean
+
+
+def mean_std(cell: Cell, scale: float = 100.0, decimals: int | None = 1) -> str:
+    """``m ± s`` (or ``m`` when there is no std) in plain text."""
+    return format_cell(cell, scale, decimals)
 
 
 def dataset_name(name: str) -> str:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from reidbench.report.formatting import fmt_number
-from reidbench.report.tables import Column, Row, Table
+from reidbench.report.formatting import CellStyle
+from reidbench.report.tables import Table
 
 _SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
             "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
@@ -23,18 +23,7 @@ def escape(text: str) -> str:
     return _PATTERN.sub(lambda m: _SPECIAL[m.group(0)], text).replace("\n", " ")
 
 
-def _number_cell(row: Row, column: Column, mark: int | None) -> str:
-    cell = row.cell(column)
-    if cell is None:
-        return "--"
-    mean = fmt_number(cell.mean * column.scale, column.decimals)
-    if mark == 1:
-        mean = rf"\textbf{{{mean}}}"
-    elif mark == 2:
-        mean = rf"\underline{{{mean}}}"
-    if cell.has_std and column.show_std:
-        return rf"{mean}\,{{\scriptsize$\pm${fmt_number(cell.std * column.scale, column.decimals)}}}"
-    return mean
+LATEX = CellStyle("--", r"\textbf{{{}}}", r"\underline{{{}}}", r"{mean}\,{{\scriptsize$\pm${std}}}")
 
 
 def latex_table(table: Table) -> str:
@@ -57,14 +46,12 @@ def latex_table(table: Table) -> str:
         lines += [" & ".join(heads) + r" \\", " ".join(rules)]
     lines.append(" & ".join(escape(t) for t in [*texts, *(c.label for c in table.columns)]) + r" \\")
     lines.append(r"\midrule")
-    marks = table.marks()
-    for i, row in enumerate(table.rows):
+    for i, (row, cells) in enumerate(zip(table.rows, table.formatted(LATEX), strict=True)):
         if row.reported and (i == 0 or not table.rows[i - 1].reported):
             if i > 0:
                 lines.append(r"\midrule")
             lines.append(rf"\multicolumn{{{width}}}{{l}}{{\textit{{Reported in papers}}\textsuperscript{{\dag}}}} \\")
-        values = [escape(row.label), *(escape(row.text.get(t, "")) for t in table.text_columns),
-                  *(_number_cell(row, c, marks.get((i, j))) for j, c in enumerate(table.columns))]
+        values = [escape(row.label), *(escape(row.text.get(t, "")) for t in table.text_columns), *cells]
         lines.append(" & ".join(values) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", rf"\end{{{env}}}", ""]
     return "\n".join(lines)

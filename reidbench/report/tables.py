@@ -14,8 +14,10 @@ from reidbench.report.collect import Group
 from reidbench.report.formatting import (
     ACCURACY_METRICS,
     Cell,
+    CellStyle,
     axis_label,
     dataset_name,
+    format_cell,
     setting_name,
     setting_order,
 )
@@ -112,6 +114,13 @@ class Table:
                 elif value == distinct[1]:
                     out[(i, j)] = 2
         return out
+
+
+    def formatted(self, style: CellStyle) -> list[list[str]]:
+        """Per row, the numeric cells as text in ``style``, best / second marked."""
+        marks = self.marks()
+        return [[format_cell(row.cell(c), c.scale, c.decimals, c.show_std, marks.get((i, j)), style)
+                 for j, c in enumerate(self.columns)] for i, row in enumerate(self.rows)]
 
 
 def _shown(mean: float, column: Column) -> float:

@@ -6,17 +6,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table as RichTable
 
-from reidbench.report.formatting import fmt_number
-from reidbench.report.tables import Column, Row, Table
+from reidbench.report.formatting import CellStyle
+from reidbench.report.tables import Table
 
-
-def _cell(row: Row, column: Column, mark: int | None) -> str:
-    cell = row.cell(column)
-    if cell is None:
-        return "–"
-    mean = fmt_number(cell.mean * column.scale, column.decimals)
-    mean = f"[bold]{mean}[/]" if mark == 1 else f"[underline]{mean}[/]" if mark == 2 else mean
-    return f"{mean} ± {fmt_number(cell.std * column.scale, column.decimals)}" if cell.has_std and column.show_std else mean
+RICH = CellStyle("–", "[bold]{}[/]", "[underline]{}[/]", "{mean} ± {std}")
 
 
 def rich_table(table: Table, caption: bool = True) -> RichTable:
@@ -29,11 +22,10 @@ def rich_table(table: Table, caption: bool = True) -> RichTable:
     for c, (header, i) in zip(table.columns, spans, strict=True):
         top = header if i == 0 else ""
         out.add_column(escape(f"{top}\n{c.label}" if header else c.label), justify="right")
-    marks = table.marks()
-    for i, row in enumerate(table.rows):
+    for i, (row, cells) in enumerate(zip(table.rows, table.formatted(RICH), strict=True)):
         last_ours = not row.reported and i + 1 < len(table.rows) and table.rows[i + 1].reported
         out.add_row(escape(row.label), *(escape(row.text.get(t, "")) for t in table.text_columns),
-                    *(_cell(row, c, marks.get((i, j))) for j, c in enumerate(table.columns)),
+                    *cells,
                     style="dim" if row.reported else None, end_section=last_ours)
     return out
 

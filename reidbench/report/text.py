@@ -5,21 +5,15 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from reidbench.report.formatting import fmt_number
-from reidbench.report.tables import Column, Row, Table
+from reidbench.report.formatting import CellStyle
+from reidbench.report.tables import Table
 
 
 def _md(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def _md_cell(row: Row, column: Column, mark: int | None) -> str:
-    cell = row.cell(column)
-    if cell is None:
-        return "–"
-    mean = fmt_number(cell.mean * column.scale, column.decimals)
-    mean = f"**{mean}**" if mark == 1 else f"<u>{mean}</u>" if mark == 2 else mean
-    return f"{mean} ± {fmt_number(cell.std * column.scale, column.decimals)}" if cell.has_std and column.show_std else mean
+MARKDOWN = CellStyle("–", "**{}**", "<u>{}</u>", "{mean} ± {std}")
 
 
 def markdown_table(table: Table) -> str:
@@ -28,12 +22,11 @@ def markdown_table(table: Table) -> str:
     heads = [*texts, *(f"{c.header} {c.label}".strip() for c in table.columns)]
     lines = [f"**{_md(table.title)}**", "", "| " + " | ".join(map(_md, heads)) + " |",
              "|" + "---|" * len(texts) + "---:|" * len(table.columns)]
-    marks = table.marks()
-    for i, row in enumerate(table.rows):
+    for i, (row, numbers) in enumerate(zip(table.rows, table.formatted(MARKDOWN), strict=True)):
         if row.reported and (i == 0 or not table.rows[i - 1].reported):
             lines.append("| *Reported in papers* †" + " |" * len(heads))
         cells = [row.label, *(row.text.get(t, "") for t in table.text_columns)]
-        cells = [_md(c) for c in cells] + [_md_cell(row, c, marks.get((i, j))) for j, c in enumerate(table.columns)]
+        cells = [*(_md(c) for c in cells), *numbers]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join([*lines, "", f"*{_md(table.caption)}*", ""])
 
