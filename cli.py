@@ -95,6 +95,48 @@ def _knobs(cls: type | None) -> list[str]:
             for f in dataclasses.fields(cls)]
 
 
+# --- report ------------------------------------------------------------------------------------------------
+@cli.command()
+@click.option("--experiment", default="reidbench", show_default=True, help="MLflow experiment to report on.")
+@click.option("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, "
+              "else sqlite:///results/mlflow.db).")
+@click.option("--format", "formats", multiple=True, default=("terminal",), show_default=True,
+              type=click.Choice(["latex", "markdown", "csv", "terminal", "all"]),
+              help="Output format (repeatable); files go under --out.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("results/report"), show_default=True,
+              help="Folder for the table files and figures/.")
+@click.option("--metric", "metrics", multiple=True, metavar="NAME",
+              help="Metric columns: mAP, rank1, rank5, rank10, mINP (repeatable or comma-separated; "
+              "default mAP,rank1).")
+@click.option("--published", type=click.Path(path_type=Path), default=None,
+              help="CSV of numbers reported by papers (default: the repo's results/published.csv).")
+@click.option("--reported", type=click.Choice(["matching", "all", "none"]), default="matching",
+              show_default=True, help="Which reported rows to show: datasets we have runs on, all, none.")
+@click.option("--plots/--no-plots", default=True, show_default=True,
+              help="Write ablation plots and training curves (PNG + PDF) when writing files.")
+def report(experiment: str, tracking_uri: str | None, formats: tuple[str, ...], out: Path,
+           metrics: tuple[str, ...], published: Path | None, reported: str, plots: bool) -> None:
+    """Leaderboard, cost, missing-modality and ablation tables (+ plots) from the finished MLflow runs."""
+    from reidbench import tracking
+    from reidbench.report import load_report, parse_formats, parse_metrics, write_report
+    from reidbench.report.terminal import print_tables
+
+    metric_list = parse_metrics(metrics)
+    format_list = parse_formats(formats)
+    files = [f for f in format_list if f != "terminal"]
+    uri = tracking_uri or tracking.default_uri()
+    result = load_report(uri, experiment, metric_list, published, reported, with_histories=plots and bool(files))
+    if "terminal" in format_list:
+        print_tables(console, result.tables)
+    if result.runset.superseded:
+        console.print(f"note: {result.runset.superseded} re-run(s) of a seed with an identical config were "
+                      "superseded by the latest run (not averaged in)")
+    if files:
+        written = write_report(result, out, files, metric_list, plots=plots)
+        console.print(f"wrote {len(written)} files under {out}/ ({', '.join(files)}"
+                      f"{', figures/' if plots and any(p.parent.name == 'figures' for p in written) else ''})")
+
+
 def main() -> None:
     """Console-script entry point: user mistakes end in a one-line message and exit code 2."""
     try:
