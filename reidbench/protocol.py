@@ -27,7 +27,7 @@ class AugmentCfg:
     """Training augmentation, applied identically to every modality of a sample."""
 
     flip: float = 0.5  # probability of a horizontal flip
-    pad: int = 10  # zero padding before the random crop back to image_size (0 disables)
+    pad: int = 10  # padding (with the mean) before the random crop back to image_size (0 disables)
     erase: float = 0.5  # probability of random erasing
     erase_scale: list[float] = field(default_factory=lambda: [0.02, 0.4])
     erase_ratio: list[float] = field(default_factory=lambda: [0.3, 3.3])
@@ -43,6 +43,7 @@ class DataCfg:
     std: dict[str, list[float]] = field(default_factory=dict)
     augment: AugmentCfg = field(default_factory=AugmentCfg)
     text: bool = False  # attach captions as the `text` modality when the dataset has them
+    on_device: bool | Literal["auto"] = "auto"  # decoded images on the GPU whole (auto: when they fit)
 
 
 @dataclass
