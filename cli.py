@@ -41,8 +41,10 @@ def cli() -> None:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
 @click.option("--quiet/--progress", "-q", default=not sys.stderr.isatty(),
               help="Hide / show progress bars (default: shown on a terminal).")
+@click.option("--allow-partial", is_flag=True, help="Use a dataset whose layout check found problems (warns).")
 def run(methods: tuple[str, ...], datasets: tuple[str, ...], seeds: str | None, overrides: tuple[str, ...],
-        data_root: Path | None, tracking_uri: str | None, experiment: str, device: str, quiet: bool) -> None:
+        data_root: Path | None, tracking_uri: str | None, experiment: str, device: str, quiet: bool,
+        allow_partial: bool) -> None:
     """Train and evaluate every METHOD x DATASET x SEED and print the result table."""
     from reidbench import tracking
     from reidbench.results import print_results
@@ -58,7 +60,8 @@ def run(methods: tuple[str, ...], datasets: tuple[str, ...], seeds: str | None, 
     results = []
     for spec in specs:
         console.print(f"[bold]{spec.name}[/]")
-        results.append(execute(spec, root, uri, experiment, pick_device(device), show_progress=not quiet))
+        results.append(execute(spec, root, uri, experiment, pick_device(device), show_progress=not quiet,
+                               allow_partial=allow_partial))
     print_results(console, results)
     console.print(f"logged to {uri} (experiment {experiment!r})")
 
@@ -84,6 +87,64 @@ def list_(what: str) -> None:
             row.append(", ".join(_knobs(entry.meta.get("config"))))
         table.add_row(*row)
     console.print(table)
+
+
+@cli.group("datasets")
+def datasets_group() -> None:
+    """Check an official dataset download, or decode it into the cache ahead of training."""
+
+
+_data_root = click.option("--data-root", type=click.Path(path_type=Path), default=None,
+                          help="Folder holding the datasets (default: $REIDBENCH_DATA, else ./data).")
+
+
+@datasets_group.command("check")
+@click.argument("name")
+@_data_root
+def datasets_check(name: str, data_root: Path | None) -> None:
+    """Print the layout report of dataset NAME; exit 1 when it found problems."""
+    from reidbench.data.layout_report import print_layout_report
+    from reidbench.registry import DATASETS, load_plugins
+    from reidbench.runner import default_data_root
+
+    load_plugins()
+    dataset = DATASETS.get(name).builder(data_root or default_data_root(), validate=False)
+    print_layout_report(console, dataset)
+    if dataset.problems:
+        sys.exit(1)
+
+
+@datasets_group.command("prepare")
+@click.argument("name")
+@_data_root
+@click.option("--image-size", default=None, metavar="HxW", help="Decode at this size (default: the protocol's).")
+@click.option("--allow-partial", is_flag=True, help="Go on despite layout problems (warns).")
+@click.option("--quiet/--progress", "-q", default=not sys.stderr.isatty(), help="Hide / show progress bars.")
+def datasets_prepare(name: str, data_root: Path | None, image_size: str | None, allow_partial: bool,
+                     quiet: bool) -> None:
+    """Decode dataset NAME once into the cache ($REIDBENCH_CACHE) at the protocol's image size."""
+    import time
+
+    from reidbench.data.cache import prepare
+    from reidbench.protocol import build_protocol
+    from reidbench.registry import DATASETS, load_plugins
+    from reidbench.runner import default_data_root
+
+    load_plugins()
+    dataset = DATASETS.get(name).builder(data_root or default_data_root(), allow_partial=allow_partial)
+    size = _size(image_size) if image_size else tuple(build_protocol(name).data.image_size)
+    start = time.perf_counter()
+    for split, folder, samples, nbytes in prepare(dataset, size, show_progress=not quiet):
+        console.print(f"{split:8s} {samples:6d} samples  {nbytes / 2**20:9.1f} MiB  {folder}", highlight=False)
+    console.print(f"cache ready at {size[0]}x{size[1]} in {time.perf_counter() - start:.1f} s")
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise UserError(f"--image-size {text!r}: expected HEIGHTxWIDTH, e.g. 256x128") from None
+    return height, width
 
 
 def _knobs(cls: type | None) -> list[str]:

@@ -244,3 +244,20 @@ def test_malformed_caption_file_names_its_path(make_root, monkeypatch):
     bad.write_text(json.dumps({"not": "a list"}))
     with pytest.raises(UserError, match=f"{bad}: expected a JSON list"):
         load("rgbnt201", root)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_each_dataset_has_a_protocol_matching_its_evaluation_rules(layout, make_root, monkeypatch):
+    from reidbench.protocol import build_protocol
+
+    config = small(layout)
+    use_counts_of(monkeypatch, layout, config)
+    ds = load(layout, make_root(config))
+    protocol = build_protocol(layout)
+    assert protocol.eval.junk == ds.info.junk and protocol.eval.same_set == ds.info.same_set
+    assert protocol.data.modalities == ds.info.modalities
+    person = layout in ("rgbnt201", "market1501_mm")
+    assert protocol.data.image_size == ([256, 128] if person else [128, 256])
+    assert protocol.backbone.name == "vit_base_patch16_224" and protocol.seeds == [0, 1, 2]
+    assert 50 <= protocol.train.epochs <= 60
+    assert (protocol.sampler.p, protocol.sampler.k) == ((8, 8) if layout == "rgbnt201" else (16, 4))

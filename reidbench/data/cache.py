@@ -133,3 +133,14 @@ def load_split(dataset: Dataset, split: str, size: tuple[int, int], show_progres
         raise UserError(f"the decoded cache in {folder} could not be read back after building it; remove the "
                         f"folder and retry (is the disk full?)")
     return arrays
+
+
+def prepare(dataset: Dataset, size: tuple[int, int], show_progress: bool = True) -> list[tuple[str, Path, int, int]]:
+    """Build (or validate) the cache of every split; (split, folder, samples, bytes) per split."""
+    splits = ["train", "query"] + ([] if dataset.splits.gallery is dataset.splits.query else ["gallery"])
+    out = []
+    for split in splits:
+        arrays = load_split(dataset, split, size, show_progress)
+        out.append((split, split_dir(dataset, split, size), len(getattr(dataset.splits, split)),
+                    sum(a.nbytes for a in arrays.values())))
+    return out

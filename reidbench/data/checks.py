@@ -114,7 +114,7 @@ def summarise(dataset: Dataset) -> list[SplitSummary]:
     rows = []
     for split in ("train", "query", "gallery"):
         samples = getattr(dataset.splits, split)
-        folder = dataset.folders.get(split, "")
+        folder = _relative(dataset.folders.get(split, ""), dataset.info.root)
         if split == "gallery" and dataset.splits.gallery is dataset.splits.query:
             folder = f"{folder} (= query)"
         rows.append(SplitSummary(
@@ -124,3 +124,11 @@ def summarise(dataset: Dataset) -> list[SplitSummary]:
             modalities=sorted({m for s in samples for m in s.images}, key=dataset.info.modalities.index),
             captions=sum(1 for s in samples if s.caption)))
     return rows
+
+
+def _relative(folder: Path | str, root: Path | None) -> str:
+    """``folder`` relative to the dataset root when inside it."""
+    try:
+        return Path(folder).relative_to(root).as_posix() if root is not None and folder else str(folder)
+    except ValueError:
+        return str(folder)
