@@ -3,8 +3,8 @@
 JPEG decoding never happens in the training loop: every split is decoded once into the memory-mapped
 cache (:mod:`reidbench.data.cache`). When the splits fit (``data.on_device``; ``auto``: on a GPU with
 enough free memory) they are copied to the device whole and batches are gathered and augmented there;
-otherwise each batch is cut from the memory-mapped cache on the host (one slice copy per sample, uint8)
-and only then moved and normalised.
+otherwise each batch is cut from the memory-mapped cache on the host (one slice copy per sample, uint8,
+then normalised sample by sample in a few threads: :mod:`reidbench.data.host`) and moved.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import torch
 
 from reidbench.data.augment import AugmentParams, augment_numpy, augment_torch, draw_params
 from reidbench.data.cache import load_split
+from reidbench.data.host import normalise_numpy, parallel
 from reidbench.data.sampler import PKSampler
 from reidbench.data.types import Dataset, Sample, relabel
 from reidbench.errors import UserError
@@ -52,14 +53,6 @@ def resolve_on_device(setting: bool | str, device: torch.device, nbytes: int) ->
     return nbytes <= ON_DEVICE_FRACTION * free
 
 
-def empty_float(shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
-    """An uninitialised float32 tensor; on the CPU allocated by NumPy, which asks the kernel for huge pages
-    (a fresh 25 MB torch allocation costs more in page faults than the normalisation itself)."""
-    if device.type == "cpu":
-        return torch.from_numpy(np.empty(shape, np.float32))
-    return torch.empty(shape, dtype=torch.float32, device=device)
-
-
 class DataModule:
     """Training and evaluation batches for one dataset under one protocol."""
 
@@ -84,16 +77,21 @@ class DataModule:
         self.gallery = self.query if same_set else self._encode(dataset.splits.gallery, arrays["gallery"])
         labels, self.num_classes = relabel(dataset.splits.train)
         self.train_labels = torch.tensor(labels, dtype=torch.long, device=self.device)
-        self.sampler = PKSampler(labels, protocol.sampler.p, protocol.sampler.k, seed)
+        try:
+            self.sampler = PKSampler(labels, protocol.sampler.p, protocol.sampler.k, seed)
+        except ValueError as exc:
+            raise UserError(f"dataset {dataset.info.name!r}: {exc}; set sampler.p (and sampler.k)") from None
         self._fill: dict[str, np.ndarray] = {}
-        self._scale: dict[str, torch.Tensor] = {}
-        self._shift: dict[str, torch.Tensor] = {}
+        self._scale: dict[str, np.ndarray] = {}
+        self._shift: dict[str, np.ndarray] = {}
         for m in self.modalities:
             mean = np.asarray(cfg.mean.get(m, [0.5] * 3), np.float32).reshape(3, 1, 1)
             std = np.asarray(cfg.std.get(m, [0.5] * 3), np.float32).reshape(3, 1, 1)
             self._fill[m] = np.round(mean * 255).astype(np.uint8)
-            self._scale[m] = torch.from_numpy(1 / (255 * std)).to(self.device)
-            self._shift[m] = torch.from_numpy(-mean / std).to(self.device)
+            self._scale[m] = (1 / (255 * std)).astype(np.float32)
+            self._shift[m] = (-mean / std).astype(np.float32)
+        self._scale_t = {m: torch.from_numpy(v).to(self.device) for m, v in self._scale.items()}
+        self._shift_t = {m: torch.from_numpy(v).to(self.device) for m, v in self._shift.items()}
         self._staging: dict[str, np.ndarray] = {}
 
     def _encode(self, samples: list[Sample], arrays: dict[str, np.ndarray]) -> EncodedSplit:
@@ -120,11 +118,17 @@ class DataModule:
         return out
 
     def normalise(self, images: torch.Tensor, modality: str) -> torch.Tensor:
-        """uint8 ``(B, 3, H, W)`` of ``modality`` -> float32 normalised with the protocol's mean / std."""
+        """uint8 ``(B, 3, H, W)`` of ``modality`` -> float32 on the device, normalised with the protocol's
+        mean / std (each a per-channel affine map of the 0..255 value)."""
+        if images.device.type == "cpu" and self.device.type == "cpu":
+            out = np.empty(tuple(images.shape), np.float32)  # NumPy asks for huge pages: fewer page faults
+            array = images.numpy()
+            parallel(len(array), lambda lo, hi: normalise_numpy(array[lo:hi], self._scale[modality],
+                                                                 self._shift[modality], out[lo:hi]))
+            return torch.from_numpy(out)
         images = images.to(self.device, non_blocking=True)
-        out = empty_float(tuple(images.shape), self.device)
-        out.copy_(images)
-        return out.mul_(self._scale[modality]).add_(self._shift[modality])
+        out = torch.empty(images.shape, dtype=torch.float32, device=self.device).copy_(images)
+        return out.mul_(self._scale_t[modality]).add_(self._shift_t[modality])
 
     def epoch_indices(self, epoch: int) -> list[np.ndarray]:
         """This rank's sample indices per step of ``epoch`` (capped by train.max_steps_per_epoch)."""
@@ -151,18 +155,27 @@ class DataModule:
         for step, idx in enumerate(self.epoch_indices(epoch)):
             params = self.augment_params(epoch, step)
             index = torch.from_numpy(idx).to(self.device)
-            batch: Batch = {m: self.normalise(self._augment(m, idx, index, params), m) for m in self.modalities}
+            batch: Batch = {m: self.normalise(u8, m) for m, u8 in self._augment(idx, index, params).items()}
             yield self._labels(batch, self.train, index, pid=self.train_labels[index])
 
-    def _augment(self, modality: str, idx: np.ndarray, index: torch.Tensor, params: AugmentParams) -> torch.Tensor:
-        images = self.train.images[modality]
-        if images.device.type != "cpu":
-            return augment_torch(images, index, params, torch.from_numpy(self._fill[modality].ravel()))
-        shape = (len(idx), *images.shape[1:])
-        if modality not in self._staging or self._staging[modality].shape != shape:
-            self._staging[modality] = np.empty(shape, np.uint8)  # reused: normalise() copies out of it
-        return torch.from_numpy(augment_numpy(images.numpy(), idx, params, self._fill[modality],
-                                              self._staging[modality]))
+    def _augment(self, idx: np.ndarray, index: torch.Tensor, params: AugmentParams) -> dict[str, torch.Tensor]:
+        """uint8 augmented images per modality: gathered on the GPU, or cut from the host cache in threads."""
+        images = self.train.images
+        if images[self.modalities[0]].device.type != "cpu":
+            return {m: augment_torch(images[m], index, params, torch.from_numpy(self._fill[m].ravel()))
+                    for m in self.modalities}
+        shape = (len(idx), 3, *self.size)
+        for m in self.modalities:
+            if m not in self._staging or self._staging[m].shape != shape:
+                self._staging[m] = np.empty(shape, np.uint8)  # reused: normalise() copies out of it
+        arrays = {m: images[m].numpy() for m in self.modalities}
+
+        def work(lo: int, hi: int) -> None:
+            for m in self.modalities:
+                augment_numpy(arrays[m], idx[lo:hi], params[lo:hi], self._fill[m], self._staging[m][lo:hi])
+
+        parallel(len(idx), work)
+        return {m: torch.from_numpy(self._staging[m]) for m in self.modalities}
 
     def eval_batches(self, split: str, batch_size: int, drop: tuple[str, ...] = ()) -> Iterator[Batch]:
         """Un-augmented batches of ``split`` (query / gallery); modalities in ``drop`` are zero-filled."""
