@@ -102,7 +102,11 @@ _data_root = click.option("--data-root", type=click.Path(path_type=Path), defaul
 @click.argument("name")
 @_data_root
 def datasets_check(name: str, data_root: Path | None) -> None:
-    """Print the layout report of dataset NAME; exit 1 when it found problems."""
+    """Print the layout report of dataset NAME; exit 1 when it found problems.
+
+    The check reads folders and file names; `datasets prepare` also decodes every image and names the
+    unreadable ones.
+    """
     from reidbench.data.layout_report import print_layout_report
     from reidbench.registry import DATASETS, load_plugins
     from reidbench.runner import default_data_root

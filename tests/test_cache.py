@@ -94,3 +94,14 @@ def test_unreadable_image_is_an_error_naming_it_and_leaves_no_cache(dataset):
     folder = split_dir(ds, "query", SIZE)
     assert not folder.exists()
     assert not [p for p in folder.parent.iterdir() if ".tmp-" in p.name]
+
+
+def test_every_unreadable_image_is_listed(dataset):
+    ds = dataset()
+    bad = [ds.splits.train[i].images["nir"].path for i in (2, 9)]
+    for path in bad:
+        path.write_bytes(b"not a jpeg")
+    with pytest.raises(UserError) as err:
+        load_split(ds, "train", SIZE, show_progress=False)
+    assert str(err.value).startswith("2 images cannot be read")
+    assert all(f"cannot read image {p}" in str(err.value) for p in bad)

@@ -100,6 +100,15 @@ def test_training_never_decodes_images(dataset, monkeypatch):
     assert sum(len(b["pid"]) for b in data.eval_batches("query", 4)) == 8
 
 
+def test_gpu_style_batched_gather_gives_the_same_batches(dataset):
+    host, batched = make(dataset, "data.augment.erase=0.9"), make(dataset, "data.augment.erase=0.9")
+    assert not host.gather_on_device
+    batched.gather_on_device = True  # what a GPU-resident cache uses (augment_torch), run here on the CPU
+    for a, b in zip(host.train_batches(4), batched.train_batches(4), strict=True):
+        for m in ("rgb", "nir", "tir"):
+            assert torch.equal(a[m], b[m])
+
+
 def test_on_device_true_holds_the_images_in_memory_with_the_same_batches(dataset):
     mapped, loaded = make(dataset, "data.on_device=false"), make(dataset, "data.on_device=true")
     assert mapped_file(mapped.train.images["rgb"].data_ptr()).endswith("rgb.npy")

@@ -85,27 +85,38 @@ def augment_numpy(images: np.ndarray, index: np.ndarray, p: AugmentParams, fill:
     return out
 
 
-def augment_torch(images: torch.Tensor, index: torch.Tensor, p: AugmentParams, fill: torch.Tensor) -> torch.Tensor:
-    """The same as :func:`augment_numpy` as one batched gather on ``images``' device; ``fill``: uint8 ``(3,)``."""
-    _, c, h, w = images.shape
-    dev = images.device
+def torch_maps(p: AugmentParams, size: tuple[int, int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """For :func:`augment_torch`: the flat source pixel of every output pixel ``(B, 1, H*W)`` and the mask of
+    output pixels that keep their source value ``(B, 1, H, W)`` (the others are padding or erased)."""
+    h, w = size
 
     def col(a: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(a).to(dev, non_blocking=True)[:, None]
+        return torch.as_tensor(a).to(device, non_blocking=True)[:, None]
 
-    b = len(index)
-    ys = torch.arange(h, device=dev)[None] + col(p.dy)  # (B, H) source rows
-    xs = torch.arange(w, device=dev)[None] + col(p.dx)  # (B, W) source columns in the flipped frame
+    ys = torch.arange(h, device=device)[None] + col(p.dy)  # (B, H) source rows
+    xs = torch.arange(w, device=device)[None] + col(p.dx)  # (B, W) source columns in the flipped frame
     valid = ((ys >= 0) & (ys < h))[:, :, None] & ((xs >= 0) & (xs < w))[:, None, :]
     xs = torch.where(col(p.flip), w - 1 - xs, xs)
     flat = ys.clamp(0, h - 1)[:, :, None] * w + xs.clamp(0, w - 1)[:, None, :]
-    oy, ox = torch.arange(h, device=dev)[None], torch.arange(w, device=dev)[None]
+    oy, ox = torch.arange(h, device=device)[None], torch.arange(w, device=device)[None]
     in_y = (oy >= col(p.ey)) & (oy < col(p.ey + p.eh))
     in_x = (ox >= col(p.ex)) & (ox < col(p.ex + p.ew))
     erased = col(p.erase)[:, :, None] & in_y[:, :, None] & in_x[:, None, :]
+    return flat.view(len(p), 1, h * w), (valid & ~erased)[:, None]
+
+
+def augment_torch(images: torch.Tensor, index: torch.Tensor, p: AugmentParams, fill: torch.Tensor,
+                  maps: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """The same as :func:`augment_numpy` as one batched gather on ``images``' device; ``fill``: uint8 ``(3,)``.
+
+    ``maps``: :func:`torch_maps` of ``p``, computed once and shared by the modalities of a batch.
+    """
+    _, c, h, w = images.shape
+    flat, keep = maps if maps is not None else torch_maps(p, (h, w), images.device)
+    b = len(index)
     src = images.index_select(0, index).view(b, c, h * w)
-    out = src.gather(2, flat.view(b, 1, h * w).expand(b, c, h * w)).view(b, c, h, w)
-    return torch.where((valid & ~erased)[:, None], out, fill.view(1, c, 1, 1).to(dev))
+    out = src.gather(2, flat.expand(b, c, h * w)).view(b, c, h, w)
+    return torch.where(keep, out, fill.view(1, c, 1, 1).to(images.device))
 
 
 def synced_augment(x: torch.Tensor, cfg: AugmentCfg, rng: np.random.Generator, fill: int = 0) -> torch.Tensor:

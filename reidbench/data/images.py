@@ -55,16 +55,27 @@ def read_sample(sample: Sample, modalities: list[str], size: tuple[int, int]) ->
 
 def decode_into(samples: list[Sample], modalities: list[str], size: tuple[int, int], outs: list[np.ndarray],
                 workers: int, show_progress: bool = True, description: str = "decoding") -> None:
-    """Decode ``samples`` into ``outs[j][i]`` (modality j, sample i; arrays ``(N, 3, H, W)``) with threads."""
+    """Decode ``samples`` into ``outs[j][i]`` (modality j, sample i; arrays ``(N, 3, H, W)``) with threads.
 
-    def decode(i: int) -> int:
-        for j, array in enumerate(read_sample(samples[i], modalities, size)):
-            outs[j][i] = array
-        return i
+    Every file is tried; the unreadable ones are then reported together (an error naming each path).
+    """
+
+    def decode(i: int) -> str | None:
+        try:
+            for j, array in enumerate(read_sample(samples[i], modalities, size)):
+                outs[j][i] = array
+        except UserError as exc:
+            return str(exc)
+        return None
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for _ in progress_bar(pool.map(decode, range(len(samples))), description, show_progress, len(samples)):
-            pass
+        errors = [e for e in progress_bar(pool.map(decode, range(len(samples))), description, show_progress,
+                                          len(samples)) if e]
+    if len(errors) == 1:
+        raise UserError(errors[0])
+    if errors:
+        listed = "\n  ".join(errors[:20]) + (f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else "")
+        raise UserError(f"{len(errors)} images cannot be read:\n  {listed}")
 
 
 def decode_samples(samples: list[Sample], modalities: list[str], size: tuple[int, int],

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from reidbench.data.augment import AugmentParams, augment_numpy, augment_torch, draw_params
+from reidbench.data.augment import AugmentParams, augment_numpy, augment_torch, draw_params, torch_maps
 from reidbench.data.cache import load_split
 from reidbench.data.host import normalise_numpy, parallel
 from reidbench.data.sampler import PKSampler
@@ -75,6 +75,8 @@ class DataModule:
         self.train = self._encode(dataset.splits.train, arrays["train"])
         self.query = self._encode(dataset.splits.query, arrays["query"])
         self.gallery = self.query if same_set else self._encode(dataset.splits.gallery, arrays["gallery"])
+        # batched gather (augment_torch) where the images live on a GPU, slice copies on the host otherwise
+        self.gather_on_device = self.train.images[self.modalities[0]].device.type != "cpu"
         labels, self.num_classes = relabel(dataset.splits.train)
         self.train_labels = torch.tensor(labels, dtype=torch.long, device=self.device)
         try:
@@ -161,8 +163,9 @@ class DataModule:
     def _augment(self, idx: np.ndarray, index: torch.Tensor, params: AugmentParams) -> dict[str, torch.Tensor]:
         """uint8 augmented images per modality: gathered on the GPU, or cut from the host cache in threads."""
         images = self.train.images
-        if images[self.modalities[0]].device.type != "cpu":
-            return {m: augment_torch(images[m], index, params, torch.from_numpy(self._fill[m].ravel()))
+        if self.gather_on_device:
+            maps = torch_maps(params, self.size, self.device)
+            return {m: augment_torch(images[m], index, params, torch.from_numpy(self._fill[m].ravel()), maps)
                     for m in self.modalities}
         shape = (len(idx), 3, *self.size)
         for m in self.modalities:
