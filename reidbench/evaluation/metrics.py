@@ -46,11 +46,15 @@ Differences from the usual implementations
 
 Algorithm
 ---------
-No gallery list is ever fully sorted. Per query only the positives are sorted (by distance, then
-index); every gallery item ``j`` is bucketed by ``b_j``, the number of positives that precede it
-(``torch.searchsorted``; exact ties are resolved by index), and a per-query histogram of ``b`` over
-the negatives gives ``rank_k = k + #{negatives with b_j < k}``. Queries are processed in chunks whose
-temporaries fit a memory budget; everything runs on the device of ``dist``.
+No gallery list is ever fully sorted. Per query only its positives are sorted (by distance, then
+index). Writing ``b_j`` for the number of positives ranked before gallery item ``j``, the rank of the
+k-th positive is ``k + #{negatives j with b_j < k}``, so a per-query histogram of ``b`` over the
+negatives gives every positive's rank, hence AP, INP and the first-hit rank for CMC. Only negatives
+ranked before the hardest positive can count; when they are few (the usual case) they are compacted
+and bucketed with one 1-D ``searchsorted`` on packed ``(query, distance)`` integer keys, otherwise a
+batched ``searchsorted`` buckets the whole chunk. Exact distance ties are resolved by index. Queries
+are processed in chunks (~1M distances on CPU, where that keeps temporaries in cache; ~256 MB of
+temporaries on GPU); everything runs on the device of ``dist``.
 """
 
 from __future__ import annotations
@@ -299,13 +303,26 @@ class _Accumulator:
         last = sorted_d.gather(1, (n_good - 1).clamp(min=0)[:, None])
         last = torch.where(n_good[:, None] > 0, last, torch.full_like(last, -math.inf))
         near = d <= last
-        per_row = near.sum(1)
+        per_row = torch.count_nonzero(near, 1)
         if d.dtype == torch.float32 and int(per_row.sum()) <= _SPARSE_FRACTION * near.numel():
+            # Only negatives: clear the same-pid items (positives and junk) from the mask.
+            vr, vc = valid.nonzero(as_tuple=True)
+            vc = cand[vr, vc]
+            was = near[vr, vc]
+            near[vr, vc] = False
+            per_row = per_row - torch.bincount(vr[was], minlength=c)
             values = d.masked_select(near)
             rows = torch.repeat_interleave(torch.arange(c, device=device), per_row)
+            row_end = torch.cumsum(per_row, 0)
 
             def cols(sel: torch.Tensor) -> torch.Tensor:
-                return near.nonzero()[sel, 1]
+                # gallery indices of the selected items: nonzero over only the rows they lie in
+                r = rows[sel]
+                ur, inv = torch.unique(r, return_inverse=True)
+                counts = per_row[ur]
+                nz = near[ur].nonzero()[:, 1]
+                pos = sel - (row_end[r] - per_row[r])
+                return nz[(torch.cumsum(counts, 0) - counts)[inv] + pos]
 
             b = _goods_before_sparse(sorted_d, sorted_idx, n_good, rows, values, cols)
             del values
@@ -313,22 +330,16 @@ class _Accumulator:
             rows += b
             hist = torch.bincount(rows, minlength=c * nb).view(c, nb)
             del rows, b, near
-            b_cand = _goods_before_sparse(
-                sorted_d, sorted_idx, n_good, torch.arange(c, device=device)[:, None].expand_as(dc).reshape(-1),
-                dc.reshape(-1), lambda sel: safe.reshape(-1)[sel]
-            ).view(c, -1)
-            b_cand = torch.where(valid & (dc <= last), b_cand.clamp(max=nb - 1), torch.full_like(safe, nb - 1))
-            hist.scatter_add_(1, b_cand, -torch.ones_like(b_cand))
         else:
             del near
             b = _goods_before_dense(sorted_d, sorted_idx, n_good, d)
             offs = torch.arange(c, device=device, dtype=torch.int64)[:, None] * nb
             hist = torch.bincount((b + offs).view(-1), minlength=c * nb).view(c, nb)
-            del offs
             # Remove the same-pid items (goods and junk) so that only negatives remain.
             b_cand = torch.where(valid, b.gather(1, safe), torch.full_like(safe, nb - 1))
             del b
-            hist.scatter_add_(1, b_cand, -torch.ones_like(b_cand))
+            # (bincount rather than scatter_add_: deterministic on CUDA, also under deterministic mode)
+            hist -= torch.bincount((b_cand + offs[:, :1]).view(-1), minlength=c * nb).view(c, nb)
         neg_before = torch.cumsum(hist[:, :p_max], 1)  # [c, p_max]: negatives before the k-th good
         ranks = (k_pos + 1)[None, :] + neg_before  # 1-based rank of the k-th good positive
 

@@ -279,9 +279,11 @@ def _query_expand(
         slot = first.cumsum(1) - 1  # position of each entry's unique column in the output row
         width = int(slot[:, -1].max()) + 1
         oi = torch.full((c, width), n, dtype=ci.dtype, device=ci.device)
-        oi.scatter_(1, slot, ci)
-        ov = torch.zeros((c, width), dtype=cv.dtype, device=cv.device)
-        ov.scatter_add_(1, slot, cv)
+        fr, fc = first.nonzero(as_tuple=True)
+        oi[fr, slot[fr, fc]] = ci[fr, fc]  # unique targets
+        flat = (torch.arange(c, device=ci.device)[:, None] * width + slot).view(-1)
+        ov = torch.zeros(c * width, dtype=cv.dtype, device=cv.device).index_add_(0, flat, cv.reshape(-1))
+        ov = ov.view(c, width)
         ov = torch.where(oi < n, ov / k, 0.0)
         rows_out.append(oi)
         vals_out.append(ov)
