@@ -463,6 +463,7 @@ def rank_metrics(
     carry-forward, mINP). ``dist`` may be a torch tensor (CPU or CUDA; computed on its device) or a
     NumPy array; label arrays may be either. ``chunk_size`` is the number of queries per chunk (default:
     ~1M distances per chunk on CPU, ~256 MB of temporaries on GPU). Raises ``ValueError`` when no query is valid.
+    float32 distances take the fastest path; float64 is exact too but always buckets whole chunks.
     """
     if isinstance(dist, np.ndarray):
         dist_t = torch.from_numpy(dist)

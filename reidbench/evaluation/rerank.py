@@ -17,10 +17,12 @@ Definition implemented (the original paper / its reference code ``re_ranking_fea
 * Jaccard distance ``1 - m / (2 - m)`` with ``m = sum_l min(V[i, l], V[j, l])``.
 * Final distance ``(1 - lambda) * jaccard + lambda * o`` for query rows and gallery columns.
 
-Implementation: distances are computed in row chunks and only the ``k1 + 1`` nearest neighbours per
-row are kept (``topk``, never an N x N sort); ``V`` is kept sparse (padded rows of ~k1..k1^2/2
-entries) and the Jaccard term is a sparse join over the shared non-zeros. Memory is the features, one
-chunk of distances and the Q x G output.
+Implementation: the symmetric N x N distance matrix is walked once, upper triangle only, in tiles;
+per row only a running top-(k1+1) and the row maximum are kept (``topk``, never an N x N sort; rows
+whose neighbour boundary is tied are recomputed exactly). ``V`` is kept sparse (padded rows of its
+non-zeros), query expansion merges sparse rows, and the Jaccard term is a sparse join over shared
+non-zero columns. Memory: the features, one tile, O(N * k1) neighbour data, and the Q x G output.
+Tested equal (to float32 rounding) to a dense implementation written from the paper.
 """
 
 from __future__ import annotations
@@ -54,20 +56,47 @@ def _smallest_k_stable(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Ten
 
 
 def _merge_topk(
-    best_v: torch.Tensor, best_i: torch.Tensor, d: torch.Tensor, col0: int
+    best_v: torch.Tensor, best_i: torch.Tensor, d: torch.Tensor, offset: int, transposed: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Merge the smallest entries of block ``d`` (columns offset by ``col0``) into the running best."""
+    """Merge the smallest entries of each row of ``d`` (of ``d.T`` if ``transposed``) into the running
+    best; their indices are offset by ``offset``.
+
+    Only entries below a row's current worst kept value can enter; when they are few they are
+    gathered sparsely instead of running ``topk`` over the whole row.
+    """
     k = best_v.shape[1]
-    v, i = torch.topk(d, min(k, d.shape[1]), dim=1, largest=False, sorted=False)
+    tau = best_v.amax(1)
+    hit = None
+    if not bool(torch.isinf(tau).any()):
+        hit = d < (tau[None, :] if transposed else tau[:, None])
+        if int(torch.count_nonzero(hit)) > d.numel() // 16:
+            hit = None
+    if hit is None:
+        x = d.t().contiguous() if transposed else d
+        v, i = torch.topk(x, min(k, x.shape[1]), dim=1, largest=False, sorted=False)
+    else:
+        rows, cols = hit.nonzero(as_tuple=True)
+        vals = d[rows, cols]
+        if transposed:
+            order = torch.argsort(cols, stable=True)
+            rows, cols, vals = cols[order], rows[order], vals[order]
+        m = best_v.shape[0]
+        cnt = torch.bincount(rows, minlength=m)
+        width = max(1, int(cnt.max()) if rows.numel() else 1)
+        pos = torch.arange(rows.numel(), device=d.device) - (torch.cumsum(cnt, 0) - cnt)[rows]
+        v = torch.full((m, width), math.inf, dtype=d.dtype, device=d.device)
+        i = torch.zeros((m, width), dtype=torch.int64, device=d.device)
+        v[rows, pos] = vals
+        i[rows, pos] = cols
     v = torch.cat([best_v, v], 1)
-    i = torch.cat([best_i, i + col0], 1)
+    i = torch.cat([best_i, i + offset], 1)
     v, o = torch.topk(v, k, dim=1, largest=False, sorted=False)
     return v, i.gather(1, o)
 
 
 def _knn(
     feats: torch.Tensor, sq: torch.Tensor, k: int, block: int, num_q: int, out: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``k`` nearest neighbours of every row by the row-max-normalised squared distance ``o``.
 
     Walks the upper triangle of the symmetric distance matrix in ``block`` x ``block`` tiles (each
@@ -85,18 +114,19 @@ def _knn(
         ae = min(n, a + block)
         for b in range(a, n, block):
             be = min(n, b + block)
-            d = _sq_dist(feats[a:ae], feats[b:be], sq[a:ae], sq[b:be])
+            # Unclamped: clamping at 0 is monotone, applied to the kept values below.
+            d = torch.addmm(sq[a:ae, None] + sq[None, b:be], feats[a:ae], feats[b:be].t(), alpha=-2.0)
             best_v[a:ae], best_i[a:ae] = _merge_topk(best_v[a:ae], best_i[a:ae], d, b)
-            row_max[a:ae] = torch.maximum(row_max[a:ae], d.max(1).values)
+            torch.maximum(row_max[a:ae], d.amax(1), out=row_max[a:ae])
             if b != a:
-                dt = d.t().contiguous()
-                best_v[b:be], best_i[b:be] = _merge_topk(best_v[b:be], best_i[b:be], dt, a)
-                row_max[b:be] = torch.maximum(row_max[b:be], dt.max(1).values)
+                best_v[b:be], best_i[b:be] = _merge_topk(best_v[b:be], best_i[b:be], d, a, transposed=True)
+                torch.maximum(row_max[b:be], d.amax(0), out=row_max[b:be])
             if a < num_q and be > num_q:
                 qe, g0 = min(ae, num_q), max(b, num_q)
                 out[a:qe, g0 - num_q : be - num_q] = d[: qe - a, g0 - b :]
     row_max.clamp_(min=torch.finfo(row_max.dtype).tiny)
-    o = best_v / row_max[:, None]
+    out.clamp_(min=0)
+    o = best_v.clamp(min=0) / row_max[:, None]
     # Exact order by (o, index): sort by index, then stably by o.
     p = best_i.argsort(dim=1)
     o, idx = o.gather(1, p), best_i.gather(1, p)
@@ -327,12 +357,16 @@ def _jaccard_mix(out: torch.Tensor, idx: torch.Tensor, val: torch.Tensor, num_q:
         ql = idx[s:e][sel]
         qv = val[s:e][sel]
         cnt = col_counts[ql]
+        base = col_ptr[ql] - (torch.cumsum(cnt, 0) - cnt)  # p = base + running position
         rep = torch.repeat_interleave(torch.arange(ql.numel(), device=device), cnt)
-        start = (torch.cumsum(cnt, 0) - cnt)[rep]
-        p = col_ptr[ql][rep] + torch.arange(rep.numel(), device=device) - start
+        p = base[rep]
+        p += torch.arange(rep.numel(), device=device)
         contrib = torch.minimum(qv[rep], csc_vals[p])
+        target = qi[rep]
+        target *= num_g
+        target += csc_rows[p]
         tm = torch.zeros(c * num_g, dtype=torch.float32, device=device)
-        tm.index_add_(0, qi[rep] * num_g + csc_rows[p], contrib)
+        tm.index_add_(0, target, contrib)
         tm = tm.view(c, num_g)
         jac = 1.0 - tm / (2.0 - tm)
         out[s:e].mul_(lam).add_(jac, alpha=1.0 - lam)
