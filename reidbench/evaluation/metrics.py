@@ -197,50 +197,50 @@ def _goods_before_dense(
 
 
 def _ordered_key32(x: torch.Tensor, nonnegative: bool = False) -> torch.Tensor:
-    """Map float32 values to int64 keys with the same order and equality (NaN excluded, -0 == +0).
+    """Map float32 values to integer keys with the same order and equality (NaN excluded, -0 == +0).
 
-    Keys lie in ``(-2**31, 2**31)``. ``nonnegative=True`` is a faster path valid when ``x >= 0``.
+    Keys lie in ``(-2**31, 2**31)``; int64, or int32 when ``nonnegative=True`` (a faster path valid
+    when ``x >= 0``, giving the same keys).
     """
-    bits = (x + 0.0).view(torch.int32).to(torch.int64)  # + 0.0 turns -0.0 into +0.0
+    bits = (x + 0.0).view(torch.int32)  # + 0.0 turns -0.0 into +0.0
     if nonnegative:
         return bits
+    bits = bits.to(torch.int64)
     return torch.where(bits < 0, -(bits & 0x7FFFFFFF), bits)
 
 
-def _goods_before_sparse(
+def _negatives_histogram(
     sorted_d: torch.Tensor,
     sorted_idx: torch.Tensor,
-    n_good: torch.Tensor,
-    rows: torch.Tensor,
+    per_row: torch.Tensor,
     values: torch.Tensor,
     cols: Callable[[torch.Tensor], torch.Tensor],
 ) -> torch.Tensor:
-    """Like :func:`_goods_before_dense` for a list of float32 items (row, distance).
+    """Per row, how many of the listed float32 negatives have ``b`` good positives before them.
 
-    One 1-D ``searchsorted`` over all rows at once: the keys ``row * 2**32 + ordered_bits(distance)``
-    are globally sorted. Exact distance ties are then resolved by gallery index; ``cols(sel)`` returns
-    the gallery indices of the selected items (only called when there are ties).
+    ``values`` lists the negatives row after row (``per_row[r]`` of row r). One 1-D ``searchsorted``
+    serves all rows: the keys ``row * 2**32 + ordered_bits(distance)`` are globally sorted, and each
+    row's positives get one extra +inf column so that the position found is the histogram bin. Exact
+    distance ties are then resolved by gallery index; ``cols(sel)`` returns the gallery indices of the
+    selected items (only called when there are ties). Returns [c, P + 1].
     """
-    width = sorted_d.shape[1]
-    shift = 2**31
-    row_base = torch.arange(sorted_d.shape[0], device=sorted_d.device, dtype=torch.int64)[:, None] << 32
-    seq = (row_base + (_ordered_key32(sorted_d) + shift)).view(-1)
+    c, width = sorted_d.shape[0], sorted_d.shape[1] + 1
+    padded = torch.cat([sorted_d, torch.full_like(sorted_d[:, :1], math.inf)], 1)
+    row_base = torch.arange(c, device=sorted_d.device, dtype=torch.int64) << 32
+    seq = (row_base[:, None] + _ordered_key32(padded)).view(-1)
     nonneg = values.numel() == 0 or bool(values.min() >= 0)
-    vkey = _ordered_key32(values, nonneg)
-    vkey += shift
-    vkey += rows << 32
-    pos = torch.searchsorted(seq, vkey, side="left")
-    tie = seq[pos.clamp_(max=seq.numel() - 1)] == vkey
-    del vkey
-    b = pos.sub_(rows * width)
-    tie &= b < n_good[rows]
+    vkey = torch.repeat_interleave(row_base, per_row, output_size=values.numel())
+    vkey += _ordered_key32(values, nonneg)
+    pos = torch.searchsorted(seq, vkey, side="left")  # = row * width + (positives before)
+    tie = seq[pos] == vkey
     if bool(tie.any()):
         (sel,) = tie.nonzero(as_tuple=True)
         for s in range(0, sel.numel(), _TIE_PIECE):
             t = sel[s : s + _TIE_PIECE]
-            r, j, v = rows[t], cols(t), values[t]
-            b[t] += ((sorted_d[r] == v[:, None]) & (sorted_idx[r] < j[:, None])).sum(1)
-    return b
+            r = pos[t] // width
+            j, v = cols(t), values[t]
+            pos[t] += ((sorted_d[r] == v[:, None]) & (sorted_idx[r] < j[:, None])).sum(1)
+    return torch.bincount(pos, minlength=c * width).view(c, width)
 
 
 class _Accumulator:
@@ -312,24 +312,20 @@ class _Accumulator:
             near[vr, vc] = False
             per_row = per_row - torch.bincount(vr[was], minlength=c)
             values = d.masked_select(near)
-            rows = torch.repeat_interleave(torch.arange(c, device=device), per_row)
             row_end = torch.cumsum(per_row, 0)
 
             def cols(sel: torch.Tensor) -> torch.Tensor:
                 # gallery indices of the selected items: nonzero over only the rows they lie in
-                r = rows[sel]
+                r = torch.searchsorted(row_end, sel, right=True)
                 ur, inv = torch.unique(r, return_inverse=True)
                 counts = per_row[ur]
                 nz = near[ur].nonzero()[:, 1]
                 pos = sel - (row_end[r] - per_row[r])
                 return nz[(torch.cumsum(counts, 0) - counts)[inv] + pos]
 
-            b = _goods_before_sparse(sorted_d, sorted_idx, n_good, rows, values, cols)
-            del values
-            rows *= nb
-            rows += b
-            hist = torch.bincount(rows, minlength=c * nb).view(c, nb)
-            del rows, b, near
+            hist = _negatives_histogram(sorted_d, sorted_idx, per_row, values, cols)
+            hist = torch.cat([hist, torch.zeros_like(hist[:, :1])], 1)  # [c, nb]
+            del values, near
         else:
             del near
             b = _goods_before_dense(sorted_d, sorted_idx, n_good, d)
