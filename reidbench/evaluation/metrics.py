@@ -256,10 +256,19 @@ class _Accumulator:
         """Evaluate queries ``start .. start + len(d)`` given their distance rows ``d`` [c, G]."""
         c, num_g = d.shape
         device = d.device
+        d = d.detach()
         if d.dtype not in (torch.float32, torch.float64):
             d = d.float()
         d = d.contiguous()
-        if not bool(torch.isfinite(d.sum())) and bool(torch.isnan(d).any()):
+        # On CPU the full-chunk passes run in NumPy: measured several times faster than the same torch
+        # ops here, and free of OpenMP thread synchronisation (which stalls on a busy machine).
+        on_cpu = device.type == "cpu"
+        if on_cpu:
+            dn = d.numpy()
+            has_nan = not np.isfinite(dn.sum()) and bool(np.isnan(dn).any())
+        else:
+            has_nan = not bool(torch.isfinite(d.sum())) and bool(torch.isnan(d).any())
+        if has_nan:
             raise ValueError("dist contains NaN; distances must be comparable numbers")
         code = labels.q_code[start : start + c]
         found = code >= 0
@@ -302,7 +311,7 @@ class _Accumulator:
         nb = p_max + 2
         last = sorted_d.gather(1, (n_good - 1).clamp(min=0)[:, None])
         last = torch.where(n_good[:, None] > 0, last, torch.full_like(last, -math.inf))
-        near = d <= last
+        near = torch.from_numpy(dn <= last.numpy()) if on_cpu else d <= last
         per_row = torch.count_nonzero(near, 1)
         if d.dtype == torch.float32 and int(per_row.sum()) <= _SPARSE_FRACTION * near.numel():
             # Only negatives: clear the same-pid items (positives and junk) from the mask.
@@ -311,7 +320,7 @@ class _Accumulator:
             was = near[vr, vc]
             near[vr, vc] = False
             per_row = per_row - torch.bincount(vr[was], minlength=c)
-            values = d.masked_select(near)
+            values = torch.from_numpy(dn[near.numpy()]) if on_cpu else d.masked_select(near)
             row_end = torch.cumsum(per_row, 0)
 
             def cols(sel: torch.Tensor) -> torch.Tensor:
