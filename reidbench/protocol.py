@@ -130,7 +130,10 @@ class EvalCfg:
     same_set: bool = False  # query set is the gallery (RGBNT201)
     max_rank: int = 50
     batch_size: int = 256
-    rerank: bool = False
+    rerank: bool = False  # also report k-reciprocal re-ranked metrics (mAP@rerank, ...)
+    rerank_k1: int = 20
+    rerank_k2: int = 6
+    rerank_lambda: float = 0.3
     missing_modality: bool = False  # also evaluate every non-empty proper subset of the modalities
     cross_modal: list[str] = field(default_factory=list)  # e.g. ["rgb->nir+tir"]; ["all"]: each one vs the rest
 

@@ -114,3 +114,20 @@ def test_bad_cross_modal_spec_is_a_user_error():
 
     with pytest.raises(UserError, match="QUERY->GALLERY"):
         cross_modal_settings(["rgb", "nir"], ["rgb->thermal"])
+
+
+def test_evaluate_reports_rerank_and_matches_rank_metrics(synthetic_dataset):
+    from reidbench.evaluation import k_reciprocal_rerank, rank_metrics
+    from reidbench.evaluation.features import extract
+
+    protocol, data, model = _setup(synthetic_dataset, "eval.rerank=true")
+    metrics = evaluate(model, data)
+    qf, gf = extract(model, data, "query", 64), extract(model, data, "gallery", 64)
+    from reidbench.evaluation.metrics import pairwise_distance
+
+    plain = rank_metrics(pairwise_distance(qf, gf), data.query.pids, data.gallery.pids, data.query.camids,
+                         data.gallery.camids)
+    assert abs(metrics["mAP"] - plain.mAP) < 1e-9
+    reranked = rank_metrics(k_reciprocal_rerank(qf, gf), data.query.pids, data.gallery.pids, data.query.camids,
+                            data.gallery.camids)
+    assert abs(metrics["mAP@rerank"] - reranked.mAP) < 1e-9

@@ -1,6 +1,8 @@
-"""Evaluation: rank metrics (mAP, CMC, mINP) and feature extraction."""
+"""Evaluation: ranking metrics (mAP, CMC, mINP), re-ranking, settings and feature extraction."""
 
 from reidbench.evaluation.features import evaluate, extract
-from reidbench.evaluation.metrics import RankMetrics, rank_metrics
+from reidbench.evaluation.metrics import RankMetrics, rank_metrics, rank_metrics_from_features
+from reidbench.evaluation.rerank import k_reciprocal_rerank
 
-__all__ = ["RankMetrics", "evaluate", "extract", "rank_metrics"]
+__all__ = ["RankMetrics", "evaluate", "extract", "k_reciprocal_rerank", "rank_metrics",
+           "rank_metrics_from_features"]

@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from reidbench.data.module import DataModule
-from reidbench.evaluation.metrics import rank_metrics
+from reidbench.evaluation.metrics import RankMetrics, rank_metrics, rank_metrics_from_features
+from reidbench.evaluation.rerank import k_reciprocal_rerank
 from reidbench.evaluation.settings import Setting, cross_modal_settings, missing_modality_settings
 
 
@@ -30,11 +31,6 @@ def extract(model: nn.Module, data: DataModule, split: str, batch_size: int,
         with torch.autocast(data.device.type, dtype=torch.bfloat16, enabled=use_amp):
             feats.append(model(batch).embedding.float())
     return F.normalize(torch.cat(feats), dim=1)
-
-
-def euclidean(q: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """Euclidean distances between L2-normalised rows: ``sqrt(2 - 2 q.g)``."""
-    return (2 - 2 * q @ g.t()).clamp_min(0).sqrt()
 
 
 def settings_of(data: DataModule) -> list[Setting]:
@@ -60,12 +56,21 @@ def evaluate(model: nn.Module, data: DataModule) -> dict[str, float]:
             cache[(split, keep)] = extract(model, data, split, cfg.batch_size, keep)
         return cache[(split, keep)]
 
+    labels = {"q_pids": data.query.pids, "g_pids": data.gallery.pids, "q_camids": data.query.camids,
+              "g_camids": data.gallery.camids, "q_sceneids": data.query.sceneids,
+              "g_sceneids": data.gallery.sceneids, "junk": cfg.junk, "max_rank": cfg.max_rank,
+              "same_set": cfg.same_set}
+
+    def suffixed(result: RankMetrics, name: str) -> dict[str, float]:
+        suffix = "" if name == "all" else f"@{name}"
+        return {f"{k}{suffix}": v for k, v in result.as_dict().items()}
+
     metrics: dict[str, float] = {}
     for setting in settings_of(data):
-        result = rank_metrics(euclidean(feats("query", setting.query), feats("gallery", setting.gallery)),
-                              data.query.pids, data.gallery.pids, data.query.camids, data.gallery.camids,
-                              q_sceneids=data.query.sceneids, g_sceneids=data.gallery.sceneids,
-                              junk=cfg.junk, max_rank=cfg.max_rank, same_set=cfg.same_set).as_dict()
-        suffix = "" if setting.name == "all" else f"@{setting.name}"
-        metrics.update({f"{k}{suffix}": v for k, v in result.items()})
+        qf, gf = feats("query", setting.query), feats("gallery", setting.gallery)
+        metrics.update(suffixed(rank_metrics_from_features(qf, gf, **labels), setting.name))
+    if cfg.rerank:
+        qf, gf = feats("query", tuple(data.modalities)), feats("gallery", tuple(data.modalities))
+        dist = k_reciprocal_rerank(qf, gf, k1=cfg.rerank_k1, k2=cfg.rerank_k2, lambda_value=cfg.rerank_lambda)
+        metrics.update(suffixed(rank_metrics(dist, **labels), "rerank"))
     return metrics

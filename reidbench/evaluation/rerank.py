@@ -1,0 +1,373 @@
+"""k-reciprocal re-ranking (Zhong et al., CVPR 2017) with memory linear in the number of images.
+
+Definition implemented (the original paper / its reference code ``re_ranking_feature.py``):
+
+* Original distance: squared Euclidean distance ``d(i, j) = ||x_i - x_j||^2`` between the features
+  (pass L2-normalised features for the usual protocol), each row divided by its maximum over all
+  ``N = Q + G`` images: ``o(i, j) = d(i, j) / max_k d(i, k)``. Neighbours are ranked by ``o`` with ties
+  broken by index (a stable sort). The input is *not* squared again (torchreid squares an already
+  squared distance, variant 10a in reid-toolkits.md).
+* ``N(i, k)``: the first ``k`` entries of that ranking (``i`` itself is usually the first).
+  k-reciprocal set ``R(i, k1) = {j in N(i, k1 + 1) : i in N(j, k1 + 1)}`` (effective ``k1 + 1``
+  neighbours including self, as in the reference code).
+* Expansion: for every ``c in R(i, k1)``, ``R(c, h)`` with ``h = round(k1 / 2)`` (half to even, as
+  ``np.around``) is added when ``|R(c, h) ∩ R(i, k1)| > 2/3 |R(c, h)|``.
+* ``V[i, j] = exp(-o(i, j)) / sum_j' exp(-o(i, j'))`` over the expanded set, 0 elsewhere.
+* Query expansion (``k2 > 1``): ``V[i] <- mean(V[j] for j in N(i, k2))``.
+* Jaccard distance ``1 - m / (2 - m)`` with ``m = sum_l min(V[i, l], V[j, l])``.
+* Final distance ``(1 - lambda) * jaccard + lambda * o`` for query rows and gallery columns.
+
+Implementation: the symmetric N x N distance matrix is walked once, upper triangle only, in tiles;
+per row only a running top-(k1+1) and the row maximum are kept (``topk``, never an N x N sort; rows
+whose neighbour boundary is tied are recomputed exactly). ``V`` is kept sparse (padded rows of its
+non-zeros), query expansion merges sparse rows, and the Jaccard term is a sparse join over shared
+non-zero columns. Memory: the features, one tile, O(N * k1) neighbour data, and the Q x G output.
+Tested equal (to float32 rounding) to a dense implementation written from the paper.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+__all__ = ["k_reciprocal_rerank"]
+
+_BLOCK = 2048  # tile size of the distance matrix
+_JOIN_ELEMENTS = 1 << 22  # (query, gallery) contributions per Jaccard step
+
+
+def _sq_dist(a: torch.Tensor, b: torch.Tensor, a_sq: torch.Tensor, b_sq: torch.Tensor) -> torch.Tensor:
+    """Squared Euclidean distances between rows of ``a`` and ``b`` given their squared norms."""
+    return torch.addmm(a_sq[:, None] + b_sq[None, :], a, b.t(), alpha=-2.0).clamp_(min=0)
+
+
+def _smallest_k_stable(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Values and indices of the ``k`` smallest entries per row, ordered by (value, index)."""
+    vals = torch.topk(x, k, dim=1, largest=False, sorted=True).values
+    t = vals[:, -1:]
+    eq = x == t
+    take = (x < t) | (eq & (eq.cumsum(1) <= (k - (vals < t).sum(1))[:, None]))
+    idx = take.nonzero()[:, 1].view(-1, k)  # ascending index within each row
+    v = x.gather(1, idx)
+    o = v.argsort(dim=1, stable=True)
+    return v.gather(1, o), idx.gather(1, o)
+
+
+def _merge_topk(
+    best_v: torch.Tensor, best_i: torch.Tensor, d: torch.Tensor, offset: int, transposed: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Merge the smallest entries of each row of ``d`` (of ``d.T`` if ``transposed``) into the running
+    best; their indices are offset by ``offset``.
+
+    Only entries below a row's current worst kept value can enter; when they are few they are
+    gathered sparsely instead of running ``topk`` over the whole row.
+    """
+    k = best_v.shape[1]
+    tau = best_v.amax(1)
+    hit = None
+    if not bool(torch.isinf(tau).any()):
+        hit = d < (tau[None, :] if transposed else tau[:, None])
+        if int(torch.count_nonzero(hit)) > d.numel() // 16:
+            hit = None
+    if hit is None:
+        x = d.t().contiguous() if transposed else d
+        v, i = torch.topk(x, min(k, x.shape[1]), dim=1, largest=False, sorted=False)
+    else:
+        rows, cols = hit.nonzero(as_tuple=True)
+        vals = d[rows, cols]
+        if transposed:
+            order = torch.argsort(cols, stable=True)
+            rows, cols, vals = cols[order], rows[order], vals[order]
+        m = best_v.shape[0]
+        cnt = torch.bincount(rows, minlength=m)
+        width = max(1, int(cnt.max()) if rows.numel() else 1)
+        pos = torch.arange(rows.numel(), device=d.device) - (torch.cumsum(cnt, 0) - cnt)[rows]
+        v = torch.full((m, width), math.inf, dtype=d.dtype, device=d.device)
+        i = torch.zeros((m, width), dtype=torch.int64, device=d.device)
+        v[rows, pos] = vals
+        i[rows, pos] = cols
+    v = torch.cat([best_v, v], 1)
+    i = torch.cat([best_i, i + offset], 1)
+    v, o = torch.topk(v, k, dim=1, largest=False, sorted=False)
+    return v, i.gather(1, o)
+
+
+def _knn(
+    feats: torch.Tensor, sq: torch.Tensor, k: int, block: int, num_q: int, out: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``k`` nearest neighbours of every row by the row-max-normalised squared distance ``o``.
+
+    Walks the upper triangle of the symmetric distance matrix in ``block`` x ``block`` tiles (each
+    product computed once, used for its rows and its columns), keeping a running top-(k+1) and row
+    maxima. Neighbours are ordered by (o, index); rows whose boundary is tied in ``o`` are recomputed
+    exactly. Also writes the query x gallery squared distances into ``out``.
+    Returns (neighbour indices [n, k], their ``o`` values, row maxima of the squared distance).
+    """
+    n = feats.shape[0]
+    kk = min(k + 1, n)
+    best_v = torch.full((n, kk), math.inf, dtype=feats.dtype, device=feats.device)
+    best_i = torch.full((n, kk), n, dtype=torch.int64, device=feats.device)
+    row_max = torch.zeros(n, dtype=feats.dtype, device=feats.device)
+    for a in range(0, n, block):
+        ae = min(n, a + block)
+        for b in range(a, n, block):
+            be = min(n, b + block)
+            # Unclamped: clamping at 0 is monotone, applied to the kept values below.
+            d = torch.addmm(sq[a:ae, None] + sq[None, b:be], feats[a:ae], feats[b:be].t(), alpha=-2.0)
+            best_v[a:ae], best_i[a:ae] = _merge_topk(best_v[a:ae], best_i[a:ae], d, b)
+            torch.maximum(row_max[a:ae], d.amax(1), out=row_max[a:ae])
+            if b != a:
+                best_v[b:be], best_i[b:be] = _merge_topk(best_v[b:be], best_i[b:be], d, a, transposed=True)
+                torch.maximum(row_max[b:be], d.amax(0), out=row_max[b:be])
+            if a < num_q and be > num_q:
+                qe, g0 = min(ae, num_q), max(b, num_q)
+                out[a:qe, g0 - num_q : be - num_q] = d[: qe - a, g0 - b :]
+    row_max.clamp_(min=torch.finfo(row_max.dtype).tiny)
+    out.clamp_(min=0)
+    o = best_v.clamp(min=0) / row_max[:, None]
+    # Exact order by (o, index): sort by index, then stably by o.
+    p = best_i.argsort(dim=1)
+    o, idx = o.gather(1, p), best_i.gather(1, p)
+    p = o.argsort(dim=1, stable=True)
+    o, idx = o.gather(1, p), idx.gather(1, p)
+    if kk < n:
+        # The k-th and (k+1)-th values tie: the running top-k may hold the wrong members of the tie.
+        (bad,) = (o[:, k - 1] == o[:, k]).nonzero(as_tuple=True)
+        for s in range(0, bad.numel(), block):
+            r = bad[s : s + block]
+            d = _sq_dist(feats[r], feats, sq[r], sq) / row_max[r, None]
+            o[r, :k], idx[r, :k] = _smallest_k_stable(d, k)
+    return idx[:, :k].contiguous(), o[:, :k].contiguous(), row_max
+
+
+def _reciprocal(nn: torch.Tensor, width: int, rows: torch.Tensor) -> torch.Tensor:
+    """``mask[r, a]``: row ``rows[r]`` is among the first ``width`` neighbours of ``nn[rows[r], a]``."""
+    fwd = nn[rows, :width]
+    return (nn[fwd, :width] == rows[:, None, None]).any(2)
+
+
+def _unique_rows(idx: torch.Tensor, sentinel: int) -> torch.Tensor:
+    """Sort each row and replace repeated entries by ``sentinel`` (which sorts last)."""
+    idx = idx.sort(dim=1).values
+    dup = torch.zeros_like(idx, dtype=torch.bool)
+    dup[:, 1:] = idx[:, 1:] == idx[:, :-1]
+    idx = torch.where(dup, torch.full_like(idx, sentinel), idx)
+    return idx.sort(dim=1).values
+
+
+def _to_tensor(x: torch.Tensor | np.ndarray, name: str) -> torch.Tensor:
+    t = torch.from_numpy(x) if isinstance(x, np.ndarray) else torch.as_tensor(x)
+    if t.dim() != 2:
+        raise ValueError(f"{name} must be 2-D (num x dim), got shape {tuple(t.shape)}")
+    return t
+
+
+def k_reciprocal_rerank(
+    qf: torch.Tensor | np.ndarray,
+    gf: torch.Tensor | np.ndarray,
+    *,
+    k1: int = 20,
+    k2: int = 6,
+    lambda_value: float = 0.3,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    """Re-ranked query x gallery distance matrix (float32, on ``qf``'s device).
+
+    ``qf`` [Q, D] and ``gf`` [G, D] are query and gallery features (L2-normalise them first for the
+    usual protocol); computations run in ``qf``'s floating dtype. See the module docstring for the exact
+    definition. ``chunk_size`` is the tile size of the distance matrix (default 2048).
+    """
+    q = _to_tensor(qf, "qf")
+    g = _to_tensor(gf, "gf").to(device=q.device)
+    if not q.is_floating_point():
+        q = q.float()
+    g = g.to(q.dtype)
+    if q.shape[1] != g.shape[1]:
+        raise ValueError(f"qf and gf must have the same width, got {q.shape[1]} and {g.shape[1]}")
+    if k1 < 1 or k2 < 1:
+        raise ValueError(f"k1 and k2 must be >= 1, got k1={k1}, k2={k2}")
+    if not 0.0 <= lambda_value <= 1.0:
+        raise ValueError(f"lambda_value must be in [0, 1], got {lambda_value}")
+    num_q, num_g = q.shape[0], g.shape[0]
+    n = num_q + num_g
+    device = q.device
+    out = torch.empty((num_q, num_g), dtype=torch.float32, device=device)
+    if num_q == 0 or num_g == 0:
+        return out
+    feats = torch.cat([q, g]).contiguous()
+    if not bool(torch.isfinite(feats).all()):
+        raise ValueError("features contain NaN or inf")
+    sq = (feats * feats).sum(1)
+    k_all = min(max(k1 + 1, k2), n)
+    k_fwd = min(k1 + 1, n)
+    k_half = min(round(k1 / 2) + 1, n)
+    k_qe = min(k2, n)
+
+    # 1. Nearest neighbours by the row-max-normalised distance; row maxima; query rows of o.
+    block = chunk_size or _BLOCK
+    nn, nn_o, row_max = _knn(feats, sq, k_all, block, num_q, out)
+    out /= row_max[:num_q, None].to(out.dtype)
+
+    # 2. k-reciprocal sets with their 1/2 expansion, and the Gaussian weights: sparse rows of V.
+    members = _expanded_sets(nn, k_fwd, k_half)
+    v_val = _weights(feats, sq, row_max, members, nn, nn_o)
+
+    # 3. Query expansion: V[i] <- mean of V over N(i, k2) (sparse row merge).
+    if k2 != 1:
+        v_idx, v_val = _query_expand(members, v_val, nn[:, :k_qe], n)
+    else:
+        v_idx = members
+
+    # 4. Jaccard distance over shared non-zeros, written into out, then the final mix.
+    _jaccard_mix(out, v_idx, v_val, num_q, lambda_value)
+    return out
+
+
+def _expanded_sets(nn: torch.Tensor, k_fwd: int, k_half: int) -> torch.Tensor:
+    """Expanded k-reciprocal set of every row, padded (ascending indices, sentinel ``n`` last)."""
+    n = nn.shape[0]
+    device = nn.device
+    arange_n = torch.arange(n, device=device)
+    recip_half = torch.empty((n, k_half), dtype=torch.bool, device=device)
+    for s in range(0, n, 8192):
+        e = min(n, s + 8192)
+        recip_half[s:e] = _reciprocal(nn, k_half, arange_n[s:e])
+    half_size = recip_half.sum(1)
+    width = k_fwd + k_fwd * k_half
+    members = torch.empty((n, width), dtype=torch.int64, device=device)
+    step = max(1, (1 << 22) // (k_fwd * k_half * k_fwd))
+    for s in range(0, n, step):
+        e = min(n, s + step)
+        recip = _reciprocal(nn, k_fwd, arange_n[s:e])  # [c, k_fwd]
+        r_set = torch.where(recip, nn[s:e, :k_fwd], n)  # R(i, k1), sentinel n
+        cand = nn[s:e, :k_fwd]  # candidates (valid where recip)
+        c_set = torch.where(recip_half[cand], nn[cand, :k_half], -1)  # R(c, h), sentinel -1
+        inter = (c_set[..., None] == r_set[:, None, None, :]).any(3).sum(2)
+        cond = recip & (3 * inter > 2 * half_size[cand])
+        add = torch.where(cond[..., None] & (c_set >= 0), c_set, n).flatten(1)
+        members[s:e] = _unique_rows(torch.cat([r_set, add], 1), n)
+    wv = int((members < n).sum(1).max())
+    return members[:, :wv].contiguous()
+
+
+def _weights(
+    feats: torch.Tensor,
+    sq: torch.Tensor,
+    row_max: torch.Tensor,
+    members: torch.Tensor,
+    nn: torch.Tensor,
+    nn_o: torch.Tensor,
+) -> torch.Tensor:
+    """``V[i, j] = exp(-o(i, j)) / sum_j exp(-o(i, j))`` over the members of row i (float32, padded 0).
+
+    ``o`` is taken from the neighbour lists where the member is a listed neighbour, computed from the
+    features otherwise.
+    """
+    n = feats.shape[0]
+    device = feats.device
+    ok = members < n
+    ri = torch.arange(n, device=device)[:, None].expand_as(members)[ok]
+    cj = members[ok]
+    match = nn[ri] == cj[:, None]
+    known = match.any(1)
+    o = nn_o[ri].gather(1, match.to(torch.uint8).argmax(1, keepdim=True))[:, 0]
+    (todo,) = (~known).nonzero(as_tuple=True)  # ascending, so rows come in runs
+    step = max(1, (1 << 22) // feats.shape[1])
+    for s in range(0, todo.numel(), step):
+        t = todo[s : s + step]
+        r, c = ri[t], cj[t]
+        ur, inv = torch.unique_consecutive(r, return_inverse=True)
+        dots = (feats.index_select(0, ur)[inv] * feats.index_select(0, c)).sum(1)
+        o[t] = (sq[r] + sq[c] - 2.0 * dots).clamp_(min=0) / row_max[r]
+    w = torch.exp(-o.float())
+    total = torch.zeros(n, dtype=w.dtype, device=device).index_add_(0, ri, w)
+    v = torch.zeros(members.shape, dtype=torch.float32, device=device)
+    v[ok] = w / total[ri]
+    return v
+
+
+def _query_expand(
+    idx: torch.Tensor, val: torch.Tensor, nbrs: torch.Tensor, n: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows ``mean(V[j] for j in nbrs[i])`` of a padded sparse matrix (sentinel column ``n``)."""
+    k = nbrs.shape[1]
+    wv = idx.shape[1]
+    rows_out: list[torch.Tensor] = []
+    vals_out: list[torch.Tensor] = []
+    step = max(1, (1 << 22) // (k * wv))
+    for s in range(0, idx.shape[0], step):
+        e = min(idx.shape[0], s + step)
+        c = e - s
+        ci = idx[nbrs[s:e]].reshape(c, k * wv)
+        cv = val[nbrs[s:e]].reshape(c, k * wv)
+        ci, order = ci.sort(dim=1, stable=True)
+        cv = cv.gather(1, order)
+        first = torch.ones_like(ci, dtype=torch.bool)
+        first[:, 1:] = ci[:, 1:] != ci[:, :-1]
+        slot = first.cumsum(1) - 1  # position of each entry's unique column in the output row
+        width = int(slot[:, -1].max()) + 1
+        oi = torch.full((c, width), n, dtype=ci.dtype, device=ci.device)
+        fr, fc = first.nonzero(as_tuple=True)
+        oi[fr, slot[fr, fc]] = ci[fr, fc]  # unique targets
+        flat = (torch.arange(c, device=ci.device)[:, None] * width + slot).view(-1)
+        ov = torch.zeros(c * width, dtype=cv.dtype, device=cv.device).index_add_(0, flat, cv.reshape(-1))
+        ov = ov.view(c, width)
+        ov = torch.where(oi < n, ov / k, 0.0)
+        rows_out.append(oi)
+        vals_out.append(ov)
+    width = max(t.shape[1] for t in rows_out)
+    out_i = torch.cat([torch.nn.functional.pad(t, (0, width - t.shape[1]), value=n) for t in rows_out])
+    out_v = torch.cat([torch.nn.functional.pad(t, (0, width - t.shape[1]), value=0.0) for t in vals_out])
+    return out_i, out_v
+
+
+def _jaccard_mix(out: torch.Tensor, idx: torch.Tensor, val: torch.Tensor, num_q: int, lam: float) -> None:
+    """Turn ``out`` (query x gallery original distance) into ``(1 - lam) * jaccard + lam * out``.
+
+    ``idx``/``val`` are the padded sparse rows of V (sentinel column ``n``). For every query row, each
+    non-zero column ``l`` is joined with the gallery rows that are non-zero in ``l`` (a CSC index).
+    """
+    n = idx.shape[0]
+    num_g = n - num_q
+    device = out.device
+    ok = idx < n
+    g_ok = ok[num_q:]
+    g_rows = torch.arange(num_g, device=device)[:, None].expand_as(g_ok)[g_ok]
+    g_cols = idx[num_q:][g_ok]
+    g_vals = val[num_q:][g_ok]
+    order = torch.argsort(g_cols, stable=True)
+    csc_rows, csc_vals = g_rows[order], g_vals[order]
+    col_counts = torch.bincount(g_cols, minlength=n)
+    col_ptr = torch.cumsum(col_counts, 0) - col_counts
+    q_ok = ok[:num_q]
+    q_cols = idx[:num_q].clamp(max=n - 1)
+    per_q = torch.where(q_ok, col_counts[q_cols], 0).sum(1)
+    cum = torch.cumsum(per_q, 0)
+    max_rows = max(1, _JOIN_ELEMENTS // num_g)
+    s = 0
+    while s < num_q:
+        base = int(cum[s - 1]) if s > 0 else 0
+        e = int(torch.searchsorted(cum, torch.tensor(base + _JOIN_ELEMENTS, device=device), right=True))
+        e = min(max(e, s + 1), s + max_rows, num_q)
+        c = e - s
+        sel = q_ok[s:e]
+        qi = torch.arange(c, device=device)[:, None].expand_as(sel)[sel]
+        ql = idx[s:e][sel]
+        qv = val[s:e][sel]
+        cnt = col_counts[ql]
+        base = col_ptr[ql] - (torch.cumsum(cnt, 0) - cnt)  # p = base + running position
+        rep = torch.repeat_interleave(torch.arange(ql.numel(), device=device), cnt)
+        p = base[rep]
+        p += torch.arange(rep.numel(), device=device)
+        contrib = torch.minimum(qv[rep], csc_vals[p])
+        target = qi[rep]
+        target *= num_g
+        target += csc_rows[p]
+        tm = torch.zeros(c * num_g, dtype=torch.float32, device=device)
+        tm.index_add_(0, target, contrib)
+        tm = tm.view(c, num_g)
+        jac = 1.0 - tm / (2.0 - tm)
+        out[s:e].mul_(lam).add_(jac, alpha=1.0 - lam)
+        s = e

@@ -1,0 +1,116 @@
+"""Tests for k-reciprocal re-ranking against a plain dense implementation written from the paper."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from reidbench.evaluation import k_reciprocal_rerank
+from reidbench.evaluation.rerank import _knn
+
+
+def dense_rerank(qf: np.ndarray, gf: np.ndarray, k1: int, k2: int, lam: float) -> np.ndarray:
+    """Zhong et al. 2017, dense N x N, full stable argsort; one loop per image, as in the paper."""
+    feats = np.concatenate([qf, gf]).astype(np.float64)
+    n, num_q = len(feats), len(qf)
+    sq = (feats**2).sum(1)
+    d = np.maximum(sq[:, None] + sq[None, :] - 2 * feats @ feats.T, 0)  # squared Euclidean
+    o = d / d.max(1, keepdims=True)  # each row divided by its maximum
+    rank = np.argsort(o, axis=1, kind="stable")  # ties broken by index
+
+    def k_reciprocal(i: int, k: int) -> np.ndarray:
+        forward = rank[i, : k + 1]
+        return np.array([j for j in forward if i in rank[j, : k + 1]], dtype=int)
+
+    half = int(np.around(k1 / 2))
+    v = np.zeros((n, n))
+    for i in range(n):
+        r_i = k_reciprocal(i, k1)
+        expanded = list(r_i)
+        for c in r_i:
+            r_c = k_reciprocal(c, half)
+            if len(np.intersect1d(r_c, r_i)) > 2.0 / 3 * len(r_c):
+                expanded.extend(r_c)
+        expanded = np.unique(np.array(expanded, dtype=int))  # may be empty with duplicates
+        w = np.exp(-o[i, expanded])
+        v[i, expanded] = w / w.sum()
+    if k2 != 1:
+        v = np.stack([v[rank[i, :k2]].mean(0) for i in range(n)])
+    m = np.minimum(v[:num_q, None, :], v[None, :, :]).sum(2)  # sum_l min(V_il, V_jl)
+    jaccard = 1 - m / (2 - m)
+    return ((1 - lam) * jaccard + lam * o[:num_q])[:, num_q:]
+
+
+def features(rng: np.random.Generator, n: int, dim: int, quantised: bool) -> np.ndarray:
+    """Quantised: small dyadic values (exact distances, many exact ties) with duplicated images.
+
+    Continuous: L2-normalised Gaussian features without duplicates (a duplicate's distance is then a
+    rounding residue whose order depends on how the matrix product is blocked).
+    """
+    if not quantised:
+        f = rng.standard_normal((n, dim))
+        return f / np.linalg.norm(f, axis=1, keepdims=True)
+    f = rng.integers(-3, 4, (n, dim)) / 4.0
+    f[rng.integers(0, n, n // 4)] = f[rng.integers(0, n, n // 4)]
+    return f
+
+
+@pytest.mark.parametrize("quantised", [True, False])
+def test_matches_dense_reference(quantised):
+    rng = np.random.default_rng(1 if quantised else 2)
+    for _ in range(6):
+        num_q, num_g = int(rng.integers(1, 40)), int(rng.integers(1, 140))
+        f = features(rng, num_q + num_g, int(rng.integers(2, 9)), quantised)
+        k1, k2, lam = int(rng.integers(1, 25)), int(rng.integers(1, 8)), float(rng.uniform(0, 1))
+        want = dense_rerank(f[:num_q], f[num_q:], k1, k2, lam)
+        got = k_reciprocal_rerank(torch.from_numpy(f[:num_q]), torch.from_numpy(f[num_q:]), k1=k1, k2=k2,
+                                  lambda_value=lam, chunk_size=int(rng.integers(4, 60)))
+        assert got.dtype == torch.float32 and got.shape == (num_q, num_g)
+        np.testing.assert_allclose(got.numpy(), want, atol=2e-6)
+
+
+def test_defaults_float32_numpy_input():
+    rng = np.random.default_rng(3)
+    f = features(rng, 150, 16, quantised=False).astype(np.float32)
+    want = dense_rerank(f[:50], f[50:], 20, 6, 0.3)
+    got = k_reciprocal_rerank(f[:50], f[50:])
+    np.testing.assert_allclose(got.numpy(), want, atol=1e-5)
+
+
+@pytest.mark.parametrize(("k1", "k2", "lam"), [(1, 1, 0.0), (3, 1, 1.0), (500, 3, 0.5), (5, 500, 0.3)])
+def test_edge_parameters(k1, k2, lam):
+    rng = np.random.default_rng(k1 + k2)
+    f = features(rng, 40, 4, quantised=True)
+    want = dense_rerank(f[:10], f[10:], k1, k2, lam)
+    got = k_reciprocal_rerank(torch.from_numpy(f[:10]), torch.from_numpy(f[10:]), k1=k1, k2=k2,
+                              lambda_value=lam, chunk_size=7)
+    np.testing.assert_allclose(got.numpy(), want, atol=2e-6)
+
+
+def test_knn_tiles_and_boundary_ties_are_exact():
+    rng = np.random.default_rng(4)
+    f = torch.from_numpy(rng.integers(-1, 2, (120, 3)).astype(np.float64))  # very many ties
+    sq = (f * f).sum(1)
+    d = torch.clamp(sq[:, None] + sq[None, :] - 2 * f @ f.T, min=0)
+    o = d / d.max(1, keepdim=True).values
+    want = np.argsort(o.numpy(), axis=1, kind="stable")[:, :9]
+    for block in (7, 16, 64, 500):
+        out = torch.empty(20, 100, dtype=torch.float32)
+        nn, nn_o, row_max = _knn(f, sq, 9, block, 20, out)
+        np.testing.assert_array_equal(nn.numpy(), want)
+        np.testing.assert_array_equal(nn_o.numpy(), np.take_along_axis(o.numpy(), want, 1))
+        np.testing.assert_allclose(out.numpy(), d[:20, 20:].numpy())
+
+
+def test_validation():
+    q, g = torch.randn(3, 4), torch.randn(5, 4)
+    with pytest.raises(ValueError, match="width"):
+        k_reciprocal_rerank(q, torch.randn(5, 3))
+    with pytest.raises(ValueError, match="k1"):
+        k_reciprocal_rerank(q, g, k1=0)
+    with pytest.raises(ValueError, match="lambda"):
+        k_reciprocal_rerank(q, g, lambda_value=1.5)
+    with pytest.raises(ValueError, match="NaN"):
+        k_reciprocal_rerank(torch.full((3, 4), float("nan")), g)
+    assert k_reciprocal_rerank(q[:0], g).shape == (0, 5)
