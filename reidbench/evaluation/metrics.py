@@ -111,9 +111,9 @@ class RankMetrics:
             raise ValueError(f"rank k must be in [1, {self.cmc.numel()}] (max_rank), got {k}")
         return float(self.cmc[k - 1])
 
-    def as_dict(self) -> dict[str, float]:
+    def as_dict(self) -> dict[str, float | int]:
         """``{"mAP", "rank1", "rank5", "rank10", "mINP", "num_valid_queries"}``; ranks above max_rank are NaN."""
-        out: dict[str, float] = {"mAP": self.mAP}
+        out: dict[str, float | int] = {"mAP": self.mAP}
         for k in (1, 5, 10):
             out[f"rank{k}"] = self.rank(k) if k <= self.cmc.numel() else math.nan
         out["mINP"] = self.mINP
