@@ -78,10 +78,13 @@ def random_case(rng, num_q, num_g, num_ids=6, num_cams=3, levels=5, dtype=np.flo
     return dist, q_pids, g_pids, q_cams, g_cams, q_scenes, g_scenes
 
 
-@pytest.fixture(params=["sparse", "dense"])
+@pytest.fixture(params=["numpy", "torch-sparse", "torch-dense"])
 def path(request, monkeypatch):
-    """Run a test through both rank-counting paths."""
-    monkeypatch.setattr(metrics_mod, "_SPARSE_FRACTION", 2.0 if request.param == "sparse" else -1.0)
+    """Run a test through every implementation: the NumPy one used on CPU, and both rank-counting
+    paths of the torch one (used on GPU; here run on CPU)."""
+    if request.param != "numpy":
+        monkeypatch.setattr(metrics_mod, "_NUMPY_ON_CPU", False)
+        monkeypatch.setattr(metrics_mod, "_SPARSE_FRACTION", 2.0 if request.param == "torch-sparse" else -1.0)
     return request.param
 
 

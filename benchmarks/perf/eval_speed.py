@@ -4,8 +4,11 @@
     python benchmarks/perf/eval_speed.py --dim 2048
     python benchmarks/perf/eval_speed.py --large         # 100k x 100k from features, peak RSS
 
-Prints times (min and median over --repeat runs), the speed-up, and the max abs difference of the
-metrics. Timings are printed, never asserted. Run from the repository root.
+Prints wall and CPU times (min and median over --repeat interleaved runs), the speed-up, and the max
+abs difference of the metrics (vs the baseline with quicksort, as the toolkits sort, and with a stable
+sort, which breaks ties like rank_metrics). ``--threads`` sets torch's intra-op threads (default 1,
+like the single-threaded NumPy baseline; try 2). Timings are printed, never asserted. Run from the
+repository root.
 """
 
 from __future__ import annotations

@@ -50,11 +50,13 @@ No gallery list is ever fully sorted. Per query only its positives are sorted (b
 index). Writing ``b_j`` for the number of positives ranked before gallery item ``j``, the rank of the
 k-th positive is ``k + #{negatives j with b_j < k}``, so a per-query histogram of ``b`` over the
 negatives gives every positive's rank, hence AP, INP and the first-hit rank for CMC. Only negatives
-ranked before the hardest positive can count; when they are few (the usual case) they are compacted
-and bucketed with one 1-D ``searchsorted`` on packed ``(query, distance)`` integer keys, otherwise a
-batched ``searchsorted`` buckets the whole chunk. Exact distance ties are resolved by index. Queries
-are processed in chunks (~1M distances on CPU, where that keeps temporaries in cache; ~256 MB of
-temporaries on GPU); everything runs on the device of ``dist``.
+ranked no later than the hardest positive can count; they are found with one comparison per item and
+bucketed with ``searchsorted`` against the few sorted positives; exact distance ties are resolved by
+index. Queries are processed in chunks (~1M distances on CPU, where temporaries stay in cache; ~256 MB
+of temporaries on GPU). On CPU the chunk work runs in NumPy (faster here than the same torch ops, and
+unaffected by torch's intra-op thread setting); on other devices a torch twin of the same algorithm
+runs on ``dist``'s device (one packed-key ``searchsorted`` for all queries of a chunk, or a batched one
+when most of the chunk precedes the hardest positives). Both are tested against a plain reference.
 """
 
 from __future__ import annotations
@@ -81,6 +83,8 @@ _TIE_PIECE = 1 << 16
 # Sparse path (bucket only the items up to the hardest positive, one 1-D searchsorted on packed keys)
 # when they are at most this fraction of the chunk; otherwise batched searchsorted over the whole chunk.
 _SPARSE_FRACTION = 0.5
+# CPU chunks run the NumPy twin of the torch code (tests flip this to cover the torch code on CPU).
+_NUMPY_ON_CPU = True
 
 
 @dataclass(frozen=True)
@@ -107,9 +111,9 @@ class RankMetrics:
             raise ValueError(f"rank k must be in [1, {self.cmc.numel()}] (max_rank), got {k}")
         return float(self.cmc[k - 1])
 
-    def as_dict(self) -> dict[str, float]:
+    def as_dict(self) -> dict[str, float | int]:
         """``{"mAP", "rank1", "rank5", "rank10", "mINP", "num_valid_queries"}``; ranks above max_rank are NaN."""
-        out: dict[str, float] = {"mAP": self.mAP}
+        out: dict[str, float | int] = {"mAP": self.mAP}
         for k in (1, 5, 10):
             out[f"rank{k}"] = self.rank(k) if k <= self.cmc.numel() else math.nan
         out["mINP"] = self.mINP
@@ -147,6 +151,17 @@ class _Labels:
     q_key: torch.Tensor | None  # camid / sceneid of queries for the junk rule
     g_key: torch.Tensor | None
     same_set: bool
+
+    def numpy(self) -> dict[str, np.ndarray | bool | None]:
+        """Zero-copy NumPy views of the (CPU) tensors."""
+        return {
+            "q_code": self.q_code.numpy(),
+            "table": self.table.numpy(),
+            "counts": self.counts.numpy(),
+            "q_key": None if self.q_key is None else self.q_key.numpy(),
+            "g_key": None if self.g_key is None else self.g_key.numpy(),
+            "same_set": self.same_set,
+        }
 
 
 def _build_labels(
@@ -243,6 +258,147 @@ def _negatives_histogram(
     return torch.bincount(pos, minlength=c * width).view(c, width)
 
 
+def _ranks_torch(
+    d: torch.Tensor, start: int, labels: _Labels, junk: JunkRule
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Ranks [c, P] of each query's good positives (1-based, by (distance, index)) and their counts.
+
+    Torch implementation (any device). None when no query of the chunk has a positive.
+    """
+    c, num_g = d.shape
+    device = d.device
+    code = labels.q_code[start : start + c]
+    found = code >= 0
+    row_counts = torch.where(found, labels.counts[code.clamp(min=0)], torch.zeros_like(code))
+    width = int(row_counts.max()) if c else 0
+    if width == 0:
+        return None
+    cand = labels.table[code.clamp(min=0), :width]
+    cand = torch.where(found[:, None], cand, torch.full_like(cand, -1))
+    valid = cand >= 0
+    safe = cand.clamp(min=0)
+    junk_mask = torch.zeros_like(valid)
+    if junk != "none":
+        assert labels.q_key is not None and labels.g_key is not None
+        qk = labels.q_key[start : start + c]
+        junk_mask = labels.g_key[safe] == qk[:, None]
+    if labels.same_set:
+        qidx = torch.arange(start, start + c, device=device)
+        junk_mask = junk_mask | (cand == qidx[:, None])
+    good = valid & ~junk_mask
+    n_good = good.sum(1)
+    p_max = int(n_good.max())
+    if p_max == 0:
+        return None
+
+    # Good positives sorted by (distance, index): cand is ascending in index, so a stable sort on
+    # distance followed by a stable sort pushing non-goods to the end gives that order.
+    dc = d.gather(1, safe)
+    inf = torch.full_like(dc, math.inf)
+    perm = torch.argsort(torch.where(good, dc, inf), dim=1, stable=True)
+    perm = perm.gather(1, torch.argsort((~good).gather(1, perm).to(torch.uint8), dim=1, stable=True))
+    perm = perm[:, :p_max]
+    k_pos = torch.arange(p_max, device=device)
+    is_good = k_pos[None, :] < n_good[:, None]
+    sorted_d = torch.where(is_good, dc.gather(1, perm), inf[:, :p_max]).contiguous()
+    sorted_idx = torch.where(is_good, cand.gather(1, perm), torch.full_like(perm, num_g))
+
+    # Histogram per row of b = number of good positives ranked before each negative (buckets
+    # 0..p_max plus a garbage bucket). Only items up to the hardest positive matter.
+    nb = p_max + 2
+    last = sorted_d.gather(1, (n_good - 1).clamp(min=0)[:, None])
+    last = torch.where(n_good[:, None] > 0, last, torch.full_like(last, -math.inf))
+    near = d <= last
+    per_row = torch.count_nonzero(near, 1)
+    if d.dtype == torch.float32 and int(per_row.sum()) <= _SPARSE_FRACTION * near.numel():
+        # Only negatives: clear the same-pid items (positives and junk) from the mask.
+        vr, vc = valid.nonzero(as_tuple=True)
+        vc = cand[vr, vc]
+        was = near[vr, vc]
+        near[vr, vc] = False
+        per_row = per_row - torch.bincount(vr[was], minlength=c)
+        values = d.masked_select(near)
+        row_end = torch.cumsum(per_row, 0)
+
+        def cols(sel: torch.Tensor) -> torch.Tensor:
+            # gallery indices of the selected items: nonzero over only the rows they lie in
+            r = torch.searchsorted(row_end, sel, right=True)
+            ur, inv = torch.unique(r, return_inverse=True)
+            counts = per_row[ur]
+            nz = near[ur].nonzero()[:, 1]
+            pos = sel - (row_end[r] - per_row[r])
+            return nz[(torch.cumsum(counts, 0) - counts)[inv] + pos]
+
+        hist = _negatives_histogram(sorted_d, sorted_idx, per_row, values, cols)
+        hist = torch.cat([hist, torch.zeros_like(hist[:, :1])], 1)  # [c, nb]
+        del values, near
+    else:
+        del near
+        b = _goods_before_dense(sorted_d, sorted_idx, n_good, d)
+        offs = torch.arange(c, device=device, dtype=torch.int64)[:, None] * nb
+        hist = torch.bincount((b + offs).view(-1), minlength=c * nb).view(c, nb)
+        # Remove the same-pid items (goods and junk) so that only negatives remain.
+        b_cand = torch.where(valid, b.gather(1, safe), torch.full_like(safe, nb - 1))
+        del b
+        # (bincount rather than scatter_add_: deterministic on CUDA, also under deterministic mode)
+        hist -= torch.bincount((b_cand + offs[:, :1]).view(-1), minlength=c * nb).view(c, nb)
+    neg_before = torch.cumsum(hist[:, :p_max], 1)  # [c, p_max]: negatives before the k-th good
+    ranks = (k_pos + 1)[None, :] + neg_before  # 1-based rank of the k-th good positive
+    return ranks, n_good
+
+
+def _ranks_numpy(
+    dn: np.ndarray, start: int, lab: dict, junk: JunkRule
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """NumPy twin of :func:`_ranks_torch` for CPU: same algorithm, one ``searchsorted`` per query."""
+    c, num_g = dn.shape
+    code = lab["q_code"][start : start + c]
+    found = code >= 0
+    cc = np.where(found, code, 0)
+    width = int(np.where(found, lab["counts"][cc], 0).max()) if c else 0
+    if width == 0:
+        return None
+    cand = np.where(found[:, None], lab["table"][cc, :width], -1)
+    valid = cand >= 0
+    safe = np.where(valid, cand, 0)
+    junk_mask = np.zeros_like(valid)
+    if junk != "none":
+        junk_mask = lab["g_key"][safe] == lab["q_key"][start : start + c, None]
+    if lab["same_set"]:
+        junk_mask |= cand == np.arange(start, start + c)[:, None]
+    good = valid & ~junk_mask
+    n_good = good.sum(1)
+    p_max = int(n_good.max())
+    if p_max == 0:
+        return None
+    # Good positives first, ordered by (distance, index) (cand is ascending in index).
+    dc = np.take_along_axis(dn, safe, 1)
+    perm = np.argsort(np.where(good, dc, np.inf), axis=1, kind="stable")
+    perm = np.take_along_axis(perm, np.argsort(~np.take_along_axis(good, perm, 1), axis=1, kind="stable"), 1)
+    sorted_d = np.take_along_axis(dc, perm, 1)
+    sorted_idx = np.take_along_axis(cand, perm, 1)
+    ok = n_good > 0
+    last = np.full(c, -np.inf, dtype=dn.dtype)
+    last[ok] = sorted_d[ok, n_good[ok] - 1]
+    # Negatives ranked no later than the hardest positive: the same-pid items are cleared.
+    near = dn <= last[:, None]
+    vr, vc = np.nonzero(valid)
+    near[vr, cand[vr, vc]] = False
+    ranks = np.ones((c, p_max), dtype=np.int64)
+    for r in np.flatnonzero(ok):
+        p = int(n_good[r])
+        sd, si = sorted_d[r, :p], sorted_idx[r, :p]
+        cols = np.flatnonzero(near[r])
+        v = dn[r, cols]
+        b = np.searchsorted(sd, v, side="left")
+        tie = sd[np.minimum(b, p - 1)] == v
+        if tie.any():
+            t = np.flatnonzero(tie)
+            b[t] += ((sd[None, :] == v[t, None]) & (si[None, :] < cols[t, None])).sum(1)
+        ranks[r, :p] = np.arange(1, p + 1) + np.cumsum(np.bincount(b, minlength=p + 1)[:p])
+    return ranks, n_good.astype(np.int64)
+
+
 class _Accumulator:
     """Accumulates per-query results chunk by chunk."""
 
@@ -254,112 +410,45 @@ class _Accumulator:
 
     def add(self, start: int, d: torch.Tensor, labels: _Labels, junk: JunkRule) -> None:
         """Evaluate queries ``start .. start + len(d)`` given their distance rows ``d`` [c, G]."""
-        c, num_g = d.shape
-        device = d.device
         d = d.detach()
         if d.dtype not in (torch.float32, torch.float64):
             d = d.float()
         d = d.contiguous()
-        # On CPU the full-chunk passes run in NumPy: measured several times faster than the same torch
-        # ops here, and free of OpenMP thread synchronisation (which stalls on a busy machine).
-        on_cpu = device.type == "cpu"
-        if on_cpu:
+        if d.device.type == "cpu" and _NUMPY_ON_CPU:
+            # NumPy on CPU: measured several times faster than the same torch ops here, and free of
+            # OpenMP thread synchronisation (which stalls badly on a busy machine).
             dn = d.numpy()
-            has_nan = not np.isfinite(dn.sum()) and bool(np.isnan(dn).any())
-        else:
-            has_nan = not bool(torch.isfinite(d.sum())) and bool(torch.isnan(d).any())
-        if has_nan:
+            with np.errstate(invalid="ignore", over="ignore"):
+                total = dn.sum()  # cheap NaN screen; inf - inf or overflow fall through to isnan
+            if not np.isfinite(total) and bool(np.isnan(dn).any()):
+                raise ValueError("dist contains NaN; distances must be comparable numbers")
+            out = _ranks_numpy(dn, start, labels.numpy(), junk)
+            if out is not None:
+                self._record(start, torch.from_numpy(out[0]), torch.from_numpy(out[1]))
+            return
+        if not bool(torch.isfinite(d.sum())) and bool(torch.isnan(d).any()):
             raise ValueError("dist contains NaN; distances must be comparable numbers")
-        code = labels.q_code[start : start + c]
-        found = code >= 0
-        row_counts = torch.where(found, labels.counts[code.clamp(min=0)], torch.zeros_like(code))
-        width = int(row_counts.max()) if c else 0
-        if width == 0:
-            return
-        cand = labels.table[code.clamp(min=0), :width]
-        cand = torch.where(found[:, None], cand, torch.full_like(cand, -1))
-        valid = cand >= 0
-        safe = cand.clamp(min=0)
-        junk_mask = torch.zeros_like(valid)
-        if junk != "none":
-            assert labels.q_key is not None and labels.g_key is not None
-            qk = labels.q_key[start : start + c]
-            junk_mask = labels.g_key[safe] == qk[:, None]
-        if labels.same_set:
-            qidx = torch.arange(start, start + c, device=device)
-            junk_mask = junk_mask | (cand == qidx[:, None])
-        good = valid & ~junk_mask
-        n_good = good.sum(1)
-        p_max = int(n_good.max())
-        if p_max == 0:
-            return
+        out_t = _ranks_torch(d, start, labels, junk)
+        if out_t is not None:
+            self._record(start, out_t[0].cpu(), out_t[1].cpu())
 
-        # Good positives sorted by (distance, index): cand is ascending in index, so a stable sort on
-        # distance followed by a stable sort pushing non-goods to the end gives that order.
-        dc = d.gather(1, safe)
-        inf = torch.full_like(dc, math.inf)
-        perm = torch.argsort(torch.where(good, dc, inf), dim=1, stable=True)
-        perm = perm.gather(1, torch.argsort((~good).gather(1, perm).to(torch.uint8), dim=1, stable=True))
-        perm = perm[:, :p_max]
-        k_pos = torch.arange(p_max, device=device)
+    def _record(self, start: int, ranks: torch.Tensor, n_good: torch.Tensor) -> None:
+        """Store AP / INP and the first-hit histogram from the ranks [c, P] of each query's positives."""
+        c, p_max = ranks.shape
+        k_pos = torch.arange(p_max)
         is_good = k_pos[None, :] < n_good[:, None]
-        sorted_d = torch.where(is_good, dc.gather(1, perm), inf[:, :p_max]).contiguous()
-        sorted_idx = torch.where(is_good, cand.gather(1, perm), torch.full_like(perm, num_g))
-
-        # Histogram per row of b = number of good positives ranked before each negative (buckets
-        # 0..p_max plus a garbage bucket). Only items up to the hardest positive matter.
-        nb = p_max + 2
-        last = sorted_d.gather(1, (n_good - 1).clamp(min=0)[:, None])
-        last = torch.where(n_good[:, None] > 0, last, torch.full_like(last, -math.inf))
-        near = torch.from_numpy(dn <= last.numpy()) if on_cpu else d <= last
-        per_row = torch.count_nonzero(near, 1)
-        if d.dtype == torch.float32 and int(per_row.sum()) <= _SPARSE_FRACTION * near.numel():
-            # Only negatives: clear the same-pid items (positives and junk) from the mask.
-            vr, vc = valid.nonzero(as_tuple=True)
-            vc = cand[vr, vc]
-            was = near[vr, vc]
-            near[vr, vc] = False
-            per_row = per_row - torch.bincount(vr[was], minlength=c)
-            values = torch.from_numpy(dn[near.numpy()]) if on_cpu else d.masked_select(near)
-            row_end = torch.cumsum(per_row, 0)
-
-            def cols(sel: torch.Tensor) -> torch.Tensor:
-                # gallery indices of the selected items: nonzero over only the rows they lie in
-                r = torch.searchsorted(row_end, sel, right=True)
-                ur, inv = torch.unique(r, return_inverse=True)
-                counts = per_row[ur]
-                nz = near[ur].nonzero()[:, 1]
-                pos = sel - (row_end[r] - per_row[r])
-                return nz[(torch.cumsum(counts, 0) - counts)[inv] + pos]
-
-            hist = _negatives_histogram(sorted_d, sorted_idx, per_row, values, cols)
-            hist = torch.cat([hist, torch.zeros_like(hist[:, :1])], 1)  # [c, nb]
-            del values, near
-        else:
-            del near
-            b = _goods_before_dense(sorted_d, sorted_idx, n_good, d)
-            offs = torch.arange(c, device=device, dtype=torch.int64)[:, None] * nb
-            hist = torch.bincount((b + offs).view(-1), minlength=c * nb).view(c, nb)
-            # Remove the same-pid items (goods and junk) so that only negatives remain.
-            b_cand = torch.where(valid, b.gather(1, safe), torch.full_like(safe, nb - 1))
-            del b
-            # (bincount rather than scatter_add_: deterministic on CUDA, also under deterministic mode)
-            hist -= torch.bincount((b_cand + offs[:, :1]).view(-1), minlength=c * nb).view(c, nb)
-        neg_before = torch.cumsum(hist[:, :p_max], 1)  # [c, p_max]: negatives before the k-th good
-        ranks = (k_pos + 1)[None, :] + neg_before  # 1-based rank of the k-th good positive
-
         ok = n_good > 0
-        ranks64 = ranks.to(torch.float64)
+        ranks64 = ranks.to(torch.float64).clamp(min=1)
         prec = torch.where(is_good, (k_pos + 1).to(torch.float64)[None, :] / ranks64, 0.0)
         n64 = n_good.clamp(min=1).to(torch.float64)
         ap = prec.sum(1) / n64
         hardest = ranks64.gather(1, (n_good - 1).clamp(min=0)[:, None])[:, 0]
         inp = n64 / hardest
         nan = torch.full_like(ap, math.nan)
-        self.ap[start : start + c] = torch.where(ok, ap, nan).cpu()
-        self.inp[start : start + c] = torch.where(ok, inp, nan).cpu()
+        self.ap[start : start + c] = torch.where(ok, ap, nan)
+        self.inp[start : start + c] = torch.where(ok, inp, nan)
         first = ranks[:, 0].clamp(max=self.max_rank + 1)[ok] - 1
-        self.first_counts += torch.bincount(first, minlength=self.max_rank + 1).cpu()[: self.max_rank + 1]
+        self.first_counts += torch.bincount(first, minlength=self.max_rank + 1)[: self.max_rank + 1]
 
     def result(self, junk: JunkRule) -> RankMetrics:
         """Average the accumulated per-query values."""
