@@ -77,9 +77,11 @@ def read_outcome(job: Job, job_dir: Path, returncode: int) -> Outcome:
     if returncode == 0 and result.is_file():
         data = json.loads(result.read_text())
         return Outcome(job, data["metrics"], data.get("run_id"), log=log)
-    errors = sorted(job_dir.glob("error-*.json"))
+    # the rank that failed first, not the ranks the launcher stopped afterwards (SystemExit)
+    errors = [json.loads(p.read_text())["error"] for p in sorted(job_dir.glob("error-*.json"))]
+    errors.sort(key=lambda e: e.startswith(("SystemExit", "KeyboardInterrupt")))
     if errors:
-        message = json.loads(errors[0].read_text())["error"]
+        message = errors[0]
     else:
         tail = log.read_text(errors="replace").strip().splitlines()[-5:] if log.is_file() else []
         message = f"worker exited with code {returncode}" + (": " + " | ".join(tail) if tail else "")
