@@ -152,7 +152,7 @@ class RunRecord:
     name: str
     status: str
     tags: dict[str, str] = field(default_factory=dict)
-    metrics: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)  # contract names (mAP@no_tir)
     params: dict[str, str] = field(default_factory=dict)
 
 
@@ -167,7 +167,8 @@ def find_runs(uri: str, experiment: str, filter_string: str) -> list[RunRecord]:
         page = client.search_runs([exp.experiment_id], filter_string, max_results=1000, page_token=token,
                                   order_by=["attributes.start_time DESC"])
         out += [RunRecord(r.info.run_id, r.info.run_name or "", r.info.status, dict(r.data.tags),
-                          dict(r.data.metrics), dict(r.data.params)) for r in page]
+                          {metric_name(k): v for k, v in r.data.metrics.items()}, dict(r.data.params))
+                for r in page]
         token = page.token
         if not token:
             return out
