@@ -20,6 +20,7 @@ from reidbench import tracking
 from reidbench.executors import Executor, InProcess, Job, Outcome
 from reidbench.progress import make_progress
 from reidbench.protocol import RunSpec, config_hash
+from reidbench.registry import DATASETS
 from reidbench.runner import RunResult, make_spec
 
 IDENTITY_TAGS = ("ablation", "axis", "value", "axis_default")
@@ -84,23 +85,27 @@ def run_sweep(specs: list[RunSpec], settings: Settings, executor: Executor | Non
     for record in tracking.find_runs(settings.uri, settings.experiment, FINISHED_RUNS):
         done.setdefault(record.tags.get("config_hash", ""), []).append(record)
     out = SweepResult()
-    parent = _parent(specs, settings, exp_id, kind, name, parent_tags) if kind != "grid" or len(specs) > 1 else None
-    out.parent_run_id = parent.run_id if parent else None
-    results: dict[int, RunResult] = {}
-    jobs: list[tuple[int, Job]] = []
+    same: dict[int, tracking.RunRecord] = {}
+    other: dict[int, tracking.RunRecord] = {}
+    todo: list[int] = []
     for i, spec in enumerate(specs):
         digest = config_hash(spec.config())
-        same = [r for r in done.get(digest, []) if identity(r.tags) == identity(spec.tags)]
-        if same:
-            results[i] = RunResult(spec, same[0].metrics, same[0].run_id)
-            out.skipped += 1
+        matches = [r for r in done.get(digest, []) if identity(r.tags) == identity(spec.tags)]
+        if matches:
+            same[i] = matches[0]
         elif digest in done:
-            results[i] = _reuse(spec, done[digest][0], settings, exp_id, out.parent_run_id)
-            out.reused += 1
+            other[i] = done[digest][0]
         else:
-            jobs.append((i, Job(spec, settings.data_root, settings.uri, settings.experiment, out.parent_run_id,
-                                settings.checkpoint_dir, settings.keep_checkpoints, settings.device,
-                                settings.nprocs, settings.show_progress, settings.allow_partial)))
+            todo.append(i)
+    check_datasets({specs[i].dataset for i in todo}, settings)  # a missing download: one error, before any run
+    parent = _parent(specs, settings, exp_id, kind, name, parent_tags) if kind != "grid" or len(specs) > 1 else None
+    out.parent_run_id = parent.run_id if parent else None
+    results = {i: RunResult(specs[i], record.metrics, record.run_id) for i, record in same.items()}
+    results.update({i: _reuse(specs[i], record, settings, exp_id, out.parent_run_id) for i, record in other.items()})
+    out.skipped, out.reused = len(same), len(other)
+    jobs = [(i, Job(specs[i], settings.data_root, settings.uri, settings.experiment, out.parent_run_id,
+                    settings.checkpoint_dir, settings.keep_checkpoints, settings.device, settings.nprocs,
+                    settings.show_progress, settings.allow_partial)) for i in todo]
     console.print(f"{len(specs)} point(s): {out.skipped} finished (skipped), {out.reused} reused from other "
                   f"sweeps, {len(jobs)} to train")
     try:
@@ -121,6 +126,13 @@ def run_sweep(specs: list[RunSpec], settings: Settings, executor: Executor | Non
                             "reused": out.reused, "failed": len(out.failures)})
         parent.finish("FAILED" if out.failures else "FINISHED")
     return out
+
+
+def check_datasets(names: set[str], settings: Settings) -> None:
+    """Load every dataset once (file lists and layout checks, no decoding): a UserError for a missing or
+    mismatching download stops the sweep before it starts instead of failing each of its points."""
+    for name in sorted(names):
+        DATASETS.get(name).builder(Path(settings.data_root), allow_partial=settings.allow_partial)
 
 
 def _unique(specs: list[RunSpec]) -> list[RunSpec]:
