@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -27,54 +29,175 @@ def cli() -> None:
     """reidbench: train and evaluate multimodal ReID methods under one protocol, log to MLflow."""
 
 
+def _execution_options(command: Callable) -> Callable:
+    """Options shared by the commands that train: data, MLflow, device and where / how runs execute."""
+    options = [
+        click.option("--data-root", type=click.Path(path_type=Path), default=None,
+                     help="Folder holding the datasets (default: $REIDBENCH_DATA, else ./data)."),
+        click.option("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, "
+                     "else sqlite:///results/mlflow.db)."),
+        click.option("--experiment", default="reidbench", show_default=True, help="MLflow experiment name."),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ..."),
+        click.option("--quiet/--progress", "-q", default=not sys.stderr.isatty(),
+                     help="Hide / show progress bars (default: shown on a terminal)."),
+        click.option("--gpus", default=None, metavar="IDS",
+                     help="Run points in parallel on these GPUs (e.g. 0-7 or 0,1,4-5): each run gets "
+                          "--gpus-per-run of them (CUDA_VISIBLE_DEVICES); the next starts when one ends."),
+        click.option("--gpus-per-run", type=int, default=1, show_default=True,
+                     help="Processes (GPUs) per run; more than 1 trains each run with DDP (gloo on CPU)."),
+        click.option("--launcher", type=click.Choice(["local", "slurm"]), default="local", show_default=True,
+                     help="slurm: submit every point as a Slurm job (submitit), requeued on preemption."),
+        click.option("--partition", default=None, help="Slurm partition."),
+        click.option("--timeout", "timeout_min", type=int, default=24 * 60, show_default=True,
+                     help="Slurm time limit per run in minutes (a run that hits it is requeued and resumes)."),
+        click.option("--cpus-per-task", type=int, default=8, show_default=True, help="Slurm CPUs per process."),
+        click.option("--slurm-set", multiple=True, metavar="KEY=VALUE",
+                     help="Extra submitit parameter, e.g. slurm_account=abc or mem_gb=64 (repeatable)."),
+        click.option("--results-dir", type=click.Path(path_type=Path), default=Path("results"), show_default=True,
+                     help="Where checkpoints/, jobs/ (worker logs) and slurm/ go; on Slurm a shared filesystem."),
+        click.option("--keep-checkpoints", is_flag=True, help="Keep the training state of finished runs."),
+        click.option("--allow-partial", is_flag=True, help="Use a dataset whose layout check found problems (warns)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _settings(opts: dict[str, Any]) -> tuple[Any, Any]:
+    """(sweep.Settings, executor) from the execution options."""
+    from reidbench import executors, tracking
+    from reidbench.runner import default_data_root
+    from reidbench.sweep import Settings
+
+    executor = executors.build(opts["device"], opts["results_dir"], opts["gpus"], opts["gpus_per_run"],
+                               opts["launcher"], opts["partition"], opts["timeout_min"], opts["cpus_per_task"],
+                               list(opts["slurm_set"]))
+    device = opts["device"]
+    if device == "auto" and not isinstance(executor, executors.InProcess):
+        device = "cuda" if opts["gpus"] or opts["launcher"] == "slurm" else "auto"
+    settings = Settings(opts["data_root"] or default_data_root(), opts["tracking_uri"] or tracking.default_uri(),
+                        opts["experiment"], device, opts["results_dir"] / "checkpoints", opts["keep_checkpoints"],
+                        not opts["quiet"] and isinstance(executor, executors.InProcess), opts["gpus_per_run"],
+                        opts["allow_partial"])
+    return settings, executor
+
+
+def _report(result: Any, settings: Any) -> None:
+    """Result table, failures, and a non-zero exit when a point failed."""
+    from reidbench.results import print_results
+    from reidbench.sweep import failure_lines
+
+    if result.results:
+        print_results(console, result.results)
+    console.print(f"logged to {settings.uri} (experiment {settings.experiment!r})")
+    if result.failures:
+        console.print(f"[bold red]{len(result.failures)} point(s) failed:[/]")
+        for line in failure_lines(result):
+            console.print(f"  {line}", highlight=False, markup=False)
+        sys.exit(1)
+
+
 @cli.command()
 @click.option("--method", "-m", "methods", multiple=True, required=True, help="Method name (repeatable).")
 @click.option("--dataset", "-d", "datasets", multiple=True, required=True, help="Dataset name (repeatable).")
 @click.option("--seeds", default=None, help="Comma-separated seeds (default: the protocol's seeds).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a protocol value, e.g. --set optim.lr=3e-4 (repeatable).")
-@click.option("--data-root", type=click.Path(path_type=Path), default=None,
-              help="Folder holding the datasets (default: $REIDBENCH_DATA, else ./data).")
-@click.option("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, "
-              "else sqlite:///results/mlflow.db).")
-@click.option("--experiment", default="reidbench", show_default=True, help="MLflow experiment name.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
-@click.option("--quiet/--progress", "-q", default=not sys.stderr.isatty(),
-              help="Hide / show progress bars (default: shown on a terminal).")
-@click.option("--allow-partial", is_flag=True, help="Use a dataset whose layout check found problems (warns).")
+@_execution_options
 def run(methods: tuple[str, ...], datasets: tuple[str, ...], seeds: str | None, overrides: tuple[str, ...],
-        data_root: Path | None, tracking_uri: str | None, experiment: str, device: str, quiet: bool,
-        allow_partial: bool) -> None:
-    """Train and evaluate every METHOD x DATASET x SEED and print the result table."""
-    from reidbench import tracking
-    from reidbench.results import print_results
-    from reidbench.runner import default_data_root, execute, make_spec, pick_device
+        **opts: Any) -> None:
+    """Train and evaluate every METHOD x DATASET x SEED and print the result table.
 
-    seed_list = _seeds(seeds)
-    specs = [make_spec(m, d, s, list(overrides))
-             for m in methods for d in datasets
-             for s in (seed_list or make_spec(m, d, 0, list(overrides)).protocol.seeds)]
-    uri = tracking_uri or tracking.default_uri()
-    tracking.prepare(uri, experiment)
-    root = data_root or default_data_root()
-    results = []
-    for spec in specs:
-        console.print(f"[bold]{spec.name}[/]")
-        results.append(execute(spec, root, uri, experiment, pick_device(device), show_progress=not quiet,
-                               allow_partial=allow_partial))
-    print_results(console, results)
-    console.print(f"logged to {uri} (experiment {experiment!r})")
+    Points that already have a FINISHED run with the same config are skipped; interrupted ones resume.
+    """
+    from reidbench.sweep import grid, run_sweep, sweep_tags
+
+    specs = grid(methods, datasets, _seeds(seeds), list(overrides))
+    settings, executor = _settings(opts)
+    name = f"{'+'.join(methods)}@{'+'.join(datasets)}"
+    result = run_sweep(specs, settings, executor, kind="grid", name=name, parent_tags=sweep_tags(specs),
+                       console=console)
+    _report(result, settings)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--dataset", "-d", "datasets", multiple=True, help="Dataset (repeatable; default: the ablation's).")
+@click.option("--values", default=None, help="Comma-separated values of the axis, e.g. 1,2,4 or rgb,rgb+nir "
+              "(default: the ablation's).")
+@click.option("--method", "-m", default=None, help="Ablate this method instead of the ablation's.")
+@click.option("--seeds", default=None, help="Comma-separated seeds (default: the ablation's, else the protocol's).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a protocol value for every point (repeatable).")
+@_execution_options
+def ablate(name: str, datasets: tuple[str, ...], values: str | None, method: str | None, seeds: str | None,
+           overrides: tuple[str, ...], **opts: Any) -> None:
+    """Run ablation NAME (benchmarks/ablations/NAME.yaml, or a path to a YAML file)."""
+    from reidbench.ablation import find_ablation
+    from reidbench.sweep import run_sweep, sweep_tags
+
+    ablation = find_ablation(name)
+    value_list = [v.strip() for v in values.split(",") if v.strip()] if values else None
+    specs = ablation.specs(list(datasets) or None, _seeds(seeds), list(overrides), value_list, method)
+    settings, executor = _settings(opts)
+    tags = sweep_tags(specs, ablation=ablation.name, axis=ablation.axis, axis_default=ablation.default)
+    result = run_sweep(specs, settings, executor, kind="ablation", name=ablation.name, parent_tags=tags,
+                       console=console)
+    _report(result, settings)
+
+
+@cli.command()
+@click.option("--method", "-m", required=True, help="Method name.")
+@click.option("--dataset", "-d", required=True, help="Dataset name (tuned on a validation split of its training ids).")
+@click.option("--trials", type=int, required=True, help="Number of trials this process runs.")
+@click.option("--space", type=click.Path(path_type=Path), default=None,
+              help="Search space YAML (default: lr, weight decay, label smoothing, triplet margin).")
+@click.option("--storage", default=None, help="Optuna storage URL (default: sqlite:///results/optuna.db; "
+              "use postgresql://... to share a study between machines).")
+@click.option("--study", "study_name", default=None, help="Study name (default: METHOD@DATASET); workers with "
+              "the same name and storage share it.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Training seed of every trial.")
+@click.option("--val-fraction", type=float, default=0.2, show_default=True,
+              help="Fraction of training identities carved into the validation query / gallery.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a protocol value for every trial (repeatable).")
+@_execution_options
+def tune(method: str, dataset: str, trials: int, space: Path | None, storage: str | None, study_name: str | None,
+         seed: int, val_fraction: float, overrides: tuple[str, ...], **opts: Any) -> None:
+    """Optuna search maximising validation mAP (never the test set); trials are MLflow child runs."""
+    from reidbench import executors
+    from reidbench.tune import best_command, load_space
+    from reidbench.tune import tune as run_study
+
+    settings, executor = _settings(opts)
+    if not isinstance(executor, executors.InProcess):
+        raise UserError("tune runs its trials in this process: start one `reidbench tune` per GPU "
+                        "(CUDA_VISIBLE_DEVICES=i) or machine with the same --storage and --study instead of "
+                        "--gpus / --gpus-per-run / --launcher")
+    study = run_study(method, dataset, trials, settings, load_space(space), storage=storage, study_name=study_name,
+                      seed=seed, overrides=list(overrides), fraction=val_fraction, console=console)
+    finished = [t for t in study.trials if t.value is not None]
+    if not finished:
+        console.print("no trial finished yet")
+        return
+    best = study.best_trial
+    console.print(f"best of {len(finished)} finished trial(s): #{best.number}, validation mAP "
+                  f"{100 * best.value:.1f}", highlight=False)
+    console.print(f"test it: {best_command(study, method, dataset)}", highlight=False, markup=False)
 
 
 @cli.command("list")
-@click.argument("what", type=click.Choice(["methods", "datasets"]))
+@click.argument("what", type=click.Choice(["methods", "datasets", "ablations"]))
 def list_(what: str) -> None:
-    """List the registered methods or datasets."""
+    """List the registered methods, datasets or ablations."""
     from rich.table import Table
 
     from reidbench.registry import DATASETS, METHODS, load_plugins
 
     load_plugins()
+    if what == "ablations":
+        _list_ablations()
+        return
     registry = METHODS if what == "methods" else DATASETS
     table = Table(title=f"{what} ({len(registry)})")
     table.add_column("name", style="bold")
@@ -149,6 +272,23 @@ def _size(text: str) -> tuple[int, int]:
     except ValueError:
         raise UserError(f"--image-size {text!r}: expected HEIGHTxWIDTH, e.g. 256x128") from None
     return height, width
+
+
+def _list_ablations() -> None:
+    from rich.table import Table
+
+    from reidbench.ablation import register_ablations
+    from reidbench.registry import ABLATIONS
+
+    register_ablations()
+    table = Table(title=f"ablations ({len(ABLATIONS)}): reidbench ablate NAME [--dataset D] [--values a,b]")
+    for column in ("name", "method", "axis", "values (default *)", "datasets", "description"):
+        table.add_column(column, style="bold" if column == "name" else None)
+    for entry in ABLATIONS:
+        ab = entry.builder()
+        values = ", ".join(p.label + ("*" if p.label == ab.default else "") for p in ab.points)
+        table.add_row(ab.name, ab.method, ab.axis, values, ", ".join(ab.datasets), ab.description)
+    console.print(table)
 
 
 def _knobs(cls: type | None) -> list[str]:

@@ -1,16 +1,20 @@
-"""The one training loop: stages (fresh optimizer each), AMP, LR schedule, progress and per-epoch logging."""
+"""The one training loop: stages (fresh optimizer each), AMP, LR schedule, progress and per-epoch logging,
+checkpoint + resume, and DDP (one run on several processes, see reidbench.distributed)."""
 
 from __future__ import annotations
 
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 from rich.progress import TextColumn
 from torch import nn
 
+from reidbench import distributed
+from reidbench.checkpoint import capture_rng, restore_rng
 from reidbench.data.module import DataModule
 from reidbench.errors import UserError
 from reidbench.losses import Criterion
@@ -18,6 +22,7 @@ from reidbench.progress import make_progress
 from reidbench.protocol import Protocol, StageCfg
 
 EpochLogger = Callable[[int, dict[str, float]], None]
+StateSaver = Callable[[dict[str, Any]], None]
 
 
 @dataclass
@@ -79,23 +84,52 @@ def build_optimizer(model: nn.Module, criterion: nn.Module, protocol: Protocol, 
 
 
 def fit(model: nn.Module, criterion: Criterion, data: DataModule, protocol: Protocol, device: torch.device,
-        on_epoch: EpochLogger | None = None, show_progress: bool = True) -> FitResult:
-    """Train ``model`` through the protocol's stages; ``on_epoch(epoch, metrics)`` after every epoch."""
+        on_epoch: EpochLogger | None = None, show_progress: bool = True, resume: dict[str, Any] | None = None,
+        save: StateSaver | None = None) -> FitResult:
+    """Train ``model`` through the protocol's stages; ``on_epoch(epoch, metrics)`` after every epoch.
+
+    ``save(state)`` gets the full training state after every epoch (on every rank); passing a saved state
+    back as ``resume`` continues after its last epoch and ends as the uninterrupted run would. Under
+    torch.distributed each rank trains on its slice of the global batch (``data`` built with the rank and
+    world size) and the loss is computed on the gathered outputs of the global batch.
+    """
     result = FitResult()
     use_amp = protocol.train.amp and device.type == "cuda"
+    rank, world = distributed.rank(), distributed.world_size()
+    if world > 1:
+        distributed.check_divisible(protocol.sampler.p, world)
     steps = data.steps_per_epoch()
-    epoch_offset = 0
+    epoch_offset, done = 0, 0
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        criterion.load_state_dict(resume["criterion"])
+        result = FitResult(**resume["result"])
+        done = resume["epoch"]
     columns = (TextColumn("loss {task.fields[loss]:.3f}"), TextColumn("{task.fields[ips]:.0f} img/s"))
     with make_progress(*columns) if show_progress else _NoProgress() as progress:
-        for stage in protocol.resolved_stages():
+        for stage_index, stage in enumerate(protocol.resolved_stages()):
+            if epoch_offset + stage.epochs <= done:  # finished before the interruption
+                epoch_offset += stage.epochs
+                continue
             set_frozen(model, stage.freeze)
+            train_model = model  # drops the previous stage's DDP wrapper: DDP fixes its parameters at wrap time
+            if world > 1:
+                train_model = distributed.wrap(model, device)
             optimizer = build_optimizer(model, criterion, protocol, stage)
             base_lrs = [g["lr"] for g in optimizer.param_groups]
             total = stage.epochs * steps
             warmup = int(protocol.schedule.warmup_epochs * steps)
-            task = progress.add_task(f"train {stage.name}", total=total, loss=float("nan"), ips=0.0)
-            step = 0
-            for epoch in range(stage.epochs):
+            step, first = 0, 0
+            if resume is not None:
+                if done > epoch_offset:  # interrupted inside this stage
+                    optimizer.load_state_dict(resume["optimizer"])
+                    step, first = resume["step"], done - epoch_offset
+                rngs = resume["rng"]
+                restore_rng(rngs[rank % len(rngs)])
+                resume = None
+            task = progress.add_task(f"train {stage.name}", total=total, completed=step, loss=float("nan"),
+                                     ips=0.0)
+            for epoch in range(first, stage.epochs):
                 model.train()
                 sums: dict[str, float] = {}
                 count, t0 = 0, time.perf_counter()
@@ -105,8 +139,11 @@ def fit(model: nn.Module, criterion: Criterion, data: DataModule, protocol: Prot
                     for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
                         group["lr"] = base * factor
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                        out = model(batch)
-                    losses = criterion(out, batch["pid"], stage.loss, stage.label_smoothing)
+                        out = train_model(batch)
+                    labels = batch["pid"]
+                    if world > 1:  # the loss of the global batch, as on one process
+                        out, labels = distributed.gather_output(out, len(labels)), distributed.gather_rows(labels)
+                    losses = criterion(out, labels, stage.loss, stage.label_smoothing)
                     if not torch.isfinite(losses["loss"]):
                         raise FloatingPointError(f"loss is {losses['loss'].item()} at epoch "
                                                  f"{epoch_offset + epoch}, step {step}")
@@ -117,7 +154,7 @@ def fit(model: nn.Module, criterion: Criterion, data: DataModule, protocol: Prot
                     optimizer.step()
                     step += 1
                     count += 1
-                    n = len(batch["pid"])
+                    n = len(labels)
                     result.samples_seen += n
                     for k, v in losses.items():
                         sums[k] = sums.get(k, 0.0) + float(v.detach())
@@ -132,6 +169,11 @@ def fit(model: nn.Module, criterion: Criterion, data: DataModule, protocol: Prot
                 result.history.append(metrics)
                 if on_epoch:
                     on_epoch(epoch_offset + epoch, metrics)
+                if save is not None:
+                    save({"epoch": epoch_offset + epoch + 1, "stage": stage_index, "step": step,
+                          "model": model.state_dict(), "criterion": criterion.state_dict(),
+                          "optimizer": optimizer.state_dict(), "result": asdict(result),
+                          "rng": distributed.all_gather_object(capture_rng())})
             epoch_offset += stage.epochs
     return result
 

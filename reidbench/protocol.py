@@ -182,15 +182,19 @@ class RunSpec:
     protocol: Protocol
     overrides: list[str] = field(default_factory=list)
     tags: dict[str, str] = field(default_factory=dict)  # e.g. ablation / axis / value
+    validation: float | None = None  # evaluate on this fraction of training ids (tuning), not the test set
 
     @property
     def name(self) -> str:
-        return f"{self.method}@{self.dataset}#s{self.seed}"
+        return f"{self.method}@{self.dataset}{':val' if self.validation else ''}#s{self.seed}"
 
     def config(self) -> dict[str, Any]:
         """The fully resolved config (what the hash covers and what is logged)."""
-        return {"method": self.method, "dataset": self.dataset, "seed": self.seed,
-                "protocol": to_dict(self.protocol)}
+        config = {"method": self.method, "dataset": self.dataset, "seed": self.seed,
+                  "protocol": to_dict(self.protocol)}
+        if self.validation:
+            config["validation"] = self.validation
+        return config
 
 
 def protocols_dir() -> Path:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,20 @@ class Run:
             all_tags["mlflow.parentRunId"] = parent_run_id
         self.run_id: str = self.client.create_run(experiment_id, run_name=name, tags=all_tags).info.run_id
 
+    @classmethod
+    def reopen(cls, uri: str, run_id: str) -> Run | None:
+        """An existing run, set back to RUNNING (to continue an interrupted run); None if it is gone."""
+        from mlflow.exceptions import MlflowException
+
+        client = _client(uri)
+        try:
+            client.update_run(run_id, status="RUNNING")
+        except MlflowException:
+            return None
+        run = cls.__new__(cls)
+        run.client, run.run_id = client, run_id
+        return run
+
     def log_params(self, params: dict[str, str]) -> None:
         """Log string params in batches of 100 (MLflow's limit)."""
         from mlflow.entities import Param
@@ -127,6 +142,49 @@ class Run:
     def finish(self, status: str = "FINISHED") -> None:
         """Close the run as FINISHED, FAILED or KILLED."""
         self.client.set_terminated(self.run_id, status=status)
+
+
+@dataclass
+class RunRecord:
+    """What the sweep needs of a logged run."""
+
+    run_id: str
+    name: str
+    status: str
+    tags: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)  # contract names (mAP@no_tir)
+    params: dict[str, str] = field(default_factory=dict)
+
+
+def find_runs(uri: str, experiment: str, filter_string: str) -> list[RunRecord]:
+    """Every run of ``experiment`` matching ``filter_string`` (all result pages), newest first."""
+    client = _client(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    out, token = [], None
+    while True:
+        page = client.search_runs([exp.experiment_id], filter_string, max_results=1000, page_token=token,
+                                  order_by=["attributes.start_time DESC"])
+        out += [RunRecord(r.info.run_id, r.info.run_name or "", r.info.status, dict(r.data.tags),
+                          {metric_name(k): v for k, v in r.data.metrics.items()}, dict(r.data.params))
+                for r in page]
+        token = page.token
+        if not token:
+            return out
+
+
+def copy_run(uri: str, experiment_id: str, source: RunRecord, name: str, tags: dict[str, str],
+             parent_run_id: str | None = None) -> str:
+    """A FINISHED run with ``source``'s params and final metrics under new ``tags``; its run id.
+
+    Used when a sweep point was already trained under another sweep identity (same config hash).
+    """
+    run = Run(uri, experiment_id, name, {**tags, "reused_from": source.run_id}, parent_run_id)
+    run.log_params(source.params)
+    run.log_metrics(source.metrics)
+    run.finish()
+    return run.run_id
 
 
 def search_runs(uri: str, experiment: str = DEFAULT_EXPERIMENT, filter_string: str = "") -> Any:

@@ -61,8 +61,11 @@ def test_run_trains_evaluates_and_logs_to_mlflow(monkeypatch, capsys, mlflow_uri
 
     client = MlflowClient(mlflow_uri)
     exp = client.get_experiment_by_name("reidbench")
-    runs = client.search_runs([exp.experiment_id])
+    everything = client.search_runs([exp.experiment_id])
+    runs = [r for r in everything if r.data.tags["run_kind"] == "run"]
     assert sorted(r.info.run_name for r in runs) == ["late_fusion@synthetic#s0", "late_fusion@synthetic#s1"]
+    (parent,) = [r for r in everything if r.data.tags["run_kind"] == "parent"]  # a grid of two points
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in runs)
     run = runs[0]
     assert run.info.status == "FINISHED"
     assert {"method", "dataset", "seed", "config_hash", "git_commit"} <= set(run.data.tags)

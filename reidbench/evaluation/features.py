@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reidbench import distributed
 from reidbench.data.module import DataModule
 from reidbench.evaluation.metrics import RankMetrics, rank_metrics, rank_metrics_from_features
 from reidbench.evaluation.rerank import k_reciprocal_rerank
@@ -18,18 +19,27 @@ def extract(model: nn.Module, data: DataModule, split: str, batch_size: int,
     """L2-normalised embeddings of ``split`` (float32), batched, no grad, bf16 on GPU.
 
     ``keep``: the modalities the model sees (default all); the others are zero-filled, or left out
-    of the batch for a model with ``drops_missing_modalities``.
+    of the batch for a model with ``drops_missing_modalities``. Under torch.distributed each rank
+    embeds every world-size-th batch and the rows are gathered.
     """
     model.eval()
     dropped = tuple(m for m in data.modalities if keep is not None and m not in keep)
     omit = getattr(model, "drops_missing_modalities", False)
-    feats = []
+    feats, index = [], []
     use_amp = data.device.type == "cuda"
-    for batch in data.eval_batches(split, batch_size, () if omit else dropped):
+    rank, world = distributed.rank(), distributed.world_size()
+    for i, batch in enumerate(data.eval_batches(split, batch_size, () if omit else dropped)):
+        if i % world != rank:
+            continue
         for m in dropped if omit else ():
             del batch[m]
         with torch.autocast(data.device.type, dtype=torch.bfloat16, enabled=use_amp):
             feats.append(model(batch).embedding.float())
+        index.append(batch["index"])
+    if world > 1:
+        local = torch.cat(feats) if feats else torch.zeros(0, 0, device=data.device)
+        rows = torch.cat(index) if index else torch.zeros(0, dtype=torch.long)
+        return F.normalize(distributed.gather_by_index(local, rows), dim=1)
     return F.normalize(torch.cat(feats), dim=1)
 
 

@@ -1,0 +1,88 @@
+"""What the sweep hands to an executor (:class:`Job`) and gets back (:class:`Outcome`), and how a worker
+process reads and writes them. Imports nothing heavy: a launcher process unpickles a job quickly.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from reidbench.protocol import RunSpec
+
+
+@dataclass
+class Job:
+    """One point to train: the spec plus where to log and checkpoint, and how many processes it gets."""
+
+    spec: RunSpec
+    data_root: Path
+    uri: str | None
+    experiment: str
+    parent_run_id: str | None = None
+    checkpoint_dir: Path | None = None
+    keep_checkpoint: bool = False
+    device: str = "auto"
+    nprocs: int = 1
+    show_progress: bool = False
+    allow_partial: bool = False
+
+
+@dataclass
+class Outcome:
+    """How a job ended: metrics and MLflow run id, or the error."""
+
+    job: Job
+    metrics: dict[str, float] | None = None
+    run_id: str | None = None
+    error: str | None = None
+    log: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def write_job(job: Job, job_dir: Path) -> None:
+    job_dir.mkdir(parents=True, exist_ok=True)
+    with (job_dir / "job.pkl").open("wb") as fh:
+        pickle.dump(job, fh)
+
+
+def read_job(job_dir: Path) -> Job:
+    with (job_dir / "job.pkl").open("rb") as fh:
+        return pickle.load(fh)
+
+
+def write_result(job_dir: Path, metrics: dict[str, float], run_id: str | None) -> None:
+    (job_dir / "result.json").write_text(json.dumps({"metrics": metrics, "run_id": run_id}))
+
+
+def write_error(job_dir: Path, rank: int, exc: BaseException) -> None:
+    """What a failed worker leaves for the pool: the error line and the traceback."""
+    (job_dir / f"error-{rank}.json").write_text(json.dumps({"error": describe(exc),
+                                                            "traceback": traceback.format_exc()}))
+
+
+def read_outcome(job: Job, job_dir: Path, returncode: int) -> Outcome:
+    """The outcome a worker left in ``job_dir`` (result.json, or error-<rank>.json, or the log's tail)."""
+    log = job_dir / "log.txt"
+    result = job_dir / "result.json"
+    if returncode == 0 and result.is_file():
+        data = json.loads(result.read_text())
+        return Outcome(job, data["metrics"], data.get("run_id"), log=log)
+    # the rank that failed first, not the ranks the launcher stopped afterwards (SystemExit)
+    errors = [json.loads(p.read_text())["error"] for p in sorted(job_dir.glob("error-*.json"))]
+    errors.sort(key=lambda e: e.startswith(("SystemExit", "KeyboardInterrupt")))
+    if errors:
+        message = errors[0]
+    else:
+        tail = log.read_text(errors="replace").strip().splitlines()[-5:] if log.is_file() else []
+        message = f"worker exited with code {returncode}" + (": " + " | ".join(tail) if tail else "")
+    return Outcome(job, error=message, log=log)

@@ -1,0 +1,68 @@
+"""The local GPU pool (fake device ids, a cheap worker) and the real worker's failure report."""
+
+import json
+import sys
+from pathlib import Path
+
+from reidbench.executors import Job, LocalPool, worker_command
+from reidbench.runner import make_spec
+from tests.conftest import TINY
+
+# A stand-in for reidbench.worker: records its devices and lifetime; jobs 0 and 1 wait for each other
+# (so the test fails unless two runs really run at once), job 2 fails.
+CHEAP_WORKER = r"""
+import json, os, sys, time
+from pathlib import Path
+from reidbench.jobs import write_error, write_result
+job_dir = Path(sys.argv[1])
+index = int(job_dir.name[:4])
+start = time.time()
+(job_dir / "started").touch()
+if index in (0, 1):
+    other = next(job_dir.parent.glob(f"{1 - index:04d}-*/started"), None)
+    while other is None and time.time() - start < 120:
+        time.sleep(0.05)
+        other = next(job_dir.parent.glob(f"{1 - index:04d}-*/started"), None)
+    if other is None:
+        sys.exit(4)
+time.sleep(0.3)
+(job_dir / "env.json").write_text(json.dumps({"devices": os.environ["CUDA_VISIBLE_DEVICES"], "start": start,
+                                               "end": time.time()}))
+if index == 2:
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError as exc:
+        write_error(job_dir, 0, exc)
+        sys.exit(3)
+write_result(job_dir, {"mAP": index / 10}, f"run-{index}")
+"""
+
+
+def command(job_dir: Path) -> list[str]:
+    if job_dir.name.startswith("0004"):
+        return worker_command(job_dir)  # the real worker
+    return [sys.executable, "-c", CHEAP_WORKER, str(job_dir)]
+
+
+def test_pool_runs_each_job_on_its_own_devices_and_reports_failures(tmp_path):
+    spec = make_spec("late_fusion", "synthetic", 0, TINY)
+    broken = make_spec("late_fusion", "rgbnt100", 0, TINY)  # no data under the data root: fails in the worker
+    jobs = [Job(spec, tmp_path, None, "reidbench", device="cpu") for _ in range(4)]
+    jobs.append(Job(broken, tmp_path / "empty", None, "reidbench", device="cpu"))
+    pool = LocalPool([["0", "1"], ["2", "3"]], tmp_path / "jobs", command=command, poll_s=0.05)
+    done = []
+    outcomes = pool.run(jobs, done.append)
+
+    assert len(done) == 5 and [o.job for o in outcomes] == jobs
+    assert [o.ok for o in outcomes] == [True, True, False, True, False]
+    assert [o.metrics["mAP"] for o in outcomes if o.ok] == [0.0, 0.1, 0.3]
+    assert outcomes[2].error == "RuntimeError: boom"
+    assert outcomes[4].error.startswith("UserError: dataset 'rgbnt100': expected folder")
+    assert "Traceback" in outcomes[4].log.read_text()  # the worker's log keeps the traceback
+    records = [json.loads(p.read_text()) for p in sorted((tmp_path / "jobs").glob("000[0-3]-*/env.json"))]
+    assert {r["devices"] for r in records} == {"0,1", "2,3"}
+    assert records[0]["devices"] != records[1]["devices"]  # 0 and 1 ran at the same time (they wait for each other)
+    for a in records:
+        running = [b for b in records if b["start"] <= a["start"] < b["end"]]
+        assert len(running) <= 2  # never more runs than slots
+        assert len({b["devices"] for b in running}) == len(running)  # and never two on the same devices
