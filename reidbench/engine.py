@@ -68,7 +68,8 @@ def build_optimizer(model: nn.Module, criterion: nn.Module, protocol: Protocol, 
     groups = [
         {"params": decay, "weight_decay": stage.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
-        {"params": list(criterion.parameters()), "weight_decay": 0.0, "lr": protocol.loss.center_lr},
+        {"params": [p for p in criterion.parameters() if p.requires_grad], "weight_decay": 0.0,
+         "lr": protocol.loss.center_lr},
     ]
     groups = [g for g in groups if g["params"]]
     opt = protocol.optim
@@ -84,6 +85,7 @@ def fit(model: nn.Module, criterion: Criterion, data: DataModule, protocol: Prot
     result = FitResult()
     use_amp = protocol.train.amp and device.type == "cuda"
     steps = data.steps_per_epoch()
+    forward = torch.compile(model) if protocol.train.compile else model  # train.compile: one compiled graph
     epoch_offset = 0
     columns = (TextColumn("loss {task.fields[loss]:.3f}"), TextColumn("{task.fields[ips]:.0f} img/s"))
     with make_progress(*columns) if show_progress else _NoProgress() as progress:
@@ -105,7 +107,7 @@ def fit(model: nn.Module, criterion: Criterion, data: DataModule, protocol: Prot
                     for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
                         group["lr"] = base * factor
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                        out = model(batch)
+                        out = forward(batch)
                     losses = criterion(out, batch["pid"], stage.loss, stage.label_smoothing)
                     if not torch.isfinite(losses["loss"]):
                         raise FloatingPointError(f"loss is {losses['loss'].item()} at epoch "
