@@ -27,7 +27,7 @@ class AugmentCfg:
     """Training augmentation, applied identically to every modality of a sample."""
 
     flip: float = 0.5  # probability of a horizontal flip
-    pad: int = 10  # zero padding before the random crop back to image_size (0 disables)
+    pad: int = 10  # padding (with the mean) before the random crop back to image_size (0 disables)
     erase: float = 0.5  # probability of random erasing
     erase_scale: list[float] = field(default_factory=lambda: [0.02, 0.4])
     erase_ratio: list[float] = field(default_factory=lambda: [0.3, 3.3])
@@ -43,6 +43,7 @@ class DataCfg:
     std: dict[str, list[float]] = field(default_factory=dict)
     augment: AugmentCfg = field(default_factory=AugmentCfg)
     text: bool = False  # attach captions as the `text` modality when the dataset has them
+    on_device: bool | Literal["auto"] = "auto"  # decoded images on the GPU whole (auto: when they fit)
 
 
 @dataclass
@@ -133,8 +134,8 @@ class EvalCfg:
     max_rank: int = 50
     batch_size: int = 256
     rerank: bool = False
-    missing_modality: bool = False  # also evaluate every non-empty modality subset
-    cross_modal: bool = False
+    missing_modality: bool = False  # also evaluate every non-empty proper subset of the modalities
+    cross_modal: list[str] = field(default_factory=list)  # e.g. ["rgb->nir+tir"]; ["all"]: each one vs the rest
 
 
 @dataclass

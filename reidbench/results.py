@@ -1,33 +1,35 @@
-"""Terminal result tables for finished runs."""
+"""Terminal result tables for the runs just finished (``reidbench run``), built like ``reidbench report``'s."""
 
 from __future__ import annotations
 
-from collections import defaultdict
-
-import numpy as np
+import pandas as pd
 from rich.console import Console
-from rich.table import Table
 
-COLUMNS = [("mAP", "mAP"), ("rank1", "R1"), ("rank5", "R5"), ("rank10", "R10"), ("mINP", "mINP")]
+from reidbench.report.collect import aggregate, tidy_runs
+from reidbench.report.formatting import ACCURACY_METRICS
+from reidbench.report.tables import build_tables
+from reidbench.report.terminal import print_tables
 
 
-def mean_std(values: list[float]) -> str:
-    """``m`` or ``m ± s`` in percent (sample std over seeds)."""
-    arr = 100 * np.asarray(values, dtype=float)
-    if len(arr) == 1:
-        return f"{arr[0]:.1f}"
-    return f"{arr.mean():.1f} ± {arr.std(ddof=1):.1f}"
+def results_frame(results: list) -> pd.DataFrame:
+    """RunResults as a ``search_runs``-style frame (tags, flattened config params, metrics)."""
+    from reidbench.config import to_dict
+    from reidbench.tracking import flatten
+
+    rows = []
+    for i, r in enumerate(results):
+        spec = r.spec
+        row = {"run_id": r.run_id or f"local-{i}", "start_time": pd.Timestamp(i, unit="s"),
+               "tags.method": spec.method, "tags.dataset": spec.dataset, "tags.seed": str(spec.seed),
+               **{f"tags.{k}": v for k, v in spec.tags.items()},
+               **{f"params.{k}": v for k, v in flatten(to_dict(spec.config())).items()},
+               **{f"metrics.{k}": v for k, v in r.metrics.items()}}
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def print_results(console: Console, results: list) -> None:
-    """One row per method x dataset: metrics as mean ± std over seeds, n, parameters and speed."""
-    groups: dict[tuple[str, str], list] = defaultdict(list)
-    for r in results:
-        groups[(r.spec.method, r.spec.dataset)].append(r.metrics)
-    table = Table(title="results (last epoch; % ; mean ± std over seeds)")
-    for name in ["method", "dataset", *[c[1] for c in COLUMNS], "n", "params (M)", "train img/s"]:
-        table.add_column(name, justify="left" if name in ("method", "dataset") else "right")
-    for (method, dataset), ms in groups.items():
-        table.add_row(method, dataset, *[mean_std([m[k] for m in ms]) for k, _ in COLUMNS], str(len(ms)),
-                      f"{ms[0]['params'] / 1e6:.2f}", f"{np.mean([m['train_images_per_s'] for m in ms]):.0f}")
-    console.print(table)
+    """Leaderboard (every accuracy metric as mean ± sample std over seeds), cost, and any missing-modality,
+    cross-modal or ablation tables of ``results``."""
+    groups = aggregate(tidy_runs(results_frame(results)))
+    print_tables(console, build_tables(groups, [], list(ACCURACY_METRICS)), caption=False)

@@ -71,8 +71,11 @@ def pick_device(name: str = "auto") -> torch.device:
 
 def execute(spec: RunSpec, data_root: Path, uri: str | None, experiment: str = tracking.DEFAULT_EXPERIMENT,
             device: torch.device | None = None, show_progress: bool = True,
-            parent_run_id: str | None = None) -> RunResult:
-    """Train and evaluate ``spec``; log everything to MLflow when ``uri`` is given."""
+            parent_run_id: str | None = None, allow_partial: bool = False) -> RunResult:
+    """Train and evaluate ``spec``; log everything to MLflow when ``uri`` is given.
+
+    ``allow_partial``: use a dataset whose layout check found problems (warns instead of failing).
+    """
     load_plugins()
     device = device or pick_device()
     seed_everything(spec.seed)
@@ -88,7 +91,7 @@ def execute(spec: RunSpec, data_root: Path, uri: str | None, experiment: str = t
         run.log_params(tracking.flatten(to_dict(config)))
         run.log_text(dump_yaml(config), "config.yaml")
     try:
-        metrics = _train_and_evaluate(spec, data_root, device, show_progress, run)
+        metrics = _train_and_evaluate(spec, data_root, device, show_progress, run, allow_partial)
     except BaseException as exc:
         if run is not None:
             run.set_tags({"error": f"{type(exc).__name__}: {exc}"[:5000]})
@@ -102,8 +105,8 @@ def execute(spec: RunSpec, data_root: Path, uri: str | None, experiment: str = t
 
 
 def _train_and_evaluate(spec: RunSpec, data_root: Path, device: torch.device, show_progress: bool,
-                        run: tracking.Run | None) -> dict[str, float]:
-    dataset = DATASETS.get(spec.dataset).builder(Path(data_root))
+                        run: tracking.Run | None, allow_partial: bool = False) -> dict[str, float]:
+    dataset = DATASETS.get(spec.dataset).builder(Path(data_root), allow_partial=allow_partial)
     data = DataModule(dataset, spec.protocol, device, spec.seed, show_progress=show_progress)
     entry = METHODS.get(spec.method)
     model = entry.builder(method_config(spec.method, spec.protocol.method), spec.protocol, dataset.info,

@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from reidbench.errors import UserError
+
 DEFAULT_EXPERIMENT = "reidbench"
 MAX_PARAM_LEN = 6000
 
@@ -44,6 +46,25 @@ def prepare(uri: str, experiment: str = DEFAULT_EXPERIMENT) -> str:
     if uri.startswith("sqlite:///"):
         location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts" / experiment).resolve().as_uri()
     return client.create_experiment(experiment, artifact_location=location)
+
+
+def mlflow_key(name: str) -> str:
+    """Contract metric name -> a key MLflow accepts (no ``@``, ``>`` or ``+`` allowed there).
+
+    ``mAP@no_tir`` -> ``mAP/no_tir``; ``mAP@rgb->nir+tir`` -> ``mAP/rgb_to_nir.tir``; others unchanged.
+    """
+    if "@" not in name:
+        return name
+    metric, setting = name.split("@", 1)
+    return f"{metric}/{setting.replace('->', '_to_').replace('+', '.')}"
+
+
+def metric_name(key: str) -> str:
+    """Inverse of :func:`mlflow_key`."""
+    if "/" not in key:
+        return key
+    metric, setting = key.split("/", 1)
+    return f"{metric}@{setting.replace('_to_', '->').replace('.', '+')}"
 
 
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -92,7 +113,7 @@ class Run:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
+        items = [Metric(mlflow_key(k), float(v), now, step or 0) for k, v in metrics.items()]
         for i in range(0, len(items), 1000):
             self.client.log_batch(self.run_id, metrics=items[i : i + 1000])
 
@@ -109,8 +130,54 @@ class Run:
 
 
 def search_runs(uri: str, experiment: str = DEFAULT_EXPERIMENT, filter_string: str = "") -> Any:
-    """Runs of ``experiment`` as a pandas DataFrame (``metrics.*``, ``params.*``, ``tags.*`` columns)."""
+    """Runs of ``experiment`` as a pandas DataFrame (``metrics.*``, ``params.*``, ``tags.*`` columns).
+
+    Metric columns carry the contract names (``metrics.mAP@no_tir``), decoded from MLflow's keys.
+    """
     import mlflow
 
     mlflow.set_tracking_uri(uri)
-    return mlflow.search_runs(experiment_names=[experiment], filter_string=filter_string)
+    frame = mlflow.search_runs(experiment_names=[experiment], filter_string=filter_string)
+    return frame.rename(columns=lambda c: "metrics." + metric_name(c[8:]) if c.startswith("metrics.") else c)
+
+
+def _check_store(uri: str) -> None:
+    """A UserError when a SQLite store does not exist (reading must not create an empty one)."""
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise UserError(f"no MLflow store at {uri.removeprefix('sqlite:///')}: train something first "
+                        "(`reidbench run ...`) or point --tracking-uri / MLFLOW_TRACKING_URI at your store")
+
+
+def experiment_names(uri: str) -> list[str]:
+    """Names of the experiments in the store at ``uri``, sorted."""
+    _check_store(uri)
+    return sorted(e.name for e in _client(uri).search_experiments())
+
+
+def finished_runs(uri: str, experiment: str = DEFAULT_EXPERIMENT, run_kind: str = "run") -> Any:
+    """FINISHED runs tagged ``run_kind`` of ``experiment`` as a DataFrame (see :func:`search_runs`).
+
+    Raises a UserError naming the known experiments when ``experiment`` does not exist.
+    """
+    names = experiment_names(uri)
+    if experiment not in names:
+        raise UserError(f"no experiment {experiment!r} in {uri}. Experiments there: "
+                        f"{', '.join(names) or '(none)'}; pick one with --experiment")
+    return search_runs(uri, experiment,
+                       f"tags.run_kind = '{run_kind}' and attributes.status = 'FINISHED'")
+
+
+def run_status_counts(uri: str, experiment: str = DEFAULT_EXPERIMENT, run_kind: str = "run") -> dict[str, int]:
+    """How many runs tagged ``run_kind`` have each status (FINISHED, FAILED, RUNNING, KILLED)."""
+    frame = search_runs(uri, experiment, f"tags.run_kind = '{run_kind}'")
+    return {} if frame.empty else {str(k): int(v) for k, v in frame["status"].value_counts().items()}
+
+
+def metric_histories(uri: str, run_ids: list[str], keys: list[str]) -> Any:
+    """Per-step values of ``keys`` for ``run_ids``: DataFrame ``run_id, key, step, value, timestamp``."""
+    import pandas as pd
+
+    client = _client(uri)
+    rows = [(run_id, key, m.step, m.value, m.timestamp)
+            for run_id in run_ids for key in keys for m in client.get_metric_history(run_id, mlflow_key(key))]
+    return pd.DataFrame(rows, columns=["run_id", "key", "step", "value", "timestamp"])

@@ -76,3 +76,41 @@ def test_batch_hard_triplet_by_hand():
     assert torch.allclose(batch_hard_triplet(feat, labels, 2.5), expected, atol=1e-5)
     soft = torch.nn.functional.softplus(d_ap - d_an).mean()
     assert torch.allclose(batch_hard_triplet(feat, labels, None), soft, atol=1e-5)
+
+
+def test_missing_modality_and_cross_modal_settings(synthetic_dataset):
+    from reidbench.evaluation.settings import cross_modal_settings, missing_modality_settings
+
+    names = [s.name for s in missing_modality_settings(["rgb", "nir", "tir"])]
+    assert names == ["no_tir", "no_nir", "no_rgb", "no_nir_tir", "no_rgb_tir", "no_rgb_nir"]
+    assert [s.name for s in cross_modal_settings(["rgb", "nir"], ["all"])] == ["rgb->nir", "nir->rgb"]
+
+    protocol, data, model = _setup(synthetic_dataset, "eval.missing_modality=true", "eval.cross_modal=[rgb->nir+tir]")
+    metrics = evaluate(model, data)
+    assert {"mAP", "mAP@no_tir", "rank1@no_rgb_nir", "mAP@rgb->nir+tir"} <= set(metrics)
+    assert len([k for k in metrics if k.startswith("mAP")]) == 1 + 6 + 1
+    # zero-filling a modality changes the embedding, so the numbers differ from the full setting
+    assert metrics["mAP@no_rgb_nir"] != metrics["mAP"]
+
+
+def test_zero_fill_convention_matches_a_hand_made_batch(synthetic_dataset):
+    from reidbench.evaluation.features import extract
+
+    protocol, data, model = _setup(synthetic_dataset)
+    model.eval()
+    got = extract(model, data, "query", 32, keep=("rgb", "nir"))
+    batch = next(data.eval_batches("query", 32))
+    batch["tir"] = torch.zeros_like(batch["tir"])
+    with torch.no_grad():
+        want = torch.nn.functional.normalize(model(batch).embedding, dim=1)
+    assert torch.allclose(got[:32], want, atol=1e-6)
+
+
+def test_bad_cross_modal_spec_is_a_user_error():
+    import pytest
+
+    from reidbench.errors import UserError
+    from reidbench.evaluation.settings import cross_modal_settings
+
+    with pytest.raises(UserError, match="QUERY->GALLERY"):
+        cross_modal_settings(["rgb", "nir"], ["rgb->thermal"])

@@ -1,4 +1,4 @@
-"""Decoding: image files -> resized uint8 arrays, once, with a progress bar."""
+"""Decoding: image files -> resized uint8 arrays. A file that cannot be read is an error naming it."""
 
 from __future__ import annotations
 
@@ -12,34 +12,76 @@ from reidbench.errors import UserError
 from reidbench.progress import progress_bar
 
 
+def _unreadable(path: object, exc: BaseException) -> UserError:
+    return UserError(f"cannot read image {path}: {exc}. Re-download or remove the file "
+                     f"(`reidbench datasets check` lists the dataset's problems).")
+
+
+def _tile(img: Image.Image, ref: ImageRef, size: tuple[int, int]) -> np.ndarray:
+    if ref.num_tiles > 1:
+        if img.width % ref.num_tiles:
+            raise UserError(f"{ref.path}: a {img.width}x{img.height} image cannot hold {ref.num_tiles} equal tiles "
+                            f"side by side; is this the right dataset for the loader?")
+        tile_w = img.width // ref.num_tiles
+        img = img.crop((ref.tile * tile_w, 0, (ref.tile + 1) * tile_w, img.height))
+    img = img.convert("RGB").resize((size[1], size[0]), Image.BILINEAR)
+    return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
+
+
 def read_image(ref: ImageRef, size: tuple[int, int]) -> np.ndarray:
     """The ``ref`` tile resized to ``size`` = (height, width), as uint8 ``(3, H, W)``.
 
     A truncated or unreadable file is an error naming the path (never silently skipped).
     """
-    try:
-        with Image.open(ref.path) as img:
-            img.load()
-            if ref.num_tiles > 1:
-                tile_w = img.width // ref.num_tiles
-                img = img.crop((ref.tile * tile_w, 0, (ref.tile + 1) * tile_w, img.height))
-            img = img.convert("RGB").resize((size[1], size[0]), Image.BILINEAR)
-            return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
-    except (OSError, UnidentifiedImageError, SyntaxError) as exc:
-        raise UserError(f"cannot read image {ref.path}: {exc}. Re-download or remove the file.") from None
+    return read_sample(Sample({"x": ref}, 0, 0), ["x"], size)[0]
+
+
+def read_sample(sample: Sample, modalities: list[str], size: tuple[int, int]) -> list[np.ndarray]:
+    """Each modality of ``sample`` as uint8 ``(3, H, W)``; a strip file is opened once for all its tiles."""
+    out: list[np.ndarray | None] = [None] * len(modalities)
+    by_path: dict[object, list[int]] = {}
+    for j, m in enumerate(modalities):
+        by_path.setdefault(sample.images[m].path, []).append(j)
+    for path, slots in by_path.items():
+        try:
+            with Image.open(path) as img:
+                img.load()
+                for j in slots:
+                    out[j] = _tile(img, sample.images[modalities[j]], size)
+        except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
+            raise _unreadable(path, exc) from None
+    return out  # type: ignore[return-value]
+
+
+def decode_into(samples: list[Sample], modalities: list[str], size: tuple[int, int], outs: list[np.ndarray],
+                workers: int, show_progress: bool = True, description: str = "decoding") -> None:
+    """Decode ``samples`` into ``outs[j][i]`` (modality j, sample i; arrays ``(N, 3, H, W)``) with threads.
+
+    Every file is tried; the unreadable ones are then reported together (an error naming each path).
+    """
+
+    def decode(i: int) -> str | None:
+        try:
+            for j, array in enumerate(read_sample(samples[i], modalities, size)):
+                outs[j][i] = array
+        except UserError as exc:
+            return str(exc)
+        return None
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        errors = [e for e in progress_bar(pool.map(decode, range(len(samples))), description, show_progress,
+                                          len(samples)) if e]
+    if len(errors) == 1:
+        raise UserError(errors[0])
+    if errors:
+        listed = "\n  ".join(errors[:20]) + (f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else "")
+        raise UserError(f"{len(errors)} images cannot be read:\n  {listed}")
 
 
 def decode_samples(samples: list[Sample], modalities: list[str], size: tuple[int, int],
-                   show_progress: bool = True, description: str = "decoding") -> np.ndarray:
+                   show_progress: bool = True, description: str = "decoding", workers: int = 4) -> np.ndarray:
     """All ``samples`` decoded into one uint8 array ``(N, M, 3, H, W)`` (modalities in the given order)."""
     out = np.empty((len(samples), len(modalities), 3, *size), dtype=np.uint8)
-
-    def decode(i: int) -> int:
-        for j, m in enumerate(modalities):
-            out[i, j] = read_image(samples[i].images[m], size)
-        return i
-
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        for _ in progress_bar(pool.map(decode, range(len(samples))), description, show_progress, len(samples)):
-            pass
+    decode_into(samples, modalities, size, [out[:, j] for j in range(len(modalities))], workers, show_progress,
+                description)
     return out

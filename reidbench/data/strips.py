@@ -1,68 +1,63 @@
-"""Loader for the side-by-side strip layout of RGBNT100 / RGBN300 (and the synthetic dataset).
+"""Reader for the side-by-side strip layout of RGBNT100 / RGBN300 (and the default synthetic dataset).
 
 ``<root>/rgbir/{bounding_box_train,bounding_box_test,query}/VVVV_cCCCC_NNN.jpg``; each JPEG holds one
-256-px-wide tile per modality, left to right (RGB | NIR | TIR). Query and gallery are separate folders.
+tile per modality, left to right (RGB | NIR | TIR; 256x128 each in the official downloads, so 768x128
+for RGBNT100 and 512x128 for RGBN300). Query and gallery are separate folders.
 """
 
 from __future__ import annotations
 
-import json
-import re
 from pathlib import Path
 
-from reidbench.data.types import ImageRef, Sample
-from reidbench.errors import UserError
+from PIL import Image, UnidentifiedImageError
 
-STRIP_NAME = re.compile(r"^([-\d]+)_c([-\d]+)_\d+\.jpg$")
+from reidbench.data.checks import Problems
+from reidbench.data.names import NameRule
+from reidbench.data.types import ImageRef, Sample
+
 SPLIT_FOLDERS = {"train": "bounding_box_train", "gallery": "bounding_box_test", "query": "query"}
 
 
 def find_folder(parent: Path, *names: str) -> Path | None:
-    """The child of ``parent`` whose name matches one of ``names`` ignoring case, if any."""
+    """The child folder of ``parent`` named like one of ``names`` ignoring case (first name preferred)."""
     if not parent.is_dir():
         return None
-    wanted = {n.lower() for n in names}
-    for child in sorted(parent.iterdir()):
-        if child.is_dir() and child.name.lower() in wanted:
-            return child
+    children = {child.name.lower(): child for child in sorted(parent.iterdir()) if child.is_dir()}
+    for name in names:
+        if name.lower() in children:
+            return children[name.lower()]
     return None
 
 
-def read_strip_split(folder: Path, file_modalities: list[str], modalities: list[str],
-                     max_pid: int = 600, max_cam: int = 8) -> list[Sample]:
-    """Samples of one split folder of strips; names and label ranges are checked."""
+def check_strip_geometry(path: Path, num_tiles: int, problems: Problems) -> None:
+    """A strip must hold ``num_tiles`` tiles twice as wide as high (the official 256x128 tiles)."""
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+    except (OSError, UnidentifiedImageError) as exc:
+        problems.add(path, f"cannot read image ({exc})")
+        return
+    if width != num_tiles * 2 * height:
+        problems.add(path, f"expected a strip of {num_tiles} tiles of 2:1 ({num_tiles * 256}x128 in the official "
+                           f"download), found {width}x{height}: wrong dataset for this loader?")
+
+
+def read_strip_split(folder: Path, modalities: list[str], rule: NameRule, problems: Problems) -> list[Sample]:
+    """Samples of one split folder of strips (tile i = ``modalities[i]``); problems are collected, not raised."""
     if not folder.is_dir():
-        raise UserError(f"expected folder {folder} (RGBNT100 layout: rgbir/bounding_box_train, "
-                        f"rgbir/bounding_box_test, rgbir/query)")
+        problems.add(folder, "missing folder")
+        return []
+    files = sorted(folder.glob("*.jpg"))
+    if not files:
+        problems.add(folder, "holds no .jpg files")
+        return []
+    check_strip_geometry(files[0], len(modalities), problems)
     samples = []
-    for path in sorted(folder.glob("*.jpg")):
-        match = STRIP_NAME.match(path.name)
-        if not match:
-            raise UserError(f"{path}: file name does not parse as VVVV_cCCCC_NNN.jpg")
-        pid, cam = int(match.group(1)), int(match.group(2))
-        if not (1 <= pid <= max_pid and 1 <= cam <= max_cam):
-            raise UserError(f"{path}: identity {pid} / camera {cam} outside 1..{max_pid} / 1..{max_cam}")
-        refs = {m: ImageRef(path, file_modalities.index(m), len(file_modalities)) for m in modalities}
-        samples.append(Sample(refs, pid=pid, camid=cam - 1))
-    if not samples:
-        raise UserError(f"{folder} holds no .jpg files")
+    for path in files:
+        parsed = rule.parse(path.name)
+        if isinstance(parsed, str):
+            problems.add(path, parsed)
+        elif parsed is not None:
+            refs = {m: ImageRef(path, i, len(modalities)) for i, m in enumerate(modalities)}
+            samples.append(Sample(refs, parsed.pid, parsed.camid, parsed.sceneid))
     return samples
-
-
-def attach_captions(samples: list[Sample], text_dir: Path, split: str) -> list[Sample]:
-    """Attach IDEA-style captions (``text/<split>_{RGB,NI,TI}.json``) joined per sample, when present."""
-    by_name: dict[str, list[str]] = {}
-    for tag in ("RGB", "NI", "TI"):
-        path = text_dir / f"{split}_{tag}.json"
-        if not path.is_file():
-            continue
-        try:
-            items = json.loads(path.read_text())
-            for item in items:
-                by_name.setdefault(item["item"], []).append(item["description"])
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise UserError(f"{path}: expected a JSON list of {{'item', 'description'}} objects ({exc})") from None
-    if not by_name:
-        return samples
-    return [Sample(s.images, s.pid, s.camid, s.sceneid, " ".join(by_name.get(s.name, [])) or None)
-            for s in samples]

@@ -12,9 +12,19 @@ sensor noise, partial occlusion) and degrade one modality: camera 4 films at nig
 camera 3 has a weak thermal contrast. Each sample carries a caption per modality built from a
 random subset of the attributes that modality shows.
 
-The generator writes the official RGBNT100 layout (``rgbir/{bounding_box_train,bounding_box_test,
-query}/VVVV_cCCCC_NNN.jpg``, each file a horizontal RGB|NIR|TIR strip) plus IDEA-style caption JSON
-files (``text/{train,test}_{RGB,NI,TI}.json``), so it is read back by the real loader.
+The generator writes any of the official layouts (``layout``), so each real loader is tested on files laid
+out exactly like the real download:
+
+* ``rgbnt100`` (default): ``rgbir/{bounding_box_train,bounding_box_test,query}/VVVV_cCCCC_NNN.jpg``, each file
+  a horizontal RGB|NIR|TIR strip;
+* ``rgbn300``: the same with RGB|NIR strips;
+* ``rgbnt201``: ``{train_171,test}/{RGB,NI,TI}/PPPPPP_camC_T_NN.jpg`` (the test set is query and gallery);
+* ``msvr310``: ``{bounding_box_train,bounding_box_test,query3}/VVVV/{vis,ni,th}/VVVV_sSSS_vC_NNN.jpg``; query3
+  repeats the gallery images of the test identities seen in two scenes, as in the real set;
+* ``market1501_mm``: ``{train,query,gallery}/{RGB,NI,TI}/PPPP_cCs1_FFFFFF_NN.jpg`` plus one ``-1`` junk image;
+
+plus IDEA-style caption JSON files (``text/{train,test}_{RGB,NI,TI}.json``). :func:`write_data_root` puts the
+result under the official folder name (``RGBNT201``, ...) of a data root.
 """
 
 from __future__ import annotations
@@ -44,22 +54,93 @@ CELL_NAMES = ["upper left", "upper middle", "upper right", "lower left", "lower 
 MODALITY_TAGS = ("RGB", "NI", "TI")
 
 
+LAYOUTS = {  # layout -> (official folder name, modality tags written, camera range as written in names)
+    "rgbnt100": ("RGBNT100", MODALITY_TAGS, (1, 8)),
+    "rgbn300": ("RGBN300", MODALITY_TAGS[:2], (1, 8)),
+    "rgbnt201": ("RGBNT201", MODALITY_TAGS, (1, 4)),
+    "msvr310": ("MSVR310", MODALITY_TAGS, (1, 8)),  # written as views v0..v7
+    "market1501_mm": ("Market1501-MM", MODALITY_TAGS, (1, 6)),
+}
+
+
 @dataclass(frozen=True)
 class SyntheticConfig:
-    """Size of the generated dataset; the defaults make the demo dataset."""
+    """Size and layout of the generated dataset; the defaults make the demo dataset."""
 
     train_ids: int = 48
     test_ids: int = 24
     cameras: int = 4
     per_camera: int = 4  # images per identity and camera (train and gallery)
-    query_per_camera: int = 1
+    query_per_camera: int = 1  # extra test images per identity and camera (separate-query layouts)
     height: int = 32
-    width: int = 64  # width of one modality tile (the strip is 3x wider)
+    width: int = 64  # width of one modality tile (a strip is 3x wider)
     seed: int = 0
+    layout: str = "rgbnt100"
+
+    def __post_init__(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"unknown layout {self.layout!r}; layouts: {', '.join(LAYOUTS)}")
+        low, high = LAYOUTS[self.layout][2]
+        if self.cameras > high - low + 1:
+            raise ValueError(f"layout {self.layout!r} has at most {high - low + 1} cameras")
 
     def key(self) -> str:
         """Folder name that changes whenever the config does."""
         return "synthetic-v1-" + "-".join(str(v) for v in asdict(self).values())
+
+
+@dataclass(frozen=True)
+class Item:
+    """One sample to write: split (train / gallery / query), labels, and the identity's codes."""
+
+    split: str
+    pid: int
+    cam: int  # 1-based
+    n: int
+    scene: int
+    code: tuple[int, int, int]
+
+
+def scenes_of(index: int) -> int:
+    """Scenes an identity is filmed in: even-numbered identities two, odd ones one."""
+    return 2 if index % 2 == 0 else 1
+
+
+def plan(cfg: SyntheticConfig) -> list[Item]:
+    """Every sample of ``cfg`` in writing order (identity, camera, image); vehicle-style ids: train odd, test even."""
+    codes = identity_codes(cfg.train_ids + cfg.test_ids, cfg.seed)
+    items = []
+    for i, code in enumerate(codes):
+        train = i < cfg.train_ids
+        pid = 2 * i + 1 if train else 2 * (i - cfg.train_ids) + 2
+        for cam in range(1, cfg.cameras + 1):
+            for n in range(cfg.per_camera):
+                scene = 2 * i + n % scenes_of(i)
+                items.append(Item("train" if train else "gallery", pid, cam, n, scene, code))
+            if not train and cfg.layout not in ("rgbnt201", "msvr310"):
+                items += [Item("query", pid, cam, cfg.per_camera + n, 2 * i, code) for n in range(cfg.query_per_camera)]
+    return items
+
+
+def expected_counts(cfg: SyntheticConfig) -> dict:
+    """Samples and identities per split of ``cfg`` (for the loaders' count check)."""
+    from reidbench.data.checks import Expected
+
+    items = plan(cfg)
+    out = {}
+    for split in ("train", "gallery", "query"):
+        chosen = [it for it in items if it.split == split]
+        if split == "query" and cfg.layout == "rgbnt201":
+            chosen = [it for it in items if it.split == "gallery"]
+        if split == "query" and cfg.layout == "msvr310":
+            chosen = [it for it in items if it.split == "gallery" and scenes_of(_index(it, cfg)) > 1]
+        out[split] = Expected(len(chosen), len({it.pid for it in chosen}))
+    return out
+
+
+def _index(item: Item, cfg: SyntheticConfig) -> int:
+    """Identity index (0-based over train then test) of ``item``."""
+    return (item.pid - 1) // 2 if item.pid % 2 else cfg.train_ids + item.pid // 2 - 1
 
 
 def identity_codes(num_ids: int, seed: int) -> list[tuple[int, int, int]]:
@@ -165,30 +246,63 @@ def generate(root: Path, config: SyntheticConfig = SyntheticConfig(), show_progr
     return target
 
 
+def write_data_root(data_root: Path, config: SyntheticConfig, show_progress: bool = False) -> Path:
+    """Generate ``config`` as ``<data_root>/<official folder>`` (e.g. ``RGBNT201``); return that folder."""
+    target = Path(data_root) / LAYOUTS[config.layout][0]
+    if target.exists():
+        raise FileExistsError(f"{target} exists")
+    Path(data_root).mkdir(parents=True, exist_ok=True)
+    generate(Path(data_root) / ".generated", config, show_progress).rename(target)
+    return target
+
+
+def item_paths(out: Path, item: Item, layout: str) -> list[tuple[Path, tuple[str, ...]]]:
+    """Where ``item`` is written: (file, modality tags it holds) pairs, plus its file name."""
+    folder, tags, _ = LAYOUTS[layout]
+    if layout in ("rgbnt100", "rgbn300"):
+        split = {"train": "bounding_box_train", "gallery": "bounding_box_test", "query": "query"}[item.split]
+        return [(out / "rgbir" / split / f"{item.pid:04d}_c{item.cam:04d}_{item.n:03d}.jpg", tags)]
+    if layout == "rgbnt201":
+        split = "train_171" if item.split == "train" else "test"
+        name = f"{item.pid:06d}_cam{item.cam}_{item.n % 2}_{item.n:02d}.jpg"
+        return [(out / split / tag / name, (tag,)) for tag in tags]
+    if layout == "msvr310":
+        split = {"train": "bounding_box_train", "gallery": "bounding_box_test", "query": "query3"}[item.split]
+        name = f"{item.pid:04d}_s{item.scene:03d}_v{item.cam - 1}_{item.n:03d}.jpg"
+        return [(out / split / f"{item.pid:04d}" / sub / name, (tag,)) for tag, sub in zip(tags, ("vis", "ni", "th"),
+                                                                                        strict=True)]
+    name = f"{item.pid:04d}_c{item.cam}s1_{item.n:06d}_01.jpg"  # market1501_mm
+    return [(out / item.split / tag / name, (tag,)) for tag in tags]
+
+
 def _write(out: Path, cfg: SyntheticConfig, show_progress: bool) -> None:
-    codes = identity_codes(cfg.train_ids + cfg.test_ids, cfg.seed)
     rng = np.random.default_rng(cfg.seed + 1)
-    # Vehicle-style ids: train odd, test even (as in RGBNT100).
-    jobs = []
-    for i, code in enumerate(codes):
-        train = i < cfg.train_ids
-        pid = 2 * i + 1 if train else 2 * (i - cfg.train_ids) + 2
-        for cam in range(1, cfg.cameras + 1):
-            if train:
-                jobs += [("bounding_box_train", "train", pid, cam, n, code) for n in range(cfg.per_camera)]
-            else:
-                jobs += [("bounding_box_test", "test", pid, cam, n, code) for n in range(cfg.per_camera)]
-                jobs += [("query", "test", pid, cam, cfg.per_camera + n, code) for n in range(cfg.query_per_camera)]
+    tags = LAYOUTS[cfg.layout][1]
     texts: dict[str, list[dict[str, str]]] = {}
-    for folder in ("bounding_box_train", "bounding_box_test", "query"):
-        (out / "rgbir" / folder).mkdir(parents=True)
-    for folder, split, pid, cam, n, code in progress_bar(jobs, "generating synthetic dataset", show_progress):
-        name = f"{pid:04d}_c{cam:04d}_{n:03d}.jpg"
-        tiles = render_sample(code, cam, rng, cfg.height, cfg.width)
-        strip = np.concatenate(list(tiles), axis=1)
-        Image.fromarray((strip * 255).round().astype(np.uint8)).save(out / "rgbir" / folder / name, quality=92)
-        for tag, text in captions(code, rng).items():
-            texts.setdefault(f"{split}_{tag}", []).append({"item": name, "description": text})
+    items = plan(cfg)
+    if cfg.layout == "msvr310":  # query3: the gallery images of identities seen in two scenes
+        items += [Item("query", it.pid, it.cam, it.n, it.scene, it.code) for it in items
+                  if it.split == "gallery" and scenes_of(_index(it, cfg)) > 1]
+    rendered: dict[tuple[int, int, int, int], np.ndarray] = {}
+    for item in progress_bar(items, "generating synthetic dataset", show_progress):
+        key = (item.pid, item.cam, item.n, item.scene)
+        if key not in rendered:  # query3 copies reuse the gallery rendering
+            rendered[key] = render_sample(item.code, item.cam, rng, cfg.height, cfg.width)[: len(tags)]
+            captions_of = captions(item.code, rng)
+            split = "train" if item.split == "train" else "test"
+            name = item_paths(out, item, cfg.layout)[0][0].name
+            for tag in tags:
+                texts.setdefault(f"{split}_{tag}", []).append({"item": name, "description": captions_of[tag]})
+        tiles = rendered[key]
+        for path, file_tags in item_paths(out, item, cfg.layout):
+            image = np.concatenate([tiles[tags.index(t)] for t in file_tags], axis=1)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray((image * 255).round().astype(np.uint8)).save(path, quality=92)
+    if cfg.layout == "market1501_mm":  # Market's junk images (identity -1) are not samples
+        junk = Item("gallery", -1, 1, 0, 0, (0, 0, 0))
+        for path, _ in item_paths(out, junk, cfg.layout):
+            path = path.with_name("-1_c1s1_000000_00.jpg")
+            Image.fromarray(np.zeros((cfg.height, cfg.width, 3), np.uint8)).save(path)
     (out / "text").mkdir()
-    for key, items in texts.items():
-        (out / "text" / f"{key}.json").write_text(json.dumps(items, indent=0))
+    for key, text_items in texts.items():
+        (out / "text" / f"{key}.json").write_text(json.dumps(text_items, indent=0))

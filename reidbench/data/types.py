@@ -51,7 +51,7 @@ class DatasetInfo:
     has_text: bool = False
     source: str = ""  # where the official download comes from
     root: Path | None = None
-    extra: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # e.g. cam_base: camera number of camid 0 in file names
 
 
 def relabel(samples: list[Sample]) -> tuple[list[int], int]:
@@ -63,7 +63,9 @@ def relabel(samples: list[Sample]) -> tuple[list[int], int]:
 
 @dataclass
 class Dataset:
-    """A loaded dataset: facts plus the sample lists."""
+    """A loaded dataset: facts, the sample lists, the split folders and what its layout check found."""
 
     info: DatasetInfo
     splits: DatasetSplits
+    folders: dict[str, Path] = field(default_factory=dict)  # split -> folder read
+    problems: list[str] = field(default_factory=list)  # "<path>: <what is wrong>", empty when all is well

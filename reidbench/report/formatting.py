@@ -1,0 +1,128 @@
+"""Numbers and names as they appear in tables: the one place that formats ``mean ± std``."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+# Final metrics of the MLflow contract: (name, short label) in table order.
+ACCURACY_METRICS = {"mAP": "mAP", "rank1": "R1", "rank5": "R5", "rank10": "R10", "mINP": "mINP"}
+DATASET_NAMES = {"rgbnt201": "RGBNT201", "rgbnt100": "RGBNT100", "msvr310": "MSVR310", "rgbn300": "RGBN300",
+                 "market1501_mm": "Market1501-MM", "wmveid863": "WMVEID863", "synthetic": "Synthetic"}
+MODALITY_NAMES = {"rgb": "RGB", "nir": "NIR", "tir": "TIR", "text": "Text"}
+
+# Axis keys -> label with unit; others fall back to the key's last part.
+AXIS_LABELS = {
+    "method.fusion_tokens": "fusion tokens (count)", "method.depth": "fusion depth (layers)",
+    "method.num_heads": "attention heads (count)", "backbone.depth": "backbone depth (blocks)",
+    "optim.lr": "learning rate", "optim.weight_decay": "weight decay", "train.epochs": "training length (epochs)",
+    "sampler.p": "identities per batch P (count)", "sampler.k": "images per identity K (count)",
+    "loss.variant": "loss terms", "loss.label_smoothing": "label smoothing ε", "loss.triplet_margin": "triplet margin",
+    "data.modalities": "training modalities", "method.mask_ratio": "mask ratio (fraction)",
+}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """Aggregate of one metric over seeds: mean, sample std (NaN when n < 2 or unknown), n (0: unknown)."""
+
+    mean: float
+    std: float = math.nan
+    n: int = 0
+
+    @staticmethod
+    def of(values: list[float] | np.ndarray) -> Cell:
+        """Mean, sample std (ddof=1) and count of the finite ``values``."""
+        arr = np.asarray(values, dtype=float)
+        arr = arr[np.isfinite(arr)]
+        if len(arr) == 0:
+            return Cell(math.nan, math.nan, 0)
+        return Cell(float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else math.nan, len(arr))
+
+    @property
+    def has_std(self) -> bool:
+        return math.isfinite(self.std)
+
+
+def fmt_number(x: float, decimals: int | None = 1) -> str:
+    """``x`` with ``decimals`` places; ``None``: three significant digits, no exponent."""
+    if not math.isfinite(x):
+        return "–"
+    if decimals is None:
+        magnitude = math.floor(math.log10(abs(x))) if x else 0
+        decimals = max(0, 2 - magnitude)
+    return f"{x:.{decimals}f}"
+
+
+@dataclass(frozen=True)
+class CellStyle:
+    """Markup of one output format for a ``mean ± std`` cell (``{}`` / ``{mean}``, ``{std}`` placeholders)."""
+
+    missing: str = "–"
+    best: str = "{}"
+    second: str = "{}"
+    with_std: str = "{mean} ± {std}"
+
+
+PLAIN = CellStyle()
+
+
+def format_cell(cell: Cell | None, scale: float = 100.0, decimals: int | None = 1, show_std: bool = True,
+                mark: int | None = None, style: CellStyle = PLAIN) -> str:
+    """The one ``mean ± std`` formatter: values times ``scale`` (100: fractions -> %), the mean marked
+    best (``mark=1``) or second (``2``) in ``style``, the std left out when unknown (n < 2) or not wanted."""
+    if cell is None or not math.isfinite(cell.mean):
+        return style.missing
+    mean = fmt_number(cell.mean * scale, decimals)
+    mean = style.best.format(mean) if mark == 1 else style.second.format(mean) if mark == 2 else mean
+    if show_std and cell.has_std:
+        return style.with_std.format(mean=mean, std=fmt_number(cell.std * scale, decimals))
+    return mean
+
+
+def mean_std(cell: Cell, scale: float = 100.0, decimals: int | None = 1) -> str:
+    """``m ± s`` (or ``m`` when there is no std) in plain text."""
+    return format_cell(cell, scale, decimals)
+
+
+def dataset_name(name: str) -> str:
+    """Display name of a dataset (``rgbnt100`` -> ``RGBNT100``)."""
+    return DATASET_NAMES.get(name, name)
+
+
+def modality_list(text: str) -> str:
+    """``rgb_nir`` / ``rgb+nir`` -> ``RGB+NIR``."""
+    parts = text.replace("+", "_").split("_")
+    return "+".join(MODALITY_NAMES.get(p, p) for p in parts)
+
+
+def setting_name(setting: str) -> str:
+    """Display name of an evaluation setting: ``no_rgb_nir`` -> ``w/o RGB+NIR``, ``rgb->nir`` -> ``RGB→NIR``."""
+    if "->" in setting:
+        query, gallery = setting.split("->", 1)
+        return f"{modality_list(query)}→{modality_list(gallery)}"
+    if setting.startswith("no_"):
+        return f"w/o {modality_list(setting[3:])}"
+    return setting
+
+
+def setting_order(setting: str) -> tuple:
+    """Sort key: fewer missing modalities first, then RGB, NIR, TIR order; unknown forms last."""
+    order = list(MODALITY_NAMES)
+    if setting.startswith("no_"):
+        parts = setting[3:].split("_")
+        if all(p in order for p in parts):
+            return (0, len(parts), [order.index(p) for p in parts], setting)
+    if "->" in setting:
+        query, gallery = setting.split("->", 1)
+        return (1, query, gallery.count("+"), gallery, setting)
+    return (2, setting)
+
+
+def axis_label(axis: str) -> str:
+    """Readable label (with unit where there is one) for a dotted protocol key."""
+    if axis in AXIS_LABELS:
+        return AXIS_LABELS[axis]
+    return axis.rsplit(".", 1)[-1].replace("_", " ")

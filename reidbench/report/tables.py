@@ -1,0 +1,314 @@
+"""Groups -> Table models (leaderboard, cost, missing-modality, cross-modal, ablations) with best / second marks.
+
+A :class:`Table` is format-free: rows (ours first, then the reported block), columns grouped under headers,
+cells as :class:`Cell`. Renderers in latex.py, text.py and terminal.py only lay it out.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from reidbench.report.collect import Group
+from reidbench.report.formatting import (
+    ACCURACY_METRICS,
+    Cell,
+    CellStyle,
+    axis_label,
+    dataset_name,
+    format_cell,
+    setting_name,
+    setting_order,
+)
+
+REPORTED_NOTE = ("† Reported in the papers (results/published.csv): single runs whose epoch was mostly chosen "
+                 "on the test set (best-epoch-on-test), copied as printed, not reproduced here.")
+
+
+@dataclass(frozen=True)
+class Column:
+    """One numeric column: metric ``key`` of the row's group for ``dataset``, shown under ``header``."""
+
+    key: str
+    dataset: str | None  # None: the row's only group (tables with one row per method x dataset)
+    header: str  # column-group header (dataset or setting); "" for none
+    group_key: str  # machine name of the header (dataset / setting), for CSV
+    label: str  # sub-header, e.g. "mAP"
+    csv: str  # CSV base name, e.g. "mAP", "params_m"
+    scale: float = 100.0
+    decimals: int | None = 1
+    ranked: bool = True  # higher is better: bold best, underline second
+    show_std: bool = True  # False for quantities that do not vary over seeds (parameters, FLOPs)
+
+
+@dataclass
+class Row:
+    label: str
+    reported: bool
+    groups: dict[str, Group]  # dataset -> group
+    text: dict[str, str] = field(default_factory=dict)
+
+    def group(self, column: Column) -> Group | None:
+        if column.dataset is None:
+            return next(iter(self.groups.values()), None)
+        return self.groups.get(column.dataset)
+
+    def cell(self, column: Column) -> Cell | None:
+        group = self.group(column)
+        cell = group.cells.get(column.key) if group else None
+        return cell if cell is not None and math.isfinite(cell.mean) else None
+
+
+@dataclass
+class Table:
+    """A format-free table: caption, text columns, grouped numeric columns, rows, and rank marks."""
+
+    name: str
+    title: str
+    caption: str
+    row_header: str
+    text_columns: list[str]
+    columns: list[Column]
+    rows: list[Row]
+    group_kind: str = "dataset"  # what the column headers are, for CSV ("dataset" / "setting" / "")
+
+    def __post_init__(self) -> None:
+        """Drop reported rows and columns without any value (e.g. GFLOPs when no run measured them)."""
+        self.rows = [r for r in self.rows if not r.reported or any(r.cell(c) for c in self.columns)]
+        self.columns = [c for c in self.columns if any(r.cell(c) for r in self.rows)]
+        self.text_columns = [t for t in self.text_columns if any(r.text.get(t) for r in self.rows)]
+
+    @property
+    def has_reported(self) -> bool:
+        return any(r.reported for r in self.rows)
+
+    def header_groups(self) -> list[tuple[str, int]]:
+        """Consecutive columns under one header: ``[(header, count), ...]``."""
+        spans: list[tuple[str, int]] = []
+        for column in self.columns:
+            if spans and spans[-1][0] == column.header:
+                spans[-1] = (column.header, spans[-1][1] + 1)
+            else:
+                spans.append((column.header, 1))
+        return spans
+
+    def marks(self) -> dict[tuple[int, int], int]:
+        """``(row, column) -> 1`` (best) or ``2`` (second best) per ranked column, over all rows.
+
+        Means are compared as shown (rounded to the column's precision), so equal-looking numbers tie.
+        A column needs two distinct values for any mark.
+        """
+        out: dict[tuple[int, int], int] = {}
+        for j, column in enumerate(self.columns):
+            if not column.ranked:
+                continue
+            shown = {i: _shown(cell.mean, column) for i, row in enumerate(self.rows)
+                     if (cell := row.cell(column)) is not None}
+            distinct = sorted(set(shown.values()), reverse=True)
+            if len(distinct) < 2:
+                continue
+            for i, value in shown.items():
+                if value == distinct[0]:
+                    out[(i, j)] = 1
+                elif value == distinct[1]:
+                    out[(i, j)] = 2
+        return out
+
+
+    def formatted(self, style: CellStyle) -> list[list[str]]:
+        """Per row, the numeric cells as text in ``style``, best / second marked."""
+        marks = self.marks()
+        return [[format_cell(row.cell(c), c.scale, c.decimals, c.show_std, marks.get((i, j)), style)
+                 for j, c in enumerate(self.columns)] for i, row in enumerate(self.rows)]
+
+
+def _shown(mean: float, column: Column) -> float:
+    value = mean * column.scale
+    return round(value, column.decimals) if column.decimals is not None else float(f"{value:.3g}")
+
+
+def metric_columns(datasets: list[str], metrics: list[str], suffix: str = "") -> list[Column]:
+    """``metrics`` (+ ``suffix``, e.g. ``@no_rgb``) for each dataset, grouped under the dataset's name."""
+    return [Column(m + suffix, d, dataset_name(d), d, ACCURACY_METRICS.get(m, m), m)
+            for d in datasets for m in metrics]
+
+
+def _rows(groups: list[Group], key, label, text) -> list[Row]:
+    """Rows of groups sharing ``key(group)``; each row maps dataset -> group."""
+    by_key: dict[tuple, dict[str, Group]] = defaultdict(dict)
+    for g in groups:
+        by_key[key(g)][g.dataset] = g
+    return [Row(label(next(iter(gs.values()))), next(iter(gs.values())).reported, dict(gs),
+                text(list(gs.values()))) for gs in by_key.values()]
+
+
+def _row_key(g: Group) -> tuple:
+    return (g.reported, g.method, g.variant, g.backbone if g.reported else "")
+
+
+def _text(groups: list[Group]) -> dict[str, str]:
+    return {"Backbone": " / ".join(sorted({g.backbone for g in groups} - {""})), "Seeds": seeds_text(groups)}
+
+
+def seeds_text(groups: list[Group]) -> str:
+    """Seeds behind a row: ``3``, ``2–3`` when datasets differ; reported rows: as stated, ``?`` if not."""
+    if groups[0].reported:
+        return groups[0].seeds_text or "?"
+    counts = sorted({g.n for g in groups})
+    return str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
+
+
+def _sorted(rows: list[Row], columns: list[Column]) -> list[Row]:
+    """Ours first, then reported; within a block by the first ranked column the row has a value in,
+    ascending (weakest first, as papers list them)."""
+    ranked = [c for c in columns if c.ranked]
+
+    def key(row: Row) -> tuple:
+        first = next(((j, cell.mean) for j, c in enumerate(ranked) if (cell := row.cell(c)) is not None),
+                     (-1, -math.inf))
+        return (row.reported, *first, row.label)
+
+    return sorted(rows, key=key)
+
+
+def leaderboard(ours: list[Group], reported: list[Group], metrics: list[str]) -> Table:
+    """Method rows x dataset column groups of ``metrics`` (fractions, shown in %)."""
+    reported = [g for g in reported if any(m in g.cells for m in metrics)]
+    groups = [*ours, *reported]
+    datasets = _datasets(groups)
+    columns = metric_columns(datasets, metrics)
+    rows = _sorted(_rows(groups, _row_key, _label, _text), columns)
+    caption = (f"Leaderboard ({', '.join(map(dataset_name, datasets))}), metrics in %. "
+               f"{protocol_sentence(ours)} "
+               f"{REPORTED_NOTE if reported else ''} {marks_note(bool(reported))}")
+    return Table("leaderboard", "Leaderboard", _clean(caption), "Method", ["Backbone", "Seeds"], columns, rows)
+
+
+def marks_note(reported: bool) -> str:
+    """Which rows the bold / underline marks were chosen among."""
+    among = "our rows and the reported rows together" if reported else "our rows"
+    return f"Bold: best, underlined: second best per column among {among}, compared on the means."
+
+
+def _label(g: Group) -> str:
+    return f"{g.label}†" if g.reported else g.label
+
+
+def _datasets(groups: list[Group]) -> list[str]:
+    """Datasets in order of first appearance among ours, then reported ones."""
+    return list(dict.fromkeys(g.dataset for g in sorted(groups, key=lambda g: g.reported)))
+
+
+def protocol_sentence(ours: list[Group]) -> str:
+    """How our numbers were made: seeds, epoch budget, last-epoch reporting."""
+    counts = sorted({g.n for g in ours})
+    n = str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
+    budgets = []
+    for dataset in dict.fromkeys(g.dataset for g in ours):
+        epochs = sorted({e for g in ours if g.dataset == dataset for e in g.epochs})
+        if epochs:
+            span = str(epochs[0]) if len(epochs) == 1 else f"{epochs[0]}–{epochs[-1]}"
+            budgets.append(f"{dataset_name(dataset)} {span}")
+    budget = f" ({'; '.join(budgets)} epochs)" if budgets else ""
+    return (f"Ours: mean ± sample std over n = {n} seeds (no std when n = 1); the model after the last epoch "
+            f"of a fixed budget{budget} is evaluated once: no checkpoint is selected on the test set.")
+
+
+def _clean(text: str) -> str:
+    return " ".join(text.split())
+
+
+COST_COLUMNS = [
+    Column("params", None, "", "", "Params (M)", "params_m", 1e-6, None, False, False),
+    Column("gflops", None, "", "", "GFLOPs", "gflops", 1.0, None, False, False),
+    Column("train_images_per_s", None, "", "", "Train img/s", "train_images_per_s", 1.0, 0, False),
+    Column("train_time_s", None, "", "", "Train time (min)", "train_time_min", 1 / 60, None, False),
+]
+
+
+def cost_table(ours: list[Group], reported: list[Group]) -> Table:
+    """One row per method x dataset: parameters, GFLOPs per sample, training images/s, training time."""
+    groups = [*ours, *[g for g in reported if "params" in g.cells]]
+    rows = [Row(_label(g), g.reported, {g.dataset: g},
+                {"Dataset": dataset_name(g.dataset), "Device": g.device, "Seeds": seeds_text([g])})
+            for g in groups]
+    rows.sort(key=lambda r: (r.reported, r.text["Dataset"], r.label))
+    caption = ("Cost per method and dataset (ours: mean over seeds). Params: trainable and frozen parameters, "
+               "millions; GFLOPs: forward pass per sample; Train img/s: training throughput, a sample with M "
+               "modalities counting M images; Train time: wall time of the whole training."
+               + (" † Parameters as reported in the papers." if len(groups) > len(ours) else ""))
+    return Table("cost", "Cost", caption, "Method", ["Dataset", "Device", "Seeds"], list(COST_COLUMNS), rows, "")
+
+
+def settings_of(groups: list[Group], cross: bool) -> list[str]:
+    """Evaluation settings (``no_rgb`` / ``rgb->nir``) found in the groups' metric names, in display order."""
+    found = {k.split("@", 1)[1] for g in groups for k in g.cells if "@" in k}
+    return sorted((s for s in found if ("->" in s) == cross), key=setting_order)
+
+
+def settings_table(dataset: str, ours: list[Group], reported: list[Group], metrics: list[str],
+                   cross: bool) -> Table | None:
+    """Missing-modality (``cross=False``) or cross-modal table of ``dataset``; None without such metrics."""
+    ours = [g for g in ours if g.dataset == dataset and settings_of([g], cross)]
+    settings = settings_of(ours, cross)
+    if not settings:
+        return None
+    reported = [g for g in reported if g.dataset == dataset and settings_of([g], cross)]
+    full = [Column(m, dataset, "All", "all", ACCURACY_METRICS.get(m, m), m) for m in metrics]
+    columns = full + [Column(f"{m}@{s}", dataset, setting_name(s), s, ACCURACY_METRICS.get(m, m), m)
+                      for s in settings for m in metrics]
+    rows = _sorted(_rows([*ours, *reported], _row_key, _label, _text), columns)
+    kind = "cross" if cross else "missing"
+    what = ("Cross-modal retrieval: query modalities → gallery modalities" if cross else
+            "Missing modalities at test time: w/o X = modality X removed from query and gallery "
+            "(models trained with all modalities)")
+    caption = (f"{what}, {dataset_name(dataset)}; All = every modality. Metrics in %. {protocol_sentence(ours)} "
+               f"{REPORTED_NOTE if reported else ''} {marks_note(bool(reported))}")
+    return Table(f"{kind}_{dataset}", f"{'Cross-modal' if cross else 'Missing modality'} "
+                 f"({dataset_name(dataset)})", _clean(caption), "Method", ["Backbone", "Seeds"], columns, rows,
+                 "setting")
+
+
+def ablation_table(name: str, groups: list[Group], metrics: list[str]) -> Table:
+    """Rows = method x knob value (default marked), dataset column groups of ``metrics``."""
+    groups = [g for g in groups if g.ablation == name]
+    axis = groups[0].axis
+    datasets = _datasets(groups)
+    columns = metric_columns(datasets, metrics)
+
+    def label(g: Group) -> str:
+        return f"{g.value} (default)" if g.value == g.axis_default else g.value
+
+    rows = _rows(groups, lambda g: (g.method, g.variant, g.value), label,
+                 lambda gs: {"Method": gs[0].label, "Seeds": seeds_text(gs)})
+    rows.sort(key=lambda r: (r.text["Method"], value_key(next(iter(r.groups.values())).value)))
+    caption = (f"Ablation {name}: {axis} varied, everything else at the protocol's values. Metrics in %. "
+               f"{protocol_sentence(groups)} {marks_note(False)}")
+    return Table(f"ablation_{name}", f"Ablation: {name} ({axis})", _clean(caption), axis_label(axis),
+                 ["Method", "Seeds"],
+                 columns, rows)
+
+
+def value_key(value: str) -> tuple:
+    """Sort knob values numerically when they are numbers, else as text."""
+    try:
+        return (0, float(value), "")
+    except ValueError:
+        return (1, 0.0, value)
+
+
+def build_tables(ours: list[Group], reported: list[Group], metrics: list[str]) -> list[Table]:
+    """Every table the groups support: leaderboard, cost, per-dataset missing / cross-modal, ablations."""
+    main = [g for g in ours if not g.ablation]
+    tables = []
+    if main:
+        tables += [leaderboard(main, reported, metrics), cost_table(main, reported)]
+        for dataset in dict.fromkeys(g.dataset for g in main):
+            for cross in (False, True):
+                table = settings_table(dataset, main, reported, metrics, cross)
+                if table is not None:
+                    tables.append(table)
+    for name in dict.fromkeys(g.ablation for g in ours if g.ablation):
+        tables.append(ablation_table(name, ours, metrics))
+    return tables
