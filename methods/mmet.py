@@ -132,6 +132,7 @@ class MMET(nn.Module):
             extras["mlm_loss"] = self._masked_lm(streams.text, mlm_labels)
         return ModelOutput(embedding=embedding, logits=logits, extras=extras)
 
+    @torch.compiler.disable
     def _tokenize(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         texts = batch.get("text")
         if texts is None:
@@ -190,7 +191,7 @@ class MMETConfig:
     eval_mode: Mode | None = None  # input used for retrieval (None: as mode)
     mm_layers: int = 6
     mm_heads: int = 12
-    image_mask_ratio: float = 75 / 196  # share of patches masked in training (BEiT blocks); 0: off
+    image_mask_ratio: float = 0.3827  # share of patches masked in training (75 of 196, BEiT blocks); 0: off
     mask_min_block: int = 16
     text_mask_prob: float = 0.15  # whole-word masking in training; 0: off
     feature: Literal["post_bn", "pre_bn"] = "post_bn"  # triplet + retrieval feature (official: post_bn)

@@ -94,7 +94,7 @@ def fit(model: nn.Module, criterion: Criterion, data: DataModule, protocol: Prot
             optimizer = build_optimizer(model, criterion, protocol, stage)
             base_lrs = [g["lr"] for g in optimizer.param_groups]
             total = stage.epochs * steps
-            warmup = int(protocol.schedule.warmup_epochs * steps)
+            warmup = int(stage.warmup_epochs * steps)
             task = progress.add_task(f"train {stage.name}", total=total, loss=float("nan"), ips=0.0)
             step = 0
             for epoch in range(stage.epochs):

@@ -100,6 +100,7 @@ class StageCfg:
     loss: str | None = None  # loss variant for this stage
     freeze: list[str] = field(default_factory=list)  # module names of the model to freeze (e.g. backbone)
     schedule: Literal["cosine", "constant", "warmup_sqrt"] | None = None
+    warmup_epochs: float | None = None  # None: schedule.warmup_epochs
 
 
 @dataclass
@@ -157,6 +158,7 @@ class Protocol:
     def resolved_stages(self) -> list[StageCfg]:
         """The stages with every inherited field filled in."""
         stages = self.train.stages or [StageCfg()]
+
         def epochs(s: StageCfg) -> int:
             if s.epochs is not None:
                 return s.epochs
@@ -172,6 +174,7 @@ class Protocol:
                 loss=self.loss.variant if s.loss is None else s.loss,
                 freeze=list(s.freeze),
                 schedule=self.schedule.kind if s.schedule is None else s.schedule,
+                warmup_epochs=self.schedule.warmup_epochs if s.warmup_epochs is None else s.warmup_epochs,
             )
             for s in stages
         ]

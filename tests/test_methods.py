@@ -224,3 +224,52 @@ def test_late_fusion_shared_and_separate_backbones(synthetic_dataset, datamodule
     with torch.no_grad():  # the batched shared pass equals one pass per modality
         feats = torch.stack([shared.encoders[m](batch[m]) for m in data.modalities], 1)
         assert torch.allclose(shared(batch).embedding, shared.fusion(feats), atol=1e-5)
+
+
+def test_graft_stage_one_freezes_the_backbone_and_stage_two_trains_it(synthetic_dataset, vocab):
+    from reidbench.engine import fit
+
+    spec = make_spec("graft", "synthetic", 0, [*SMALL, *tiny_method("graft", vocab), "train.epochs=2",
+                                                "train.max_steps_per_epoch=2"])
+    data = DataModule(synthetic_dataset, spec.protocol, torch.device("cpu"), show_progress=False)
+    entry = METHODS.get("graft")
+    model = entry.builder(method_config("graft", spec.protocol.method), spec.protocol, synthetic_dataset.info,
+                          data.num_classes)
+    criterion = Criterion(spec.protocol.loss, data.num_classes, 64, entry.meta["loss_terms"](spec.protocol))
+
+    def snapshot(module):
+        return [p.detach().clone() for p in module.parameters()]
+
+    start = {"backbone": snapshot(model.backbone), "encoders": snapshot(model.encoders)}
+    after_stage: list[dict] = []
+    fit(model, criterion, data, spec.protocol, torch.device("cpu"), show_progress=False,
+        on_epoch=lambda e, m: after_stage.append({"backbone": snapshot(model.backbone),
+                                                  "encoders": snapshot(model.encoders), "lr": m["lr"]}))
+
+    def same(a, b):
+        return all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+    assert same(after_stage[0]["backbone"], start["backbone"])  # stage 1: frozen
+    assert not same(after_stage[0]["encoders"], start["encoders"])  # ... while the fusion layers learn
+    assert not same(after_stage[1]["backbone"], start["backbone"])  # stage 2: trained
+    assert after_stage[1]["lr"] == pytest.approx(spec.protocol.resolved_stages()[1].lr)  # constant schedule
+
+
+def test_train_compile_wraps_the_model_in_torch_compile(synthetic_dataset, vocab, monkeypatch):
+    from reidbench.engine import fit
+
+    compiled = []
+
+    def fake_compile(model):
+        compiled.append(model)
+        return model
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    spec = make_spec("single_modality", "synthetic", 0, [*SMALL, "train.epochs=1", "train.max_steps_per_epoch=1",
+                                                          "train.compile=true"])
+    data = DataModule(synthetic_dataset, spec.protocol, torch.device("cpu"), show_progress=False)
+    model = METHODS.get("single_modality").builder(method_config("single_modality", spec.protocol.method),
+                                                   spec.protocol, synthetic_dataset.info, data.num_classes)
+    fit(model, Criterion(spec.protocol.loss, data.num_classes, 64), data, spec.protocol, torch.device("cpu"),
+        show_progress=False)
+    assert compiled == [model]

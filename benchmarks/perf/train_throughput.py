@@ -9,7 +9,7 @@ for MMET) is trained for a few steps (forward, loss, backward, AdamW step) in se
 * ``bf16 compiled sdpa``: the same under ``torch.compile`` (with ``--compile``).
 
 It prints images/s (samples x modalities), the speed-up over the baseline measured in the same run, the
-parameter count, inference GFLOPs per sample and training TFLOPs per step (``torch.utils.flop_counter``),
+parameter count, inference GFLOPs per sample and training GFLOPs per step (``torch.utils.flop_counter``),
 and the model FLOPs utilisation (MFU: achieved training FLOP/s over the device peak of the mode's dtype;
 known peaks for H100/H200/A100, else ``--peak-tflops``).
 
@@ -92,9 +92,11 @@ def make_batch(spec, device: torch.device) -> dict:
     return batch
 
 
-def build(method: str, size: str, device: torch.device, vocab: Path):
+def build(method: str, size: str, device: torch.device, vocab: Path, pk: list[int] | None = None):
     dataset, common, extra = SIZES[size]
     overrides = [*common, "backbone.pretrained=false", *extra.get(method, [])]
+    if pk:
+        overrides += [f"sampler.p={pk[0]}", f"sampler.k={pk[1]}"]
     if method == "mmet":
         overrides += [f"method.tokenizer={vocab}", "method.text_pretrained=false"]
     spec = make_spec(method, dataset, 0, overrides)
@@ -125,29 +127,41 @@ def attention(sdpa: bool):
             yield
 
 
-def measure(model, criterion, batch, stage, mode: Mode, device: torch.device, steps: int, warmup: int) -> float:
-    """Seconds per training step in ``mode`` (after ``warmup`` steps)."""
+def make_step(model, criterion, batch, stage, mode: Mode, device: torch.device):
+    """One training step (forward, loss, backward, AdamW) of ``model`` in ``mode``."""
     params = [p for p in [*model.parameters(), *criterion.parameters()] if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-5)
     forward = torch.compile(model) if mode.compiled else model
 
     def step() -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=mode.bf16):
+        with attention(mode.sdpa), torch.autocast(device.type, dtype=torch.bfloat16, enabled=mode.bf16):
             out = forward(batch)
-        loss = criterion(out, batch["pid"], stage.loss, stage.label_smoothing)["loss"]
+            loss = criterion(out, batch["pid"], stage.loss, stage.label_smoothing)["loss"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
-    with attention(mode.sdpa):
+    return step
+
+
+def time_modes(model, criterion, batch, stage, mode_list: list[Mode], device: torch.device, steps: int,
+               warmup: int, repeats: int) -> list[float]:
+    """Seconds per training step of each mode: the best of ``repeats`` rounds of ``steps`` steps, the modes
+    interleaved within every round (so load from other processes hits them alike)."""
+    runs = [make_step(model, criterion, batch, stage, mode, device) for mode in mode_list]
+    for step in runs:
         for _ in range(warmup):
             step()
-        sync(device)
-        start = time.perf_counter()
-        for _ in range(steps):
-            step()
-        sync(device)
-    return (time.perf_counter() - start) / steps
+    best = [float("inf")] * len(runs)
+    for _ in range(repeats):
+        for i, step in enumerate(runs):
+            sync(device)
+            start = time.perf_counter()
+            for _ in range(steps):
+                step()
+            sync(device)
+            best[i] = min(best[i], (time.perf_counter() - start) / steps)
+    return best
 
 
 def sync(device: torch.device) -> None:
@@ -155,25 +169,25 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bench_method(name: str, size: str, device: torch.device, vocab: Path, mode_list: list[Mode], steps: int,
-                 warmup: int, peak_bf16: float | None, peak_fp32: float | None) -> list[list[str]]:
+def bench_method(name: str, args: argparse.Namespace, device: torch.device, vocab: Path, steps: int, warmup: int,
+                 peak_bf16: float | None, peak_fp32: float | None) -> list[list[str]]:
     """Table rows of one method: one per mode, the first (fp32 eager math) being the baseline."""
     torch.manual_seed(0)
-    spec, model, criterion, batch, stage = build(name, size, device, vocab)
+    spec, model, criterion, batch, stage = build(name, args.size, device, vocab, args.pk)
+    mode_list, repeats = modes(args.compile), args.repeats
     images = len(batch["pid"]) * len(spec.protocol.data.modalities)
     gflops = forward_gflops(model, batch)
     model.train()
     step_flops = train_step_flops(
         lambda: criterion(model(batch), batch["pid"], stage.loss, stage.label_smoothing)["loss"])
     model.zero_grad(set_to_none=True)
-    rows, base = [], None
-    for mode in mode_list:
-        seconds = measure(model, criterion, batch, stage, mode, device, steps, warmup)
-        base = base or seconds
+    rows = []
+    times = time_modes(model, criterion, batch, stage, mode_list, device, steps, warmup, repeats)
+    for mode, seconds in zip(mode_list, times, strict=True):
         peak = peak_bf16 if mode.bf16 else peak_fp32
         mfu = f"{100 * step_flops / seconds / (peak * 1e12):.1f}%" if peak else "-"
         rows.append([name, mode.name, f"{count_params(model) / 1e6:.2f}", f"{gflops:.3f}",
-                     f"{step_flops / 1e12:.4f}", f"{images / seconds:.0f}", f"{base / seconds:.2f}x", mfu])
+                     f"{step_flops / 1e9:.1f}", f"{images / seconds:.{0 if images / seconds >= 100 else 1}f}", f"{times[0] / seconds:.2f}x", mfu])
         print("  " + " | ".join(rows[-1]), flush=True)
     return rows
 
@@ -196,6 +210,9 @@ def main() -> None:
     parser.add_argument("--methods", nargs="*", default=None, help="default: every registered method")
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default 5 on CPU, 20 on GPU)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 2 / 5)")
+    parser.add_argument("--pk", type=int, nargs=2, default=None, metavar=("P", "K"),
+                        help="identities x instances per batch (default: 8 4 tiny, 16 4 paper)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed rounds per mode; the best is kept")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (bf16)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
     parser.add_argument("--peak-tflops", type=float, default=None, help="device peak for MFU (else known GPUs)")
@@ -204,22 +221,22 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     gpu = device.type == "cuda"
-    steps, warmup = args.steps or (20 if gpu else 5), args.warmup or (5 if gpu else 2)
+    steps = args.steps if args.steps is not None else (20 if gpu else 5)
+    warmup = args.warmup if args.warmup is not None else (5 if gpu else 2)
     load_plugins()
     names = args.methods or METHODS.names()
     peak_bf16, peak_fp32 = peak_tflops(device, args.peak_tflops)
     where = torch.cuda.get_device_name(device) if gpu else f"CPU, {torch.get_num_threads()} threads"
-    print(f"train throughput, size={args.size}, {where}, torch {torch.__version__}, {steps} timed steps "
-          f"after {warmup}")
+    print(f"train throughput, size={args.size}, {where}, torch {torch.__version__}: best of {args.repeats} x "
+          f"{steps} timed steps after {warmup} (modes interleaved)")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         vocab = write_vocab(Path(tmp) / "vocab.txt", 30522 if args.size == "paper" else 40)
         for name in names:
-            rows += bench_method(name, args.size, device, vocab, modes(args.compile), steps, warmup,
-                                 peak_bf16, peak_fp32)
+            rows += bench_method(name, args, device, vocab, steps, warmup, peak_bf16, peak_fp32)
             if gpu:
                 torch.cuda.empty_cache()
-    header = ["method", "mode", "params (M)", "GFLOPs/sample", "train TFLOPs/step", "img/s", "vs fp32 math",
+    header = ["method", "mode", "params (M)", "GFLOPs/sample", "train GFLOPs/step", "img/s", "vs fp32 math",
               "MFU"]
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     print()

@@ -1,6 +1,7 @@
 """Masks for masked modeling: BEiT blockwise patch masks, BERT whole-word masks, patch targets.
 
-Random draws come from the global torch RNG (seeded per run), so a run is reproducible.
+Random draws come from the global torch RNG (seeded per run), so a run is reproducible. The batch-level
+functions are data preparation in Python: ``torch.compile`` leaves them out of the graph.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def block_mask(grid: tuple[int, int], num_mask: int, min_block: int = 16, rng: r
     return mask.flatten()
 
 
+@torch.compiler.disable
 def block_masks(batch: int, grid: tuple[int, int], ratio: float, min_block: int = 16) -> torch.Tensor:
     """``(batch, rows*cols)`` blockwise masks covering ``round(ratio * patches)`` patches each."""
     rng = random.Random(int(torch.randint(0, 2**62, ())))
@@ -54,6 +56,7 @@ def block_masks(batch: int, grid: tuple[int, int], ratio: float, min_block: int 
     return torch.stack([block_mask(grid, num, min_block, rng) for _ in range(batch)])
 
 
+@torch.compiler.disable
 def whole_word_mask(input_ids: torch.Tensor, word_ids: list[list[int | None]], prob: float, mask_id: int,
                     vocab_size: int, special_ids: set[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """BERT whole-word masking (as HF ``DataCollatorForWholeWordMask``): per caption, whole words are

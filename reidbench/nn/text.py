@@ -39,8 +39,8 @@ def build_tokenizer(source: str, key: str = "method.tokenizer"):
     except (OSError, ValueError) as exc:
         raise UserError(f"{key}={source}: cannot read a BERT tokenizer there ({exc})") from None
     if len(tokenizer) <= len(tokenizer.all_special_ids):  # transformers >= 5 builds an empty one from nothing
-        raise UserError(f"{key}={source}: no WordPiece vocabulary found (offline without a cached copy, or no "
-                        f"vocab.txt / tokenizer.json there). Pass {hint}.")
+        raise UserError(f"tokenizer {source!r}: no WordPiece vocabulary found (offline without a cached copy, "
+                        f"or no vocab.txt / tokenizer.json there). Pass {hint}.")
     return tokenizer
 
 
