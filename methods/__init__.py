@@ -1,3 +1,3 @@
 """Methods: each module registers its builders in reidbench.registry.METHODS."""
 
-from methods import late_fusion  # noqa: F401
+from methods import early_fusion, graft, late_fusion, mmet  # noqa: F401

@@ -1,4 +1,9 @@
-"""Late fusion: one encoder per modality (shared or separate), embeddings fused, BNNeck head."""
+"""Late fusion baselines: one encoder per modality (shared or separate), CLS embeddings fused, BNNeck.
+
+Registered as ``late_fusion`` (fusion concat | mean | max | attention, shared or separate backbone),
+``multi_stream_vit`` (a separate ViT per modality, CLS tokens concatenated: the multi-stream ViT baseline
+of TOP-ReID / the GraFT table) and ``single_modality`` (one modality alone, RGB by default).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import torch
 from torch import nn
 
 from reidbench.data.types import DatasetInfo
+from reidbench.errors import UserError
 from reidbench.nn import BNNeckHead, ModelOutput, build_image_backbone
 from reidbench.nn.fusion import build_fusion
 from reidbench.protocol import Protocol
@@ -19,7 +25,8 @@ class LateFusion(nn.Module):
     """Architecture: ``encoders[m](x_m)`` per modality -> ``fusion`` -> ``head``.
 
     ``encoders`` maps modality -> module returning ``(B, D)``; the same module object under several
-    keys shares weights. The embedding for retrieval is the fused feature before the BNNeck.
+    keys shares weights (and then runs once on all those modalities stacked along the batch). The
+    embedding for retrieval is the fused feature before the BNNeck.
     """
 
     def __init__(self, encoders: dict[str, nn.Module], fusion: nn.Module, head: BNNeckHead) -> None:
@@ -28,9 +35,15 @@ class LateFusion(nn.Module):
         self.encoders = nn.ModuleDict(encoders)
         self.fusion = fusion
         self.head = head
+        self.shared = len({id(e) for e in encoders.values()}) == 1 and len(encoders) > 1
 
     def forward(self, batch: dict) -> ModelOutput:
-        feats = torch.stack([self.encoders[m](batch[m]) for m in self.modalities], dim=1)
+        if self.shared:
+            size = batch[self.modalities[0]].shape[0]
+            cls = self.encoders[self.modalities[0]](torch.cat([batch[m] for m in self.modalities]))
+            feats = cls.view(len(self.modalities), size, -1).transpose(0, 1)
+        else:
+            feats = torch.stack([self.encoders[m](batch[m]) for m in self.modalities], dim=1)
         embedding = self.fusion(feats)
         _, logits = self.head(embedding)
         return ModelOutput(embedding=embedding, logits=logits)
@@ -73,3 +86,25 @@ def late_fusion_model(modalities: list[str], num_classes: int, protocol: Protoco
 def late_fusion(cfg: LateFusionConfig, protocol: Protocol, info: DatasetInfo, num_classes: int) -> LateFusion:
     """Registered builder: reads the method knobs from ``cfg``."""
     return late_fusion_model(protocol.data.modalities, num_classes, protocol, cfg.fusion, cfg.shared_backbone)
+
+
+@METHODS.register("multi_stream_vit", "a separate ViT per modality, CLS tokens concatenated, BNNeck "
+                  "(TOP-ReID-style multi-stream baseline)")
+def multi_stream_vit(cfg: None, protocol: Protocol, info: DatasetInfo, num_classes: int) -> LateFusion:
+    """Registered builder: late fusion with separate backbones and concatenation."""
+    return late_fusion_model(protocol.data.modalities, num_classes, protocol, "concat", shared_backbone=False)
+
+
+@dataclass
+class SingleModalityConfig:
+    modality: str = "rgb"  # the one modality used; the others are ignored
+
+
+@METHODS.register("single_modality", "one modality alone (RGB by default): ViT CLS, BNNeck",
+                  config=SingleModalityConfig)
+def single_modality(cfg: SingleModalityConfig, protocol: Protocol, info: DatasetInfo, num_classes: int) -> LateFusion:
+    """Registered builder: a one-encoder network on ``cfg.modality``."""
+    if cfg.modality not in protocol.data.modalities:
+        raise UserError(f"single_modality: method.modality={cfg.modality!r} is not among data.modalities "
+                        f"{protocol.data.modalities}")
+    return late_fusion_model([cfg.modality], num_classes, protocol, "concat")

@@ -73,7 +73,8 @@ def build_optimizer(model: nn.Module, criterion: nn.Module, protocol: Protocol, 
     groups = [
         {"params": decay, "weight_decay": stage.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
-        {"params": list(criterion.parameters()), "weight_decay": 0.0, "lr": protocol.loss.center_lr},
+        {"params": [p for p in criterion.parameters() if p.requires_grad], "weight_decay": 0.0,
+         "lr": protocol.loss.center_lr},
     ]
     groups = [g for g in groups if g["params"]]
     opt = protocol.optim
@@ -115,10 +116,11 @@ def fit(model: nn.Module, criterion: Criterion, data: DataModule, protocol: Prot
             train_model = model  # drops the previous stage's DDP wrapper: DDP fixes its parameters at wrap time
             if world > 1:
                 train_model = distributed.wrap(model, device)
+            forward = torch.compile(train_model) if protocol.train.compile else train_model
             optimizer = build_optimizer(model, criterion, protocol, stage)
             base_lrs = [g["lr"] for g in optimizer.param_groups]
             total = stage.epochs * steps
-            warmup = int(protocol.schedule.warmup_epochs * steps)
+            warmup = int(stage.warmup_epochs * steps)
             step, first = 0, 0
             if resume is not None:
                 if done > epoch_offset:  # interrupted inside this stage
@@ -139,7 +141,7 @@ def fit(model: nn.Module, criterion: Criterion, data: DataModule, protocol: Prot
                     for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
                         group["lr"] = base * factor
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                        out = train_model(batch)
+                        out = forward(batch)
                     labels = batch["pid"]
                     if world > 1:  # the loss of the global batch, as on one process
                         out, labels = distributed.gather_output(out, len(labels)), distributed.gather_rows(labels)

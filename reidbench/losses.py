@@ -34,12 +34,58 @@ def batch_hard_triplet(feat: torch.Tensor, labels: torch.Tensor, margin: float |
     return F.relu(d_ap - d_an + margin).mean()
 
 
-class CenterLoss(nn.Module):
-    """Center loss (Wen et al. 2016): ``sum_i ||z_i - c_{y_i}||^2 / B`` with learnable centers."""
+def cross_euclidean(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``(B, B')`` Euclidean distances between the rows of ``x`` and ``y`` (clamped like above)."""
+    d2 = x.pow(2).sum(1)[:, None] + y.pow(2).sum(1)[None, :] - 2 * x @ y.t()
+    return d2.clamp_min(1e-12).sqrt()
 
-    def __init__(self, num_classes: int, dim: int) -> None:
+
+def _pick(dist: torch.Tensor, valid: torch.Tensor, mining: str, hardest: str) -> torch.Tensor:
+    """Per row, the hardest (``max`` / ``min``) or a uniformly sampled valid entry of ``dist``."""
+    if mining == "hard":
+        if hardest == "max":
+            return dist.masked_fill(~valid, float("-inf")).amax(1)
+        return dist.masked_fill(~valid, float("inf")).amin(1)
+    if mining != "random":
+        raise ValueError(f"unknown triplet mining {mining!r}")
+    scores = torch.rand(dist.shape, device=dist.device).masked_fill(~valid, -1.0)
+    return dist.gather(1, scores.argmax(1, keepdim=True)).squeeze(1)
+
+
+def augmented_triplet(anchor: torch.Tensor, negative: torch.Tensor, labels: torch.Tensor,
+                      mining: str = "random", margin: float | None = None) -> torch.Tensor:
+    """GraFT's augmented triplet loss on a PK batch.
+
+    Anchor and positive are rows of ``anchor`` (fusion-token embeddings); the negative is a row of
+    ``negative`` (the data-token embedding of another identity). Per anchor, the positive and the
+    negative are the hardest ones in the batch (``mining="hard"``) or drawn uniformly (``"random"``, the
+    closest match to the official random triplets). ``margin=None``: soft margin
+    ``log(1 + exp(d_ap - d_an))`` as in the official code. Anchors without a positive are skipped.
+    """
+    anchor, negative = anchor.float(), negative.float()
+    same = labels[:, None] == labels[None, :]
+    positive = same & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+    has = positive.any(1) & (~same).any(1)
+    if not has.any():
+        return anchor.sum() * 0.0
+    d_ap = _pick(pairwise_euclidean(anchor), positive, mining, "max")[has]
+    d_an = _pick(cross_euclidean(anchor, negative), ~same, mining, "min")[has]
+    if margin is None:
+        return F.softplus(d_ap - d_an).mean()
+    return F.relu(d_ap - d_an + margin).mean()
+
+
+class CenterLoss(nn.Module):
+    """Center loss (Wen et al. 2016): ``sum_i ||z_i - c_{y_i}||^2 / B``.
+
+    The centers are optimised (by the engine, at ``loss.center_lr``) unless ``learnable=False``, which
+    keeps them at their random initialisation as the official GraFT code does (its optimizer never sees
+    them): ``loss.center_learnable=false``.
+    """
+
+    def __init__(self, num_classes: int, dim: int, learnable: bool = True) -> None:
         super().__init__()
-        self.centers = nn.Parameter(torch.randn(num_classes, dim))
+        self.centers = nn.Parameter(torch.randn(num_classes, dim), requires_grad=learnable)
 
     def forward(self, feat: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         diff = feat.float() - self.centers[labels]
@@ -61,7 +107,7 @@ class Criterion(nn.Module):
                  extra_terms: dict[str, tuple[Term, float]] | None = None) -> None:
         super().__init__()
         self.cfg = cfg
-        self.center = CenterLoss(num_classes, dim)
+        self.center = CenterLoss(num_classes, dim, cfg.center_learnable)
         self.terms: dict[str, tuple[Term, float]] = {
             "ce": (self._ce, cfg.id_weight),
             "triplet": (self._triplet, cfg.triplet_weight),

@@ -83,6 +83,7 @@ class LossCfg:
     label_smoothing: float = 0.1
     center_weight: float = 0.0005
     center_lr: float = 0.5
+    center_learnable: bool = True  # false: centers stay at their random init (the official GraFT code)
 
 
 @dataclass
@@ -91,12 +92,15 @@ class StageCfg:
 
     name: str = "main"
     epochs: int | None = None
+    epoch_share: float | None = None  # when epochs is unset: this fraction of train.epochs (at least 1)
     lr: float | None = None
+    lr_scale: float = 1.0  # multiplies the stage's lr (its own or optim.lr)
     weight_decay: float | None = None
     label_smoothing: float | None = None
     loss: str | None = None  # loss variant for this stage
     freeze: list[str] = field(default_factory=list)  # module names of the model to freeze (e.g. backbone)
     schedule: Literal["cosine", "constant", "warmup_sqrt"] | None = None
+    warmup_epochs: float | None = None  # None: schedule.warmup_epochs
 
 
 @dataclass
@@ -157,16 +161,23 @@ class Protocol:
     def resolved_stages(self) -> list[StageCfg]:
         """The stages with every inherited field filled in."""
         stages = self.train.stages or [StageCfg()]
+
+        def epochs(s: StageCfg) -> int:
+            if s.epochs is not None:
+                return s.epochs
+            return self.train.epochs if s.epoch_share is None else max(1, round(s.epoch_share * self.train.epochs))
+
         return [
             StageCfg(
                 name=s.name,
-                epochs=self.train.epochs if s.epochs is None else s.epochs,
-                lr=self.optim.lr if s.lr is None else s.lr,
+                epochs=epochs(s),
+                lr=(self.optim.lr if s.lr is None else s.lr) * s.lr_scale,
                 weight_decay=self.optim.weight_decay if s.weight_decay is None else s.weight_decay,
                 label_smoothing=self.loss.label_smoothing if s.label_smoothing is None else s.label_smoothing,
                 loss=self.loss.variant if s.loss is None else s.loss,
                 freeze=list(s.freeze),
                 schedule=self.schedule.kind if s.schedule is None else s.schedule,
+                warmup_epochs=self.schedule.warmup_epochs if s.warmup_epochs is None else s.warmup_epochs,
             )
             for s in stages
         ]

@@ -15,6 +15,7 @@ import torch
 from reidbench import distributed, engine, tracking
 from reidbench.checkpoint import Checkpointer
 from reidbench.config import from_dict, to_dict
+from reidbench.cost import forward_gflops
 from reidbench.data.module import DataModule
 from reidbench.data.validation import validation_split
 from reidbench.errors import UserError
@@ -164,8 +165,9 @@ def _train_and_evaluate(spec: RunSpec, data_root: Path, device: torch.device, sh
 
     fit = engine.fit(model, criterion, data, spec.protocol, device, on_epoch, show_progress, state, save)
     metrics = evaluate(model, data)
-    metrics.update(params=float(params), train_time_s=fit.train_time_s, train_samples_per_s=fit.samples_per_s,
-                   train_images_per_s=fit.samples_per_s * len(data.modalities))
+    gflops = forward_gflops(model, next(data.eval_batches("query", 2)))  # inference GFLOPs per sample
+    metrics.update(params=float(params), gflops=gflops, train_time_s=fit.train_time_s,
+                   train_samples_per_s=fit.samples_per_s, train_images_per_s=fit.samples_per_s * len(data.modalities))
     return metrics
 
 

@@ -1,0 +1,165 @@
+"""GraFT: Gradual Fusion Transformer (Yin et al., arXiv 2310.16856), after the official code
+(github.com/Nano1337/GraFT, ``models/DeiT_gradual_fusion.py``).
+
+Architecture: one backbone shared by every modality (DeiT-B/16-distilled in the paper); per modality a
+stack of ``depth`` ``nn.TransformerEncoderLayer``s (PyTorch defaults: ReLU, post-LN, FFN 2048, dropout
+0.1; 8 heads) over ``[F fusion tokens; backbone tokens]``; the F learnable fusion tokens (Xavier-uniform)
+are shared by all modalities. The embedding is the fusion-token outputs, flattened to F*D, averaged over
+modalities with weights fixed at 1/M (``learnable_fusion_weights`` trains them). BNNeck head: CE on the
+logits, triplet and center losses on the pre-BN embedding (also the retrieval feature).
+
+Augmented triplet (``aug_triplet``): anchor and positive are fusion embeddings, the negative is a *data
+token* embedding (output position ``data_token`` of the backbone tokens, 0 = CLS, F tokens wide,
+averaged over modalities the same way); soft margin, no margin value. The official code builds fixed
+offline triplets; here triplets come from the shared PK batch: for every anchor a uniformly drawn positive
+and negative (``triplet_mining=random``, default, the official sampling without its fixed seed) or the
+hardest ones (``triplet_mining=hard``). A single forward gives both embeddings: without positional
+encoding the fusion layers are permutation-equivariant, so the output at a data token is the same as in
+the official second pass with the order [data tokens; fusion tokens].
+
+Losses (``loss.variant``): ``ce``, ``ce+triplet`` (batch-hard on the fusion embedding), ``ce+aug_triplet``,
+``ce+aug_triplet+center``; weights 0.5 CE, 0.5 triplet, 0.0005 center as in ``loss/reid_loss.py``.
+Center-loss centers are optimised here; the official code never updates them (``loss.center_learnable
+=false`` reproduces that).
+
+Training (registration defaults): stage ``frozen`` (40% of train.epochs, backbone frozen, ce+aug_triplet,
+no label smoothing, warmup + inverse-sqrt LR) then stage ``unfrozen`` (60%, everything trained,
+ce+aug_triplet+center, label smoothing 0.1, constant LR without warmup at 0.226 x optim.lr: the official
+5.7433e-6 / 2.54e-5). Every stage gets a fresh optimizer. Note: the official stage 2 restores the stage-1 optimizer
+state from the checkpoint, and ``Optimizer.load_state_dict`` also restores each group's lr, betas and weight
+decay, so the official stage 2 silently ran with stage-1 settings; we use the stage-2 values as written.
+One-stage training: ``--set 'train.stages=[]'`` (uses loss.variant = ce+aug_triplet+center).
+The official absolute values (RGBNT100): ``optim.lr=2.54e-5 optim.weight_decay=0.05
+'optim.betas=[0.8391,0.9784]' train.epochs=100 backbone.name=deit_base_distilled_patch16_224``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from reidbench.config import from_dict
+from reidbench.data.types import DatasetInfo
+from reidbench.errors import UserError
+from reidbench.losses import augmented_triplet
+from reidbench.nn import BNNeckHead, ModelOutput, build_image_backbone
+from reidbench.nn.tokens import post_norm_stack
+from reidbench.protocol import Protocol
+from reidbench.registry import METHODS
+
+
+class GraFT(nn.Module):
+    """Architecture: shared ``backbone`` -> per-modality ``encoders`` over [fusion tokens; tokens] ->
+    weighted average of the fusion-token outputs -> ``head``.
+
+    ``fusion_tokens`` is ``(1, F, D)``; ``fusion_weights`` ``(M,)`` (a buffer when fixed). Extras:
+    ``data_embedding`` (B, F*D), the negative side of the augmented triplet.
+    """
+
+    def __init__(self, backbone: nn.Module, encoders: dict[str, nn.Module], fusion_tokens: nn.Parameter,
+                 fusion_weights: torch.Tensor, head: BNNeckHead, data_token: int = 0) -> None:
+        super().__init__()
+        self.modalities = list(encoders)
+        self.backbone = backbone
+        self.encoders = nn.ModuleDict(encoders)
+        self.fusion_tokens = fusion_tokens
+        if isinstance(fusion_weights, nn.Parameter):
+            self.fusion_weights = fusion_weights
+        else:
+            self.register_buffer("fusion_weights", fusion_weights)
+        self.head = head
+        self.data_token = data_token
+
+    def forward(self, batch: dict) -> ModelOutput:
+        size = batch[self.modalities[0]].shape[0]
+        tokens = self.backbone(torch.cat([batch[m] for m in self.modalities]))  # one pass for all modalities
+        num = self.fusion_tokens.shape[1]
+        start = num + self.data_token
+        fused, data = [], []
+        for j, m in enumerate(self.modalities):
+            t = tokens[j * size:(j + 1) * size]
+            seq = torch.cat([self.fusion_tokens.expand(size, -1, -1).to(t.dtype), t], dim=1)
+            out = self.encoders[m](seq)
+            fused.append(out[:, :num].flatten(1))
+            data.append(out[:, start:start + num].flatten(1))
+        weights = self.fusion_weights.to(tokens.dtype)
+        embedding = torch.einsum("m,mbd->bd", weights, torch.stack(fused))
+        negative = torch.einsum("m,mbd->bd", weights, torch.stack(data))
+        _, logits = self.head(embedding)
+        return ModelOutput(embedding=embedding, logits=logits, extras={"data_embedding": negative})
+
+
+@dataclass
+class GraftConfig:
+    fusion_tokens: int = 1  # F learnable tokens shared by the modalities (paper: 1)
+    depth: int = 1  # fusion layers per modality (paper: 1; the "scalable" variant: 4)
+    heads: int = 8
+    dim_feedforward: int = 2048
+    dropout: float = 0.1
+    learnable_fusion_weights: bool = False  # official model_lrnable_fusion_avg
+    data_token: int = 0  # backbone output index of the triplet negative (0 = CLS; official data_token_step)
+    triplet_mining: Literal["random", "hard"] = "random"
+
+
+def graft_model(modalities: list[str], num_classes: int, protocol: Protocol, fusion_tokens: int = 1,
+                depth: int = 1, heads: int = 8, dim_feedforward: int = 2048, dropout: float = 0.1,
+                learnable_fusion_weights: bool = False, data_token: int = 0) -> GraFT:
+    """Model builder: GraFT over ``modalities`` with the protocol's backbone."""
+    if fusion_tokens < 1 or depth < 1:
+        raise UserError(f"graft: method.fusion_tokens ({fusion_tokens}) and method.depth ({depth}) must be >= 1")
+    backbone = build_image_backbone(protocol.backbone, protocol.data.image_size)
+    dim = backbone.dim
+    if dim % heads:
+        raise UserError(f"graft: backbone width {dim} is not a multiple of method.heads={heads}")
+    num_tokens = backbone.num_prefix_tokens + backbone.grid[0] * backbone.grid[1]
+    if not 0 <= data_token <= num_tokens - fusion_tokens:
+        raise UserError(f"graft: method.data_token={data_token} must lie in [0, {num_tokens - fusion_tokens}] "
+                        f"(the backbone gives {num_tokens} tokens)")
+    encoders = {m: post_norm_stack(dim, depth, heads, dim_feedforward, dropout) for m in modalities}
+    init = torch.empty(fusion_tokens, 1, dim)
+    nn.init.xavier_uniform_(init)  # the official (F, 1, D) parameter's initialisation
+    tokens = nn.Parameter(init.transpose(0, 1).contiguous())
+    weights = torch.full((len(modalities),), 1.0 / len(modalities))
+    if learnable_fusion_weights:
+        weights = nn.Parameter(weights)
+    return GraFT(backbone, encoders, tokens, weights, BNNeckHead(fusion_tokens * dim, num_classes), data_token)
+
+
+def graft_loss_terms(protocol: Protocol) -> dict:
+    """The ``aug_triplet`` criterion term (weight ``loss.triplet_weight``, margin ``loss.triplet_margin``)."""
+    cfg = from_dict(GraftConfig, protocol.method, "method")
+
+    def aug_triplet(out: ModelOutput, labels: torch.Tensor, _: float) -> torch.Tensor:
+        return augmented_triplet(out.embedding, out.extras["data_embedding"], labels, cfg.triplet_mining,
+                                 protocol.loss.triplet_margin)
+
+    return {"aug_triplet": (aug_triplet, protocol.loss.triplet_weight)}
+
+
+STAGE2_LR_SCALE = 5.7433e-6 / 2.54e-5  # official RGBNT100 stage-2 / stage-1 learning rate
+
+GRAFT_DEFAULTS = {
+    "loss.variant": "ce+aug_triplet+center",
+    "loss.id_weight": 0.5,
+    "loss.triplet_weight": 0.5,
+    "loss.center_weight": 0.0005,
+    "loss.triplet_margin": None,
+    "train.stages": [
+        {"name": "frozen", "epoch_share": 0.4, "freeze": ["backbone"], "label_smoothing": 0.0,
+         "loss": "ce+aug_triplet", "schedule": "warmup_sqrt"},
+        {"name": "unfrozen", "epoch_share": 0.6, "label_smoothing": 0.1, "loss": "ce+aug_triplet+center",
+         "schedule": "constant", "warmup_epochs": 0, "lr_scale": round(STAGE2_LR_SCALE, 4)},
+    ],
+}
+
+
+@METHODS.register("graft", "GraFT: shared ViT, per-modality fusion layers with shared fusion tokens, "
+                  "augmented triplet, two stages", config=GraftConfig, defaults=GRAFT_DEFAULTS,
+                  loss_terms=graft_loss_terms)
+def graft(cfg: GraftConfig, protocol: Protocol, info: DatasetInfo, num_classes: int) -> GraFT:
+    """Registered builder: reads the method knobs from ``cfg``."""
+    return graft_model(protocol.data.modalities, num_classes, protocol, cfg.fusion_tokens, cfg.depth, cfg.heads,
+                       cfg.dim_feedforward, cfg.dropout, cfg.learnable_fusion_weights, cfg.data_token)

@@ -1,0 +1,293 @@
+"""MMET: Multi-Modal Equivalent Transformer (Xiang et al., arXiv 2304.09498), after the official code
+(github.com/JeremyXSC/MMET, a TorchMultimodal FLAVA fork).
+
+Architecture (FLAVA without weight sharing between encoders):
+
+* image encoder: a ViT (the protocol's backbone) with a learnable mask token; every image modality
+  (RGB / NIR / TIR) goes through it;
+* text encoder: BERT from transformers (``text_model``, or random init from a config), WordPiece tokens,
+  captions truncated at ``text_max_len`` = 77;
+* multimodal encoder: ``mm_layers`` (6) pre-LN transformer layers over ``[CLS_M; image_to_mm(image
+  tokens) per modality; text_to_mm(text tokens)]`` plus a final LayerNorm (padding masked);
+* one shared BNNeck + bias-free linear ID head applied to whichever CLS fits the input: ``mode=image``
+  -> the image CLS (or CLS_M over the image modalities when there are several), ``text`` -> the text
+  CLS, ``multimodal`` -> CLS_M. ``eval_mode`` evaluates a trained model on another input (the
+  "equivalent" use: train image+text, retrieve with images only).
+
+Masked multimodal modeling in training: BEiT blockwise masks over ``image_mask_ratio`` (75/196) of the
+patches (mask token in place of the patch embedding, blocks >= ``mask_min_block`` = 16 patches) and
+BERT whole-word masking of ``text_mask_prob`` (15%) of the tokens (80% [MASK] / 10% random / 10% kept).
+Reconstruction losses are loss terms: ``mlm`` (masked language modeling: CE over the vocabulary, decoder
+tied to the word embeddings) and ``mpr`` (masked patch regression: MSE to per-patch-normalised pixels of
+the masked patches, replacing the DALL-E dVAE tokens of the official MIM, which needs a second pretrained
+network). Both read the final tokens of the encoder that produces the embedding (the multimodal encoder's
+outputs when it is used). Their heads exist only if a stage's loss variant names them, e.g.
+``--set loss.variant=ce+triplet+mlm+mpr``.
+
+ReID losses (official ``make_loss``): CE without label smoothing + soft-margin batch-hard triplet, both on
+the post-BN feature (``feature=post_bn``, also the retrieval feature; ``pre_bn`` is the usual BNNeck use).
+
+Deviations from the official code: FLAVA-pretrained weights are unavailable, so the image encoder starts
+from the protocol's backbone weights and the text encoder from BERT; the multimodal encoder reads the
+unimodal tokens after their final LayerNorm (FLAVA: before it), so no parameter goes unused; the
+contrastive / ITM pretraining heads are not built; with several image modalities, a learned per-stream
+embedding (``modality_embedding``, zero-initialised) tells the multimodal encoder the streams apart.
+Official fine-tuning recipe: ``optim.lr=1e-5 optim.weight_decay=0.1 'optim.betas=[0.9,0.98]'`` with
+cosine decay after warmup, PK batches 16 x 4 (the official random shuffling cannot feed its
+batch-hard triplet).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from reidbench.config import from_dict
+from reidbench.data.types import DatasetInfo
+from reidbench.errors import UserError
+from reidbench.nn import BNNeckHead, ModelOutput, build_image_backbone
+from reidbench.nn.masking import block_masks, normalised_patches, whole_word_mask
+from reidbench.nn.text import TextEncoder, build_text_encoder, build_tokenizer
+from reidbench.nn.tokens import PreNormEncoder
+from reidbench.protocol import Protocol
+from reidbench.registry import METHODS
+
+Mode = Literal["multimodal", "image", "text"]
+
+
+class MaskedLMHead(nn.Module):
+    """BERT's prediction head: dense -> GELU -> LayerNorm -> vocabulary logits (decoder tied to
+    ``embedding`` when given)."""
+
+    def __init__(self, dim: int, vocab_size: int, embedding: nn.Embedding | None = None) -> None:
+        super().__init__()
+        self.transform = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.LayerNorm(dim, eps=1e-12))
+        self.embedding = embedding
+        self.decoder = None if embedding is not None else nn.Linear(dim, vocab_size, bias=False)
+        self.bias = nn.Parameter(torch.zeros(vocab_size))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.embedding.weight if self.embedding is not None else self.decoder.weight
+        return F.linear(self.transform(x), weight, self.bias)
+
+
+@dataclass
+class Streams:
+    """The final tokens per input stream (for reconstruction) and the CLS that feeds the head."""
+
+    cls: torch.Tensor
+    image: torch.Tensor | None = None  # (M*B, T, D) image-stream tokens, modality-major
+    text: torch.Tensor | None = None  # (B, L, D)
+
+
+class MMET(nn.Module):
+    """Architecture: ``image_encoder`` / ``text_encoder`` -> (``mm_encoder``) -> CLS -> shared ``head``.
+
+    Encoders a mode does not use may be None. ``mm_cls`` (1, 1, D), ``stream_embedding`` (streams, D).
+    """
+
+    def __init__(self, modalities: list[str], image_encoder: nn.Module | None, text_encoder: TextEncoder | None,
+                 tokenizer: object | None, mm_encoder: nn.Module | None, image_to_mm: nn.Module | None,
+                 text_to_mm: nn.Module | None, head: BNNeckHead, mode: str = "multimodal",
+                 eval_mode: str | None = None, feature: str = "post_bn", image_mask_ratio: float = 0.0,
+                 mask_min_block: int = 16, text_mask_prob: float = 0.0, text_max_len: int = 77,
+                 stream_embedding: nn.Parameter | None = None, mlm_head: MaskedLMHead | None = None,
+                 mpr_head: nn.Module | None = None) -> None:
+        super().__init__()
+        self.modalities = list(modalities)
+        self.image_encoder, self.text_encoder, self.tokenizer = image_encoder, text_encoder, tokenizer
+        self.mm_encoder, self.image_to_mm, self.text_to_mm = mm_encoder, image_to_mm, text_to_mm
+        self.mm_cls = nn.Parameter(torch.zeros(1, 1, head.bn.num_features)) if mm_encoder is not None else None
+        self.stream_embedding = stream_embedding
+        self.head = head
+        self.mode, self.eval_mode, self.feature = mode, eval_mode or mode, feature
+        self.image_mask_ratio, self.mask_min_block = image_mask_ratio, mask_min_block
+        self.text_mask_prob, self.text_max_len = text_mask_prob, text_max_len
+        self.mlm_head, self.mpr_head = mlm_head, mpr_head
+
+    def forward(self, batch: dict) -> ModelOutput:
+        mode = self.mode if self.training else self.eval_mode
+        extras: dict[str, torch.Tensor] = {}
+        images = image_mask = ids = attn = mlm_labels = None
+        image_tokens = text_tokens = None
+        if mode in ("image", "multimodal"):
+            images = torch.cat([batch[m] for m in self.modalities])
+            if self.training and self.image_mask_ratio > 0:
+                image_mask = block_masks(len(images), self.image_encoder.grid, self.image_mask_ratio,
+                                         self.mask_min_block).to(images.device)
+            image_tokens = self.image_encoder(images, image_mask)
+        if mode in ("text", "multimodal"):
+            ids, attn, mlm_labels = self._tokenize(batch)
+            text_tokens = self.text_encoder(ids, attn)
+        streams = self._streams(mode, image_tokens, text_tokens, attn)
+        bn_feat, logits = self.head(streams.cls)
+        embedding = bn_feat if self.feature == "post_bn" else streams.cls
+        if self.mpr_head is not None and image_mask is not None:
+            extras["mpr_loss"] = self._patch_regression(streams.image, images, image_mask)
+        if self.mlm_head is not None and mlm_labels is not None:
+            extras["mlm_loss"] = self._masked_lm(streams.text, mlm_labels)
+        return ModelOutput(embedding=embedding, logits=logits, extras=extras)
+
+    @torch.compiler.disable
+    def _tokenize(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        texts = batch.get("text")
+        if texts is None:
+            raise UserError("mmet needs captions: the batch has no 'text' (set data.text=true on a dataset "
+                            "with captions, or method.mode=image)")
+        enc = self.tokenizer(list(texts), padding="longest", truncation=True, max_length=self.text_max_len,
+                             return_tensors="pt")
+        ids, labels = enc["input_ids"], None
+        if self.training and self.text_mask_prob > 0:
+            ids, labels = whole_word_mask(ids, [enc.word_ids(i) for i in range(len(ids))], self.text_mask_prob,
+                                          self.tokenizer.mask_token_id, len(self.tokenizer),
+                                          set(self.tokenizer.all_special_ids))
+        device = self.head.bn.weight.device
+        return ids.to(device), enc["attention_mask"].to(device), None if labels is None else labels.to(device)
+
+    def _streams(self, mode: str, image: torch.Tensor | None, text: torch.Tensor | None,
+                 attn: torch.Tensor | None) -> Streams:
+        if mode == "text":
+            return Streams(cls=text[:, 0], text=text)
+        if mode == "image" and len(self.modalities) == 1:
+            return Streams(cls=image[:, 0], image=image)
+        num = len(self.modalities)
+        size = len(image) // num
+        mapped = self.image_to_mm(image).unflatten(0, (num, size))  # (M, B, T, D)
+        if self.stream_embedding is not None:
+            mapped = mapped + self.stream_embedding[:num, None, None].to(mapped.dtype)
+        parts = [mapped.transpose(0, 1).flatten(1, 2)]  # (B, M*T, D)
+        pads = [torch.zeros(size, num * image.shape[1], dtype=torch.bool, device=image.device)]
+        if mode == "multimodal":
+            t = self.text_to_mm(text)
+            if self.stream_embedding is not None:
+                t = t + self.stream_embedding[-1].to(t.dtype)
+            parts.append(t)
+            pads.append(attn == 0)
+        cls = self.mm_cls.expand(size, -1, -1).to(parts[0].dtype)
+        pad = torch.cat([torch.zeros(size, 1, dtype=torch.bool, device=cls.device), *pads], dim=1)
+        out = self.mm_encoder(torch.cat([cls, *parts], dim=1), pad)
+        tokens = image.shape[1] * num
+        image_out = out[:, 1:1 + tokens].unflatten(1, (num, -1)).transpose(0, 1).flatten(0, 1)  # (M*B, T, D)
+        return Streams(cls=out[:, 0], image=image_out, text=out[:, 1 + tokens:] if mode == "multimodal" else None)
+
+    def _patch_regression(self, tokens: torch.Tensor, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        prefix = self.image_encoder.num_prefix_tokens
+        pred = self.mpr_head(tokens[:, prefix:][mask]).float()
+        target = normalised_patches(images, self.image_encoder.patch_size)[mask]
+        return (pred - target).pow(2).mean()
+
+    def _masked_lm(self, tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        chosen = labels != -100
+        return F.cross_entropy(self.mlm_head(tokens[chosen]).float(), labels[chosen])
+
+
+@dataclass
+class MMETConfig:
+    mode: Mode = "multimodal"  # input that trains the head: image | text | multimodal (image + text)
+    eval_mode: Mode | None = None  # input used for retrieval (None: as mode)
+    mm_layers: int = 6
+    mm_heads: int = 12
+    image_mask_ratio: float = 0.3827  # share of patches masked in training (75 of 196, BEiT blocks); 0: off
+    mask_min_block: int = 16
+    text_mask_prob: float = 0.15  # whole-word masking in training; 0: off
+    feature: Literal["post_bn", "pre_bn"] = "post_bn"  # triplet + retrieval feature (official: post_bn)
+    mlm_weight: float = 1.0
+    mpr_weight: float = 1.0
+    modality_embedding: bool = True  # per-stream embedding into the multimodal encoder
+    text_model: str = "bert-base-uncased"
+    text_pretrained: bool = True
+    text_weights: str | None = None  # local HF directory of the text encoder (wins over the hub)
+    tokenizer: str | None = None  # vocab.txt or tokenizer directory (None: text_weights, else text_model)
+    text_hidden: int | None = None  # sizes of a randomly initialised text encoder (None: BERT-base)
+    text_layers: int | None = None
+    text_heads: int | None = None
+    text_max_len: int = 77
+
+
+def _terms(protocol: Protocol) -> set[str]:
+    return {t.strip() for s in protocol.resolved_stages() for t in (s.loss or "").split("+")}
+
+
+def mmet_model(modalities: list[str], num_classes: int, protocol: Protocol, cfg: MMETConfig,
+               has_text: bool = True) -> MMET:
+    """Model builder: MMET over ``modalities`` (+ captions) with the protocol's image backbone."""
+    modes = {cfg.mode, cfg.eval_mode or cfg.mode}
+    if cfg.mode == "image" and modes != {"image"}:
+        raise UserError(f"mmet: a model trained with method.mode=image has no trained text path for "
+                        f"method.eval_mode={cfg.eval_mode}")
+    if cfg.mode == "text" and modes != {"text"}:
+        raise UserError(f"mmet: a model trained with method.mode=text has no trained image path for "
+                        f"method.eval_mode={cfg.eval_mode}")
+    need_text = bool(modes & {"text", "multimodal"})
+    need_image = bool(modes & {"image", "multimodal"})
+    if need_text and not (protocol.data.text and has_text):
+        raise UserError("mmet with text (method.mode / eval_mode text or multimodal) needs captions: "
+                        + ("set data.text=true" if has_text else "this dataset has none; use method.mode=image"))
+    terms = _terms(protocol)
+    image = text = tokenizer = None
+    if need_image:
+        image = build_image_backbone(protocol.backbone, protocol.data.image_size,
+                                     mask_token=cfg.image_mask_ratio > 0 and cfg.mode != "text")
+    if need_text:
+        tokenizer = build_tokenizer(cfg.tokenizer or cfg.text_weights or cfg.text_model)
+        text = build_text_encoder(cfg.text_model, len(tokenizer), cfg.text_pretrained, cfg.text_weights,
+                                  cfg.text_hidden, cfg.text_layers, cfg.text_heads, max(512, cfg.text_max_len))
+    dim = image.dim if image is not None else text.dim
+    uses_mm = "multimodal" in modes or (need_image and len(modalities) > 1)
+    mm = image_to_mm = text_to_mm = streams = None
+    if uses_mm:
+        if dim % cfg.mm_heads:
+            raise UserError(f"mmet: width {dim} is not a multiple of method.mm_heads={cfg.mm_heads}")
+        mm = PreNormEncoder(dim, cfg.mm_layers, cfg.mm_heads)
+        image_to_mm = nn.Linear(image.dim, dim)
+        text_to_mm = nn.Linear(text.dim, dim) if "multimodal" in modes else None
+        if cfg.modality_embedding:
+            streams = nn.Parameter(torch.zeros(len(modalities) + (text_to_mm is not None), dim))
+    if "text" in modes and text.dim != dim:
+        raise UserError(f"mmet: the shared head takes width {dim} but the text encoder gives {text.dim}; "
+                        f"set method.text_hidden={dim}")
+    mlm = mpr = None
+    if "mlm" in terms and cfg.mode != "image":
+        tied = text.word_embeddings if text.dim == dim else None
+        mlm = MaskedLMHead(dim, len(tokenizer), tied)
+    if "mpr" in terms and cfg.mode != "text":
+        mpr = nn.Linear(dim, image.patch_size ** 2 * 3)
+    return MMET(modalities, image, text, tokenizer, mm, image_to_mm, text_to_mm, BNNeckHead(dim, num_classes),
+                cfg.mode, cfg.eval_mode, cfg.feature, cfg.image_mask_ratio, cfg.mask_min_block, cfg.text_mask_prob,
+                cfg.text_max_len, streams, mlm, mpr)
+
+
+def mmet_loss_terms(protocol: Protocol) -> dict:
+    """``mlm`` and ``mpr`` criterion terms, reading the losses the model computed in its forward."""
+    cfg = from_dict(MMETConfig, protocol.method, "method")
+
+    def term(key: str, knob: str):
+        def fn(out: ModelOutput, labels: torch.Tensor, _: float) -> torch.Tensor:
+            if key not in out.extras:
+                raise UserError(f"loss term {key.split('_')[0]!r} has nothing to reconstruct: it needs "
+                                f"masking on (method.{knob} > 0) and an input that has it (method.mode)")
+            return out.extras[key]
+        return fn
+
+    return {"mlm": (term("mlm_loss", "text_mask_prob"), cfg.mlm_weight),
+            "mpr": (term("mpr_loss", "image_mask_ratio"), cfg.mpr_weight)}
+
+
+MMET_DEFAULTS = {
+    "data.text": True,
+    "loss.variant": "ce+triplet",
+    "loss.label_smoothing": 0.0,
+    "loss.triplet_margin": None,
+}
+
+
+@METHODS.register("mmet", "MMET: ViT + BERT + multimodal encoder, one shared BNNeck head for image / text / "
+                  "image+text CLS, masked multimodal modeling", config=MMETConfig, defaults=MMET_DEFAULTS,
+                  loss_terms=mmet_loss_terms)
+def mmet(cfg: MMETConfig, protocol: Protocol, info: DatasetInfo, num_classes: int) -> MMET:
+    """Registered builder: reads the method knobs from ``cfg``."""
+    return mmet_model(protocol.data.modalities, num_classes, protocol, cfg, info.has_text)

@@ -1,0 +1,52 @@
+"""Model cost: parameter count and FLOPs counted by ``torch.utils.flop_counter`` (matmuls, convolutions,
+attention; a multiply-add counts 2). PyTorch's fused ``nn.TransformerEncoderLayer`` inference fast path is
+invisible to the counter, so it is switched off while counting."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters (shared ones once)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+@contextmanager
+def _counting() -> Iterator[FlopCounterMode]:
+    previous = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with FlopCounterMode(display=False) as counter:
+            yield counter
+    finally:
+        torch.backends.mha.set_fastpath_enabled(previous)
+
+
+def _batch_size(batch: dict) -> int:
+    return len(batch["pid"])
+
+
+@torch.no_grad()
+def forward_gflops(model: nn.Module, batch: dict) -> float:
+    """Inference GFLOPs per sample of ``model(batch)`` (evaluation mode; the mode is restored)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with _counting() as counter:
+            model(batch)
+    finally:
+        model.train(was_training)
+    return counter.get_total_flops() / _batch_size(batch) / 1e9
+
+
+def train_step_flops(step: Callable[[], torch.Tensor]) -> float:
+    """FLOPs of one training step: ``step()`` runs forward + loss and returns the loss; backward is added."""
+    with _counting() as counter:
+        step().backward()
+    return float(counter.get_total_flops())

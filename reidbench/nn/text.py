@@ -1,0 +1,99 @@
+"""Text side: a BERT WordPiece tokenizer and a BERT encoder from transformers returning all tokens.
+
+Both load from the hub (needs network or the local cache), from a local Hugging Face directory, or, for
+the tokenizer, from a plain WordPiece ``vocab.txt`` file. A randomly initialised encoder is built from
+a ``BertConfig`` (BERT-base sizes unless given), so nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from reidbench.errors import UserError
+from reidbench.nn.hub import hub_download
+
+
+def build_tokenizer(source: str, key: str = "method.tokenizer"):
+    """A fast BERT WordPiece tokenizer from a vocab file, a tokenizer directory or a hub name.
+
+    ``key`` is the setting named in error messages.
+    """
+    from transformers import BertTokenizerFast
+
+    path = Path(source).expanduser()
+    hint = f"{key}=PATH (a vocab.txt file or a tokenizer directory)"
+    try:
+        if path.is_file():  # a WordPiece vocabulary, one token a line
+            params = inspect.signature(BertTokenizerFast.__init__).parameters
+            arg = "vocab" if "vocab" in params else "vocab_file"  # transformers >= 5 renamed it
+            tokenizer = BertTokenizerFast(**{arg: str(path)})
+        elif path.is_dir():
+            tokenizer = BertTokenizerFast.from_pretrained(str(path))
+        else:
+            with hub_download(f"tokenizer {source!r}", hint):
+                tokenizer = BertTokenizerFast.from_pretrained(source)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{key}={source}: cannot read a BERT tokenizer there ({exc})") from None
+    if len(tokenizer) <= len(tokenizer.all_special_ids):  # transformers >= 5 builds an empty one from nothing
+        raise UserError(f"tokenizer {source!r}: no WordPiece vocabulary found (offline without a cached copy, "
+                        f"or no vocab.txt / tokenizer.json there). Pass {hint}.")
+    return tokenizer
+
+
+class TextEncoder(nn.Module):
+    """BERT: ``(input_ids, attention_mask) -> (B, L, D)`` last hidden states (CLS first)."""
+
+    def __init__(self, bert: nn.Module) -> None:
+        super().__init__()
+        self.bert = bert
+        self.dim: int = bert.config.hidden_size
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    @property
+    def word_embeddings(self) -> nn.Embedding:
+        return self.bert.embeddings.word_embeddings
+
+
+def build_text_encoder(name: str, vocab_size: int, pretrained: bool, weights: str | None = None,
+                       hidden: int | None = None, layers: int | None = None, heads: int | None = None,
+                       max_positions: int = 512) -> TextEncoder:
+    """A BERT encoder without pooler: from ``weights`` (a local HF directory), the hub (``pretrained``),
+    or randomly initialised with BERT-base sizes unless ``hidden`` / ``layers`` / ``heads`` are given."""
+    from transformers import BertConfig, BertModel
+
+    if weights or pretrained:
+        if any(v is not None for v in (hidden, layers, heads)):
+            raise UserError("text encoder sizes (method.text_hidden / text_layers / text_heads) only apply to "
+                            "a randomly initialised encoder; unset them or set method.text_pretrained=false")
+        if weights:
+            path = Path(weights).expanduser()
+            if not path.is_dir():
+                raise UserError(f"method.text_weights={weights}: expected a Hugging Face model directory")
+            try:
+                bert = BertModel.from_pretrained(str(path), add_pooling_layer=False)
+            except (OSError, ValueError) as exc:
+                raise UserError(f"method.text_weights={weights}: cannot load a BERT model ({exc})") from None
+        else:
+            with hub_download(f"text encoder {name!r}", "method.text_weights=PATH"):
+                bert = BertModel.from_pretrained(name, add_pooling_layer=False)
+        if bert.config.vocab_size < vocab_size:
+            raise UserError(f"the tokenizer has {vocab_size} tokens but the text encoder only "
+                            f"{bert.config.vocab_size}: use the tokenizer that belongs to the encoder")
+        return TextEncoder(bert)
+    config = BertConfig(vocab_size=vocab_size, max_position_embeddings=max_positions)
+    if hidden is not None:
+        config.hidden_size, config.intermediate_size = hidden, 4 * hidden
+    if layers is not None:
+        config.num_hidden_layers = layers
+    if heads is not None:
+        config.num_attention_heads = heads
+    if config.hidden_size % config.num_attention_heads:
+        raise UserError(f"text encoder: hidden size {config.hidden_size} is not a multiple of "
+                        f"{config.num_attention_heads} heads (method.text_hidden / method.text_heads)")
+    return TextEncoder(BertModel(config, add_pooling_layer=False))

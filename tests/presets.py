@@ -1,0 +1,79 @@
+"""Tiny per-method settings for CPU tests (on top of the synthetic protocol's tiny ViT)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# Words of the synthetic captions (reidbench/data/synthetic.py), for a test WordPiece vocabulary.
+CAPTION_WORDS = ("an object with a and red green blue yellow upper lower part horizontal vertical rising falling "
+                 "stripes dense wide hot spot at the left middle right").split()
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def write_vocab(path: Path, size: int | None = None) -> Path:
+    """A WordPiece vocab covering the synthetic captions (filled up to ``size`` tokens when given)."""
+    tokens = [*SPECIAL_TOKENS, ".", ",", *CAPTION_WORDS, "##s", "##ed"]
+    tokens += [f"filler{i}" for i in range((size or 0) - len(tokens))]
+    path.write_text("\n".join(tokens) + "\n")
+    return path
+
+
+FUSION_LAYERS = ["method.heads=2", "method.dim_feedforward=128"]
+
+
+def tiny_method(method: str, vocab: Path) -> list[str]:
+    """Overrides that make ``method`` tiny on the synthetic protocol."""
+    return {
+        "graft": FUSION_LAYERS,
+        "early_fusion": FUSION_LAYERS,
+        "mmet": [f"method.tokenizer={vocab}", "method.text_pretrained=false", "method.text_hidden=64",
+                 "method.text_layers=2", "method.text_heads=2", "method.mm_layers=1", "method.mm_heads=2"],
+    }.get(method, [])
+
+
+def random_embedding_map(dataset, draws: int = 5) -> float:
+    """Mean mAP of random unit embeddings on the dataset's query / gallery (the chance level)."""
+    import torch
+    import torch.nn.functional as F
+
+    from reidbench.evaluation.features import euclidean
+    from reidbench.evaluation.metrics import rank_metrics
+
+    splits = dataset.splits
+
+    def labels(samples, key):
+        return torch.tensor([getattr(s, key) for s in samples])
+
+    values = []
+    for seed in range(draws):
+        gen = torch.Generator().manual_seed(seed)
+        q = F.normalize(torch.randn(len(splits.query), 64, generator=gen), dim=1)
+        g = F.normalize(torch.randn(len(splits.gallery), 64, generator=gen), dim=1)
+        result = rank_metrics(euclidean(q, g), labels(splits.query, "pid"), labels(splits.gallery, "pid"),
+                              labels(splits.query, "camid"), labels(splits.gallery, "camid"), junk="market")
+        values.append(result.as_dict()["mAP"])
+    return sum(values) / len(values)
+
+
+def assert_method_learns(method: str, dataset, vocab: Path, epochs: int = 6) -> dict[str, float]:
+    """Train ``method`` (tiny, registration defaults) on the synthetic data for ``epochs`` on one CPU thread;
+    its mAP must beat a random embedding 4x and the same untrained model by 0.05."""
+    import torch
+
+    from reidbench.runner import execute, make_spec
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the test machine is shared: one thread does not spin-wait
+    try:
+        tiny = tiny_method(method, vocab)
+        untrained = execute(make_spec(method, "synthetic", 0, ["train.epochs=0", "train.stages=[]", *tiny]),
+                            Path("unused"), None, device=torch.device("cpu"), show_progress=False).metrics
+        trained = execute(make_spec(method, "synthetic", 0, [f"train.epochs={epochs}", *tiny]), Path("unused"),
+                          None, device=torch.device("cpu"), show_progress=False).metrics
+    finally:
+        torch.set_num_threads(threads)
+    chance = random_embedding_map(dataset)
+    assert 0.02 < chance < 0.08
+    assert trained["mAP"] > 4 * chance, (method, trained["mAP"], chance)
+    assert trained["mAP"] > untrained["mAP"] + 0.05, (method, trained["mAP"], untrained["mAP"])
+    return trained

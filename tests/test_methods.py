@@ -1,0 +1,275 @@
+"""Every registered method: builds tiny, runs forward + backward with 2 and 3 modalities (every trainable
+parameter gets a gradient), shows up in ``reidbench list methods``; paper-size parameter counts."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from methods.graft import graft_model
+from methods.mmet import MMETConfig, mmet_model
+from reidbench.data.module import DataModule
+from reidbench.errors import UserError
+from reidbench.losses import Criterion
+from reidbench.protocol import build_protocol
+from reidbench.registry import METHODS, load_plugins
+from reidbench.runner import make_spec, method_config
+from tests.presets import tiny_method, write_vocab
+
+ALL = ["early_fusion", "graft", "late_fusion", "mmet", "multi_stream_vit", "single_modality"]
+SMALL = ["sampler.p=3", "sampler.k=2"]
+
+
+@pytest.fixture(scope="module")
+def vocab(tmp_path_factory):
+    return write_vocab(tmp_path_factory.mktemp("vocab") / "vocab.txt")
+
+
+@pytest.fixture(scope="module")
+def datamodules(synthetic_dataset):
+    """Tiny DataModules with 2 and 3 modalities (captions attached)."""
+    out = {}
+    for mods in (["rgb", "nir"], ["rgb", "nir", "tir"]):
+        protocol = build_protocol("synthetic", [*SMALL, f"data.modalities={mods}", "data.text=true"])
+        out[len(mods)] = DataModule(synthetic_dataset, protocol, torch.device("cpu"), show_progress=False)
+    return out
+
+
+def build(method, synthetic_dataset, data, vocab, *overrides):
+    entry = METHODS.get(method)
+    mods = f"data.modalities=[{','.join(data.modalities)}]"
+    spec = make_spec(method, "synthetic", 0, [*SMALL, mods, *tiny_method(method, vocab), *overrides])
+    model = entry.builder(method_config(method, spec.protocol.method), spec.protocol, synthetic_dataset.info,
+                          data.num_classes)
+    return spec.protocol, model, entry
+
+
+def test_all_methods_are_registered():
+    load_plugins()
+    assert set(ALL) <= set(METHODS.names())
+
+
+@pytest.mark.parametrize("num_modalities", [2, 3])
+@pytest.mark.parametrize("method", ALL)
+def test_forward_backward_reaches_every_parameter(method, num_modalities, datamodules, synthetic_dataset, vocab):
+    data = datamodules[num_modalities]
+    extra = ["loss.variant=ce+triplet+mlm+mpr"] if method == "mmet" else []
+    protocol, model, entry = build(method, synthetic_dataset, data, vocab, *extra)
+    batch = next(data.train_batches(0))
+    out = model(batch)
+    n = len(batch["pid"])
+    assert out.logits.shape == (n, data.num_classes) and out.embedding.shape[0] == n
+    terms = entry.meta.get("loss_terms")
+    criterion = Criterion(protocol.loss, data.num_classes, out.embedding.shape[1], terms(protocol) if terms else None)
+    total = 0.0
+    for stage in protocol.resolved_stages():  # every stage's variant, e.g. GraFT's ce+aug_triplet(+center)
+        losses = criterion(out, batch["pid"], stage.loss, stage.label_smoothing)
+        assert torch.isfinite(losses["loss"]) and losses["loss"] > 0
+        total = total + losses["loss"]
+    total.backward()
+    missing = [name for name, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())]
+    assert not missing, f"{method}: parameters without gradient: {missing}"
+    model.eval()
+    with torch.no_grad():
+        evaluated = model(next(data.eval_batches("query", 4)))
+    assert evaluated.embedding.shape == (4, out.embedding.shape[1])
+
+
+def test_list_methods_shows_descriptions_and_knobs():
+    from cli import cli
+
+    result = CliRunner().invoke(cli, ["list", "methods"], terminal_width=250)
+    assert result.exit_code == 0, result.output
+    for name in ALL:
+        assert name in result.output
+    for knob in ("fusion_tokens=1", "depth=1", "fusion='concat'", "modality='rgb'", "readout='mean'",
+                 "image_mask_ratio=", "text_mask_prob=0.15", "triplet_mining='random'"):
+        assert knob in result.output, knob
+
+
+def _count(model: torch.nn.Module) -> float:
+    return sum(p.numel() for p in model.parameters()) / 1e6
+
+
+@pytest.mark.parametrize("modalities,classes,expected", [(["rgb", "nir", "tir"], 50, 103.0), (["rgb", "nir"], 150, 97.5)])
+def test_graft_parameter_count_at_deit_base(modalities, classes, expected):
+    # 224x224 DeiT-B/16 distilled, one fusion layer per modality (README: 101M / 97M; code: 103.0M / 97.5M)
+    protocol = build_protocol("rgbnt100", ["backbone.name=deit_base_distilled_patch16_224", "backbone.pretrained=false",
+                                           "data.image_size=[224,224]"])
+    with torch.device("meta"):
+        model = graft_model(modalities, classes, protocol)
+    assert abs(_count(model) - expected) / expected < 0.02, _count(model)
+
+
+def test_mmet_parameter_count_at_base_size(tmp_path):
+    vocab = write_vocab(tmp_path / "vocab.txt", size=30522)  # bert-base-uncased's 30522 tokens
+    protocol = build_protocol("rgbnt100", ["backbone.pretrained=false", "data.image_size=[224,224]",
+                                           "data.modalities=[rgb]", "data.text=true"])
+    cfg = MMETConfig(text_pretrained=False, tokenizer=str(vocab))
+    with torch.device("meta"):
+        model = mmet_model(["rgb"], 1039, protocol, cfg)
+    assert model.text_encoder.bert.config.vocab_size == 30522
+    assert abs(_count(model) - 241.0) / 241.0 < 0.03, _count(model)
+
+
+def test_graft_defaults_make_two_stages_within_the_epoch_budget():
+    spec = make_spec("graft", "synthetic", 0, ["train.epochs=10", "optim.lr=1e-3"])
+    first, second = spec.protocol.resolved_stages()
+    assert (first.name, first.epochs, first.freeze, first.label_smoothing, first.loss) == \
+        ("frozen", 4, ["backbone"], 0.0, "ce+aug_triplet")
+    assert (second.epochs, second.freeze, second.label_smoothing, second.loss, second.schedule) == \
+        (6, [], 0.1, "ce+aug_triplet+center", "constant")
+    assert abs(second.lr - 1e-3 * 5.7433e-6 / 2.54e-5) < 1e-7 and first.lr == 1e-3
+    assert spec.protocol.loss.triplet_margin is None and spec.protocol.loss.id_weight == 0.5
+    single = make_spec("graft", "synthetic", 0, ["train.stages=[]"]).protocol.resolved_stages()
+    assert len(single) == 1 and single[0].loss == "ce+aug_triplet+center"
+
+
+def test_graft_knob_validation():
+    protocol = build_protocol("synthetic", [])
+    with pytest.raises(UserError, match="data_token"):
+        graft_model(["rgb"], 5, protocol, data_token=40, heads=2)
+    with pytest.raises(UserError, match="heads"):
+        graft_model(["rgb"], 5, protocol, heads=3)
+
+
+def test_graft_fusion_weights_fixed_or_learnable(synthetic_dataset):
+    protocol = build_protocol("synthetic", [])
+    fixed = graft_model(["rgb", "nir"], 5, protocol, heads=2, dim_feedforward=32)
+    assert "fusion_weights" not in dict(fixed.named_parameters())
+    assert torch.equal(fixed.fusion_weights, torch.tensor([0.5, 0.5]))
+    learn = graft_model(["rgb", "nir"], 5, protocol, heads=2, dim_feedforward=32, learnable_fusion_weights=True)
+    assert dict(learn.named_parameters())["fusion_weights"].requires_grad
+
+
+def test_graft_embedding_is_the_weighted_mean_of_per_modality_fusion_outputs():
+    protocol = build_protocol("synthetic", [])
+    model = graft_model(["rgb", "nir"], 5, protocol, fusion_tokens=2, heads=2, dim_feedforward=32, data_token=1).eval()
+    batch = {"rgb": torch.randn(3, 3, 32, 64), "nir": torch.randn(3, 3, 32, 64)}
+    out = model(batch)
+    with torch.no_grad():
+        per = []
+        for m in ("rgb", "nir"):
+            tokens = model.backbone(batch[m])
+            seq = torch.cat([model.fusion_tokens.expand(3, -1, -1), tokens], 1)
+            per.append(model.encoders[m](seq))
+        # data tokens first (the official order for the negative) gives the same data-token outputs
+        flipped = [model.encoders[m](torch.cat([model.backbone(batch[m]), model.fusion_tokens.expand(3, -1, -1)], 1))
+                   for m in ("rgb", "nir")]
+    expected = (per[0][:, :2].flatten(1) + per[1][:, :2].flatten(1)) / 2
+    negative = (flipped[0][:, 1:3].flatten(1) + flipped[1][:, 1:3].flatten(1)) / 2
+    assert out.embedding.shape == (3, 128)
+    assert torch.allclose(out.embedding, expected, atol=1e-5)
+    assert torch.allclose(out.extras["data_embedding"], negative, atol=1e-5)
+
+
+def test_mmet_modes_and_text_errors(synthetic_dataset, datamodules, vocab):
+    data = datamodules[2]
+    batch = next(data.eval_batches("query", 3))
+    base = build_protocol("synthetic", ["data.modalities=[rgb,nir]", "data.text=true"])
+    tiny = dict(tokenizer=str(vocab), text_pretrained=False, text_hidden=64, text_layers=1, text_heads=2,
+                mm_layers=1, mm_heads=2)
+    model = mmet_model(["rgb", "nir"], 5, base, MMETConfig(**tiny)).eval()
+    full = model(batch).embedding
+    model.eval_mode = "image"
+    image = model(batch).embedding
+    model.eval_mode = "text"
+    text = model(batch).embedding
+    assert not torch.allclose(full, image) and not torch.allclose(full, text)
+    shuffled = dict(batch, text=list(reversed(batch["text"])))
+    model.eval_mode = "image"
+    assert torch.allclose(model(shuffled).embedding, image)  # image mode ignores captions
+    image_only = mmet_model(["rgb"], 5, replace(base, data=replace(base.data, text=False)), MMETConfig(mode="image"))
+    assert image_only.text_encoder is None and image_only.mm_encoder is None
+    with pytest.raises(UserError, match="data.text=true"):
+        mmet_model(["rgb"], 5, replace(base, data=replace(base.data, text=False)), MMETConfig(**tiny))
+    with pytest.raises(UserError, match="has none"):
+        mmet_model(["rgb"], 5, base, MMETConfig(**tiny), has_text=False)
+    with pytest.raises(UserError, match="needs captions"):
+        mmet_model(["rgb", "nir"], 5, base, MMETConfig(**tiny)).eval()({k: v for k, v in batch.items() if k != "text"})
+    with pytest.raises(UserError, match="text_hidden=64"):
+        mmet_model(["rgb"], 5, base, MMETConfig(**{**tiny, "text_hidden": 32, "eval_mode": "text"}))
+
+
+def test_mmet_reconstruction_terms_need_masking(synthetic_dataset, datamodules, vocab):
+    data = datamodules[2]
+    protocol, model, entry = build("mmet", synthetic_dataset, data, vocab, "loss.variant=ce+triplet+mpr",
+                                   "method.image_mask_ratio=0")
+    assert model.mpr_head is not None and model.mlm_head is None  # heads follow the loss variant
+    batch = next(data.train_batches(0))
+    criterion = Criterion(protocol.loss, data.num_classes, 64, entry.meta["loss_terms"](protocol))
+    with pytest.raises(UserError, match="image_mask_ratio"):
+        criterion(model(batch), batch["pid"], "ce+triplet+mpr", 0.0)
+
+
+def test_single_modality_rejects_an_absent_modality(synthetic_dataset, datamodules, vocab):
+    with pytest.raises(UserError, match="method.modality='tir'"):
+        build("single_modality", synthetic_dataset, datamodules[2], vocab, "method.modality=tir")
+    _, model, _ = build("single_modality", synthetic_dataset, datamodules[3], vocab, "method.modality=tir")
+    assert model.modalities == ["tir"]
+
+
+def test_late_fusion_shared_and_separate_backbones(synthetic_dataset, datamodules, vocab):
+    data = datamodules[3]
+    _, shared, _ = build("late_fusion", synthetic_dataset, data, vocab, "method.fusion=attention")
+    _, separate, _ = build("multi_stream_vit", synthetic_dataset, data, vocab)
+    backbone = sum(p.numel() for p in shared.encoders["rgb"].parameters())
+    assert sum(p.numel() for p in separate.encoders.parameters()) == 3 * backbone
+    assert sum(p.numel() for p in shared.encoders.parameters()) == backbone
+    batch = next(data.eval_batches("query", 2))
+    shared.eval()
+    with torch.no_grad():  # the batched shared pass equals one pass per modality
+        feats = torch.stack([shared.encoders[m](batch[m]) for m in data.modalities], 1)
+        assert torch.allclose(shared(batch).embedding, shared.fusion(feats), atol=1e-5)
+
+
+def test_graft_stage_one_freezes_the_backbone_and_stage_two_trains_it(synthetic_dataset, vocab):
+    from reidbench.engine import fit
+
+    spec = make_spec("graft", "synthetic", 0, [*SMALL, *tiny_method("graft", vocab), "train.epochs=2",
+                                                "train.max_steps_per_epoch=2"])
+    data = DataModule(synthetic_dataset, spec.protocol, torch.device("cpu"), show_progress=False)
+    entry = METHODS.get("graft")
+    model = entry.builder(method_config("graft", spec.protocol.method), spec.protocol, synthetic_dataset.info,
+                          data.num_classes)
+    criterion = Criterion(spec.protocol.loss, data.num_classes, 64, entry.meta["loss_terms"](spec.protocol))
+
+    def snapshot(module):
+        return [p.detach().clone() for p in module.parameters()]
+
+    start = {"backbone": snapshot(model.backbone), "encoders": snapshot(model.encoders)}
+    after_stage: list[dict] = []
+    fit(model, criterion, data, spec.protocol, torch.device("cpu"), show_progress=False,
+        on_epoch=lambda e, m: after_stage.append({"backbone": snapshot(model.backbone),
+                                                  "encoders": snapshot(model.encoders), "lr": m["lr"]}))
+
+    def same(a, b):
+        return all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+    assert same(after_stage[0]["backbone"], start["backbone"])  # stage 1: frozen
+    assert not same(after_stage[0]["encoders"], start["encoders"])  # ... while the fusion layers learn
+    assert not same(after_stage[1]["backbone"], start["backbone"])  # stage 2: trained
+    assert after_stage[1]["lr"] == pytest.approx(spec.protocol.resolved_stages()[1].lr)  # constant schedule
+
+
+def test_train_compile_wraps_the_model_in_torch_compile(synthetic_dataset, vocab, monkeypatch):
+    from reidbench.engine import fit
+
+    compiled = []
+
+    def fake_compile(model):
+        compiled.append(model)
+        return model
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    spec = make_spec("single_modality", "synthetic", 0, [*SMALL, "train.epochs=1", "train.max_steps_per_epoch=1",
+                                                          "train.compile=true"])
+    data = DataModule(synthetic_dataset, spec.protocol, torch.device("cpu"), show_progress=False)
+    model = METHODS.get("single_modality").builder(method_config("single_modality", spec.protocol.method),
+                                                   spec.protocol, synthetic_dataset.info, data.num_classes)
+    fit(model, Criterion(spec.protocol.loss, data.num_classes, 64), data, spec.protocol, torch.device("cpu"),
+        show_progress=False)
+    assert compiled == [model]

@@ -1,0 +1,10 @@
+"""Training on the synthetic data beats chance and the untrained model: late_fusion, multi_stream_vit."""
+
+import pytest
+
+from tests.presets import assert_method_learns, write_vocab
+
+
+@pytest.mark.parametrize("method", ["late_fusion", "multi_stream_vit"])
+def test_method_learns_on_synthetic(method, synthetic_dataset, tmp_path):
+    assert_method_learns(method, synthetic_dataset, write_vocab(tmp_path / "vocab.txt"))
