@@ -6,7 +6,9 @@ stack of ``depth`` ``nn.TransformerEncoderLayer``s (PyTorch defaults: ReLU, post
 0.1; 8 heads) over ``[F fusion tokens; backbone tokens]``; the F learnable fusion tokens (Xavier-uniform)
 are shared by all modalities. The embedding is the fusion-token outputs, flattened to F*D, averaged over
 modalities with weights fixed at 1/M (``learnable_fusion_weights`` trains them). BNNeck head: CE on the
-logits, triplet and center losses on the pre-BN embedding (also the retrieval feature).
+logits, triplet and center losses on the pre-BN embedding (also the retrieval feature). With
+``drop_missing`` the missing-modality evaluation leaves absent modalities out and averages the present
+ones (weights rescaled to the same total) instead of feeding zero-filled images.
 
 Augmented triplet (``aug_triplet``): anchor and positive are fusion embeddings, the negative is a *data
 token* embedding (output position ``data_token`` of the backbone tokens, 0 = CLS, F tokens wide,
@@ -60,9 +62,11 @@ class GraFT(nn.Module):
     """
 
     def __init__(self, backbone: nn.Module, encoders: dict[str, nn.Module], fusion_tokens: nn.Parameter,
-                 fusion_weights: torch.Tensor, head: BNNeckHead, data_token: int = 0) -> None:
+                 fusion_weights: torch.Tensor, head: BNNeckHead, data_token: int = 0,
+                 drop_missing: bool = False) -> None:
         super().__init__()
         self.modalities = list(encoders)
+        self.drops_missing_modalities = drop_missing  # evaluation leaves absent modalities out of the batch
         self.backbone = backbone
         self.encoders = nn.ModuleDict(encoders)
         self.fusion_tokens = fusion_tokens
@@ -74,18 +78,23 @@ class GraFT(nn.Module):
         self.data_token = data_token
 
     def forward(self, batch: dict) -> ModelOutput:
-        size = batch[self.modalities[0]].shape[0]
-        tokens = self.backbone(torch.cat([batch[m] for m in self.modalities]))  # one pass for all modalities
+        present = [m for m in self.modalities if m in batch]  # all of them, except in drop-missing evaluation
+        size = batch[present[0]].shape[0]
+        tokens = self.backbone(torch.cat([batch[m] for m in present]))  # one pass for all modalities
         num = self.fusion_tokens.shape[1]
         start = num + self.data_token
         fused, data = [], []
-        for j, m in enumerate(self.modalities):
+        for j, m in enumerate(present):
             t = tokens[j * size:(j + 1) * size]
             seq = torch.cat([self.fusion_tokens.expand(size, -1, -1).to(t.dtype), t], dim=1)
             out = self.encoders[m](seq)
             fused.append(out[:, :num].flatten(1))
             data.append(out[:, start:start + num].flatten(1))
-        weights = self.fusion_weights.to(tokens.dtype)
+        weights = self.fusion_weights
+        if len(present) < len(self.modalities):  # rescale the present modalities' weights to the full sum
+            kept = weights[[self.modalities.index(m) for m in present]]
+            weights = kept * (weights.sum() / kept.sum())
+        weights = weights.to(tokens.dtype)
         embedding = torch.einsum("m,mbd->bd", weights, torch.stack(fused))
         negative = torch.einsum("m,mbd->bd", weights, torch.stack(data))
         _, logits = self.head(embedding)
@@ -102,11 +111,12 @@ class GraftConfig:
     learnable_fusion_weights: bool = False  # official model_lrnable_fusion_avg
     data_token: int = 0  # backbone output index of the triplet negative (0 = CLS; official data_token_step)
     triplet_mining: Literal["random", "hard"] = "random"
+    drop_missing: bool = False  # missing-modality evaluation: average the present modalities (else zero-fill)
 
 
 def graft_model(modalities: list[str], num_classes: int, protocol: Protocol, fusion_tokens: int = 1,
                 depth: int = 1, heads: int = 8, dim_feedforward: int = 2048, dropout: float = 0.1,
-                learnable_fusion_weights: bool = False, data_token: int = 0) -> GraFT:
+                learnable_fusion_weights: bool = False, data_token: int = 0, drop_missing: bool = False) -> GraFT:
     """Model builder: GraFT over ``modalities`` with the protocol's backbone."""
     if fusion_tokens < 1 or depth < 1:
         raise UserError(f"graft: method.fusion_tokens ({fusion_tokens}) and method.depth ({depth}) must be >= 1")
@@ -125,7 +135,8 @@ def graft_model(modalities: list[str], num_classes: int, protocol: Protocol, fus
     weights = torch.full((len(modalities),), 1.0 / len(modalities))
     if learnable_fusion_weights:
         weights = nn.Parameter(weights)
-    return GraFT(backbone, encoders, tokens, weights, BNNeckHead(fusion_tokens * dim, num_classes), data_token)
+    return GraFT(backbone, encoders, tokens, weights, BNNeckHead(fusion_tokens * dim, num_classes), data_token,
+                 drop_missing)
 
 
 def graft_loss_terms(protocol: Protocol) -> dict:
@@ -162,4 +173,4 @@ GRAFT_DEFAULTS = {
 def graft(cfg: GraftConfig, protocol: Protocol, info: DatasetInfo, num_classes: int) -> GraFT:
     """Registered builder: reads the method knobs from ``cfg``."""
     return graft_model(protocol.data.modalities, num_classes, protocol, cfg.fusion_tokens, cfg.depth, cfg.heads,
-                       cfg.dim_feedforward, cfg.dropout, cfg.learnable_fusion_weights, cfg.data_token)
+                       cfg.dim_feedforward, cfg.dropout, cfg.learnable_fusion_weights, cfg.data_token, cfg.drop_missing)

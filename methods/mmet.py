@@ -12,7 +12,9 @@ Architecture (FLAVA without weight sharing between encoders):
 * one shared BNNeck + bias-free linear ID head applied to whichever CLS fits the input: ``mode=image``
   -> the image CLS (or CLS_M over the image modalities when there are several), ``text`` -> the text
   CLS, ``multimodal`` -> CLS_M. ``eval_mode`` evaluates a trained model on another input (the
-  "equivalent" use: train image+text, retrieve with images only).
+  "equivalent" use: train image+text, retrieve with images only). With ``drop_missing`` the
+  missing-modality evaluation leaves absent image modalities out of the multimodal sequence instead
+  of feeding zero-filled images.
 
 Masked multimodal modeling in training: BEiT blockwise masks over ``image_mask_ratio`` (75/196) of the
 patches (mask token in place of the patch embedding, blocks >= ``mask_min_block`` = 16 patches) and
@@ -96,9 +98,10 @@ class MMET(nn.Module):
                  eval_mode: str | None = None, feature: str = "post_bn", image_mask_ratio: float = 0.0,
                  mask_min_block: int = 16, text_mask_prob: float = 0.0, text_max_len: int = 77,
                  stream_embedding: nn.Parameter | None = None, mlm_head: MaskedLMHead | None = None,
-                 mpr_head: nn.Module | None = None) -> None:
+                 mpr_head: nn.Module | None = None, drop_missing: bool = False) -> None:
         super().__init__()
         self.modalities = list(modalities)
+        self.drops_missing_modalities = drop_missing  # evaluation leaves absent modalities out of the batch
         self.image_encoder, self.text_encoder, self.tokenizer = image_encoder, text_encoder, tokenizer
         self.mm_encoder, self.image_to_mm, self.text_to_mm = mm_encoder, image_to_mm, text_to_mm
         self.mm_cls = nn.Parameter(torch.zeros(1, 1, head.bn.num_features)) if mm_encoder is not None else None
@@ -114,8 +117,11 @@ class MMET(nn.Module):
         extras: dict[str, torch.Tensor] = {}
         images = image_mask = ids = attn = mlm_labels = None
         image_tokens = text_tokens = None
+        present = [m for m in self.modalities if m in batch]  # all of them, except in drop-missing evaluation
         if mode in ("image", "multimodal"):
-            images = torch.cat([batch[m] for m in self.modalities])
+            if not present:
+                raise UserError(f"mmet ({mode} mode) got none of its image modalities {self.modalities}")
+            images = torch.cat([batch[m] for m in present])
             if self.training and self.image_mask_ratio > 0:
                 image_mask = block_masks(len(images), self.image_encoder.grid, self.image_mask_ratio,
                                          self.mask_min_block).to(images.device)
@@ -123,7 +129,7 @@ class MMET(nn.Module):
         if mode in ("text", "multimodal"):
             ids, attn, mlm_labels = self._tokenize(batch)
             text_tokens = self.text_encoder(ids, attn)
-        streams = self._streams(mode, image_tokens, text_tokens, attn)
+        streams = self._streams(mode, present, image_tokens, text_tokens, attn)
         bn_feat, logits = self.head(streams.cls)
         embedding = bn_feat if self.feature == "post_bn" else streams.cls
         if self.mpr_head is not None and image_mask is not None:
@@ -148,17 +154,18 @@ class MMET(nn.Module):
         device = self.head.bn.weight.device
         return ids.to(device), enc["attention_mask"].to(device), None if labels is None else labels.to(device)
 
-    def _streams(self, mode: str, image: torch.Tensor | None, text: torch.Tensor | None,
+    def _streams(self, mode: str, present: list[str], image: torch.Tensor | None, text: torch.Tensor | None,
                  attn: torch.Tensor | None) -> Streams:
         if mode == "text":
             return Streams(cls=text[:, 0], text=text)
         if mode == "image" and len(self.modalities) == 1:
             return Streams(cls=image[:, 0], image=image)
-        num = len(self.modalities)
+        num = len(present)
         size = len(image) // num
         mapped = self.image_to_mm(image).unflatten(0, (num, size))  # (M, B, T, D)
         if self.stream_embedding is not None:
-            mapped = mapped + self.stream_embedding[:num, None, None].to(mapped.dtype)
+            index = [self.modalities.index(m) for m in present]
+            mapped = mapped + self.stream_embedding[index, None, None].to(mapped.dtype)
         parts = [mapped.transpose(0, 1).flatten(1, 2)]  # (B, M*T, D)
         pads = [torch.zeros(size, num * image.shape[1], dtype=torch.bool, device=image.device)]
         if mode == "multimodal":
@@ -206,6 +213,7 @@ class MMETConfig:
     text_layers: int | None = None
     text_heads: int | None = None
     text_max_len: int = 77
+    drop_missing: bool = False  # missing-modality evaluation: fuse the present streams (else zero-fill)
 
 
 def _terms(protocol: Protocol) -> set[str]:
@@ -258,7 +266,7 @@ def mmet_model(modalities: list[str], num_classes: int, protocol: Protocol, cfg:
         mpr = nn.Linear(dim, image.patch_size ** 2 * 3)
     return MMET(modalities, image, text, tokenizer, mm, image_to_mm, text_to_mm, BNNeckHead(dim, num_classes),
                 cfg.mode, cfg.eval_mode, cfg.feature, cfg.image_mask_ratio, cfg.mask_min_block, cfg.text_mask_prob,
-                cfg.text_max_len, streams, mlm, mpr)
+                cfg.text_max_len, streams, mlm, mpr, cfg.drop_missing)
 
 
 def mmet_loss_terms(protocol: Protocol) -> dict:

@@ -182,3 +182,19 @@ def test_hub_probe_follows_the_https_proxy(monkeypatch):
     closed.close()  # nothing listens there now
     monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{port}")
     assert not hub_module.hub_reachable()
+
+
+def test_hf_classification_checkpoint_loads_its_backbone(tmp_path):
+    # the official GraFT weights are facebook/deit-base-distilled-patch16-224: a classifier with a teacher head
+    from transformers import DeiTConfig, DeiTForImageClassificationWithTeacher
+
+    config = DeiTConfig(image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=128, num_labels=10)
+    full = DeiTForImageClassificationWithTeacher(config)
+    full.save_pretrained(tmp_path / "deit-cls")
+    backbone = build_image_backbone(BackboneCfg(name="deit", source="hf", weights=str(tmp_path / "deit-cls")), (32, 32))
+    assert torch.equal(backbone.model.embeddings.patch_embeddings.projection.weight,
+                       full.deit.embeddings.patch_embeddings.projection.weight)
+    backbone.eval(), full.eval()
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.allclose(backbone(x), full.deit(pixel_values=x).last_hidden_state, atol=1e-5)

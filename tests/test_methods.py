@@ -273,3 +273,36 @@ def test_train_compile_wraps_the_model_in_torch_compile(synthetic_dataset, vocab
     fit(model, Criterion(spec.protocol.loss, data.num_classes, 64), data, spec.protocol, torch.device("cpu"),
         show_progress=False)
     assert compiled == [model]
+
+
+def test_graft_drop_missing_averages_the_present_modalities():
+    protocol = build_protocol("synthetic", [])
+    model = graft_model(["rgb", "nir"], 5, protocol, heads=2, dim_feedforward=32, learnable_fusion_weights=True,
+                        drop_missing=True).eval()
+    assert model.drops_missing_modalities
+    with torch.no_grad():
+        model.fusion_weights.copy_(torch.tensor([0.2, 0.6]))
+        x = torch.randn(2, 3, 32, 64)
+        out = model({"rgb": x})
+        seq = torch.cat([model.fusion_tokens.expand(2, -1, -1), model.backbone(x)], 1)
+        rgb_only = model.encoders["rgb"](seq)[:, 0]
+    assert torch.allclose(out.embedding, 0.8 * rgb_only, atol=1e-5)  # weight 0.2 rescaled to the total 0.8
+
+
+@pytest.mark.parametrize("method", ["graft", "mmet"])
+def test_drop_missing_evaluation_runs_every_setting(method, synthetic_dataset, vocab):
+    from reidbench.evaluation import evaluate
+
+    spec = make_spec(method, "synthetic", 0, [*SMALL, *tiny_method(method, vocab), "data.modalities=[rgb,nir]",
+                                              "eval.missing_modality=true", "eval.cross_modal=[all]"])
+    data = DataModule(synthetic_dataset, spec.protocol, torch.device("cpu"), show_progress=False)
+    results = {}
+    for drop in (False, True):
+        torch.manual_seed(0)
+        model = METHODS.get(method).builder(method_config(method, {**spec.protocol.method, "drop_missing": drop}),
+                                            spec.protocol, synthetic_dataset.info, data.num_classes)
+        results[drop] = evaluate(model, data)
+    for key in ("mAP", "mAP@no_nir", "mAP@no_rgb", "mAP@rgb->nir", "mAP@nir->rgb"):
+        assert 0 <= results[True][key] <= 1
+    assert results[True]["mAP"] == pytest.approx(results[False]["mAP"])  # all modalities: the same model
+    assert results[True]["mAP@no_nir"] != pytest.approx(results[False]["mAP@no_nir"])  # dropping != zero-filling
