@@ -34,7 +34,13 @@ def test_shipped_ablations_load_and_register():
         assert (ab.method, ab.axis, [p.label for p in ab.points]) == (method, axis, labels)
         assert ab.default in labels
     loss = find_ablation("loss")
-    assert loss.points[-1].overrides == {"loss.variant": "ce+aug_triplet+center", "loss.label_smoothing": 0.0}
+    assert loss.points[-1].overrides == {"loss.variant": "ce+aug_triplet+center", "train.stages.0.loss": "ce+aug_triplet",
+                                         "train.stages.1.loss": "ce+aug_triplet+center",
+                                         "train.stages.1.label_smoothing": 0.0}
+    # GraFT's stages name their own loss: every point must reach both of them
+    for point in loss.points[:3]:
+        spec = loss.specs(["synthetic"], [0])[loss.points.index(point)]
+        assert [s.loss for s in spec.protocol.resolved_stages()] == [point.label, point.label]
     assert find_ablation("modalities").points[3].overrides == {"data.modalities": ["rgb", "nir"]}
 
 
