@@ -36,8 +36,7 @@ def random_embedding_map(dataset, draws: int = 5) -> float:
     import torch
     import torch.nn.functional as F
 
-    from reidbench.evaluation.features import euclidean
-    from reidbench.evaluation.metrics import rank_metrics
+    from reidbench.evaluation.metrics import pairwise_distance, rank_metrics
 
     splits = dataset.splits
 
@@ -49,7 +48,7 @@ def random_embedding_map(dataset, draws: int = 5) -> float:
         gen = torch.Generator().manual_seed(seed)
         q = F.normalize(torch.randn(len(splits.query), 64, generator=gen), dim=1)
         g = F.normalize(torch.randn(len(splits.gallery), 64, generator=gen), dim=1)
-        result = rank_metrics(euclidean(q, g), labels(splits.query, "pid"), labels(splits.gallery, "pid"),
+        result = rank_metrics(pairwise_distance(q, g), labels(splits.query, "pid"), labels(splits.gallery, "pid"),
                               labels(splits.query, "camid"), labels(splits.gallery, "camid"), junk="market")
         values.append(result.as_dict()["mAP"])
     return sum(values) / len(values)
