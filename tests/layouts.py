@@ -37,3 +37,12 @@ def official(root: Path, config: SyntheticConfig) -> Path:
 def use_counts_of(monkeypatch, name: str, config: SyntheticConfig) -> None:
     """Make the loader expect the generated sizes instead of the published ones."""
     monkeypatch.setitem(EXPECTED_COUNTS, name, expected_counts(config))
+
+
+def small_rgbnt201_root(tmp_path: Path, tmp_path_factory, monkeypatch) -> Path:
+    """A small RGBNT201 data root whose counts are the expected ones, with a private decode cache."""
+    config = small("rgbnt201")
+    root = data_root(tmp_path, config, tmp_path_factory.getbasetemp() / "layouts")
+    use_counts_of(monkeypatch, "rgbnt201", config)
+    monkeypatch.setenv("REIDBENCH_CACHE", str(tmp_path / "cache"))
+    return root

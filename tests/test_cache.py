@@ -12,7 +12,7 @@ from reidbench.data.cache import load_split, split_dir
 from reidbench.data.images import read_image
 from reidbench.errors import UserError
 from reidbench.registry import DATASETS, load_plugins
-from tests.layouts import data_root, small, use_counts_of
+from tests.layouts import small_rgbnt201_root
 
 load_plugins()
 SIZE = (16, 8)
@@ -20,10 +20,7 @@ SIZE = (16, 8)
 
 @pytest.fixture
 def dataset(tmp_path, tmp_path_factory, monkeypatch):
-    config = small("rgbnt201")
-    root = data_root(tmp_path, config, tmp_path_factory.getbasetemp() / "layouts")
-    use_counts_of(monkeypatch, "rgbnt201", config)
-    monkeypatch.setenv("REIDBENCH_CACHE", str(tmp_path / "cache"))
+    root = small_rgbnt201_root(tmp_path, tmp_path_factory, monkeypatch)
     return lambda **kw: DATASETS.get("rgbnt201").builder(root, **kw)
 
 

@@ -13,7 +13,7 @@ from reidbench.data.module import DataModule, resolve_on_device
 from reidbench.data.types import Dataset, DatasetInfo, DatasetSplits, ImageRef, Sample
 from reidbench.protocol import build_protocol
 from reidbench.registry import DATASETS, load_plugins
-from tests.layouts import data_root, small, use_counts_of
+from tests.layouts import small_rgbnt201_root
 
 load_plugins()
 SMALL_PROTOCOL = ["data.image_size=[16, 8]", "sampler.p=2", "sampler.k=2", "data.augment.pad=2",
@@ -22,10 +22,7 @@ SMALL_PROTOCOL = ["data.image_size=[16, 8]", "sampler.p=2", "sampler.k=2", "data
 
 @pytest.fixture
 def dataset(tmp_path, tmp_path_factory, monkeypatch):
-    config = small("rgbnt201")
-    root = data_root(tmp_path, config, tmp_path_factory.getbasetemp() / "layouts")
-    use_counts_of(monkeypatch, "rgbnt201", config)
-    monkeypatch.setenv("REIDBENCH_CACHE", str(tmp_path / "cache"))
+    root = small_rgbnt201_root(tmp_path, tmp_path_factory, monkeypatch)
     return DATASETS.get("rgbnt201").builder(root)
 
 
