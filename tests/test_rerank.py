@@ -100,7 +100,7 @@ def test_knn_tiles_and_boundary_ties_are_exact():
         nn, nn_o, row_max = _knn(f, sq, 9, block, 20, out)
         np.testing.assert_array_equal(nn.numpy(), want)
         np.testing.assert_array_equal(nn_o.numpy(), np.take_along_axis(o.numpy(), want, 1))
-        np.testing.assert_allclose(out.numpy(), d[:20, 20:].numpy())
+        np.testing.assert_allclose(out.clamp(min=0).numpy(), d[:20, 20:].numpy())  # written unclamped
 
 
 def test_validation():

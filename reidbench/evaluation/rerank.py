@@ -32,15 +32,20 @@ import math
 import numpy as np
 import torch
 
+from reidbench.evaluation.gemm import matmul_nt
+
 __all__ = ["k_reciprocal_rerank"]
 
 _BLOCK = 2048  # tile size of the distance matrix
 _JOIN_ELEMENTS = 1 << 22  # (query, gallery) contributions per Jaccard step
+_ACCUMULATOR_ELEMENTS = 1 << 20  # query x gallery entries accumulated per Jaccard step
+_PAIR_ELEMENTS = 1 << 18  # feature values gathered per step of the pairwise distances
 
 
-def _sq_dist(a: torch.Tensor, b: torch.Tensor, a_sq: torch.Tensor, b_sq: torch.Tensor) -> torch.Tensor:
-    """Squared Euclidean distances between rows of ``a`` and ``b`` given their squared norms."""
-    return torch.addmm(a_sq[:, None] + b_sq[None, :], a, b.t(), alpha=-2.0).clamp_(min=0)
+def _rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``x[index]`` for an integer ``index`` of any shape. ``index_select`` is more than 10x faster than
+    advanced indexing on CPUs, and the sparse steps below are mostly such gathers."""
+    return x.index_select(0, index.reshape(-1)).view(*index.shape, *x.shape[1:])
 
 
 def _smallest_k_stable(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,43 +60,65 @@ def _smallest_k_stable(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Ten
     return v.gather(1, o), idx.gather(1, o)
 
 
-def _merge_topk(
-    best_v: torch.Tensor, best_i: torch.Tensor, d: torch.Tensor, offset: int, transposed: bool = False
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Merge the smallest entries of each row of ``d`` (of ``d.T`` if ``transposed``) into the running
-    best; their indices are offset by ``offset``.
+def _keep_smallest(
+    best_v: torch.Tensor, best_i: torch.Tensor, new_v: torch.Tensor, new_i: torch.Tensor
+) -> None:
+    """Keep, in place, the ``best_v.shape[1]`` smallest of each row's kept and new entries."""
+    v = torch.cat([best_v, new_v], 1)
+    i = torch.cat([best_i, new_i], 1)
+    v, o = torch.topk(v, best_v.shape[1], dim=1, largest=False, sorted=False)
+    best_v.copy_(v)
+    best_i.copy_(i.gather(1, o))
 
-    Only entries below a row's current worst kept value can enter; when they are few they are
-    gathered sparsely instead of running ``topk`` over the whole row.
+
+def _merge_dense(best_v: torch.Tensor, best_i: torch.Tensor, d: torch.Tensor, offset: int) -> None:
+    """Merge the smallest entries of every row of ``d`` (column ``c`` is item ``offset + c``)."""
+    v, i = torch.topk(d, min(best_v.shape[1], d.shape[1]), dim=1, largest=False, sorted=False)
+    _keep_smallest(best_v, best_i, v, i + offset)
+
+
+def _merge_sparse(
+    best_v: torch.Tensor, best_i: torch.Tensor, rows: torch.Tensor, items: torch.Tensor, vals: torch.Tensor
+) -> None:
+    """Merge entries ``(rows, items, vals)`` (``rows`` ascending) into the running best lists."""
+    if rows.numel() == 0:
+        return
+    m = best_v.shape[0]
+    cnt = torch.bincount(rows, minlength=m)
+    width = int(cnt.max())
+    flat = torch.arange(rows.numel(), device=rows.device) - _rows(torch.cumsum(cnt, 0) - cnt, rows)
+    flat += rows * width  # position in the padded [m, width] block
+    v = torch.full((m * width,), math.inf, dtype=vals.dtype, device=vals.device).index_copy_(0, flat, vals)
+    i = torch.zeros(m * width, dtype=torch.int64, device=vals.device).index_copy_(0, flat, items)
+    v, i = v.view(m, width), i.view(m, width)
+    _keep_smallest(best_v, best_i, v, i)
+
+
+def _merge_tile(best_v: torch.Tensor, best_i: torch.Tensor, d: torch.Tensor, a: int, b: int) -> None:
+    """Merge an off-diagonal tile ``d`` (rows ``a..``, columns ``b..``) into the running best lists of
+    its rows and, transposed, of its columns.
+
+    Only entries below the row's or the column's current worst kept value can enter; one comparison
+    pass finds them for both sides, and they are merged sparsely.
     """
-    k = best_v.shape[1]
-    tau = best_v.amax(1)
-    hit = None
-    if not bool(torch.isinf(tau).any()):
-        hit = d < (tau[None, :] if transposed else tau[:, None])
-        if int(torch.count_nonzero(hit)) > d.numel() // 16:
-            hit = None
-    if hit is None:
-        x = d.t().contiguous() if transposed else d
-        v, i = torch.topk(x, min(k, x.shape[1]), dim=1, largest=False, sorted=False)
-    else:
-        rows, cols = hit.nonzero(as_tuple=True)
-        vals = d[rows, cols]
-        if transposed:
-            order = torch.argsort(cols, stable=True)
-            rows, cols, vals = cols[order], rows[order], vals[order]
-        m = best_v.shape[0]
-        cnt = torch.bincount(rows, minlength=m)
-        width = max(1, int(cnt.max()) if rows.numel() else 1)
-        pos = torch.arange(rows.numel(), device=d.device) - (torch.cumsum(cnt, 0) - cnt)[rows]
-        v = torch.full((m, width), math.inf, dtype=d.dtype, device=d.device)
-        i = torch.zeros((m, width), dtype=torch.int64, device=d.device)
-        v[rows, pos] = vals
-        i[rows, pos] = cols
-    v = torch.cat([best_v, v], 1)
-    i = torch.cat([best_i, i + offset], 1)
-    v, o = torch.topk(v, k, dim=1, largest=False, sorted=False)
-    return v, i.gather(1, o)
+    h, w = d.shape
+    tau_r = best_v[a : a + h].amax(1)
+    tau_c = best_v[b : b + w].amax(1)
+    hit = torch.lt(d, torch.maximum(tau_r[:, None], tau_c[None, :]))
+    flat = hit.view(-1).nonzero().squeeze(1)
+    if flat.numel() > d.numel() // 8:  # thresholds still loose (first tiles of tiny blocks)
+        _merge_dense(best_v[a : a + h], best_i[a : a + h], d, b)
+        _merge_dense(best_v[b : b + w], best_i[b : b + w], d.t(), a)
+        return
+    vals = d.view(-1).index_select(0, flat)
+    r = torch.div(flat, w, rounding_mode="floor")
+    c = flat - r * w
+    sel = vals < _rows(tau_r, r)
+    _merge_sparse(best_v[a : a + h], best_i[a : a + h], r[sel], c[sel] + b, vals[sel])
+    sel = vals < _rows(tau_c, c)
+    c, r, vals = c[sel], r[sel], vals[sel]
+    order = torch.argsort(c, stable=True)
+    _merge_sparse(best_v[b : b + w], best_i[b : b + w], _rows(c, order), _rows(r, order) + a, _rows(vals, order))
 
 
 def _knn(
@@ -100,32 +127,37 @@ def _knn(
     """``k`` nearest neighbours of every row by the row-max-normalised squared distance ``o``.
 
     Walks the upper triangle of the symmetric distance matrix in ``block`` x ``block`` tiles (each
-    product computed once, used for its rows and its columns), keeping a running top-(k+1) and row
-    maxima. Neighbours are ordered by (o, index); rows whose boundary is tied in ``o`` are recomputed
-    exactly. Also writes the query x gallery squared distances into ``out``.
+    product computed once, used for its rows and its columns; diagonal tiles first, so that every
+    row has a finite running threshold before the off-diagonal tiles), keeping a running top-(k+1)
+    and row maxima. Neighbours are ordered by (o, index); rows whose boundary is tied in ``o`` are
+    recomputed exactly. Also writes the query x gallery squared distances (unclamped) into ``out``.
     Returns (neighbour indices [n, k], their ``o`` values, row maxima of the squared distance).
     """
     n = feats.shape[0]
     kk = min(k + 1, n)
+    # d(i, j) = [x_i, |x_i|^2, 1] . [-2 x_j, 1, |x_j|^2]: one product gives a tile of squared distances.
+    ones = torch.ones(n, 1, dtype=feats.dtype, device=feats.device)
+    lhs = torch.cat([feats, sq[:, None], ones], 1)
+    rhs = torch.cat([-2.0 * feats, ones, sq[:, None]], 1)
     best_v = torch.full((n, kk), math.inf, dtype=feats.dtype, device=feats.device)
     best_i = torch.full((n, kk), n, dtype=torch.int64, device=feats.device)
-    row_max = torch.zeros(n, dtype=feats.dtype, device=feats.device)
-    for a in range(0, n, block):
-        ae = min(n, a + block)
-        for b in range(a, n, block):
-            be = min(n, b + block)
-            # Unclamped: clamping at 0 is monotone, applied to the kept values below.
-            d = torch.addmm(sq[a:ae, None] + sq[None, b:be], feats[a:ae], feats[b:be].t(), alpha=-2.0)
-            best_v[a:ae], best_i[a:ae] = _merge_topk(best_v[a:ae], best_i[a:ae], d, b)
-            torch.maximum(row_max[a:ae], d.amax(1), out=row_max[a:ae])
-            if b != a:
-                best_v[b:be], best_i[b:be] = _merge_topk(best_v[b:be], best_i[b:be], d, a, transposed=True)
-                torch.maximum(row_max[b:be], d.amax(0), out=row_max[b:be])
-            if a < num_q and be > num_q:
-                qe, g0 = min(ae, num_q), max(b, num_q)
-                out[a:qe, g0 - num_q : be - num_q] = d[: qe - a, g0 - b :]
+    row_max = torch.full((n,), -math.inf, dtype=feats.dtype, device=feats.device)
+    starts = range(0, n, block)
+    tiles = [(a, a) for a in starts] + [(a, b) for a in starts for b in starts if b > a]
+    for a, b in tiles:
+        ae, be = min(n, a + block), min(n, b + block)
+        # Unclamped: clamping at 0 is monotone, applied to the kept values below.
+        d = matmul_nt(lhs[a:ae], rhs[b:be])
+        torch.maximum(row_max[a:ae], d.amax(1), out=row_max[a:ae])
+        if a == b:
+            _merge_dense(best_v[a:ae], best_i[a:ae], d, b)
+        else:
+            _merge_tile(best_v, best_i, d, a, b)
+            torch.maximum(row_max[b:be], d.amax(0), out=row_max[b:be])
+        if a < num_q and be > num_q:
+            qe, g0 = min(ae, num_q), max(b, num_q)
+            out[a:qe, g0 - num_q : be - num_q] = d[: qe - a, g0 - b :]
     row_max.clamp_(min=torch.finfo(row_max.dtype).tiny)
-    out.clamp_(min=0)
     o = best_v.clamp(min=0) / row_max[:, None]
     # Exact order by (o, index): sort by index, then stably by o.
     p = best_i.argsort(dim=1)
@@ -137,15 +169,15 @@ def _knn(
         (bad,) = (o[:, k - 1] == o[:, k]).nonzero(as_tuple=True)
         for s in range(0, bad.numel(), block):
             r = bad[s : s + block]
-            d = _sq_dist(feats[r], feats, sq[r], sq) / row_max[r, None]
+            d = matmul_nt(lhs[r], rhs).clamp_(min=0) / row_max[r, None]
             o[r, :k], idx[r, :k] = _smallest_k_stable(d, k)
     return idx[:, :k].contiguous(), o[:, :k].contiguous(), row_max
 
 
 def _reciprocal(nn: torch.Tensor, width: int, rows: torch.Tensor) -> torch.Tensor:
     """``mask[r, a]``: row ``rows[r]`` is among the first ``width`` neighbours of ``nn[rows[r], a]``."""
-    fwd = nn[rows, :width]
-    return (nn[fwd, :width] == rows[:, None, None]).any(2)
+    fwd = _rows(nn[:, :width], rows)
+    return (_rows(nn[:, :width], fwd) == rows[:, None, None]).any(2)
 
 
 def _unique_rows(idx: torch.Tensor, sentinel: int) -> torch.Tensor:
@@ -208,7 +240,6 @@ def k_reciprocal_rerank(
     # 1. Nearest neighbours by the row-max-normalised distance; row maxima; query rows of o.
     block = chunk_size or _BLOCK
     nn, nn_o, row_max = _knn(feats, sq, k_all, block, num_q, out)
-    out /= row_max[:num_q, None].to(out.dtype)
 
     # 2. k-reciprocal sets with their 1/2 expansion, and the Gaussian weights: sparse rows of V.
     members = _expanded_sets(nn, k_fwd, k_half)
@@ -220,8 +251,8 @@ def k_reciprocal_rerank(
     else:
         v_idx = members
 
-    # 4. Jaccard distance over shared non-zeros, written into out, then the final mix.
-    _jaccard_mix(out, v_idx, v_val, num_q, lambda_value)
+    # 4. Jaccard distance over shared non-zeros, mixed with o (from the distances in out) into out.
+    _jaccard_mix(out, v_idx, v_val, row_max[:num_q].to(out.dtype), lambda_value)
     return out
 
 
@@ -243,9 +274,9 @@ def _expanded_sets(nn: torch.Tensor, k_fwd: int, k_half: int) -> torch.Tensor:
         recip = _reciprocal(nn, k_fwd, arange_n[s:e])  # [c, k_fwd]
         r_set = torch.where(recip, nn[s:e, :k_fwd], n)  # R(i, k1), sentinel n
         cand = nn[s:e, :k_fwd]  # candidates (valid where recip)
-        c_set = torch.where(recip_half[cand], nn[cand, :k_half], -1)  # R(c, h), sentinel -1
+        c_set = torch.where(_rows(recip_half, cand), _rows(nn[:, :k_half], cand), -1)  # R(c, h), sentinel -1
         inter = (c_set[..., None] == r_set[:, None, None, :]).any(3).sum(2)
-        cond = recip & (3 * inter > 2 * half_size[cand])
+        cond = recip & (3 * inter > 2 * _rows(half_size, cand))
         add = torch.where(cond[..., None] & (c_set >= 0), c_set, n).flatten(1)
         members[s:e] = _unique_rows(torch.cat([r_set, add], 1), n)
     wv = int((members < n).sum(1).max())
@@ -262,30 +293,28 @@ def _weights(
 ) -> torch.Tensor:
     """``V[i, j] = exp(-o(i, j)) / sum_j exp(-o(i, j))`` over the members of row i (float32, padded 0).
 
-    ``o`` is taken from the neighbour lists where the member is a listed neighbour, computed from the
-    features otherwise.
+    ``o`` is looked up in the neighbour lists where the member is a listed neighbour, computed from
+    the features otherwise (in chunks of pairs small enough to stay in cache).
     """
-    n = feats.shape[0]
-    device = feats.device
+    n, width = members.shape
     ok = members < n
-    ri = torch.arange(n, device=device)[:, None].expand_as(members)[ok]
-    cj = members[ok]
-    match = nn[ri] == cj[:, None]
-    known = match.any(1)
-    o = nn_o[ri].gather(1, match.to(torch.uint8).argmax(1, keepdim=True))[:, 0]
-    (todo,) = (~known).nonzero(as_tuple=True)  # ascending, so rows come in runs
-    step = max(1, (1 << 22) // feats.shape[1])
+    by_index, p = nn.sort(dim=1)
+    pos = torch.searchsorted(by_index, members).clamp_(max=nn.shape[1] - 1)
+    known = by_index.gather(1, pos) == members
+    o = torch.where(known, nn_o.gather(1, p).gather(1, pos), 0.0)
+    todo = (ok & ~known).view(-1).nonzero().squeeze(1)
+    flat_o = o.view(-1)
+    step = max(1, _PAIR_ELEMENTS // feats.shape[1])
     for s in range(0, todo.numel(), step):
         t = todo[s : s + step]
-        r, c = ri[t], cj[t]
-        ur, inv = torch.unique_consecutive(r, return_inverse=True)
-        dots = (feats.index_select(0, ur)[inv] * feats.index_select(0, c)).sum(1)
-        o[t] = (sq[r] + sq[c] - 2.0 * dots).clamp_(min=0) / row_max[r]
-    w = torch.exp(-o.float())
-    total = torch.zeros(n, dtype=w.dtype, device=device).index_add_(0, ri, w)
-    v = torch.zeros(members.shape, dtype=torch.float32, device=device)
-    v[ok] = w / total[ri]
-    return v
+        r = torch.div(t, width, rounding_mode="floor")
+        c = _rows(members.view(-1), t)
+        dots = torch.linalg.vecdot(_rows(feats, r), _rows(feats, c))
+        d = (_rows(sq, r) + _rows(sq, c) - 2.0 * dots).clamp_(min=0)
+        flat_o.index_copy_(0, t, d / _rows(row_max, r))
+    w = torch.where(ok, torch.exp(-o.float()), 0.0)
+    # A row can have no members (exact duplicates listed before it): it stays 0, as in the dense code.
+    return w / w.sum(1, keepdim=True).clamp_(min=torch.finfo(w.dtype).tiny)
 
 
 def _query_expand(
@@ -300,8 +329,8 @@ def _query_expand(
     for s in range(0, idx.shape[0], step):
         e = min(idx.shape[0], s + step)
         c = e - s
-        ci = idx[nbrs[s:e]].reshape(c, k * wv)
-        cv = val[nbrs[s:e]].reshape(c, k * wv)
+        ci = _rows(idx, nbrs[s:e]).reshape(c, k * wv)
+        cv = _rows(val, nbrs[s:e]).reshape(c, k * wv)
         ci, order = ci.sort(dim=1, stable=True)
         cv = cv.gather(1, order)
         first = torch.ones_like(ci, dtype=torch.bool)
@@ -309,9 +338,9 @@ def _query_expand(
         slot = first.cumsum(1) - 1  # position of each entry's unique column in the output row
         width = int(slot[:, -1].max()) + 1
         oi = torch.full((c, width), n, dtype=ci.dtype, device=ci.device)
-        fr, fc = first.nonzero(as_tuple=True)
-        oi[fr, slot[fr, fc]] = ci[fr, fc]  # unique targets
         flat = (torch.arange(c, device=ci.device)[:, None] * width + slot).view(-1)
+        first = first.view(-1)
+        oi.view(-1).index_copy_(0, flat[first], ci.view(-1)[first])  # unique targets
         ov = torch.zeros(c * width, dtype=cv.dtype, device=cv.device).index_add_(0, flat, cv.reshape(-1))
         ov = ov.view(c, width)
         ov = torch.where(oi < n, ov / k, 0.0)
@@ -323,13 +352,16 @@ def _query_expand(
     return out_i, out_v
 
 
-def _jaccard_mix(out: torch.Tensor, idx: torch.Tensor, val: torch.Tensor, num_q: int, lam: float) -> None:
-    """Turn ``out`` (query x gallery original distance) into ``(1 - lam) * jaccard + lam * out``.
+def _jaccard_mix(out: torch.Tensor, idx: torch.Tensor, val: torch.Tensor, q_max: torch.Tensor, lam: float) -> None:
+    """Turn ``out`` (query x gallery squared distances) into ``(1 - lam) * jaccard + lam * o`` with
+    ``o = max(out, 0) / q_max`` (the query rows' maxima).
 
     ``idx``/``val`` are the padded sparse rows of V (sentinel column ``n``). For every query row, each
     non-zero column ``l`` is joined with the gallery rows that are non-zero in ``l`` (a CSC index).
+    Query rows go in chunks small enough for their accumulator to stay in cache.
     """
     n = idx.shape[0]
+    num_q = q_max.shape[0]
     num_g = n - num_q
     device = out.device
     ok = idx < n
@@ -338,14 +370,15 @@ def _jaccard_mix(out: torch.Tensor, idx: torch.Tensor, val: torch.Tensor, num_q:
     g_cols = idx[num_q:][g_ok]
     g_vals = val[num_q:][g_ok]
     order = torch.argsort(g_cols, stable=True)
-    csc_rows, csc_vals = g_rows[order], g_vals[order]
+    csc_rows, csc_vals = _rows(g_rows, order), _rows(g_vals, order)
     col_counts = torch.bincount(g_cols, minlength=n)
     col_ptr = torch.cumsum(col_counts, 0) - col_counts
     q_ok = ok[:num_q]
     q_cols = idx[:num_q].clamp(max=n - 1)
-    per_q = torch.where(q_ok, col_counts[q_cols], 0).sum(1)
+    per_q = torch.where(q_ok, _rows(col_counts, q_cols), 0).sum(1)
     cum = torch.cumsum(per_q, 0)
-    max_rows = max(1, _JOIN_ELEMENTS // num_g)
+    max_rows = max(1, _ACCUMULATOR_ELEMENTS // num_g)
+    buf = torch.empty(max_rows * num_g, dtype=torch.float32, device=device)
     s = 0
     while s < num_q:
         base = int(cum[s - 1]) if s > 0 else 0
@@ -356,18 +389,19 @@ def _jaccard_mix(out: torch.Tensor, idx: torch.Tensor, val: torch.Tensor, num_q:
         qi = torch.arange(c, device=device)[:, None].expand_as(sel)[sel]
         ql = idx[s:e][sel]
         qv = val[s:e][sel]
-        cnt = col_counts[ql]
-        base = col_ptr[ql] - (torch.cumsum(cnt, 0) - cnt)  # p = base + running position
+        cnt = _rows(col_counts, ql)
+        base = _rows(col_ptr, ql) - (torch.cumsum(cnt, 0) - cnt)  # p = base + running position
         rep = torch.repeat_interleave(torch.arange(ql.numel(), device=device), cnt)
-        p = base[rep]
+        p = _rows(base, rep)
         p += torch.arange(rep.numel(), device=device)
-        contrib = torch.minimum(qv[rep], csc_vals[p])
-        target = qi[rep]
+        contrib = torch.minimum(_rows(qv, rep), _rows(csc_vals, p))
+        target = _rows(qi, rep)
         target *= num_g
-        target += csc_rows[p]
-        tm = torch.zeros(c * num_g, dtype=torch.float32, device=device)
-        tm.index_add_(0, target, contrib)
-        tm = tm.view(c, num_g)
-        jac = 1.0 - tm / (2.0 - tm)
-        out[s:e].mul_(lam).add_(jac, alpha=1.0 - lam)
+        target += _rows(csc_rows, p)
+        m = buf[: c * num_g].zero_()
+        m.index_add_(0, target, contrib)
+        m = m.view(c, num_g)
+        jaccard = torch.div(m, 2.0 - m).neg_().add_(1.0)
+        o = out[s:e].clamp_(min=0).div_(q_max[s:e, None])
+        torch.lerp(jaccard, o, lam, out=out[s:e])
         s = e
