@@ -21,8 +21,6 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 sys.path.insert(0, str(HERE))
 
-from _synthetic import cpu_name  # noqa: E402
-
 
 def median_time(fn, repeats: int) -> float:
     """Median wall time of ``fn()`` over ``repeats`` calls, after one warm-up call."""
@@ -44,10 +42,10 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args()
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, str(args.threads))
+        os.environ[var] = str(args.threads)  # before NumPy / torch load their BLAS
 
-    import numpy as np
     import torch
+    from _synthetic import cpu_name
 
     from reidbench.evaluation.gemm import _onednn_usable, matmul_nt
 
