@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from reidbench.evaluation import k_reciprocal_rerank
-from reidbench.evaluation.rerank import _knn
+from reidbench.evaluation.gemm import matmul_nt
+from reidbench.evaluation.rerank import _knn, _order_by_value_then_index, _stable_order, _unique_per_row
 
 
 def dense_rerank(qf: np.ndarray, gf: np.ndarray, k1: int, k2: int, lam: float) -> np.ndarray:
@@ -56,12 +57,13 @@ def features(rng: np.random.Generator, n: int, dim: int, quantised: bool) -> np.
     return f
 
 
-@pytest.mark.parametrize("quantised", [True, False])
-def test_matches_dense_reference(quantised):
+@pytest.mark.parametrize(("quantised", "dtype"), [(True, np.float64), (True, np.float32), (False, np.float64)])
+def test_matches_dense_reference(quantised, dtype):
+    """Quantised features are exact in float32 too (same ties), so float32 runs the CPU fast paths."""
     rng = np.random.default_rng(1 if quantised else 2)
     for _ in range(6):
         num_q, num_g = int(rng.integers(1, 40)), int(rng.integers(1, 140))
-        f = features(rng, num_q + num_g, int(rng.integers(2, 9)), quantised)
+        f = features(rng, num_q + num_g, int(rng.integers(2, 9)), quantised).astype(dtype)
         k1, k2, lam = int(rng.integers(1, 25)), int(rng.integers(1, 8)), float(rng.uniform(0, 1))
         want = dense_rerank(f[:num_q], f[num_q:], k1, k2, lam)
         got = k_reciprocal_rerank(torch.from_numpy(f[:num_q]), torch.from_numpy(f[num_q:]), k1=k1, k2=k2,
@@ -88,9 +90,10 @@ def test_edge_parameters(k1, k2, lam):
     np.testing.assert_allclose(got.numpy(), want, atol=2e-6)
 
 
-def test_knn_tiles_and_boundary_ties_are_exact():
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_knn_tiles_and_boundary_ties_are_exact(dtype):
     rng = np.random.default_rng(4)
-    f = torch.from_numpy(rng.integers(-1, 2, (120, 3)).astype(np.float64))  # very many ties
+    f = torch.from_numpy(rng.integers(-1, 2, (120, 3)).astype(dtype))  # very many ties
     sq = (f * f).sum(1)
     d = torch.clamp(sq[:, None] + sq[None, :] - 2 * f @ f.T, min=0)
     o = d / d.max(1, keepdim=True).values
@@ -99,7 +102,7 @@ def test_knn_tiles_and_boundary_ties_are_exact():
         out = torch.empty(20, 100, dtype=torch.float32)
         nn, nn_o, row_max = _knn(f, sq, 9, block, 20, out)
         np.testing.assert_array_equal(nn.numpy(), want)
-        np.testing.assert_array_equal(nn_o.numpy(), np.take_along_axis(o.numpy(), want, 1))
+        np.testing.assert_allclose(nn_o.numpy(), np.take_along_axis(o.numpy(), want, 1), rtol=1e-6)
         np.testing.assert_allclose(out.clamp(min=0).numpy(), d[:20, 20:].numpy())  # written unclamped
 
 
@@ -114,3 +117,43 @@ def test_validation():
     with pytest.raises(ValueError, match="NaN"):
         k_reciprocal_rerank(torch.full((3, 4), float("nan")), g)
     assert k_reciprocal_rerank(q[:0], g).shape == (0, 5)
+
+
+def test_matmul_nt_matches_torch_mm():
+    gen = torch.Generator().manual_seed(0)
+    for m, n, d in [(1, 1, 1), (37, 300, 770), (256, 5, 3)]:
+        a, b = torch.randn(m, d, generator=gen), torch.randn(n, d, generator=gen)
+        torch.testing.assert_close(matmul_nt(a, b), a @ b.t(), rtol=1e-5, atol=1e-4)
+        assert matmul_nt(a.double(), b.double()).dtype == torch.float64
+    wide = torch.randn(8, 20, generator=gen)
+    torch.testing.assert_close(matmul_nt(wide[:, ::2], wide[:3, 1::2]), wide[:, ::2] @ wide[:3, 1::2].t())
+    assert matmul_nt(torch.zeros(0, 4), torch.zeros(3, 4)).shape == (0, 3)
+
+
+def test_order_by_value_then_index_breaks_ties_by_index():
+    rng = np.random.default_rng(5)
+    o = rng.integers(0, 4, (50, 30)).astype(np.float32) / 3  # many ties
+    o[:, 0] = -0.0  # sorts with +0.0, by index
+    o[:, 1] = 0.0
+    idx = np.stack([rng.permutation(1000)[:30] for _ in range(50)])
+    got_o, got_i = _order_by_value_then_index(torch.from_numpy(np.abs(o)), torch.from_numpy(idx))
+    order = np.lexsort((idx, np.abs(o)), axis=1)
+    np.testing.assert_array_equal(got_i.numpy(), np.take_along_axis(idx, order, 1))
+    np.testing.assert_array_equal(got_o.numpy(), np.take_along_axis(np.abs(o), order, 1))
+
+
+def test_stable_order_and_unique_per_row():
+    rng = np.random.default_rng(6)
+    x = rng.integers(0, 6, (40, 25))
+    values, order = _stable_order(torch.from_numpy(x))
+    np.testing.assert_array_equal(order.numpy(), np.argsort(x, axis=1, kind="stable"))
+    np.testing.assert_array_equal(values.numpy(), np.sort(x, axis=1))
+    x[:, ::3] = 6  # sentinel entries are dropped
+    vals = rng.random(x.shape)
+    got_i, got_v = _unique_per_row(torch.from_numpy(x), 6, torch.from_numpy(vals))
+    for row in range(len(x)):
+        keys = sorted(set(x[row]) - {6})
+        assert got_i[row, : len(keys)].tolist() == keys and (got_i[row, len(keys) :] == 6).all()
+        want = [vals[row][x[row] == key].sum() for key in keys]
+        np.testing.assert_allclose(got_v[row, : len(keys)].numpy(), want)
+        assert (got_v[row, len(keys) :] == 0).all()

@@ -69,6 +69,8 @@ from typing import Literal
 import numpy as np
 import torch
 
+from reidbench.evaluation.gemm import matmul_nt
+
 __all__ = ["RankMetrics", "rank_metrics", "rank_metrics_from_features"]
 
 JunkRule = Literal["market", "scene", "none"]
@@ -581,11 +583,11 @@ def pairwise_distance(
     if metric == "sqeuclidean":
         qq = (qf * qf).sum(1, keepdim=True)
         gg = (gf * gf).sum(1)[None, :]
-        return torch.addmm(qq + gg, qf, gf.t(), alpha=-2.0).clamp_(min=0)
+        return matmul_nt(qf, gf).mul_(-2.0).add_(qq).add_(gg).clamp_(min=0)
     if metric == "cosine":
         qn = torch.nn.functional.normalize(qf, dim=1)
         gn = torch.nn.functional.normalize(gf, dim=1)
-        return 1.0 - qn @ gn.t()
+        return matmul_nt(qn, gn).neg_().add_(1.0)
     raise ValueError(f"metric must be 'sqeuclidean' or 'cosine', got {metric!r}")
 
 

@@ -17,11 +17,17 @@ Definition implemented (the original paper / its reference code ``re_ranking_fea
 * Jaccard distance ``1 - m / (2 - m)`` with ``m = sum_l min(V[i, l], V[j, l])``.
 * Final distance ``(1 - lambda) * jaccard + lambda * o`` for query rows and gallery columns.
 
-Implementation: the symmetric N x N distance matrix is walked once, upper triangle only, in tiles;
-per row only a running top-(k1+1) and the row maximum are kept (``topk``, never an N x N sort; rows
-whose neighbour boundary is tied are recomputed exactly). ``V`` is kept sparse (padded rows of its
-non-zeros), query expansion merges sparse rows, and the Jaccard term is a sparse join over shared
-non-zero columns. Memory: the features, one tile, O(N * k1) neighbour data, and the Q x G output.
+Implementation: the symmetric N x N distance matrix is walked once, upper triangle only, in tiles
+(one float32 product per tile through ``matmul_nt``, with the squared norms folded into the
+operands); per row only a running top-(k1+1) and the row maximum are kept (``topk`` on the diagonal
+tiles, then one comparison pass per tile selects the few entries that can still enter a row's or a
+column's list; never an N x N sort; rows whose neighbour boundary is tied are recomputed exactly).
+``V`` is kept sparse (padded rows of its non-zeros), query expansion merges sparse rows, and the
+Jaccard term is a sparse join over shared non-zero columns accumulated a few query rows at a time in a
+reused, cache-sized buffer. The sparse steps are gathers and short-row sorts, done with
+``index_select`` and NumPy's sort on CPUs (both an order of magnitude faster there than advanced
+indexing and ``torch.sort``). Memory: the features, one tile, O(N * k1) neighbour data, and the
+Q x G output. Speed (``benchmarks/perf/rerank_speed.py``): see the README's performance section.
 Tested equal (to float32 rounding) to a dense implementation written from the paper.
 """
 
@@ -220,6 +226,7 @@ def _unique_per_row(
     out.index_copy_(0, flat.masked_select(first), idx.view(-1).masked_select(first))
     if vals is None:
         return out.view(c, width), None
+    vals = torch.where(idx != sentinel, vals, 0)  # sentinel entries share the last slot: add nothing
     summed = torch.zeros(c * width, dtype=vals.dtype, device=vals.device).index_add_(0, flat, vals.reshape(-1))
     return out.view(c, width), summed.view(c, width)
 
