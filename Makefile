@@ -11,7 +11,7 @@ DEMO_METHODS ?= late_fusion graft early_fusion single_modality
 DEMO_SEEDS ?= 0
 DEMO_SET ?=
 DEMO_OUT ?= results/demo
-DEMO_URI := sqlite:///$(CURDIR)/$(DEMO_OUT)/mlflow.db
+DEMO_URI := sqlite:///$(abspath $(DEMO_OUT))/mlflow.db
 REIDBENCH ?= $(BIN)/reidbench
 
 $(VENV)/.synced: requirements.lock pyproject.toml
