@@ -7,7 +7,7 @@ UV := $(PY) -m uv
 .PHONY: demo demo-figures test lint bootstrap lock clean
 
 # The small benchmark: each method's tiny config on the synthetic dataset, then the report.
-DEMO_METHODS ?= late_fusion graft early_fusion single_modality
+DEMO_METHODS ?= late_fusion graft early_fusion single_modality mmet
 DEMO_SEEDS ?= 0
 DEMO_SET ?=
 DEMO_OUT ?= results/demo

@@ -41,7 +41,8 @@ batch-hard triplet).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -208,7 +209,8 @@ class MMETConfig:
     text_model: str = "bert-base-uncased"
     text_pretrained: bool = True
     text_weights: str | None = None  # local HF directory of the text encoder (wins over the hub)
-    tokenizer: str | None = None  # vocab.txt or tokenizer directory (None: text_weights, else text_model)
+    tokenizer: str | None = None  # vocab.txt or tokenizer directory (None: text_weights, else text_model);
+    # a relative path is looked up in the dataset's folder first
     text_hidden: int | None = None  # sizes of a randomly initialised text encoder (None: BERT-base)
     text_layers: int | None = None
     text_heads: int | None = None
@@ -297,5 +299,10 @@ MMET_DEFAULTS = {
                   "image+text CLS, masked multimodal modeling", config=MMETConfig, defaults=MMET_DEFAULTS,
                   loss_terms=mmet_loss_terms)
 def mmet(cfg: MMETConfig, protocol: Protocol, info: DatasetInfo, num_classes: int) -> MMET:
-    """Registered builder: reads the method knobs from ``cfg``."""
+    """Registered builder: reads the method knobs from ``cfg``; a relative ``method.tokenizer`` that
+    exists in the dataset's folder is read from there (the synthetic set ships its ``vocab.txt``)."""
+    if cfg.tokenizer and info.root is not None and not Path(cfg.tokenizer).expanduser().is_absolute():
+        local = Path(info.root) / cfg.tokenizer
+        if local.exists():
+            cfg = replace(cfg, tokenizer=str(local))
     return mmet_model(protocol.data.modalities, num_classes, protocol, cfg, info.has_text)

@@ -226,14 +226,23 @@ def load_protocol_dict(dataset: str) -> dict[str, Any]:
     return data
 
 
-def build_protocol(dataset: str, overrides: list[str] = (), base: dict[str, Any] | None = None) -> Protocol:
+def build_protocol(dataset: str, overrides: list[str] = (), base: dict[str, Any] | None = None,
+                   method: str | None = None) -> Protocol:
     """Protocol of ``dataset`` with dotted ``overrides`` (``optim.lr=3e-4``) applied, type-checked.
 
-    ``base`` holds method defaults, applied before the user's overrides.
+    Applied in order: ``base`` (the method's registered defaults), the protocol file's
+    ``method_settings`` for ``method`` (dotted settings this dataset gives one method, e.g. a tiny text
+    encoder on the synthetic set), then the user's overrides.
     """
     data = load_protocol_dict(dataset)
-    for key, value in (base or {}).items():
-        apply_override(data, key, copy.deepcopy(value))
+    settings = data.pop("method_settings", None) or {}
+    where = f"{protocols_dir() / dataset}.yaml: method_settings"
+    if not isinstance(settings, dict) or not all(isinstance(v, dict) for v in settings.values()):
+        raise UserError(f"{where} must map method names to {{dotted.key: value}} mappings")
+    layers = [base or {}, settings.get(method, {}) if method else {}]
+    for layer in layers:
+        for key, value in layer.items():
+            apply_override(data, key, copy.deepcopy(value))
     data = to_dict(from_dict(Protocol, data))  # every default present: overrides can address list items
     for text in overrides:
         apply_override(data, *parse_override(text))

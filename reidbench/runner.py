@@ -43,7 +43,7 @@ def make_spec(method: str, dataset: str, seed: int, overrides: list[str] = (),
     load_plugins()
     entry = METHODS.get(method)
     DATASETS.get(dataset)
-    protocol = build_protocol(dataset, list(overrides), base=entry.meta.get("defaults"))
+    protocol = build_protocol(dataset, list(overrides), base=entry.meta.get("defaults"), method=method)
     knobs = method_config(method, protocol.method)  # validate the method knobs early
     if knobs is not None:  # every knob explicit: the same effective config always has the same hash
         protocol.method = to_dict(knobs)

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# Words of the synthetic captions (reidbench/data/synthetic.py), for a test WordPiece vocabulary.
-CAPTION_WORDS = ("an object with a and red green blue yellow upper lower part horizontal vertical rising falling "
-                 "stripes dense wide hot spot at the left middle right").split()
-SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-
 
 def write_vocab(path: Path, size: int | None = None) -> Path:
-    """A WordPiece vocab covering the synthetic captions (filled up to ``size`` tokens when given)."""
-    tokens = [*SPECIAL_TOKENS, ".", ",", *CAPTION_WORDS, "##s", "##ed"]
+    """The synthetic captions' WordPiece vocab (filled up to ``size`` tokens when given)."""
+    from reidbench.data.synthetic import caption_vocabulary
+
+    tokens = [*caption_vocabulary(), "##s", "##ed"]
     tokens += [f"filler{i}" for i in range((size or 0) - len(tokens))]
     path.write_text("\n".join(tokens) + "\n")
     return path
@@ -26,8 +23,7 @@ def tiny_method(method: str, vocab: Path) -> list[str]:
     return {
         "graft": FUSION_LAYERS,
         "early_fusion": FUSION_LAYERS,
-        "mmet": [f"method.tokenizer={vocab}", "method.text_pretrained=false", "method.text_hidden=64",
-                 "method.text_layers=2", "method.text_heads=2", "method.mm_layers=1", "method.mm_heads=2"],
+        "mmet": [f"method.tokenizer={vocab}"],  # the synthetic protocol's method_settings make the rest tiny
     }.get(method, [])
 
 

@@ -65,3 +65,33 @@ def test_config_hash_is_stable_and_sensitive():
     assert base != config_hash(spec(seed=1).config())
     reordered = dict(reversed(list(spec().config().items())))
     assert base == config_hash(reordered)
+
+
+def test_method_settings_apply_to_their_method_only(monkeypatch, tmp_path):
+    from reidbench.runner import make_spec
+
+    mmet = make_spec("mmet", "synthetic", 0).protocol.method
+    assert (mmet["tokenizer"], mmet["text_hidden"], mmet["text_pretrained"]) == ("vocab.txt", 64, False)
+    assert "text_hidden" not in make_spec("late_fusion", "synthetic", 0).protocol.method
+    assert make_spec("mmet", "synthetic", 0, ["method.text_hidden=32"]).protocol.method["text_hidden"] == 32
+
+    (tmp_path / "synthetic.yaml").write_text("dataset: synthetic\nmethod_settings:\n  mmet: 3\n")
+    monkeypatch.setenv("REIDBENCH_PROTOCOLS", str(tmp_path))
+    with pytest.raises(UserError, match="method_settings must map method names"):
+        build_protocol("synthetic", method="mmet")
+
+
+def test_synthetic_vocab_covers_the_captions_and_mmet_finds_it(synthetic_dataset):
+    from reidbench.data.synthetic import caption_vocabulary
+    from reidbench.registry import METHODS
+    from reidbench.runner import make_spec, method_config
+
+    spec = make_spec("mmet", "synthetic", 0)
+    info = synthetic_dataset.info
+    model = METHODS.get("mmet").builder(method_config("mmet", spec.protocol.method), spec.protocol, info, 8)
+    tokenizer = model.tokenizer
+    assert len(tokenizer) == len(caption_vocabulary())
+    texts = [s.caption for s in synthetic_dataset.splits.train if s.caption]
+    assert texts, "the synthetic dataset carries captions"
+    ids = tokenizer(texts)["input_ids"]
+    assert tokenizer.unk_token_id not in {i for row in ids for i in row}

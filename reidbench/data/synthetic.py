@@ -23,7 +23,8 @@ out exactly like the real download:
   repeats the gallery images of the test identities seen in two scenes, as in the real set;
 * ``market1501_mm``: ``{train,query,gallery}/{RGB,NI,TI}/PPPP_cCs1_FFFFFF_NN.jpg`` plus one ``-1`` junk image;
 
-plus IDEA-style caption JSON files (``text/{train,test}_{RGB,NI,TI}.json``). :func:`write_data_root` puts the
+plus IDEA-style caption JSON files (``text/{train,test}_{RGB,NI,TI}.json``) and a WordPiece ``vocab.txt`` for
+them (what the synthetic protocol's MMET tokenizer reads). :func:`write_data_root` puts the
 result under the official folder name (``RGBNT201``, ...) of a data root.
 """
 
@@ -86,7 +87,7 @@ class SyntheticConfig:
 
     def key(self) -> str:
         """Folder name that changes whenever the config does."""
-        return "synthetic-v1-" + "-".join(str(v) for v in asdict(self).values())
+        return "synthetic-v2-" + "-".join(str(v) for v in asdict(self).values())
 
 
 @dataclass(frozen=True)
@@ -223,6 +224,15 @@ def captions(code: tuple[int, int, int], rng: np.random.Generator) -> dict[str, 
     return out
 
 
+def caption_vocabulary() -> list[str]:
+    """A BERT WordPiece vocabulary covering every caption :func:`captions` can write (special tokens
+    first). The generator saves it as ``vocab.txt`` so text methods run without downloading one."""
+    words = ["an", "object", "with", "and", "a", "upper", "part", "lower", "stripes", "dense", "wide", "hot",
+             "spot", "at", "the", *PALETTE, *dict.fromkeys(o for o, _ in STRIPES),
+             *dict.fromkeys(w for name in CELL_NAMES for w in name.split())]
+    return ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", *dict.fromkeys(words)]
+
+
 def generate(root: Path, config: SyntheticConfig = SyntheticConfig(), show_progress: bool = True) -> Path:
     """Write the dataset under ``root/config.key()`` unless it is already complete; return that folder.
 
@@ -283,6 +293,7 @@ def _write(out: Path, cfg: SyntheticConfig, show_progress: bool) -> None:
     if cfg.layout == "msvr310":  # query3: the gallery images of identities seen in two scenes
         items += [Item("query", it.pid, it.cam, it.n, it.scene, it.code) for it in items
                   if it.split == "gallery" and scenes_of(_index(it, cfg)) > 1]
+    (out / "vocab.txt").write_text("\n".join(caption_vocabulary()) + "\n")
     rendered: dict[tuple[int, int, int, int], np.ndarray] = {}
     for item in progress_bar(items, "generating synthetic dataset", show_progress):
         key = (item.pid, item.cam, item.n, item.scene)
