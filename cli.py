@@ -57,6 +57,11 @@ def _execution_options(command: Callable) -> Callable:
                      help="Where checkpoints/, jobs/ (worker logs) and slurm/ go; on Slurm a shared filesystem."),
         click.option("--keep-checkpoints", is_flag=True, help="Keep the training state of finished runs."),
         click.option("--allow-partial", is_flag=True, help="Use a dataset whose layout check found problems (warns)."),
+        click.option("--retry-running", is_flag=True,
+                     help="Also train points whose RUNNING run looks alive (by default they are left to the "
+                          "sweep training them: same host and process alive, or a recent heartbeat)."),
+        click.option("--stale-after", "stale_after_min", type=float, default=180, show_default=True,
+                     help="Minutes without a heartbeat after which a RUNNING run on another host counts as crashed."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -78,7 +83,7 @@ def _settings(opts: dict[str, Any]) -> tuple[Any, Any]:
     settings = Settings(opts["data_root"] or default_data_root(), opts["tracking_uri"] or tracking.default_uri(),
                         opts["experiment"], device, opts["results_dir"] / "checkpoints", opts["keep_checkpoints"],
                         not opts["quiet"] and isinstance(executor, executors.InProcess), opts["gpus_per_run"],
-                        opts["allow_partial"])
+                        opts["allow_partial"], opts["retry_running"], opts["stale_after_min"] * 60)
     return settings, executor
 
 

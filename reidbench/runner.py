@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from reidbench import distributed, engine, tracking
+from reidbench import distributed, engine, liveness, tracking
 from reidbench.checkpoint import Checkpointer
 from reidbench.config import from_dict, to_dict
 from reidbench.cost import forward_gflops
@@ -122,12 +122,12 @@ def _open_run(spec: RunSpec, config: dict[str, Any], digest: str, uri: str, expe
     if state is not None and state.get("run_id"):
         run = tracking.Run.reopen(uri, state["run_id"])
         if run is not None:
-            run.set_tags({"resumed_at_epoch": str(state["epoch"])})
+            run.set_tags({"resumed_at_epoch": str(state["epoch"]), **liveness.owner_tags()})
             return run
     exp_id = tracking.prepare(uri, experiment)
     tags = {"run_kind": "run", "method": spec.method, "dataset": spec.dataset, "seed": str(spec.seed),
             "config_hash": digest,
-            "git_commit": tracking.git_commit(), "device": str(device), **spec.tags}
+            "git_commit": tracking.git_commit(), "device": str(device), **liveness.owner_tags(), **spec.tags}
     if distributed.world_size() > 1:
         tags["world_size"] = str(distributed.world_size())
     run = tracking.Run(uri, exp_id, spec.name, tags, parent_run_id)
@@ -162,6 +162,7 @@ def _train_and_evaluate(spec: RunSpec, data_root: Path, device: torch.device, sh
     def on_epoch(epoch: int, values: dict[str, float]) -> None:
         if run is not None:
             run.log_metrics(values, step=epoch)
+            run.set_tags(liveness.heartbeat_tags())
 
     fit = engine.fit(model, criterion, data, spec.protocol, device, on_epoch, show_progress, state, save)
     metrics = evaluate(model, data)

@@ -3,8 +3,9 @@
 Idempotent: a point whose config hash already has a FINISHED run with the same sweep identity (ablation /
 axis / value tags) is skipped; one trained under another identity (e.g. the default point of an
 ablation that a plain grid already ran) is copied into a new run with this point's tags instead of being
-trained again. Interrupted points resume from their checkpoints (see runner.execute). Failed points are
-reported at the end; the others still run.
+trained again. A point whose RUNNING run is still alive (another sweep is training it; see liveness.py) is
+left alone unless ``retry_running``. Interrupted points resume from their checkpoints (see
+runner.execute). Failed points are reported at the end; the others still run.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 from rich.console import Console
 
-from reidbench import tracking
+from reidbench import liveness, tracking
 from reidbench.executors import Executor, InProcess, Job, Outcome
 from reidbench.progress import make_progress
 from reidbench.protocol import RunSpec, config_hash
@@ -25,6 +26,7 @@ from reidbench.runner import RunResult, make_spec
 
 IDENTITY_TAGS = ("ablation", "axis", "value", "axis_default")
 FINISHED_RUNS = "tags.run_kind = 'run' and attributes.status = 'FINISHED'"
+RUNNING_RUNS = "tags.run_kind = 'run' and attributes.status = 'RUNNING'"
 
 
 @dataclass
@@ -40,6 +42,8 @@ class Settings:
     show_progress: bool = False
     nprocs: int = 1  # processes per run (DDP when > 1)
     allow_partial: bool = False  # use datasets whose layout check found problems
+    retry_running: bool = False  # train points whose RUNNING run looks alive (another sweep's) anyway
+    stale_after_s: float = 3 * 3600.0  # a RUNNING run on another host without a heartbeat for this long: crashed
 
 
 @dataclass
@@ -51,6 +55,7 @@ class SweepResult:
     trained: int = 0
     skipped: int = 0
     reused: int = 0
+    running: int = 0  # left to the live runs of another sweep
     parent_run_id: str | None = None
 
 
@@ -97,17 +102,21 @@ def run_sweep(specs: list[RunSpec], settings: Settings, executor: Executor | Non
             other[i] = done[digest][0]
         else:
             todo.append(i)
+    running = set() if settings.retry_running else _running_elsewhere(specs, todo, settings)
+    todo = [i for i in todo if i not in running]
     check_datasets({specs[i].dataset for i in todo}, settings)  # a missing download: one error, before any run
     parent = _parent(specs, settings, exp_id, kind, name, parent_tags) if kind != "grid" or len(specs) > 1 else None
     out.parent_run_id = parent.run_id if parent else None
     results = {i: RunResult(specs[i], record.metrics, record.run_id) for i, record in same.items()}
     results.update({i: _reuse(specs[i], record, settings, exp_id, out.parent_run_id) for i, record in other.items()})
-    out.skipped, out.reused = len(same), len(other)
+    out.skipped, out.reused, out.running = len(same), len(other), len(running)
     jobs = [(i, Job(specs[i], settings.data_root, settings.uri, settings.experiment, out.parent_run_id,
                     settings.checkpoint_dir, settings.keep_checkpoints, settings.device, settings.nprocs,
                     settings.show_progress, settings.allow_partial)) for i in todo]
+    elsewhere = (f", {out.running} being trained by another sweep (left alone; --retry-running trains them "
+                 "here)") if out.running else ""
     console.print(f"{len(specs)} point(s): {out.skipped} finished (skipped), {out.reused} reused from other "
-                  f"sweeps, {len(jobs)} to train")
+                  f"sweeps, {len(jobs)} to train{elsewhere}")
     try:
         outcomes = _execute(executor, [job for _, job in jobs], console)
     except BaseException:
@@ -126,6 +135,16 @@ def run_sweep(specs: list[RunSpec], settings: Settings, executor: Executor | Non
                             "reused": out.reused, "failed": len(out.failures)})
         parent.finish("FAILED" if out.failures else "FINISHED")
     return out
+
+
+def _running_elsewhere(specs: list[RunSpec], todo: list[int], settings: Settings) -> set[int]:
+    """Indices in ``todo`` whose point has a RUNNING run with the same sweep identity that is alive."""
+    live: dict[str, list[tracking.RunRecord]] = {}
+    for record in tracking.find_runs(settings.uri, settings.experiment, RUNNING_RUNS):
+        if liveness.is_alive(record.tags, settings.stale_after_s):
+            live.setdefault(record.tags.get("config_hash", ""), []).append(record)
+    return {i for i in todo if any(identity(r.tags) == identity(specs[i].tags)
+                                   for r in live.get(config_hash(specs[i].config()), []))}
 
 
 def check_datasets(names: set[str], settings: Settings) -> None:

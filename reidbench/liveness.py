@@ -1,0 +1,52 @@
+"""Is a RUNNING run still being trained somewhere? The tags a run keeps while it trains, and the test.
+
+A run records the host and process that train it and refreshes a heartbeat (Unix time) after every
+epoch. A sweep started again leaves a point alone while a RUNNING run of it is alive: its process still
+exists when it is on this host, or, on another host, its heartbeat is younger than ``stale_after_s``.
+Otherwise the run is taken as crashed and the point is trained again (resuming from its checkpoint).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+__all__ = ["heartbeat_tags", "is_alive", "owner_tags"]
+
+
+def heartbeat_tags() -> dict[str, str]:
+    """The heartbeat tag, set to now."""
+    return {"heartbeat": f"{time.time():.0f}"}
+
+
+def owner_tags() -> dict[str, str]:
+    """Host and process id of this process, and a fresh heartbeat."""
+    return {"host": socket.gethostname(), "pid": str(os.getpid()), **heartbeat_tags()}
+
+
+def is_alive(tags: dict[str, str], stale_after_s: float, now: float | None = None, host: str | None = None) -> bool:
+    """Whether the RUNNING run with these tags is still being trained (see the module docstring)."""
+    if tags.get("host") == (host or socket.gethostname()):
+        try:
+            return _process_exists(int(tags.get("pid", "")))
+        except ValueError:
+            return False
+    try:
+        beat = float(tags.get("heartbeat", ""))
+    except ValueError:
+        return False
+    return (time.time() if now is None else now) - beat < stale_after_s
+
+
+def _process_exists(pid: int) -> bool:
+    """Whether another process with this id exists on this host."""
+    if pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
