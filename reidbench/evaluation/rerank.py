@@ -142,12 +142,14 @@ def _merge_tile(best_v: torch.Tensor, best_i: torch.Tensor, d: torch.Tensor, a: 
     vals = d.view(-1).index_select(0, flat)
     r = torch.div(flat, w, rounding_mode="floor")
     c = flat - r * w
-    sel = vals < _rows(tau_r, r)
-    _merge_sparse(best_v[a : a + h], best_i[a : a + h], r.masked_select(sel), c.masked_select(sel) + b, vals.masked_select(sel))
-    sel = vals < _rows(tau_c, c)
-    c, r, vals = c.masked_select(sel), r.masked_select(sel), vals.masked_select(sel)
-    order = _stable_order(c)[1]
-    _merge_sparse(best_v[b : b + w], best_i[b : b + w], _rows(c, order), _rows(r, order) + a, _rows(vals, order))
+    row_hit = vals < _rows(tau_r, r)
+    rows, cols, hit_vals = r.masked_select(row_hit), c.masked_select(row_hit), vals.masked_select(row_hit)
+    _merge_sparse(best_v[a : a + h], best_i[a : a + h], rows, cols + b, hit_vals)
+    col_hit = vals < _rows(tau_c, c)
+    rows, cols, hit_vals = r.masked_select(col_hit), c.masked_select(col_hit), vals.masked_select(col_hit)
+    order = _stable_order(cols)[1]  # the column side needs its entries grouped by column
+    _merge_sparse(best_v[b : b + w], best_i[b : b + w], _rows(cols, order), _rows(rows, order) + a,
+                  _rows(hit_vals, order))
 
 
 def _knn(
