@@ -8,7 +8,13 @@ import torch
 
 from reidbench.evaluation import k_reciprocal_rerank
 from reidbench.evaluation.gemm import matmul_nt
-from reidbench.evaluation.rerank import _knn, _order_by_value_then_index, _stable_order, _unique_per_row
+from reidbench.evaluation.rerank import (
+    _distance_operands,
+    _knn,
+    _order_by_value_then_index,
+    _stable_order,
+    _unique_per_row,
+)
 
 
 def dense_rerank(qf: np.ndarray, gf: np.ndarray, k1: int, k2: int, lam: float) -> np.ndarray:
@@ -100,7 +106,7 @@ def test_knn_tiles_and_boundary_ties_are_exact(dtype):
     want = np.argsort(o.numpy(), axis=1, kind="stable")[:, :9]
     for block in (7, 16, 64, 500):
         out = torch.empty(20, 100, dtype=torch.float32)
-        nn, nn_o, row_max = _knn(f, sq, 9, block, 20, out)
+        nn, nn_o, row_max = _knn(*_distance_operands(f[:20], f[20:]), 9, block, 20, out)
         np.testing.assert_array_equal(nn.numpy(), want)
         np.testing.assert_allclose(nn_o.numpy(), np.take_along_axis(o.numpy(), want, 1), rtol=1e-6)
         np.testing.assert_allclose(out.clamp(min=0).numpy(), d[:20, 20:].numpy())  # written unclamped

@@ -152,8 +152,25 @@ def _merge_tile(best_v: torch.Tensor, best_i: torch.Tensor, d: torch.Tensor, a: 
                   _rows(hit_vals, order))
 
 
+def _distance_operands(q: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[x, |x|^2, 1]`` and ``[-2x, 1, |x|^2]`` for the rows ``x`` of ``q`` then ``g``: a row of the first
+    times a row of the second is their squared Euclidean distance, so a tile of distances is one product."""
+    num_q, dim = q.shape
+    lhs = torch.empty((num_q + g.shape[0], dim + 2), dtype=q.dtype, device=q.device)
+    lhs[:num_q, :dim] = q
+    lhs[num_q:, :dim] = g
+    feats = lhs[:, :dim]
+    step = max(1, _PAIR_ELEMENTS // max(1, dim))
+    sq = torch.cat([(x * x).sum(1) for x in feats.split(step)])  # in steps: no N x D temporary
+    rhs = torch.empty_like(lhs)
+    torch.mul(feats, -2.0, out=rhs[:, :dim])
+    lhs[:, dim], lhs[:, dim + 1] = sq, 1.0
+    rhs[:, dim], rhs[:, dim + 1] = 1.0, sq
+    return lhs, rhs
+
+
 def _knn(
-    feats: torch.Tensor, sq: torch.Tensor, k: int, block: int, num_q: int, out: torch.Tensor
+    lhs: torch.Tensor, rhs: torch.Tensor, k: int, block: int, num_q: int, out: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``k`` nearest neighbours of every row by the row-max-normalised squared distance ``o``.
 
@@ -162,17 +179,14 @@ def _knn(
     row has a finite running threshold before the off-diagonal tiles), keeping a running top-(k+1)
     and row maxima. Neighbours are ordered by (o, index); rows whose boundary is tied in ``o`` are
     recomputed exactly. Also writes the query x gallery squared distances (unclamped) into ``out``.
+    ``lhs`` and ``rhs`` come from :func:`_distance_operands`.
     Returns (neighbour indices [n, k], their ``o`` values, row maxima of the squared distance).
     """
-    n = feats.shape[0]
+    n = lhs.shape[0]
     kk = min(k + 1, n)
-    # d(i, j) = [x_i, |x_i|^2, 1] . [-2 x_j, 1, |x_j|^2]: one product gives a tile of squared distances.
-    ones = torch.ones(n, 1, dtype=feats.dtype, device=feats.device)
-    lhs = torch.cat([feats, sq[:, None], ones], 1)
-    rhs = torch.cat([-2.0 * feats, ones, sq[:, None]], 1)
-    best_v = torch.full((n, kk), math.inf, dtype=feats.dtype, device=feats.device)
-    best_i = torch.full((n, kk), n, dtype=torch.int64, device=feats.device)
-    row_max = torch.full((n,), -math.inf, dtype=feats.dtype, device=feats.device)
+    best_v = torch.full((n, kk), math.inf, dtype=lhs.dtype, device=lhs.device)
+    best_i = torch.full((n, kk), n, dtype=torch.int64, device=lhs.device)
+    row_max = torch.full((n,), -math.inf, dtype=lhs.dtype, device=lhs.device)
     starts = range(0, n, block)
     tiles = [(a, a) for a in starts] + [(a, b) for a in starts for b in starts if b > a]
     for a, b in tiles:
@@ -272,10 +286,10 @@ def k_reciprocal_rerank(
     out = torch.empty((num_q, num_g), dtype=torch.float32, device=device)
     if num_q == 0 or num_g == 0:
         return out
-    feats = torch.cat([q, g]).contiguous()
+    lhs, rhs = _distance_operands(q, g)
+    feats, sq = lhs[:, : q.shape[1]], lhs[:, q.shape[1]]
     if not bool(torch.isfinite(feats).all()):
         raise ValueError("features contain NaN or inf")
-    sq = (feats * feats).sum(1)
     k_all = min(max(k1 + 1, k2), n)
     k_fwd = min(k1 + 1, n)
     k_half = min(round(k1 / 2) + 1, n)
@@ -283,7 +297,7 @@ def k_reciprocal_rerank(
 
     # 1. Nearest neighbours by the row-max-normalised distance; row maxima; query rows of o.
     block = chunk_size or _BLOCK
-    nn, nn_o, row_max = _knn(feats, sq, k_all, block, num_q, out)
+    nn, nn_o, row_max = _knn(lhs, rhs, k_all, block, num_q, out)
 
     # 2. k-reciprocal sets with their 1/2 expansion, and the Gaussian weights: sparse rows of V.
     members = _expanded_sets(nn, k_fwd, k_half)
