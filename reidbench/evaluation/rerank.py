@@ -62,6 +62,13 @@ def _sorted(x: torch.Tensor) -> torch.Tensor:
     return x.sort(dim=-1).values
 
 
+def _flat_nonzero(mask: torch.Tensor) -> torch.Tensor:
+    """Positions of the true entries of ``mask`` in its flattened order (NumPy's is ~3x faster on CPUs)."""
+    if mask.device.type == "cpu":
+        return torch.from_numpy(np.flatnonzero(mask.numpy()))
+    return mask.reshape(-1).nonzero().squeeze(1)
+
+
 def _stable_order(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(sorted x, stable argsort)`` along the last dimension for non-negative integer ``x``: one value
     sort of ``x * width + position``, whose ties cannot occur."""
@@ -134,7 +141,7 @@ def _merge_tile(best_v: torch.Tensor, best_i: torch.Tensor, d: torch.Tensor, a: 
     tau_r = best_v[a : a + h].amax(1)
     tau_c = best_v[b : b + w].amax(1)
     hit = torch.lt(d, torch.maximum(tau_r[:, None], tau_c[None, :]))
-    flat = hit.view(-1).nonzero().squeeze(1)
+    flat = _flat_nonzero(hit)
     if flat.numel() > d.numel() // 8:  # thresholds still loose (first tiles of tiny blocks)
         _merge_dense(best_v[a : a + h], best_i[a : a + h], d, b)
         _merge_dense(best_v[b : b + w], best_i[b : b + w], d.t(), a)
@@ -367,7 +374,7 @@ def _weights(
     pos = torch.searchsorted(by_index, members).clamp_(max=nn.shape[1] - 1)
     known = by_index.gather(1, pos) == members
     o = torch.where(known, nn_o.gather(1, p).gather(1, pos), 0.0)
-    todo = (ok & ~known).view(-1).nonzero().squeeze(1)
+    todo = _flat_nonzero(ok & ~known)
     flat_o = o.view(-1)
     step = max(1, _PAIR_ELEMENTS // feats.shape[1])
     for s in range(0, todo.numel(), step):
@@ -415,7 +422,7 @@ def _jaccard_mix(out: torch.Tensor, idx: torch.Tensor, val: torch.Tensor, q_max:
     device = out.device
     ok = idx < n
     g_ok = ok[num_q:]
-    flat = g_ok.reshape(-1).nonzero().squeeze(1)
+    flat = _flat_nonzero(g_ok)
     g_rows = torch.div(flat, idx.shape[1], rounding_mode="floor")
     g_cols = _rows(idx[num_q:].reshape(-1), flat)
     g_vals = _rows(val[num_q:].reshape(-1), flat)
@@ -438,7 +445,7 @@ def _jaccard_mix(out: torch.Tensor, idx: torch.Tensor, val: torch.Tensor, q_max:
         e = min(max(e, s + 1), s + max_rows, num_q)
         c = e - s
         sel = q_ok[s:e]
-        flat = sel.reshape(-1).nonzero().squeeze(1)
+        flat = _flat_nonzero(sel)
         qi = torch.div(flat, idx.shape[1], rounding_mode="floor")
         ql = _rows(idx[s:e].reshape(-1), flat)
         qv = _rows(val[s:e].reshape(-1), flat)
