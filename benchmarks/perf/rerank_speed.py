@@ -149,21 +149,21 @@ def main() -> None:
           f"k1={args.k1} k2={args.k2} lambda={args.lam}")
     base = rank_metrics(pairwise_distance(torch.from_numpy(qf), torch.from_numpy(gf)), qp, gp, qc, gc)
     print(f"before re-ranking: mAP {base.mAP:.4f}  R1 {base.rank(1):.4f}")
+    def measure(kind: str, label: str, before: str) -> tuple[dict, np.ndarray]:
+        """Run one implementation in its worker; print its time, memory and metrics after re-ranking."""
+        info = run_worker(kind, args, f"{tmp}/{kind}.npy")
+        matrix = np.load(f"{tmp}/{kind}.npy")
+        r = rank_metrics(matrix, qp, gp, qc, gc)
+        print(f"{label:19s}: wall {info['wall']:.1f} s, CPU {info['cpu']:.1f} s, peak RSS {info['peak_gb']:.2f} GB "
+              f"(of which {info['before_gb']:.2f} GB before the call{before}); after: mAP {r.mAP:.4f}  "
+              f"R1 {r.rank(1):.4f}")
+        return info, matrix
+
     with tempfile.TemporaryDirectory() as tmp:
-        ours = run_worker("ours", args, f"{tmp}/ours.npy")
-        d_ours = np.load(f"{tmp}/ours.npy")
-        r = rank_metrics(d_ours, qp, gp, qc, gc)
-        print(f"k_reciprocal_rerank: wall {ours['wall']:.1f} s, CPU {ours['cpu']:.1f} s, peak RSS "
-              f"{ours['peak_gb']:.2f} GB (of which {ours['before_gb']:.2f} GB before the call: python, torch, "
-              f"features); after: mAP {r.mAP:.4f}  R1 {r.rank(1):.4f}")
+        ours, d_ours = measure("ours", "k_reciprocal_rerank", ": python, torch, features")
         if args.skip_dense:
             return
-        dense = run_worker("dense", args, f"{tmp}/dense.npy")
-        d_dense = np.load(f"{tmp}/dense.npy")
-        rd = rank_metrics(d_dense, qp, gp, qc, gc)
-        print(f"dense numpy        : wall {dense['wall']:.1f} s, CPU {dense['cpu']:.1f} s, peak RSS "
-              f"{dense['peak_gb']:.2f} GB (of which {dense['before_gb']:.2f} GB before the call); "
-              f"after: mAP {rd.mAP:.4f}  R1 {rd.rank(1):.4f}")
+        dense, d_dense = measure("dense", "dense numpy", "")
         diff = np.abs(d_ours - d_dense)
         print(f"max abs diff of the matrices: {diff.max():.3g}; entries differing by > 1e-4: "
               f"{(diff > 1e-4).mean() * 100:.4f} %  (float32 near-ties can order neighbours differently)")
