@@ -32,36 +32,89 @@ def cli() -> None:
 def _execution_options(command: Callable) -> Callable:
     """Options shared by the commands that train: data, MLflow, device and where / how runs execute."""
     options = [
-        click.option("--data-root", type=click.Path(path_type=Path), default=None,
-                     help="Folder holding the datasets (default: $REIDBENCH_DATA, else ./data)."),
-        click.option("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, "
-                     "else sqlite:///results/mlflow.db)."),
+        click.option(
+            "--data-root",
+            type=click.Path(path_type=Path),
+            default=None,
+            help="Folder holding the datasets (default: $REIDBENCH_DATA, else ./data).",
+        ),
+        click.option(
+            "--tracking-uri",
+            default=None,
+            help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///results/mlflow.db).",
+        ),
         click.option("--experiment", default="reidbench", show_default=True, help="MLflow experiment name."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ..."),
-        click.option("--quiet/--progress", "-q", default=not sys.stderr.isatty(),
-                     help="Hide / show progress bars (default: shown on a terminal)."),
-        click.option("--gpus", default=None, metavar="IDS",
-                     help="Run points in parallel on these GPUs (e.g. 0-7 or 0,1,4-5): each run gets "
-                          "--gpus-per-run of them (CUDA_VISIBLE_DEVICES); the next starts when one ends."),
-        click.option("--gpus-per-run", type=int, default=1, show_default=True,
-                     help="Processes (GPUs) per run; more than 1 trains each run with DDP (gloo on CPU)."),
-        click.option("--launcher", type=click.Choice(["local", "slurm"]), default="local", show_default=True,
-                     help="slurm: submit every point as a Slurm job (submitit), requeued on preemption."),
+        click.option(
+            "--quiet/--progress",
+            "-q",
+            default=not sys.stderr.isatty(),
+            help="Hide / show progress bars (default: shown on a terminal).",
+        ),
+        click.option(
+            "--gpus",
+            default=None,
+            metavar="IDS",
+            help="Run points in parallel on these GPUs (e.g. 0-7 or 0,1,4-5): each run gets "
+            "--gpus-per-run of them (CUDA_VISIBLE_DEVICES); the next starts when one ends.",
+        ),
+        click.option(
+            "--gpus-per-run",
+            type=int,
+            default=1,
+            show_default=True,
+            help="Processes (GPUs) per run; more than 1 trains each run with DDP (gloo on CPU).",
+        ),
+        click.option(
+            "--launcher",
+            type=click.Choice(["local", "slurm"]),
+            default="local",
+            show_default=True,
+            help="slurm: submit every point as a Slurm job (submitit), requeued on preemption.",
+        ),
         click.option("--partition", default=None, help="Slurm partition."),
-        click.option("--timeout", "timeout_min", type=int, default=24 * 60, show_default=True,
-                     help="Slurm time limit per run in minutes (a run that hits it is requeued and resumes)."),
-        click.option("--cpus-per-task", type=int, default=8, show_default=True, help="Slurm CPUs per process."),
-        click.option("--slurm-set", multiple=True, metavar="KEY=VALUE",
-                     help="Extra submitit parameter, e.g. slurm_account=abc or mem_gb=64 (repeatable)."),
-        click.option("--results-dir", type=click.Path(path_type=Path), default=Path("results"), show_default=True,
-                     help="Where checkpoints/, jobs/ (worker logs) and slurm/ go; on Slurm a shared filesystem."),
+        click.option(
+            "--timeout",
+            "timeout_min",
+            type=int,
+            default=24 * 60,
+            show_default=True,
+            help="Slurm time limit per run in minutes (a run that hits it is requeued and resumes).",
+        ),
+        click.option(
+            "--cpus-per-task", type=int, default=8, show_default=True, help="Slurm CPUs per process."
+        ),
+        click.option(
+            "--slurm-set",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="Extra submitit parameter, e.g. slurm_account=abc or mem_gb=64 (repeatable).",
+        ),
+        click.option(
+            "--results-dir",
+            type=click.Path(path_type=Path),
+            default=Path("results"),
+            show_default=True,
+            help="Where checkpoints/, jobs/ (worker logs) and slurm/ go; on Slurm a shared filesystem.",
+        ),
         click.option("--keep-checkpoints", is_flag=True, help="Keep the training state of finished runs."),
-        click.option("--allow-partial", is_flag=True, help="Use a dataset whose layout check found problems (warns)."),
-        click.option("--retry-running", is_flag=True,
-                     help="Also train points whose RUNNING run looks alive (by default they are left to the "
-                          "sweep training them: same host and process alive, or a recent heartbeat)."),
-        click.option("--stale-after", "stale_after_min", type=float, default=180, show_default=True,
-                     help="Minutes without a heartbeat after which a RUNNING run on another host counts as crashed."),
+        click.option(
+            "--allow-partial", is_flag=True, help="Use a dataset whose layout check found problems (warns)."
+        ),
+        click.option(
+            "--retry-running",
+            is_flag=True,
+            help="Also train points whose RUNNING run looks alive (by default they are left to the "
+            "sweep training them: same host and process alive, or a recent heartbeat).",
+        ),
+        click.option(
+            "--stale-after",
+            "stale_after_min",
+            type=float,
+            default=180,
+            show_default=True,
+            help="Minutes without a heartbeat after which a RUNNING run on another host counts as crashed.",
+        ),
     ]
     for option in reversed(options):
         command = option(command)
@@ -70,27 +123,45 @@ def _execution_options(command: Callable) -> Callable:
 
 def _settings(opts: dict[str, Any]) -> tuple[Any, Any]:
     """(sweep.Settings, executor) from the execution options."""
-    from reidbench import executors, tracking
+    from reidbench import tracking
     from reidbench.runner import default_data_root
-    from reidbench.sweep import Settings
+    from reidbench.sweeps import executors
+    from reidbench.sweeps.sweep import Settings
 
-    executor = executors.build(opts["device"], opts["results_dir"], opts["gpus"], opts["gpus_per_run"],
-                               opts["launcher"], opts["partition"], opts["timeout_min"], opts["cpus_per_task"],
-                               list(opts["slurm_set"]))
+    executor = executors.build(
+        opts["device"],
+        opts["results_dir"],
+        opts["gpus"],
+        opts["gpus_per_run"],
+        opts["launcher"],
+        opts["partition"],
+        opts["timeout_min"],
+        opts["cpus_per_task"],
+        list(opts["slurm_set"]),
+    )
     device = opts["device"]
     if device == "auto" and not isinstance(executor, executors.InProcess):
         device = "cuda" if opts["gpus"] or opts["launcher"] == "slurm" else "auto"
-    settings = Settings(opts["data_root"] or default_data_root(), opts["tracking_uri"] or tracking.default_uri(),
-                        opts["experiment"], device, opts["results_dir"] / "checkpoints", opts["keep_checkpoints"],
-                        not opts["quiet"] and isinstance(executor, executors.InProcess), opts["gpus_per_run"],
-                        opts["allow_partial"], opts["retry_running"], opts["stale_after_min"] * 60)
+    settings = Settings(
+        opts["data_root"] or default_data_root(),
+        opts["tracking_uri"] or tracking.default_uri(),
+        opts["experiment"],
+        device,
+        opts["results_dir"] / "checkpoints",
+        opts["keep_checkpoints"],
+        not opts["quiet"] and isinstance(executor, executors.InProcess),
+        opts["gpus_per_run"],
+        opts["allow_partial"],
+        opts["retry_running"],
+        opts["stale_after_min"] * 60,
+    )
     return settings, executor
 
 
 def _report(result: Any, settings: Any) -> None:
     """Result table, failures, and a non-zero exit when a point failed."""
-    from reidbench.results import print_results
-    from reidbench.sweep import failure_lines
+    from reidbench.report.results import print_results
+    from reidbench.sweeps.sweep import failure_lines
 
     if result.results:
         print_results(console, result.results)
@@ -106,88 +177,168 @@ def _report(result: Any, settings: Any) -> None:
 @click.option("--method", "-m", "methods", multiple=True, required=True, help="Method name (repeatable).")
 @click.option("--dataset", "-d", "datasets", multiple=True, required=True, help="Dataset name (repeatable).")
 @click.option("--seeds", default=None, help="Comma-separated seeds (default: the protocol's seeds).")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a protocol value, e.g. --set optim.lr=3e-4 (repeatable).")
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a protocol value, e.g. --set optim.lr=3e-4 (repeatable).",
+)
 @_execution_options
-def run(methods: tuple[str, ...], datasets: tuple[str, ...], seeds: str | None, overrides: tuple[str, ...],
-        **opts: Any) -> None:
+def run(
+    methods: tuple[str, ...],
+    datasets: tuple[str, ...],
+    seeds: str | None,
+    overrides: tuple[str, ...],
+    **opts: Any,
+) -> None:
     """Train and evaluate every METHOD x DATASET x SEED and print the result table.
 
     Points that already have a FINISHED run with the same config are skipped; interrupted ones resume.
     """
-    from reidbench.sweep import grid, run_sweep, sweep_tags
+    from reidbench.sweeps.sweep import grid, run_sweep, sweep_tags
 
     specs = grid(methods, datasets, _seeds(seeds), list(overrides))
     settings, executor = _settings(opts)
     name = f"{'+'.join(methods)}@{'+'.join(datasets)}"
-    result = run_sweep(specs, settings, executor, kind="grid", name=name, parent_tags=sweep_tags(specs),
-                       console=console)
+    result = run_sweep(
+        specs, settings, executor, kind="grid", name=name, parent_tags=sweep_tags(specs), console=console
+    )
     _report(result, settings)
 
 
 @cli.command()
 @click.argument("name")
-@click.option("--dataset", "-d", "datasets", multiple=True, help="Dataset (repeatable; default: the ablation's).")
-@click.option("--values", default=None, help="Comma-separated values of the axis, e.g. 1,2,4 or rgb,rgb+nir "
-              "(default: the ablation's).")
+@click.option(
+    "--dataset", "-d", "datasets", multiple=True, help="Dataset (repeatable; default: the ablation's)."
+)
+@click.option(
+    "--values",
+    default=None,
+    help="Comma-separated values of the axis, e.g. 1,2,4 or rgb,rgb+nir (default: the ablation's).",
+)
 @click.option("--method", "-m", default=None, help="Ablate this method instead of the ablation's.")
-@click.option("--seeds", default=None, help="Comma-separated seeds (default: the ablation's, else the protocol's).")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a protocol value for every point (repeatable).")
+@click.option(
+    "--seeds", default=None, help="Comma-separated seeds (default: the ablation's, else the protocol's)."
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a protocol value for every point (repeatable).",
+)
 @_execution_options
-def ablate(name: str, datasets: tuple[str, ...], values: str | None, method: str | None, seeds: str | None,
-           overrides: tuple[str, ...], **opts: Any) -> None:
+def ablate(
+    name: str,
+    datasets: tuple[str, ...],
+    values: str | None,
+    method: str | None,
+    seeds: str | None,
+    overrides: tuple[str, ...],
+    **opts: Any,
+) -> None:
     """Run ablation NAME (benchmarks/ablations/NAME.yaml, or a path to a YAML file)."""
-    from reidbench.ablation import find_ablation
-    from reidbench.sweep import run_sweep, sweep_tags
+    from reidbench.sweeps.ablation import find_ablation
+    from reidbench.sweeps.sweep import run_sweep, sweep_tags
 
     ablation = find_ablation(name)
     value_list = [v.strip() for v in values.split(",") if v.strip()] if values else None
     specs = ablation.specs(list(datasets) or None, _seeds(seeds), list(overrides), value_list, method)
     settings, executor = _settings(opts)
     tags = sweep_tags(specs, ablation=ablation.name, axis=ablation.axis, axis_default=ablation.default)
-    result = run_sweep(specs, settings, executor, kind="ablation", name=ablation.name, parent_tags=tags,
-                       console=console)
+    result = run_sweep(
+        specs, settings, executor, kind="ablation", name=ablation.name, parent_tags=tags, console=console
+    )
     _report(result, settings)
 
 
 @cli.command()
 @click.option("--method", "-m", required=True, help="Method name.")
-@click.option("--dataset", "-d", required=True, help="Dataset name (tuned on a validation split of its training ids).")
+@click.option(
+    "--dataset", "-d", required=True, help="Dataset name (tuned on a validation split of its training ids)."
+)
 @click.option("--trials", type=int, required=True, help="Number of trials this process runs.")
-@click.option("--space", type=click.Path(path_type=Path), default=None,
-              help="Search space YAML (default: lr, weight decay, label smoothing, triplet margin).")
-@click.option("--storage", default=None, help="Optuna storage URL (default: sqlite:///results/optuna.db; "
-              "use postgresql://... to share a study between machines).")
-@click.option("--study", "study_name", default=None, help="Study name (default: METHOD@DATASET); workers with "
-              "the same name and storage share it.")
+@click.option(
+    "--space",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Search space YAML (default: lr, weight decay, label smoothing, triplet margin).",
+)
+@click.option(
+    "--storage",
+    default=None,
+    help="Optuna storage URL (default: sqlite:///results/optuna.db; "
+    "use postgresql://... to share a study between machines).",
+)
+@click.option(
+    "--study",
+    "study_name",
+    default=None,
+    help="Study name (default: METHOD@DATASET); workers with the same name and storage share it.",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Training seed of every trial.")
-@click.option("--val-fraction", type=float, default=0.2, show_default=True,
-              help="Fraction of training identities carved into the validation query / gallery.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a protocol value for every trial (repeatable).")
+@click.option(
+    "--val-fraction",
+    type=float,
+    default=0.2,
+    show_default=True,
+    help="Fraction of training identities carved into the validation query / gallery.",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a protocol value for every trial (repeatable).",
+)
 @_execution_options
-def tune(method: str, dataset: str, trials: int, space: Path | None, storage: str | None, study_name: str | None,
-         seed: int, val_fraction: float, overrides: tuple[str, ...], **opts: Any) -> None:
+def tune(
+    method: str,
+    dataset: str,
+    trials: int,
+    space: Path | None,
+    storage: str | None,
+    study_name: str | None,
+    seed: int,
+    val_fraction: float,
+    overrides: tuple[str, ...],
+    **opts: Any,
+) -> None:
     """Optuna search maximising validation mAP (never the test set); trials are MLflow child runs."""
-    from reidbench import executors
-    from reidbench.tune import best_command, load_space
-    from reidbench.tune import tune as run_study
+    from reidbench.sweeps import executors
+    from reidbench.sweeps.tune import best_command, load_space
+    from reidbench.sweeps.tune import tune as run_study
 
     settings, executor = _settings(opts)
     if not isinstance(executor, executors.InProcess):
-        raise UserError("tune runs its trials in this process: start one `reidbench tune` per GPU "
-                        "(CUDA_VISIBLE_DEVICES=i) or machine with the same --storage and --study instead of "
-                        "--gpus / --gpus-per-run / --launcher")
-    study = run_study(method, dataset, trials, settings, load_space(space), storage=storage, study_name=study_name,
-                      seed=seed, overrides=list(overrides), fraction=val_fraction, console=console)
+        raise UserError(
+            "tune runs its trials in this process: start one `reidbench tune` per GPU "
+            "(CUDA_VISIBLE_DEVICES=i) or machine with the same --storage and --study instead of "
+            "--gpus / --gpus-per-run / --launcher"
+        )
+    study = run_study(
+        method,
+        dataset,
+        trials,
+        settings,
+        load_space(space),
+        storage=storage,
+        study_name=study_name,
+        seed=seed,
+        overrides=list(overrides),
+        fraction=val_fraction,
+        console=console,
+    )
     finished = [t for t in study.trials if t.value is not None]
     if not finished:
         console.print("no trial finished yet")
         return
     best = study.best_trial
-    console.print(f"best of {len(finished)} finished trial(s): #{best.number}, validation mAP "
-                  f"{100 * best.value:.1f}", highlight=False)
+    console.print(
+        f"best of {len(finished)} finished trial(s): #{best.number}, validation mAP {100 * best.value:.1f}",
+        highlight=False,
+    )
     console.print(f"test it: {best_command(study, method, dataset)}", highlight=False, markup=False)
 
 
@@ -222,8 +373,12 @@ def datasets_group() -> None:
     """Check an official dataset download, or decode it into the cache ahead of training."""
 
 
-_data_root = click.option("--data-root", type=click.Path(path_type=Path), default=None,
-                          help="Folder holding the datasets (default: $REIDBENCH_DATA, else ./data).")
+_data_root = click.option(
+    "--data-root",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder holding the datasets (default: $REIDBENCH_DATA, else ./data).",
+)
 
 
 @datasets_group.command("check")
@@ -249,11 +404,14 @@ def datasets_check(name: str, data_root: Path | None) -> None:
 @datasets_group.command("prepare")
 @click.argument("name")
 @_data_root
-@click.option("--image-size", default=None, metavar="HxW", help="Decode at this size (default: the protocol's).")
+@click.option(
+    "--image-size", default=None, metavar="HxW", help="Decode at this size (default: the protocol's)."
+)
 @click.option("--allow-partial", is_flag=True, help="Go on despite layout problems (warns).")
 @click.option("--quiet/--progress", "-q", default=not sys.stderr.isatty(), help="Hide / show progress bars.")
-def datasets_prepare(name: str, data_root: Path | None, image_size: str | None, allow_partial: bool,
-                     quiet: bool) -> None:
+def datasets_prepare(
+    name: str, data_root: Path | None, image_size: str | None, allow_partial: bool, quiet: bool
+) -> None:
     """Decode dataset NAME once into the cache ($REIDBENCH_CACHE) at the protocol's image size."""
     import time
 
@@ -267,7 +425,9 @@ def datasets_prepare(name: str, data_root: Path | None, image_size: str | None, 
     size = _size(image_size) if image_size else tuple(build_protocol(name).data.image_size)
     start = time.perf_counter()
     for split, folder, samples, nbytes in prepare(dataset, size, show_progress=not quiet):
-        console.print(f"{split:8s} {samples:6d} samples  {nbytes / 2**20:9.1f} MiB  {folder}", highlight=False)
+        console.print(
+            f"{split:8s} {samples:6d} samples  {nbytes / 2**20:9.1f} MiB  {folder}", highlight=False
+        )
     console.print(f"cache ready at {size[0]}x{size[1]} in {time.perf_counter() - start:.1f} s")
 
 
@@ -282,8 +442,8 @@ def _size(text: str) -> tuple[int, int]:
 def _list_ablations() -> None:
     from rich.table import Table
 
-    from reidbench.ablation import register_ablations
     from reidbench.registry import ABLATIONS
+    from reidbench.sweeps.ablation import register_ablations
 
     register_ablations()
     table = Table(title=f"ablations ({len(ABLATIONS)}): reidbench ablate NAME [--dataset D] [--values a,b]")
@@ -301,31 +461,73 @@ def _knobs(cls: type | None) -> list[str]:
 
     if cls is None:
         return []
-    return [f"{f.name}={f.default!r}" if f.default is not dataclasses.MISSING else f.name
-            for f in dataclasses.fields(cls)]
+    return [
+        f"{f.name}={f.default!r}" if f.default is not dataclasses.MISSING else f.name
+        for f in dataclasses.fields(cls)
+    ]
 
 
 # --- report ------------------------------------------------------------------------------------------------
 @cli.command()
 @click.option("--experiment", default="reidbench", show_default=True, help="MLflow experiment to report on.")
-@click.option("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, "
-              "else sqlite:///results/mlflow.db).")
-@click.option("--format", "formats", multiple=True, default=("terminal",), show_default=True,
-              type=click.Choice(["latex", "markdown", "csv", "terminal", "all"]),
-              help="Output format (repeatable); files go under --out.")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("results/report"), show_default=True,
-              help="Folder for the table files and figures/.")
-@click.option("--metric", "metrics", multiple=True, metavar="NAME",
-              help="Metric columns: mAP, rank1, rank5, rank10, mINP (repeatable or comma-separated; "
-              "default mAP,rank1).")
-@click.option("--published", type=click.Path(path_type=Path), default=None,
-              help="CSV of numbers reported by papers (default: the repo's results/published.csv).")
-@click.option("--reported", type=click.Choice(["matching", "all", "none"]), default="matching",
-              show_default=True, help="Which reported rows to show: datasets we have runs on, all, none.")
-@click.option("--plots/--no-plots", default=True, show_default=True,
-              help="Write ablation plots and training curves (PNG + PDF) when writing files.")
-def report(experiment: str, tracking_uri: str | None, formats: tuple[str, ...], out: Path,
-           metrics: tuple[str, ...], published: Path | None, reported: str, plots: bool) -> None:
+@click.option(
+    "--tracking-uri",
+    default=None,
+    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///results/mlflow.db).",
+)
+@click.option(
+    "--format",
+    "formats",
+    multiple=True,
+    default=("terminal",),
+    show_default=True,
+    type=click.Choice(["latex", "markdown", "csv", "terminal", "all"]),
+    help="Output format (repeatable); files go under --out.",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("results/report"),
+    show_default=True,
+    help="Folder for the table files and figures/.",
+)
+@click.option(
+    "--metric",
+    "metrics",
+    multiple=True,
+    metavar="NAME",
+    help="Metric columns: mAP, rank1, rank5, rank10, mINP (repeatable or comma-separated; "
+    "default mAP,rank1).",
+)
+@click.option(
+    "--published",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="CSV of numbers reported by papers (default: the repo's results/published.csv).",
+)
+@click.option(
+    "--reported",
+    type=click.Choice(["matching", "all", "none"]),
+    default="matching",
+    show_default=True,
+    help="Which reported rows to show: datasets we have runs on, all, none.",
+)
+@click.option(
+    "--plots/--no-plots",
+    default=True,
+    show_default=True,
+    help="Write ablation plots and training curves (PNG + PDF) when writing files.",
+)
+def report(
+    experiment: str,
+    tracking_uri: str | None,
+    formats: tuple[str, ...],
+    out: Path,
+    metrics: tuple[str, ...],
+    published: Path | None,
+    reported: str,
+    plots: bool,
+) -> None:
     """Leaderboard, cost, missing-modality and ablation tables (+ plots) from the finished MLflow runs."""
     from reidbench import tracking
     from reidbench.report import load_report, parse_formats, parse_metrics, write_report
@@ -335,16 +537,22 @@ def report(experiment: str, tracking_uri: str | None, formats: tuple[str, ...], 
     format_list = parse_formats(formats)
     files = [f for f in format_list if f != "terminal"]
     uri = tracking_uri or tracking.default_uri()
-    result = load_report(uri, experiment, metric_list, published, reported, with_histories=plots and bool(files))
+    result = load_report(
+        uri, experiment, metric_list, published, reported, with_histories=plots and bool(files)
+    )
     if "terminal" in format_list:
         print_tables(console, result.tables)
     if result.runset.superseded:
-        console.print(f"note: {result.runset.superseded} re-run(s) of a seed with an identical config were "
-                      "superseded by the latest run (not averaged in)")
+        console.print(
+            f"note: {result.runset.superseded} re-run(s) of a seed with an identical config were "
+            "superseded by the latest run (not averaged in)"
+        )
     if files:
         written = write_report(result, out, files, metric_list, plots=plots)
-        console.print(f"wrote {len(written)} files under {out}/ ({', '.join(files)}"
-                      f"{', figures/' if plots and any(p.parent.name == 'figures' for p in written) else ''})")
+        console.print(
+            f"wrote {len(written)} files under {out}/ ({', '.join(files)}"
+            f"{', figures/' if plots and any(p.parent.name == 'figures' for p in written) else ''})"
+        )
 
 
 def main() -> None:

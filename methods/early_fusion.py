@@ -27,8 +27,16 @@ from reidbench.registry import METHODS
 class EarlyFusion(nn.Module):
     """Architecture: shared ``backbone`` per modality -> tokens concatenated -> ``encoder`` -> readout -> ``head``."""
 
-    def __init__(self, modalities: list[str], backbone: nn.Module, encoder: nn.Module, head: BNNeckHead,
-                 readout: str = "mean", token: int = 0, modality_embedding: nn.Parameter | None = None) -> None:
+    def __init__(
+        self,
+        modalities: list[str],
+        backbone: nn.Module,
+        encoder: nn.Module,
+        head: BNNeckHead,
+        readout: str = "mean",
+        token: int = 0,
+        modality_embedding: nn.Parameter | None = None,
+    ) -> None:
         super().__init__()
         self.modalities = list(modalities)
         self.backbone = backbone
@@ -60,9 +68,18 @@ class EarlyFusionConfig:
     modality_embedding: bool = False
 
 
-def early_fusion_model(modalities: list[str], num_classes: int, protocol: Protocol, depth: int = 1, heads: int = 8,
-                       dim_feedforward: int = 2048, dropout: float = 0.1, readout: str = "mean", token: int = 0,
-                       modality_embedding: bool = False) -> EarlyFusion:
+def early_fusion_model(
+    modalities: list[str],
+    num_classes: int,
+    protocol: Protocol,
+    depth: int = 1,
+    heads: int = 8,
+    dim_feedforward: int = 2048,
+    dropout: float = 0.1,
+    readout: str = "mean",
+    token: int = 0,
+    modality_embedding: bool = False,
+) -> EarlyFusion:
     """Model builder: joint attention over all modalities' backbone tokens."""
     backbone = build_image_backbone(protocol.backbone, protocol.data.image_size)
     dim = backbone.dim
@@ -75,13 +92,35 @@ def early_fusion_model(modalities: list[str], num_classes: int, protocol: Protoc
     if modality_embedding:
         embed = nn.Parameter(torch.zeros(len(modalities), dim))
         nn.init.trunc_normal_(embed, std=0.02)
-    return EarlyFusion(modalities, backbone, post_norm_stack(dim, depth, heads, dim_feedforward, dropout),
-                       BNNeckHead(dim, num_classes), readout, token, embed)
+    return EarlyFusion(
+        modalities,
+        backbone,
+        post_norm_stack(dim, depth, heads, dim_feedforward, dropout),
+        BNNeckHead(dim, num_classes),
+        readout,
+        token,
+        embed,
+    )
 
 
-@METHODS.register("early_fusion", "all modalities' ViT tokens concatenated into one fusion transformer "
-                  "(GraFT's vanilla-fusion baseline)", config=EarlyFusionConfig)
-def early_fusion(cfg: EarlyFusionConfig, protocol: Protocol, info: DatasetInfo, num_classes: int) -> EarlyFusion:
+@METHODS.register(
+    "early_fusion",
+    "all modalities' ViT tokens concatenated into one fusion transformer (GraFT's vanilla-fusion baseline)",
+    config=EarlyFusionConfig,
+)
+def early_fusion(
+    cfg: EarlyFusionConfig, protocol: Protocol, info: DatasetInfo, num_classes: int
+) -> EarlyFusion:
     """Registered builder: reads the method knobs from ``cfg``."""
-    return early_fusion_model(protocol.data.modalities, num_classes, protocol, cfg.depth, cfg.heads,
-                              cfg.dim_feedforward, cfg.dropout, cfg.readout, cfg.token, cfg.modality_embedding)
+    return early_fusion_model(
+        protocol.data.modalities,
+        num_classes,
+        protocol,
+        cfg.depth,
+        cfg.heads,
+        cfg.dim_feedforward,
+        cfg.dropout,
+        cfg.readout,
+        cfg.token,
+        cfg.modality_embedding,
+    )

@@ -46,11 +46,11 @@ from torch import nn
 from reidbench.config import from_dict
 from reidbench.data.types import DatasetInfo
 from reidbench.errors import UserError
-from reidbench.losses import augmented_triplet
 from reidbench.nn import BNNeckHead, ModelOutput, build_image_backbone
 from reidbench.nn.tokens import post_norm_stack
 from reidbench.protocol import Protocol
 from reidbench.registry import METHODS
+from reidbench.train.losses import augmented_triplet
 
 
 class GraFT(nn.Module):
@@ -61,9 +61,16 @@ class GraFT(nn.Module):
     ``data_embedding`` (B, F*D), the negative side of the augmented triplet.
     """
 
-    def __init__(self, backbone: nn.Module, encoders: dict[str, nn.Module], fusion_tokens: nn.Parameter,
-                 fusion_weights: torch.Tensor, head: BNNeckHead, data_token: int = 0,
-                 drop_missing: bool = False) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        encoders: dict[str, nn.Module],
+        fusion_tokens: nn.Parameter,
+        fusion_weights: torch.Tensor,
+        head: BNNeckHead,
+        data_token: int = 0,
+        drop_missing: bool = False,
+    ) -> None:
         super().__init__()
         self.modalities = list(encoders)
         self.drops_missing_modalities = drop_missing  # evaluation leaves absent modalities out of the batch
@@ -85,11 +92,11 @@ class GraFT(nn.Module):
         start = num + self.data_token
         fused, data = [], []
         for j, m in enumerate(present):
-            t = tokens[j * size:(j + 1) * size]
+            t = tokens[j * size : (j + 1) * size]
             seq = torch.cat([self.fusion_tokens.expand(size, -1, -1).to(t.dtype), t], dim=1)
             out = self.encoders[m](seq)
             fused.append(out[:, :num].flatten(1))
-            data.append(out[:, start:start + num].flatten(1))
+            data.append(out[:, start : start + num].flatten(1))
         weights = self.fusion_weights
         if len(present) < len(self.modalities):  # rescale the present modalities' weights to the full sum
             kept = weights[[self.modalities.index(m) for m in present]]
@@ -114,20 +121,34 @@ class GraftConfig:
     drop_missing: bool = False  # missing-modality evaluation: average the present modalities (else zero-fill)
 
 
-def graft_model(modalities: list[str], num_classes: int, protocol: Protocol, fusion_tokens: int = 1,
-                depth: int = 1, heads: int = 8, dim_feedforward: int = 2048, dropout: float = 0.1,
-                learnable_fusion_weights: bool = False, data_token: int = 0, drop_missing: bool = False) -> GraFT:
+def graft_model(
+    modalities: list[str],
+    num_classes: int,
+    protocol: Protocol,
+    fusion_tokens: int = 1,
+    depth: int = 1,
+    heads: int = 8,
+    dim_feedforward: int = 2048,
+    dropout: float = 0.1,
+    learnable_fusion_weights: bool = False,
+    data_token: int = 0,
+    drop_missing: bool = False,
+) -> GraFT:
     """Model builder: GraFT over ``modalities`` with the protocol's backbone."""
     if fusion_tokens < 1 or depth < 1:
-        raise UserError(f"graft: method.fusion_tokens ({fusion_tokens}) and method.depth ({depth}) must be >= 1")
+        raise UserError(
+            f"graft: method.fusion_tokens ({fusion_tokens}) and method.depth ({depth}) must be >= 1"
+        )
     backbone = build_image_backbone(protocol.backbone, protocol.data.image_size)
     dim = backbone.dim
     if dim % heads:
         raise UserError(f"graft: backbone width {dim} is not a multiple of method.heads={heads}")
     num_tokens = backbone.num_prefix_tokens + backbone.grid[0] * backbone.grid[1]
     if not 0 <= data_token <= num_tokens - fusion_tokens:
-        raise UserError(f"graft: method.data_token={data_token} must lie in [0, {num_tokens - fusion_tokens}] "
-                        f"(the backbone gives {num_tokens} tokens)")
+        raise UserError(
+            f"graft: method.data_token={data_token} must lie in [0, {num_tokens - fusion_tokens}] "
+            f"(the backbone gives {num_tokens} tokens)"
+        )
     encoders = {m: post_norm_stack(dim, depth, heads, dim_feedforward, dropout) for m in modalities}
     init = torch.empty(fusion_tokens, 1, dim)
     nn.init.xavier_uniform_(init)  # the official (F, 1, D) parameter's initialisation
@@ -135,8 +156,15 @@ def graft_model(modalities: list[str], num_classes: int, protocol: Protocol, fus
     weights = torch.full((len(modalities),), 1.0 / len(modalities))
     if learnable_fusion_weights:
         weights = nn.Parameter(weights)
-    return GraFT(backbone, encoders, tokens, weights, BNNeckHead(fusion_tokens * dim, num_classes), data_token,
-                 drop_missing)
+    return GraFT(
+        backbone,
+        encoders,
+        tokens,
+        weights,
+        BNNeckHead(fusion_tokens * dim, num_classes),
+        data_token,
+        drop_missing,
+    )
 
 
 def graft_loss_terms(protocol: Protocol) -> dict:
@@ -144,8 +172,13 @@ def graft_loss_terms(protocol: Protocol) -> dict:
     cfg = from_dict(GraftConfig, protocol.method, "method")
 
     def aug_triplet(out: ModelOutput, labels: torch.Tensor, _: float) -> torch.Tensor:
-        return augmented_triplet(out.embedding, out.extras["data_embedding"], labels, cfg.triplet_mining,
-                                 protocol.loss.triplet_margin)
+        return augmented_triplet(
+            out.embedding,
+            out.extras["data_embedding"],
+            labels,
+            cfg.triplet_mining,
+            protocol.loss.triplet_margin,
+        )
 
     return {"aug_triplet": (aug_triplet, protocol.loss.triplet_weight)}
 
@@ -159,18 +192,46 @@ GRAFT_DEFAULTS = {
     "loss.center_weight": 0.0005,
     "loss.triplet_margin": None,
     "train.stages": [
-        {"name": "frozen", "epoch_share": 0.4, "freeze": ["backbone"], "label_smoothing": 0.0,
-         "loss": "ce+aug_triplet", "schedule": "warmup_sqrt"},
-        {"name": "unfrozen", "epoch_share": 0.6, "label_smoothing": 0.1, "loss": "ce+aug_triplet+center",
-         "schedule": "constant", "warmup_epochs": 0, "lr_scale": round(STAGE2_LR_SCALE, 4)},
+        {
+            "name": "frozen",
+            "epoch_share": 0.4,
+            "freeze": ["backbone"],
+            "label_smoothing": 0.0,
+            "loss": "ce+aug_triplet",
+            "schedule": "warmup_sqrt",
+        },
+        {
+            "name": "unfrozen",
+            "epoch_share": 0.6,
+            "label_smoothing": 0.1,
+            "loss": "ce+aug_triplet+center",
+            "schedule": "constant",
+            "warmup_epochs": 0,
+            "lr_scale": round(STAGE2_LR_SCALE, 4),
+        },
     ],
 }
 
 
-@METHODS.register("graft", "GraFT: shared ViT, per-modality fusion layers with shared fusion tokens, "
-                  "augmented triplet, two stages", config=GraftConfig, defaults=GRAFT_DEFAULTS,
-                  loss_terms=graft_loss_terms)
+@METHODS.register(
+    "graft",
+    "GraFT: shared ViT, per-modality fusion layers with shared fusion tokens, augmented triplet, two stages",
+    config=GraftConfig,
+    defaults=GRAFT_DEFAULTS,
+    loss_terms=graft_loss_terms,
+)
 def graft(cfg: GraftConfig, protocol: Protocol, info: DatasetInfo, num_classes: int) -> GraFT:
     """Registered builder: reads the method knobs from ``cfg``."""
-    return graft_model(protocol.data.modalities, num_classes, protocol, cfg.fusion_tokens, cfg.depth, cfg.heads,
-                       cfg.dim_feedforward, cfg.dropout, cfg.learnable_fusion_weights, cfg.data_token, cfg.drop_missing)
+    return graft_model(
+        protocol.data.modalities,
+        num_classes,
+        protocol,
+        cfg.fusion_tokens,
+        cfg.depth,
+        cfg.heads,
+        cfg.dim_feedforward,
+        cfg.dropout,
+        cfg.learnable_fusion_weights,
+        cfg.data_token,
+        cfg.drop_missing,
+    )

@@ -66,8 +66,13 @@ class LateFusionConfig:
     shared_backbone: bool = True
 
 
-def late_fusion_model(modalities: list[str], num_classes: int, protocol: Protocol, fusion: str = "concat",
-                      shared_backbone: bool = True) -> LateFusion:
+def late_fusion_model(
+    modalities: list[str],
+    num_classes: int,
+    protocol: Protocol,
+    fusion: str = "concat",
+    shared_backbone: bool = True,
+) -> LateFusion:
     """Model builder: a late-fusion network over ``modalities`` with the protocol's backbone."""
     size = tuple(protocol.data.image_size)
 
@@ -81,15 +86,20 @@ def late_fusion_model(modalities: list[str], num_classes: int, protocol: Protoco
     return LateFusion(encoders, fusion_module, BNNeckHead(out_dim, num_classes))
 
 
-@METHODS.register("late_fusion", "per-modality ViT encoders, embeddings fused (concat|mean|max|attention), BNNeck",
-                  config=LateFusionConfig)
+@METHODS.register(
+    "late_fusion",
+    "per-modality ViT encoders, embeddings fused (concat|mean|max|attention), BNNeck",
+    config=LateFusionConfig,
+)
 def late_fusion(cfg: LateFusionConfig, protocol: Protocol, info: DatasetInfo, num_classes: int) -> LateFusion:
     """Registered builder: reads the method knobs from ``cfg``."""
     return late_fusion_model(protocol.data.modalities, num_classes, protocol, cfg.fusion, cfg.shared_backbone)
 
 
-@METHODS.register("multi_stream_vit", "a separate ViT per modality, CLS tokens concatenated, BNNeck "
-                  "(TOP-ReID-style multi-stream baseline)")
+@METHODS.register(
+    "multi_stream_vit",
+    "a separate ViT per modality, CLS tokens concatenated, BNNeck (TOP-ReID-style multi-stream baseline)",
+)
 def multi_stream_vit(cfg: None, protocol: Protocol, info: DatasetInfo, num_classes: int) -> LateFusion:
     """Registered builder: late fusion with separate backbones and concatenation."""
     return late_fusion_model(protocol.data.modalities, num_classes, protocol, "concat", shared_backbone=False)
@@ -100,11 +110,16 @@ class SingleModalityConfig:
     modality: str = "rgb"  # the one modality used; the others are ignored
 
 
-@METHODS.register("single_modality", "one modality alone (RGB by default): ViT CLS, BNNeck",
-                  config=SingleModalityConfig)
-def single_modality(cfg: SingleModalityConfig, protocol: Protocol, info: DatasetInfo, num_classes: int) -> LateFusion:
+@METHODS.register(
+    "single_modality", "one modality alone (RGB by default): ViT CLS, BNNeck", config=SingleModalityConfig
+)
+def single_modality(
+    cfg: SingleModalityConfig, protocol: Protocol, info: DatasetInfo, num_classes: int
+) -> LateFusion:
     """Registered builder: a one-encoder network on ``cfg.modality``."""
     if cfg.modality not in protocol.data.modalities:
-        raise UserError(f"single_modality: method.modality={cfg.modality!r} is not among data.modalities "
-                        f"{protocol.data.modalities}")
+        raise UserError(
+            f"single_modality: method.modality={cfg.modality!r} is not among data.modalities "
+            f"{protocol.data.modalities}"
+        )
     return late_fusion_model([cfg.modality], num_classes, protocol, "concat")

@@ -93,19 +93,36 @@ class MMET(nn.Module):
     Encoders a mode does not use may be None. ``mm_cls`` (1, 1, D), ``stream_embedding`` (streams, D).
     """
 
-    def __init__(self, modalities: list[str], image_encoder: nn.Module | None, text_encoder: TextEncoder | None,
-                 tokenizer: object | None, mm_encoder: nn.Module | None, image_to_mm: nn.Module | None,
-                 text_to_mm: nn.Module | None, head: BNNeckHead, mode: str = "multimodal",
-                 eval_mode: str | None = None, feature: str = "post_bn", image_mask_ratio: float = 0.0,
-                 mask_min_block: int = 16, text_mask_prob: float = 0.0, text_max_len: int = 77,
-                 stream_embedding: nn.Parameter | None = None, mlm_head: MaskedLMHead | None = None,
-                 mpr_head: nn.Module | None = None, drop_missing: bool = False) -> None:
+    def __init__(
+        self,
+        modalities: list[str],
+        image_encoder: nn.Module | None,
+        text_encoder: TextEncoder | None,
+        tokenizer: object | None,
+        mm_encoder: nn.Module | None,
+        image_to_mm: nn.Module | None,
+        text_to_mm: nn.Module | None,
+        head: BNNeckHead,
+        mode: str = "multimodal",
+        eval_mode: str | None = None,
+        feature: str = "post_bn",
+        image_mask_ratio: float = 0.0,
+        mask_min_block: int = 16,
+        text_mask_prob: float = 0.0,
+        text_max_len: int = 77,
+        stream_embedding: nn.Parameter | None = None,
+        mlm_head: MaskedLMHead | None = None,
+        mpr_head: nn.Module | None = None,
+        drop_missing: bool = False,
+    ) -> None:
         super().__init__()
         self.modalities = list(modalities)
         self.drops_missing_modalities = drop_missing  # evaluation leaves absent modalities out of the batch
         self.image_encoder, self.text_encoder, self.tokenizer = image_encoder, text_encoder, tokenizer
         self.mm_encoder, self.image_to_mm, self.text_to_mm = mm_encoder, image_to_mm, text_to_mm
-        self.mm_cls = nn.Parameter(torch.zeros(1, 1, head.bn.num_features)) if mm_encoder is not None else None
+        self.mm_cls = (
+            nn.Parameter(torch.zeros(1, 1, head.bn.num_features)) if mm_encoder is not None else None
+        )
         self.stream_embedding = stream_embedding
         self.head = head
         self.mode, self.eval_mode, self.feature = mode, eval_mode or mode, feature
@@ -124,8 +141,9 @@ class MMET(nn.Module):
                 raise UserError(f"mmet ({mode} mode) got none of its image modalities {self.modalities}")
             images = torch.cat([batch[m] for m in present])
             if self.training and self.image_mask_ratio > 0:
-                image_mask = block_masks(len(images), self.image_encoder.grid, self.image_mask_ratio,
-                                         self.mask_min_block).to(images.device)
+                image_mask = block_masks(
+                    len(images), self.image_encoder.grid, self.image_mask_ratio, self.mask_min_block
+                ).to(images.device)
             image_tokens = self.image_encoder(images, image_mask)
         if mode in ("text", "multimodal"):
             ids, attn, mlm_labels = self._tokenize(batch)
@@ -143,20 +161,34 @@ class MMET(nn.Module):
     def _tokenize(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         texts = batch.get("text")
         if texts is None:
-            raise UserError("mmet needs captions: the batch has no 'text' (set data.text=true on a dataset "
-                            "with captions, or method.mode=image)")
-        enc = self.tokenizer(list(texts), padding="longest", truncation=True, max_length=self.text_max_len,
-                             return_tensors="pt")
+            raise UserError(
+                "mmet needs captions: the batch has no 'text' (set data.text=true on a dataset "
+                "with captions, or method.mode=image)"
+            )
+        enc = self.tokenizer(
+            list(texts), padding="longest", truncation=True, max_length=self.text_max_len, return_tensors="pt"
+        )
         ids, labels = enc["input_ids"], None
         if self.training and self.text_mask_prob > 0:
-            ids, labels = whole_word_mask(ids, [enc.word_ids(i) for i in range(len(ids))], self.text_mask_prob,
-                                          self.tokenizer.mask_token_id, len(self.tokenizer),
-                                          set(self.tokenizer.all_special_ids))
+            ids, labels = whole_word_mask(
+                ids,
+                [enc.word_ids(i) for i in range(len(ids))],
+                self.text_mask_prob,
+                self.tokenizer.mask_token_id,
+                len(self.tokenizer),
+                set(self.tokenizer.all_special_ids),
+            )
         device = self.head.bn.weight.device
         return ids.to(device), enc["attention_mask"].to(device), None if labels is None else labels.to(device)
 
-    def _streams(self, mode: str, present: list[str], image: torch.Tensor | None, text: torch.Tensor | None,
-                 attn: torch.Tensor | None) -> Streams:
+    def _streams(
+        self,
+        mode: str,
+        present: list[str],
+        image: torch.Tensor | None,
+        text: torch.Tensor | None,
+        attn: torch.Tensor | None,
+    ) -> Streams:
         if mode == "text":
             return Streams(cls=text[:, 0], text=text)
         if mode == "image" and len(self.modalities) == 1:
@@ -179,10 +211,16 @@ class MMET(nn.Module):
         pad = torch.cat([torch.zeros(size, 1, dtype=torch.bool, device=cls.device), *pads], dim=1)
         out = self.mm_encoder(torch.cat([cls, *parts], dim=1), pad)
         tokens = image.shape[1] * num
-        image_out = out[:, 1:1 + tokens].unflatten(1, (num, -1)).transpose(0, 1).flatten(0, 1)  # (M*B, T, D)
-        return Streams(cls=out[:, 0], image=image_out, text=out[:, 1 + tokens:] if mode == "multimodal" else None)
+        image_out = (
+            out[:, 1 : 1 + tokens].unflatten(1, (num, -1)).transpose(0, 1).flatten(0, 1)
+        )  # (M*B, T, D)
+        return Streams(
+            cls=out[:, 0], image=image_out, text=out[:, 1 + tokens :] if mode == "multimodal" else None
+        )
 
-    def _patch_regression(self, tokens: torch.Tensor, images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def _patch_regression(
+        self, tokens: torch.Tensor, images: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
         prefix = self.image_encoder.num_prefix_tokens
         pred = self.mpr_head(tokens[:, prefix:][mask]).float()
         target = normalised_patches(images, self.image_encoder.patch_size)[mask]
@@ -222,30 +260,48 @@ def _terms(protocol: Protocol) -> set[str]:
     return {t.strip() for s in protocol.resolved_stages() for t in (s.loss or "").split("+")}
 
 
-def mmet_model(modalities: list[str], num_classes: int, protocol: Protocol, cfg: MMETConfig,
-               has_text: bool = True) -> MMET:
+def mmet_model(
+    modalities: list[str], num_classes: int, protocol: Protocol, cfg: MMETConfig, has_text: bool = True
+) -> MMET:
     """Model builder: MMET over ``modalities`` (+ captions) with the protocol's image backbone."""
     modes = {cfg.mode, cfg.eval_mode or cfg.mode}
     if cfg.mode == "image" and modes != {"image"}:
-        raise UserError(f"mmet: a model trained with method.mode=image has no trained text path for "
-                        f"method.eval_mode={cfg.eval_mode}")
+        raise UserError(
+            f"mmet: a model trained with method.mode=image has no trained text path for "
+            f"method.eval_mode={cfg.eval_mode}"
+        )
     if cfg.mode == "text" and modes != {"text"}:
-        raise UserError(f"mmet: a model trained with method.mode=text has no trained image path for "
-                        f"method.eval_mode={cfg.eval_mode}")
+        raise UserError(
+            f"mmet: a model trained with method.mode=text has no trained image path for "
+            f"method.eval_mode={cfg.eval_mode}"
+        )
     need_text = bool(modes & {"text", "multimodal"})
     need_image = bool(modes & {"image", "multimodal"})
     if need_text and not (protocol.data.text and has_text):
-        raise UserError("mmet with text (method.mode / eval_mode text or multimodal) needs captions: "
-                        + ("set data.text=true" if has_text else "this dataset has none; use method.mode=image"))
+        raise UserError(
+            "mmet with text (method.mode / eval_mode text or multimodal) needs captions: "
+            + ("set data.text=true" if has_text else "this dataset has none; use method.mode=image")
+        )
     terms = _terms(protocol)
     image = text = tokenizer = None
     if need_image:
-        image = build_image_backbone(protocol.backbone, protocol.data.image_size,
-                                     mask_token=cfg.image_mask_ratio > 0 and cfg.mode != "text")
+        image = build_image_backbone(
+            protocol.backbone,
+            protocol.data.image_size,
+            mask_token=cfg.image_mask_ratio > 0 and cfg.mode != "text",
+        )
     if need_text:
         tokenizer = build_tokenizer(cfg.tokenizer or cfg.text_weights or cfg.text_model)
-        text = build_text_encoder(cfg.text_model, len(tokenizer), cfg.text_pretrained, cfg.text_weights,
-                                  cfg.text_hidden, cfg.text_layers, cfg.text_heads, max(512, cfg.text_max_len))
+        text = build_text_encoder(
+            cfg.text_model,
+            len(tokenizer),
+            cfg.text_pretrained,
+            cfg.text_weights,
+            cfg.text_hidden,
+            cfg.text_layers,
+            cfg.text_heads,
+            max(512, cfg.text_max_len),
+        )
     dim = image.dim if image is not None else text.dim
     uses_mm = "multimodal" in modes or (need_image and len(modalities) > 1)
     mm = image_to_mm = text_to_mm = streams = None
@@ -258,17 +314,37 @@ def mmet_model(modalities: list[str], num_classes: int, protocol: Protocol, cfg:
         if cfg.modality_embedding:
             streams = nn.Parameter(torch.zeros(len(modalities) + (text_to_mm is not None), dim))
     if "text" in modes and text.dim != dim:
-        raise UserError(f"mmet: the shared head takes width {dim} but the text encoder gives {text.dim}; "
-                        f"set method.text_hidden={dim}")
+        raise UserError(
+            f"mmet: the shared head takes width {dim} but the text encoder gives {text.dim}; "
+            f"set method.text_hidden={dim}"
+        )
     mlm = mpr = None
     if "mlm" in terms and cfg.mode != "image":
         tied = text.word_embeddings if text.dim == dim else None
         mlm = MaskedLMHead(dim, len(tokenizer), tied)
     if "mpr" in terms and cfg.mode != "text":
-        mpr = nn.Linear(dim, image.patch_size ** 2 * 3)
-    return MMET(modalities, image, text, tokenizer, mm, image_to_mm, text_to_mm, BNNeckHead(dim, num_classes),
-                cfg.mode, cfg.eval_mode, cfg.feature, cfg.image_mask_ratio, cfg.mask_min_block, cfg.text_mask_prob,
-                cfg.text_max_len, streams, mlm, mpr, cfg.drop_missing)
+        mpr = nn.Linear(dim, image.patch_size**2 * 3)
+    return MMET(
+        modalities,
+        image,
+        text,
+        tokenizer,
+        mm,
+        image_to_mm,
+        text_to_mm,
+        BNNeckHead(dim, num_classes),
+        cfg.mode,
+        cfg.eval_mode,
+        cfg.feature,
+        cfg.image_mask_ratio,
+        cfg.mask_min_block,
+        cfg.text_mask_prob,
+        cfg.text_max_len,
+        streams,
+        mlm,
+        mpr,
+        cfg.drop_missing,
+    )
 
 
 def mmet_loss_terms(protocol: Protocol) -> dict:
@@ -278,13 +354,18 @@ def mmet_loss_terms(protocol: Protocol) -> dict:
     def term(key: str, knob: str):
         def fn(out: ModelOutput, labels: torch.Tensor, _: float) -> torch.Tensor:
             if key not in out.extras:
-                raise UserError(f"loss term {key.split('_')[0]!r} has nothing to reconstruct: it needs "
-                                f"masking on (method.{knob} > 0) and an input that has it (method.mode)")
+                raise UserError(
+                    f"loss term {key.split('_')[0]!r} has nothing to reconstruct: it needs "
+                    f"masking on (method.{knob} > 0) and an input that has it (method.mode)"
+                )
             return out.extras[key]
+
         return fn
 
-    return {"mlm": (term("mlm_loss", "text_mask_prob"), cfg.mlm_weight),
-            "mpr": (term("mpr_loss", "image_mask_ratio"), cfg.mpr_weight)}
+    return {
+        "mlm": (term("mlm_loss", "text_mask_prob"), cfg.mlm_weight),
+        "mpr": (term("mpr_loss", "image_mask_ratio"), cfg.mpr_weight),
+    }
 
 
 MMET_DEFAULTS = {
@@ -295,9 +376,14 @@ MMET_DEFAULTS = {
 }
 
 
-@METHODS.register("mmet", "MMET: ViT + BERT + multimodal encoder, one shared BNNeck head for image / text / "
-                  "image+text CLS, masked multimodal modeling", config=MMETConfig, defaults=MMET_DEFAULTS,
-                  loss_terms=mmet_loss_terms)
+@METHODS.register(
+    "mmet",
+    "MMET: ViT + BERT + multimodal encoder, one shared BNNeck head for image / text / "
+    "image+text CLS, masked multimodal modeling",
+    config=MMETConfig,
+    defaults=MMET_DEFAULTS,
+    loss_terms=mmet_loss_terms,
+)
 def mmet(cfg: MMETConfig, protocol: Protocol, info: DatasetInfo, num_classes: int) -> MMET:
     """Registered builder: reads the method knobs from ``cfg``; a relative ``method.tokenizer`` that
     exists in the dataset's folder is read from there (the synthetic set ships its ``vocab.txt``)."""

@@ -24,8 +24,10 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(data) - set(names))
     if unknown:
-        raise UserError(f"unknown key {_join(where, unknown[0])!r}. Valid keys{' under ' + where if where else ''}: "
-                        f"{', '.join(names)}.")
+        raise UserError(
+            f"unknown key {_join(where, unknown[0])!r}. Valid keys{' under ' + where if where else ''}: "
+            f"{', '.join(names)}."
+        )
     kwargs = {name: _coerce(hints[name], data[name], _join(where, name)) for name in names if name in data}
     return cls(**kwargs)
 

@@ -19,11 +19,20 @@ T = TypeVar("T")
 
 def make_progress(*extra: TextColumn, transient: bool = False) -> Progress:
     """A rich Progress with description, bar, count, elapsed and remaining time, plus extra columns."""
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn(), *extra, transient=transient)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        *extra,
+        transient=transient,
+    )
 
 
-def progress_bar(items: Iterable[T], description: str, show: bool = True, total: int | None = None) -> Iterator[T]:
+def progress_bar(
+    items: Iterable[T], description: str, show: bool = True, total: int | None = None
+) -> Iterator[T]:
     """Iterate over ``items`` with a transient progress bar when ``show``."""
     if not show:
         yield from items

@@ -139,7 +139,9 @@ class EvalCfg:
     rerank_k2: int = 6
     rerank_lambda: float = 0.3
     missing_modality: bool = False  # also evaluate every non-empty proper subset of the modalities
-    cross_modal: list[str] = field(default_factory=list)  # e.g. ["rgb->nir+tir"]; ["all"]: each one vs the rest
+    cross_modal: list[str] = field(
+        default_factory=list
+    )  # e.g. ["rgb->nir+tir"]; ["all"]: each one vs the rest
 
 
 @dataclass
@@ -165,7 +167,11 @@ class Protocol:
         def epochs(s: StageCfg) -> int:
             if s.epochs is not None:
                 return s.epochs
-            return self.train.epochs if s.epoch_share is None else max(1, round(s.epoch_share * self.train.epochs))
+            return (
+                self.train.epochs
+                if s.epoch_share is None
+                else max(1, round(s.epoch_share * self.train.epochs))
+            )
 
         return [
             StageCfg(
@@ -201,8 +207,12 @@ class RunSpec:
 
     def config(self) -> dict[str, Any]:
         """The fully resolved config (what the hash covers and what is logged)."""
-        config = {"method": self.method, "dataset": self.dataset, "seed": self.seed,
-                  "protocol": to_dict(self.protocol)}
+        config = {
+            "method": self.method,
+            "dataset": self.dataset,
+            "seed": self.seed,
+            "protocol": to_dict(self.protocol),
+        }
         if self.validation:
             config["validation"] = self.validation
         return config
@@ -226,8 +236,9 @@ def load_protocol_dict(dataset: str) -> dict[str, Any]:
     return data
 
 
-def build_protocol(dataset: str, overrides: list[str] = (), base: dict[str, Any] | None = None,
-                   method: str | None = None) -> Protocol:
+def build_protocol(
+    dataset: str, overrides: list[str] = (), base: dict[str, Any] | None = None, method: str | None = None
+) -> Protocol:
     """Protocol of ``dataset`` with dotted ``overrides`` (``optim.lr=3e-4``) applied, type-checked.
 
     Applied in order: ``base`` (the method's registered defaults), the protocol file's

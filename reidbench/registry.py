@@ -43,7 +43,9 @@ class Registry:
         if name not in self._entries:
             close = difflib.get_close_matches(name, self.names(), n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise UserError(f"unknown {self.kind} {name!r}.{hint} Valid {self.kind}s: {', '.join(self.names())}.")
+            raise UserError(
+                f"unknown {self.kind} {name!r}.{hint} Valid {self.kind}s: {', '.join(self.names())}."
+            )
         return self._entries[name]
 
     def names(self) -> list[str]:

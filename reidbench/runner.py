@@ -12,17 +12,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from reidbench import distributed, engine, liveness, tracking
-from reidbench.checkpoint import Checkpointer
+from reidbench import tracking
 from reidbench.config import from_dict, to_dict
-from reidbench.cost import forward_gflops
 from reidbench.data.module import DataModule
 from reidbench.data.validation import validation_split
 from reidbench.errors import UserError
 from reidbench.evaluation import evaluate
-from reidbench.losses import Criterion
+from reidbench.evaluation.cost import forward_gflops
+from reidbench.parallel import distributed
 from reidbench.protocol import RunSpec, build_protocol, config_hash, dump_yaml
 from reidbench.registry import DATASETS, METHODS, load_plugins
+from reidbench.sweeps import liveness
+from reidbench.train import engine
+from reidbench.train.checkpoint import Checkpointer
+from reidbench.train.losses import Criterion
 
 
 @dataclass
@@ -37,8 +40,9 @@ def default_data_root() -> Path:
     return Path(os.environ.get("REIDBENCH_DATA", "data"))
 
 
-def make_spec(method: str, dataset: str, seed: int, overrides: list[str] = (),
-              tags: dict[str, str] | None = None) -> RunSpec:
+def make_spec(
+    method: str, dataset: str, seed: int, overrides: list[str] = (), tags: dict[str, str] | None = None
+) -> RunSpec:
     """Resolve method x dataset x seed with overrides into a checked RunSpec."""
     load_plugins()
     entry = METHODS.get(method)
@@ -73,10 +77,18 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def execute(spec: RunSpec, data_root: Path, uri: str | None, experiment: str = tracking.DEFAULT_EXPERIMENT,
-            device: torch.device | None = None, show_progress: bool = True,
-            parent_run_id: str | None = None, checkpoint_dir: Path | None = None,
-            keep_checkpoint: bool = False, allow_partial: bool = False) -> RunResult:
+def execute(
+    spec: RunSpec,
+    data_root: Path,
+    uri: str | None,
+    experiment: str = tracking.DEFAULT_EXPERIMENT,
+    device: torch.device | None = None,
+    show_progress: bool = True,
+    parent_run_id: str | None = None,
+    checkpoint_dir: Path | None = None,
+    keep_checkpoint: bool = False,
+    allow_partial: bool = False,
+) -> RunResult:
     """Train and evaluate ``spec``; log everything to MLflow when ``uri`` is given.
 
     With ``checkpoint_dir`` the training state is saved under ``<checkpoint_dir>/<config_hash>/`` after every
@@ -93,15 +105,27 @@ def execute(spec: RunSpec, data_root: Path, uri: str | None, experiment: str = t
     rank = distributed.rank()
     ckpt = Checkpointer(Path(checkpoint_dir) / digest) if checkpoint_dir is not None else None
     state = ckpt.load(device) if ckpt is not None else None
-    run = _open_run(spec, config, digest, uri, experiment, device, parent_run_id, state) if uri and rank == 0 else None
+    run = (
+        _open_run(spec, config, digest, uri, experiment, device, parent_run_id, state)
+        if uri and rank == 0
+        else None
+    )
 
     def save(train_state: dict[str, Any]) -> None:
         if rank == 0:
             ckpt.save({**train_state, "config_hash": digest, "run_id": run.run_id if run else None})
 
     try:
-        metrics = _train_and_evaluate(spec, data_root, device, show_progress and rank == 0, run, state,
-                                      save if ckpt is not None else None, allow_partial)
+        metrics = _train_and_evaluate(
+            spec,
+            data_root,
+            device,
+            show_progress and rank == 0,
+            run,
+            state,
+            save if ckpt is not None else None,
+            allow_partial,
+        )
     except BaseException as exc:
         if run is not None:
             run.set_tags({"error": f"{type(exc).__name__}: {exc}"[:5000]})
@@ -116,8 +140,16 @@ def execute(spec: RunSpec, data_root: Path, uri: str | None, experiment: str = t
     return RunResult(spec, metrics, run.run_id if run else None)
 
 
-def _open_run(spec: RunSpec, config: dict[str, Any], digest: str, uri: str, experiment: str,
-              device: torch.device, parent_run_id: str | None, state: dict[str, Any] | None) -> tracking.Run:
+def _open_run(
+    spec: RunSpec,
+    config: dict[str, Any],
+    digest: str,
+    uri: str,
+    experiment: str,
+    device: torch.device,
+    parent_run_id: str | None,
+    state: dict[str, Any] | None,
+) -> tracking.Run:
     """The MLflow run of ``spec``: the interrupted run when resuming from ``state``, else a new one."""
     if state is not None and state.get("run_id"):
         run = tracking.Run.reopen(uri, state["run_id"])
@@ -125,9 +157,17 @@ def _open_run(spec: RunSpec, config: dict[str, Any], digest: str, uri: str, expe
             run.set_tags({"resumed_at_epoch": str(state["epoch"]), **liveness.owner_tags()})
             return run
     exp_id = tracking.prepare(uri, experiment)
-    tags = {"run_kind": "run", "method": spec.method, "dataset": spec.dataset, "seed": str(spec.seed),
-            "config_hash": digest,
-            "git_commit": tracking.git_commit(), "device": str(device), **liveness.owner_tags(), **spec.tags}
+    tags = {
+        "run_kind": "run",
+        "method": spec.method,
+        "dataset": spec.dataset,
+        "seed": str(spec.seed),
+        "config_hash": digest,
+        "git_commit": tracking.git_commit(),
+        "device": str(device),
+        **liveness.owner_tags(),
+        **spec.tags,
+    }
     if distributed.world_size() > 1:
         tags["world_size"] = str(distributed.world_size())
     run = tracking.Run(uri, exp_id, spec.name, tags, parent_run_id)
@@ -140,23 +180,42 @@ def _open_run(spec: RunSpec, config: dict[str, Any], digest: str, uri: str, expe
     return run
 
 
-def _train_and_evaluate(spec: RunSpec, data_root: Path, device: torch.device, show_progress: bool,
-                        run: tracking.Run | None, state: dict[str, Any] | None = None,
-                        save: engine.StateSaver | None = None, allow_partial: bool = False) -> dict[str, float]:
+def _train_and_evaluate(
+    spec: RunSpec,
+    data_root: Path,
+    device: torch.device,
+    show_progress: bool,
+    run: tracking.Run | None,
+    state: dict[str, Any] | None = None,
+    save: engine.StateSaver | None = None,
+    allow_partial: bool = False,
+) -> dict[str, float]:
     dataset = DATASETS.get(spec.dataset).builder(Path(data_root), allow_partial=allow_partial)
     if spec.validation:
         dataset = validation_split(dataset, spec.validation)
     # each rank gets its slice of the same global batch (and its augmentation draws)
-    data = DataModule(dataset, spec.protocol, device, spec.seed, rank=distributed.rank(),
-                      world_size=distributed.world_size(), show_progress=show_progress)
+    data = DataModule(
+        dataset,
+        spec.protocol,
+        device,
+        spec.seed,
+        rank=distributed.rank(),
+        world_size=distributed.world_size(),
+        show_progress=show_progress,
+    )
     entry = METHODS.get(spec.method)
-    model = entry.builder(method_config(spec.method, spec.protocol.method), spec.protocol, dataset.info,
-                          data.num_classes).to(device)
+    model = entry.builder(
+        method_config(spec.method, spec.protocol.method), spec.protocol, dataset.info, data.num_classes
+    ).to(device)
     if distributed.world_size() > 1:
         model = distributed.sync_batchnorm(model, device)
     criterion_terms = entry.meta.get("loss_terms")
-    criterion = Criterion(spec.protocol.loss, data.num_classes, _embedding_dim(model, data),
-                          criterion_terms(spec.protocol) if criterion_terms else None).to(device)
+    criterion = Criterion(
+        spec.protocol.loss,
+        data.num_classes,
+        _embedding_dim(model, data),
+        criterion_terms(spec.protocol) if criterion_terms else None,
+    ).to(device)
     params = sum(p.numel() for p in model.parameters())
 
     def on_epoch(epoch: int, values: dict[str, float]) -> None:
@@ -167,8 +226,13 @@ def _train_and_evaluate(spec: RunSpec, data_root: Path, device: torch.device, sh
     fit = engine.fit(model, criterion, data, spec.protocol, device, on_epoch, show_progress, state, save)
     metrics = evaluate(model, data)
     gflops = forward_gflops(model, next(data.eval_batches("query", 2)))  # inference GFLOPs per sample
-    metrics.update(params=float(params), gflops=gflops, train_time_s=fit.train_time_s,
-                   train_samples_per_s=fit.samples_per_s, train_images_per_s=fit.samples_per_s * len(data.modalities))
+    metrics.update(
+        params=float(params),
+        gflops=gflops,
+        train_time_s=fit.train_time_s,
+        train_samples_per_s=fit.samples_per_s,
+        train_images_per_s=fit.samples_per_s * len(data.modalities),
+    )
     return metrics
 
 

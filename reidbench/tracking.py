@@ -45,7 +45,9 @@ def prepare(uri: str, experiment: str = DEFAULT_EXPERIMENT) -> str:
         return found.experiment_id
     location = None
     if uri.startswith("sqlite:///"):
-        location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts" / experiment).resolve().as_uri()
+        location = (
+            (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts" / experiment).resolve().as_uri()
+        )
     return client.create_experiment(experiment, artifact_location=location)
 
 
@@ -83,8 +85,13 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
 def git_commit() -> str:
     """The current git commit of the working directory, or ``unknown``."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parents[1])
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parents[1],
+        )
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -93,8 +100,9 @@ def git_commit() -> str:
 class Run:
     """One MLflow run, logged in batches through the client API."""
 
-    def __init__(self, uri: str, experiment_id: str, name: str, tags: dict[str, str],
-                 parent_run_id: str | None = None) -> None:
+    def __init__(
+        self, uri: str, experiment_id: str, name: str, tags: dict[str, str], parent_run_id: str | None = None
+    ) -> None:
         self.client = _client(uri)
         all_tags = {**tags, "mlflow.runName": name}
         if parent_run_id:
@@ -164,18 +172,37 @@ def find_runs(uri: str, experiment: str, filter_string: str) -> list[RunRecord]:
         return []
     out, token = [], None
     while True:
-        page = client.search_runs([exp.experiment_id], filter_string, max_results=1000, page_token=token,
-                                  order_by=["attributes.start_time DESC"])
-        out += [RunRecord(r.info.run_id, r.info.run_name or "", r.info.status, dict(r.data.tags),
-                          {metric_name(k): v for k, v in r.data.metrics.items()}, dict(r.data.params))
-                for r in page]
+        page = client.search_runs(
+            [exp.experiment_id],
+            filter_string,
+            max_results=1000,
+            page_token=token,
+            order_by=["attributes.start_time DESC"],
+        )
+        out += [
+            RunRecord(
+                r.info.run_id,
+                r.info.run_name or "",
+                r.info.status,
+                dict(r.data.tags),
+                {metric_name(k): v for k, v in r.data.metrics.items()},
+                dict(r.data.params),
+            )
+            for r in page
+        ]
         token = page.token
         if not token:
             return out
 
 
-def copy_run(uri: str, experiment_id: str, source: RunRecord, name: str, tags: dict[str, str],
-             parent_run_id: str | None = None) -> str:
+def copy_run(
+    uri: str,
+    experiment_id: str,
+    source: RunRecord,
+    name: str,
+    tags: dict[str, str],
+    parent_run_id: str | None = None,
+) -> str:
     """A FINISHED run with ``source``'s params and final metrics under new ``tags``; its run id.
 
     Used when a sweep point was already trained under another sweep identity (same config hash).
@@ -202,8 +229,10 @@ def search_runs(uri: str, experiment: str = DEFAULT_EXPERIMENT, filter_string: s
 def _check_store(uri: str) -> None:
     """A UserError when a SQLite store does not exist (reading must not create an empty one)."""
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
-        raise UserError(f"no MLflow store at {uri.removeprefix('sqlite:///')}: train something first "
-                        "(`reidbench run ...`) or point --tracking-uri / MLFLOW_TRACKING_URI at your store")
+        raise UserError(
+            f"no MLflow store at {uri.removeprefix('sqlite:///')}: train something first "
+            "(`reidbench run ...`) or point --tracking-uri / MLFLOW_TRACKING_URI at your store"
+        )
 
 
 def experiment_names(uri: str) -> list[str]:
@@ -219,13 +248,16 @@ def finished_runs(uri: str, experiment: str = DEFAULT_EXPERIMENT, run_kind: str 
     """
     names = experiment_names(uri)
     if experiment not in names:
-        raise UserError(f"no experiment {experiment!r} in {uri}. Experiments there: "
-                        f"{', '.join(names) or '(none)'}; pick one with --experiment")
-    return search_runs(uri, experiment,
-                       f"tags.run_kind = '{run_kind}' and attributes.status = 'FINISHED'")
+        raise UserError(
+            f"no experiment {experiment!r} in {uri}. Experiments there: "
+            f"{', '.join(names) or '(none)'}; pick one with --experiment"
+        )
+    return search_runs(uri, experiment, f"tags.run_kind = '{run_kind}' and attributes.status = 'FINISHED'")
 
 
-def run_status_counts(uri: str, experiment: str = DEFAULT_EXPERIMENT, run_kind: str = "run") -> dict[str, int]:
+def run_status_counts(
+    uri: str, experiment: str = DEFAULT_EXPERIMENT, run_kind: str = "run"
+) -> dict[str, int]:
     """How many runs tagged ``run_kind`` have each status (FINISHED, FAILED, RUNNING, KILLED)."""
     frame = search_runs(uri, experiment, f"tags.run_kind = '{run_kind}'")
     return {} if frame.empty else {str(k): int(v) for k, v in frame["status"].value_counts().items()}
@@ -236,6 +268,10 @@ def metric_histories(uri: str, run_ids: list[str], keys: list[str]) -> Any:
     import pandas as pd
 
     client = _client(uri)
-    rows = [(run_id, key, m.step, m.value, m.timestamp)
-            for run_id in run_ids for key in keys for m in client.get_metric_history(run_id, mlflow_key(key))]
+    rows = [
+        (run_id, key, m.step, m.value, m.timestamp)
+        for run_id in run_ids
+        for key in keys
+        for m in client.get_metric_history(run_id, mlflow_key(key))
+    ]
     return pd.DataFrame(rows, columns=["run_id", "key", "step", "value", "timestamp"])

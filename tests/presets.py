@@ -44,8 +44,14 @@ def random_embedding_map(dataset, draws: int = 5) -> float:
         gen = torch.Generator().manual_seed(seed)
         q = F.normalize(torch.randn(len(splits.query), 64, generator=gen), dim=1)
         g = F.normalize(torch.randn(len(splits.gallery), 64, generator=gen), dim=1)
-        result = rank_metrics(pairwise_distance(q, g), labels(splits.query, "pid"), labels(splits.gallery, "pid"),
-                              labels(splits.query, "camid"), labels(splits.gallery, "camid"), junk="market")
+        result = rank_metrics(
+            pairwise_distance(q, g),
+            labels(splits.query, "pid"),
+            labels(splits.gallery, "pid"),
+            labels(splits.query, "camid"),
+            labels(splits.gallery, "camid"),
+            junk="market",
+        )
         values.append(result.as_dict()["mAP"])
     return sum(values) / len(values)
 
@@ -61,10 +67,20 @@ def assert_method_learns(method: str, dataset, vocab: Path, epochs: int = 6) -> 
     torch.set_num_threads(1)  # the test machine is shared: one thread does not spin-wait
     try:
         tiny = tiny_method(method, vocab)
-        untrained = execute(make_spec(method, "synthetic", 0, ["train.epochs=0", "train.stages=[]", *tiny]),
-                            Path("unused"), None, device=torch.device("cpu"), show_progress=False).metrics
-        trained = execute(make_spec(method, "synthetic", 0, [f"train.epochs={epochs}", *tiny]), Path("unused"),
-                          None, device=torch.device("cpu"), show_progress=False).metrics
+        untrained = execute(
+            make_spec(method, "synthetic", 0, ["train.epochs=0", "train.stages=[]", *tiny]),
+            Path("unused"),
+            None,
+            device=torch.device("cpu"),
+            show_progress=False,
+        ).metrics
+        trained = execute(
+            make_spec(method, "synthetic", 0, [f"train.epochs={epochs}", *tiny]),
+            Path("unused"),
+            None,
+            device=torch.device("cpu"),
+            show_progress=False,
+        ).metrics
     finally:
         torch.set_num_threads(threads)
     chance = random_embedding_map(dataset)

@@ -8,15 +8,44 @@ from pathlib import Path
 from reidbench import tracking
 
 EXPERIMENT = "known"
-PARAMS = {"protocol.train.epochs": "12", "protocol.train.stages": "[]", "protocol.backbone.name": "vit_tiny",
-          "protocol.backbone.pretrained": "False", "protocol.optim.lr": "0.001"}
+PARAMS = {
+    "protocol.train.epochs": "12",
+    "protocol.train.stages": "[]",
+    "protocol.backbone.name": "vit_tiny",
+    "protocol.backbone.pretrained": "False",
+    "protocol.optim.lr": "0.001",
+}
 LATE_FUSION = {  # seed -> metrics
-    0: {"mAP": 0.60, "rank1": 0.70, "train_images_per_s": 300.0, "train_time_s": 60.0, "mAP@no_tir": 0.50,
-        "mAP@no_rgb_nir": 0.30, "rank1@no_tir": 0.61, "mAP@rgb->nir+tir": 0.20},
-    1: {"mAP": 0.62, "rank1": 0.71, "train_images_per_s": 310.0, "train_time_s": 66.0, "mAP@no_tir": 0.52,
-        "mAP@no_rgb_nir": 0.31, "rank1@no_tir": 0.62, "mAP@rgb->nir+tir": 0.25},
-    2: {"mAP": 0.64, "rank1": 0.75, "train_images_per_s": 320.0, "train_time_s": 72.0, "mAP@no_tir": 0.57,
-        "mAP@no_rgb_nir": 0.35, "rank1@no_tir": 0.66, "mAP@rgb->nir+tir": 0.30},
+    0: {
+        "mAP": 0.60,
+        "rank1": 0.70,
+        "train_images_per_s": 300.0,
+        "train_time_s": 60.0,
+        "mAP@no_tir": 0.50,
+        "mAP@no_rgb_nir": 0.30,
+        "rank1@no_tir": 0.61,
+        "mAP@rgb->nir+tir": 0.20,
+    },
+    1: {
+        "mAP": 0.62,
+        "rank1": 0.71,
+        "train_images_per_s": 310.0,
+        "train_time_s": 66.0,
+        "mAP@no_tir": 0.52,
+        "mAP@no_rgb_nir": 0.31,
+        "rank1@no_tir": 0.62,
+        "mAP@rgb->nir+tir": 0.25,
+    },
+    2: {
+        "mAP": 0.64,
+        "rank1": 0.75,
+        "train_images_per_s": 320.0,
+        "train_time_s": 72.0,
+        "mAP@no_tir": 0.57,
+        "mAP@no_rgb_nir": 0.35,
+        "rank1@no_tir": 0.66,
+        "mAP@rgb->nir+tir": 0.30,
+    },
 }
 GRAFT = {0: {"mAP": 0.70, "rank1": 0.66}, 1: {"mAP": 0.74, "rank1": 0.68}}
 MMET = {0: {"mAP": 0.50, "rank1": 0.80}}
@@ -31,20 +60,40 @@ TOP-ReID,rgbnt100,,ViT-B/16,81.2,,96.4,,,,,,Paper C,best-epoch-on-test,1,
 
 
 def token_map(tokens: int, seed: int) -> float:
-    return 0.5 + 0.02 * tokens ** 0.5 + 0.01 * seed
+    return 0.5 + 0.02 * tokens**0.5 + 0.01 * seed
 
 
 def loss_map(variant: str, seed: int) -> float:
     return 0.4 + 0.05 * variant.count("+") + 0.01 * seed
 
 
-def log_run(uri: str, exp_id: str, method: str, dataset: str, seed: int, metrics: dict[str, float],
-            tags: dict[str, str] | None = None, params: dict[str, str] | None = None,
-            history: dict[str, list[float]] | None = None, status: str = "FINISHED", kind: str = "run") -> str:
+def log_run(
+    uri: str,
+    exp_id: str,
+    method: str,
+    dataset: str,
+    seed: int,
+    metrics: dict[str, float],
+    tags: dict[str, str] | None = None,
+    params: dict[str, str] | None = None,
+    history: dict[str, list[float]] | None = None,
+    status: str = "FINISHED",
+    kind: str = "run",
+) -> str:
     """One run with the contract's tags, params, per-epoch history and final metrics."""
-    run = tracking.Run(uri, exp_id, f"{method}@{dataset}#s{seed}",
-                       {"run_kind": kind, "method": method, "dataset": dataset, "seed": str(seed), "device": "cpu",
-                        **(tags or {})})
+    run = tracking.Run(
+        uri,
+        exp_id,
+        f"{method}@{dataset}#s{seed}",
+        {
+            "run_kind": kind,
+            "method": method,
+            "dataset": dataset,
+            "seed": str(seed),
+            "device": "cpu",
+            **(tags or {}),
+        },
+    )
     run.log_params({**PARAMS, **(params or {})})
     for key, values in (history or {}).items():
         for step, value in enumerate(values):
@@ -62,11 +111,25 @@ def make_store(directory: Path) -> str:
     log_run(uri, exp, "late_fusion", "synthetic", 1, {"mAP": 0.10, "rank1": 0.10, "params": 2.5e6})
     time.sleep(0.02)
     for seed, metrics in LATE_FUSION.items():
-        log_run(uri, exp, "late_fusion", "synthetic", seed, {**metrics, "params": 2.5e6},
-                history={"train_loss": [3.0, 2.0, 1.5 - 0.1 * seed]})
+        log_run(
+            uri,
+            exp,
+            "late_fusion",
+            "synthetic",
+            seed,
+            {**metrics, "params": 2.5e6},
+            history={"train_loss": [3.0, 2.0, 1.5 - 0.1 * seed]},
+        )
     for seed, metrics in GRAFT.items():
-        log_run(uri, exp, "graft", "synthetic", seed, {**metrics, "params": 5e6},
-                history={"train_loss": [3.0, 2.5, 2.0], "mAP": [0.3, 0.5, metrics["mAP"]]})
+        log_run(
+            uri,
+            exp,
+            "graft",
+            "synthetic",
+            seed,
+            {**metrics, "params": 5e6},
+            history={"train_loss": [3.0, 2.5, 2.0], "mAP": [0.3, 0.5, metrics["mAP"]]},
+        )
     for seed, metrics in MMET.items():
         log_run(uri, exp, "mmet", "synthetic", seed, {**metrics, "params": 9e6})
     # Ignored: a failed run and a parent run.
@@ -76,12 +139,28 @@ def make_store(directory: Path) -> str:
     for dataset in ("synthetic", "rgbnt100"):
         for tokens in TOKENS:
             for seed in (0, 1):
-                log_run(uri, exp, "graft", dataset, seed, {"mAP": token_map(tokens, seed), "rank1": 0.6},
-                        tags={**ablation, "value": str(tokens)}, params={"protocol.method.fusion_tokens": str(tokens)})
+                log_run(
+                    uri,
+                    exp,
+                    "graft",
+                    dataset,
+                    seed,
+                    {"mAP": token_map(tokens, seed), "rank1": 0.6},
+                    tags={**ablation, "value": str(tokens)},
+                    params={"protocol.method.fusion_tokens": str(tokens)},
+                )
     ablation = {"ablation": "loss", "axis": "loss.variant", "axis_default": "ce+triplet"}
     for variant in LOSSES:
         for seed in (0, 1):
-            log_run(uri, exp, "graft", "synthetic", seed, {"mAP": loss_map(variant, seed), "rank1": 0.6},
-                    tags={**ablation, "value": variant}, params={"protocol.loss.variant": variant},
-                    history={"train_loss": [2.0, 1.0]})
+            log_run(
+                uri,
+                exp,
+                "graft",
+                "synthetic",
+                seed,
+                {"mAP": loss_map(variant, seed), "rank1": 0.6},
+                tags={**ablation, "value": variant},
+                params={"protocol.loss.variant": variant},
+                history={"train_loss": [2.0, 1.0]},
+            )
     return uri

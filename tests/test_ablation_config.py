@@ -4,23 +4,29 @@ from pathlib import Path
 
 import pytest
 
-from reidbench import executors
-from reidbench.ablation import ablations_dir, find_ablation, load_ablation, register_ablations
 from reidbench.data.validation import validation_split
 from reidbench.errors import UserError
 from reidbench.registry import ABLATIONS
-from reidbench.sweep import grid
-from reidbench.tune import DEFAULT_SPACE, load_space, parse_space
+from reidbench.sweeps import executors
+from reidbench.sweeps.ablation import ablations_dir, find_ablation, load_ablation, register_ablations
+from reidbench.sweeps.sweep import grid
+from reidbench.sweeps.tune import DEFAULT_SPACE, load_space, parse_space
 from tests.conftest import TINY
 from tests.test_cli import run_cli
 
 SHIPPED = {
     "fusion_tokens": ("graft", "method.fusion_tokens", ["1", "2", "4", "8", "16", "32"]),
     "depth": ("graft", "method.depth", ["1", "2", "3", "4", "6"]),
-    "loss": ("graft", "loss.variant", ["ce", "ce+triplet", "ce+aug_triplet", "ce+aug_triplet+center",
-                                       "ce+aug_triplet+center (no LS)"]),
-    "modalities": ("graft", "data.modalities", ["rgb", "nir", "tir", "rgb+nir", "rgb+tir", "nir+tir",
-                                                "rgb+nir+tir"]),
+    "loss": (
+        "graft",
+        "loss.variant",
+        ["ce", "ce+triplet", "ce+aug_triplet", "ce+aug_triplet+center", "ce+aug_triplet+center (no LS)"],
+    ),
+    "modalities": (
+        "graft",
+        "data.modalities",
+        ["rgb", "nir", "tir", "rgb+nir", "rgb+tir", "nir+tir", "rgb+nir+tir"],
+    ),
     "stages": ("graft", "train.stages", ["one", "two"]),
     "mmet_masking": ("mmet", "method.image_mask_ratio", ["0.0", "0.15", "0.25", "0.38", "0.5", "0.75"]),
     "late_fusion_fusion": ("late_fusion", "method.fusion", ["concat", "mean", "max", "attention"]),
@@ -34,9 +40,12 @@ def test_shipped_ablations_load_and_register():
         assert (ab.method, ab.axis, [p.label for p in ab.points]) == (method, axis, labels)
         assert ab.default in labels
     loss = find_ablation("loss")
-    assert loss.points[-1].overrides == {"loss.variant": "ce+aug_triplet+center", "train.stages.0.loss": "ce+aug_triplet",
-                                         "train.stages.1.loss": "ce+aug_triplet+center",
-                                         "train.stages.1.label_smoothing": 0.0}
+    assert loss.points[-1].overrides == {
+        "loss.variant": "ce+aug_triplet+center",
+        "train.stages.0.loss": "ce+aug_triplet",
+        "train.stages.1.loss": "ce+aug_triplet+center",
+        "train.stages.1.label_smoothing": 0.0,
+    }
     # GraFT's stages name their own loss: every point must reach both of them
     for point in loss.points[:3]:
         spec = loss.specs(["synthetic"], [0])[loss.points.index(point)]
@@ -59,15 +68,25 @@ GOOD = "method: late_fusion\naxis: method.fusion\nvalues: [concat, mean]\ndefaul
         (GOOD + "colour: red\n", "unknown key 'colour'. Valid keys: description, method"),
         (GOOD.replace("axis: method.fusion\n", ""), "missing key 'axis' (the dotted protocol key"),
         (GOOD.replace("values: [concat, mean]", "values: concat"), "key 'values': expected a non-empty list"),
-        (GOOD.replace("values: [concat, mean]", "values: [concat, {set: {a.b: 1}}]"),
-         "key 'values[1]': expected a plain value or a mapping {value: LABEL"),
-        (GOOD.replace("values: [concat, mean]", "values: [concat, {value: x, set: 3}]"),
-         "key 'values[1].set': expected a mapping of dotted protocol keys"),
+        (
+            GOOD.replace("values: [concat, mean]", "values: [concat, {set: {a.b: 1}}]"),
+            "key 'values[1]': expected a plain value or a mapping {value: LABEL",
+        ),
+        (
+            GOOD.replace("values: [concat, mean]", "values: [concat, {value: x, set: 3}]"),
+            "key 'values[1].set': expected a mapping of dotted protocol keys",
+        ),
         (GOOD.replace("values: [concat, mean]", "values: [concat, concat]"), "expected distinct values"),
         (GOOD + "seeds: [0, a]\n", "key 'seeds': expected a non-empty list of integers"),
         (GOOD + "name: other\n", "key 'name': expected the file name 'abl'"),
-        (GOOD.replace("axis: method.fusion", "axis: 'method fusion'"), "key 'axis': expected a dotted protocol key"),
-        (GOOD.replace("datasets: [synthetic]", "datasets: synthetic"), "key 'datasets': expected a non-empty list"),
+        (
+            GOOD.replace("axis: method.fusion", "axis: 'method fusion'"),
+            "key 'axis': expected a dotted protocol key",
+        ),
+        (
+            GOOD.replace("datasets: [synthetic]", "datasets: synthetic"),
+            "key 'datasets': expected a non-empty list",
+        ),
         ("method: [unclosed\n", "not valid YAML (line"),
         ("- a\n- b\n", "expected a mapping with keys method, axis, values, default, datasets"),
     ],
@@ -87,16 +106,30 @@ def test_ablation_points_to_specs(tmp_path):
     ab = load_ablation(path)
     specs = ab.specs(overrides=TINY[1:])  # TINY without train.epochs: the ablation's base sets it
     assert [(s.protocol.method["fusion"], s.protocol.train.epochs, s.seed) for s in specs] == [
-        ("concat", 2, 0), ("mean", 2, 0)]  # synthetic's protocol has seeds [0]
-    assert specs[1].tags == {"ablation": "fuse", "axis": "method.fusion", "value": "mean", "axis_default": "concat"}
+        ("concat", 2, 0),
+        ("mean", 2, 0),
+    ]  # synthetic's protocol has seeds [0]
+    assert specs[1].tags == {
+        "ablation": "fuse",
+        "axis": "method.fusion",
+        "value": "mean",
+        "axis_default": "concat",
+    }
     # --values: existing labels and new plain values; --seeds and --set pass through
     specs = ab.specs(values=["max", "attention"], seeds=[3, 4], overrides=["optim.lr=0.01"])
     assert [(s.tags["value"], s.seed, s.protocol.optim.lr) for s in specs] == [
-        ("max", 3, 0.01), ("max", 4, 0.01), ("attention", 3, 0.01), ("attention", 4, 0.01)]
+        ("max", 3, 0.01),
+        ("max", 4, 0.01),
+        ("attention", 3, 0.01),
+        ("attention", 4, 0.01),
+    ]
     with pytest.raises(UserError, match="--set method.fusion=... conflicts with ablation 'fuse'"):
         ab.specs(overrides=["method.fusion=max"])
-    with pytest.raises(UserError, match=r"ablation 'fuse' \(.*fuse.yaml\), value 'sum' on 'synthetic': "
-                                        r"method.fusion: expected one of"):
+    with pytest.raises(
+        UserError,
+        match=r"ablation 'fuse' \(.*fuse.yaml\), value 'sum' on 'synthetic': "
+        r"method.fusion: expected one of",
+    ):
         ab.specs(values=["sum"])
     with pytest.raises(UserError, match="unknown dataset 'nope'"):
         ab.specs(datasets=["nope"])
@@ -106,12 +139,16 @@ def test_list_valued_and_multi_key_points(tmp_path):
     mods = find_ablation("late_fusion_modalities")
     chosen = mods.select(["rgb+nir", "tir+rgb"])  # a label, and a new subset
     assert [(p.label, p.overrides) for p in chosen] == [
-        ("rgb+nir", {"data.modalities": ["rgb", "nir"]}), ("tir+rgb", {"data.modalities": ["tir", "rgb"]})]
+        ("rgb+nir", {"data.modalities": ["rgb", "nir"]}),
+        ("tir+rgb", {"data.modalities": ["tir", "rgb"]}),
+    ]
     spec = mods.specs(values=["nir+tir"], overrides=TINY)[0]
     assert spec.protocol.data.modalities == ["nir", "tir"] and spec.tags["axis_default"] == "rgb+nir+tir"
     loss = find_ablation("loss")
     assert [p.label for p in loss.select(["ce", "ce+aug_triplet+center (no LS)"])] == [
-        "ce", "ce+aug_triplet+center (no LS)"]
+        "ce",
+        "ce+aug_triplet+center (no LS)",
+    ]
     with pytest.raises(UserError, match=r"'ce\+center' is not one of its points"):
         loss.select(["ce+center"])
     with pytest.raises(UserError, match="unknown ablation 'fusion_token'. Did you mean 'fusion_tokens'"):
@@ -122,8 +159,12 @@ def test_grid_is_methods_x_datasets_x_seeds():
     specs = grid(["late_fusion"], ["synthetic"], None, TINY)
     assert [s.name for s in specs] == ["late_fusion@synthetic#s0"]  # the synthetic protocol's seeds
     specs = grid(["late_fusion"], ["synthetic", "rgbnt100"], [0, 1], TINY)
-    assert [s.name for s in specs] == ["late_fusion@synthetic#s0", "late_fusion@synthetic#s1",
-                                       "late_fusion@rgbnt100#s0", "late_fusion@rgbnt100#s1"]
+    assert [s.name for s in specs] == [
+        "late_fusion@synthetic#s0",
+        "late_fusion@synthetic#s1",
+        "late_fusion@rgbnt100#s0",
+        "late_fusion@rgbnt100#s1",
+    ]
 
 
 def test_gpu_lists_and_executor_choice(tmp_path):
@@ -137,10 +178,21 @@ def test_gpu_lists_and_executor_choice(tmp_path):
     assert executors.build("cpu", tmp_path, gpus_per_run=2).slots == [None]  # one DDP run at a time
     with pytest.raises(UserError, match="not a multiple of --gpus-per-run 2"):
         executors.build("cuda", tmp_path, gpus="0-2", gpus_per_run=2)
-    slurm = executors.build("cuda", tmp_path, launcher="slurm", partition="gpu", timeout_min=90, gpus_per_run=4,
-                            slurm_set=["slurm_account=abc", "mem_gb=64"])
+    slurm = executors.build(
+        "cuda",
+        tmp_path,
+        launcher="slurm",
+        partition="gpu",
+        timeout_min=90,
+        gpus_per_run=4,
+        slurm_set=["slurm_account=abc", "mem_gb=64"],
+    )
     assert (slurm.partition, slurm.timeout_min, slurm.gpus_per_run, slurm.params) == (
-        "gpu", 90, 4, {"slurm_account": "abc", "mem_gb": 64})
+        "gpu",
+        90,
+        4,
+        {"slurm_account": "abc", "mem_gb": 64},
+    )
     with pytest.raises(UserError, match="on Slurm use --gpus-per-run"):
         executors.build("cuda", tmp_path, gpus="0", launcher="slurm")
     with pytest.raises(UserError, match="only apply with --launcher slurm"):
@@ -150,11 +202,19 @@ def test_gpu_lists_and_executor_choice(tmp_path):
 def test_search_space_files(tmp_path):
     assert [p.key for p in load_space(None)] == list(DEFAULT_SPACE)
     path = tmp_path / "space.yaml"
-    path.write_text("optim.lr: {type: loguniform, low: 1.0e-5, high: 1.0e-3}\n"
-                    "sampler.k: {type: int, low: 2, high: 8, step: 2}\n"
-                    "loss.variant: {type: categorical, choices: [ce, ce+triplet]}\n")
+    path.write_text(
+        "optim.lr: {type: loguniform, low: 1.0e-5, high: 1.0e-3}\n"
+        "sampler.k: {type: int, low: 2, high: 8, step: 2}\n"
+        "loss.variant: {type: categorical, choices: [ce, ce+triplet]}\n"
+    )
     lr, k, variant = load_space(path)
-    assert (lr.kind, lr.low, lr.high, k.step, variant.choices) == ("loguniform", 1e-5, 1e-3, 2, ("ce", "ce+triplet"))
+    assert (lr.kind, lr.low, lr.high, k.step, variant.choices) == (
+        "loguniform",
+        1e-5,
+        1e-3,
+        2,
+        ("ce", "ce+triplet"),
+    )
     cases = [
         ({"optim.lr": {"type": "normal"}}, "key 'optim.lr': expected a mapping with type one of loguniform"),
         ({"optim.lr": {"type": "loguniform", "low": 0, "high": 1}}, "expected 0 < low < high"),
@@ -186,7 +246,11 @@ def test_validation_split_is_deterministic_and_never_uses_the_test_set(synthetic
     assert sorted(names) == sorted(s.name for s in ds.splits.train)
     # one query per identity and camera, each with a gallery positive from another camera
     pairs = [(s.pid, s.camid) for s in val.splits.query]
-    assert len(pairs) == len(set(pairs)) == len({(s.pid, s.camid) for s in val.splits.query + val.splits.gallery})
+    assert (
+        len(pairs)
+        == len(set(pairs))
+        == len({(s.pid, s.camid) for s in val.splits.query + val.splits.gallery})
+    )
     for pid, cam in pairs:
         assert any(g.pid == pid and g.camid != cam for g in val.splits.gallery)
     assert {s.pid for s in validation_split(ds, 0.2, seed=1).splits.query} != val_ids

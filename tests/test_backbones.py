@@ -21,7 +21,9 @@ def tiny_cfg(**kw) -> BackboneCfg:
     return BackboneCfg(**{"name": "vit_tiny_patch16_224", "pretrained": False, **TINY, **kw})
 
 
-def reference_resample(posemb: torch.Tensor, prefix: int, old: tuple[int, int], new: tuple[int, int]) -> torch.Tensor:
+def reference_resample(
+    posemb: torch.Tensor, prefix: int, old: tuple[int, int], new: tuple[int, int]
+) -> torch.Tensor:
     """Bicubic (antialiased) resampling of the patch part of a (1, prefix + h*w, D) embedding."""
     grid = posemb[:, prefix:].reshape(1, old[0], old[1], -1).permute(0, 3, 1, 2)
     grid = F.interpolate(grid, size=new, mode="bicubic", antialias=True, align_corners=False)
@@ -38,6 +40,7 @@ def test_timm_square_checkpoint_loads_into_a_non_square_model(tmp_path, name, pr
         torch.save(state, path)
     else:
         from safetensors.torch import save_file
+
         save_file({k: v.contiguous() for k, v in state.items()}, str(path))
     wide = build_image_backbone(tiny_cfg(name=name, weights=str(path)), (32, 64))
     assert wide.grid == (4, 8) and wide.num_prefix_tokens == prefix
@@ -54,8 +57,12 @@ def test_timm_square_checkpoint_loads_into_a_non_square_model(tmp_path, name, pr
 def test_timm_same_size_checkpoint_is_loaded_exactly_and_from_a_directory(tmp_path):
     source = build_image_backbone(tiny_cfg(), (32, 64))
     from safetensors.torch import save_file
+
     (tmp_path / "ckpt").mkdir()
-    save_file({k: v.contiguous() for k, v in source.model.state_dict().items()}, str(tmp_path / "ckpt" / "model.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in source.model.state_dict().items()},
+        str(tmp_path / "ckpt" / "model.safetensors"),
+    )
     loaded = build_image_backbone(tiny_cfg(weights=str(tmp_path / "ckpt")), (32, 64))
     x = torch.randn(2, 3, 32, 64)
     source.eval(), loaded.eval()
@@ -65,11 +72,19 @@ def test_timm_same_size_checkpoint_is_loaded_exactly_and_from_a_directory(tmp_pa
 def test_hf_deit_directory_loads_into_a_non_square_model(tmp_path):
     from transformers import DeiTConfig, DeiTModel
 
-    config = DeiTConfig(image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=128)
+    config = DeiTConfig(
+        image_size=32,
+        patch_size=8,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=128,
+    )
     square = DeiTModel(config)
     square.save_pretrained(tmp_path / "deit")
-    cfg = BackboneCfg(name="facebook/deit-base-distilled-patch16-224", source="hf", weights=str(tmp_path / "deit"))
+    cfg = BackboneCfg(
+        name="facebook/deit-base-distilled-patch16-224", source="hf", weights=str(tmp_path / "deit")
+    )
     wide = build_image_backbone(cfg, (32, 64), mask_token=True)
     assert wide.dim == 64 and wide.num_prefix_tokens == 2 and wide.grid == (4, 8) and wide.patch_size == 8
     expected = reference_resample(square.embeddings.position_embeddings.detach(), 2, (4, 4), (4, 8))
@@ -159,7 +174,9 @@ def test_tokenizer_from_a_vocab_file_and_text_encoder_from_a_directory(tmp_path)
     text.bert.save_pretrained(tmp_path / "bert")
     again = build_text_encoder("unused", len(tok), pretrained=True, weights=str(tmp_path / "bert")).eval()
     text.eval()
-    assert torch.allclose(again(enc["input_ids"], enc["attention_mask"]), text(enc["input_ids"], enc["attention_mask"]))
+    assert torch.allclose(
+        again(enc["input_ids"], enc["attention_mask"]), text(enc["input_ids"], enc["attention_mask"])
+    )
     with pytest.raises(UserError, match="text_pretrained=false"):
         build_text_encoder("bert-base-uncased", len(tok), pretrained=True, hidden=32)
 
@@ -188,13 +205,24 @@ def test_hf_classification_checkpoint_loads_its_backbone(tmp_path):
     # the official GraFT weights are facebook/deit-base-distilled-patch16-224: a classifier with a teacher head
     from transformers import DeiTConfig, DeiTForImageClassificationWithTeacher
 
-    config = DeiTConfig(image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=128, num_labels=10)
+    config = DeiTConfig(
+        image_size=32,
+        patch_size=8,
+        hidden_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=128,
+        num_labels=10,
+    )
     full = DeiTForImageClassificationWithTeacher(config)
     full.save_pretrained(tmp_path / "deit-cls")
-    backbone = build_image_backbone(BackboneCfg(name="deit", source="hf", weights=str(tmp_path / "deit-cls")), (32, 32))
-    assert torch.equal(backbone.model.embeddings.patch_embeddings.projection.weight,
-                       full.deit.embeddings.patch_embeddings.projection.weight)
+    backbone = build_image_backbone(
+        BackboneCfg(name="deit", source="hf", weights=str(tmp_path / "deit-cls")), (32, 32)
+    )
+    assert torch.equal(
+        backbone.model.embeddings.patch_embeddings.projection.weight,
+        full.deit.embeddings.patch_embeddings.projection.weight,
+    )
     backbone.eval(), full.eval()
     x = torch.randn(2, 3, 32, 32)
     assert torch.allclose(backbone(x), full.deit(pixel_values=x).last_hidden_state, atol=1e-5)

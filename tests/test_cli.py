@@ -32,8 +32,10 @@ def test_list_methods_and_datasets(monkeypatch, capsys):
         (["run", "-m", "nope", "-d", "synthetic"], "unknown method 'nope'"),
         (["run", "-m", "late_fusion", "-d", "nope"], "Valid datasets: "),
         (["run", "-m", "late_fusion", "-d", "synthetic", "--set", "optim.lrr=1"], "Valid keys under optim"),
-        (["run", "-m", "late_fusion", "-d", "synthetic", "--set", "method.fuse=max"],
-         "Valid keys under method: fusion, shared_backbone"),
+        (
+            ["run", "-m", "late_fusion", "-d", "synthetic", "--set", "method.fuse=max"],
+            "Valid keys under method: fusion, shared_backbone",
+        ),
         (["run", "-m", "late_fusion", "-d", "synthetic", "--seeds", "a,b"], "comma-separated integers"),
     ],
 )
@@ -45,15 +47,42 @@ def test_user_mistakes_exit_2_with_a_message(monkeypatch, capsys, args, expected
 
 
 def test_missing_data_root_says_what_was_expected(monkeypatch, capsys, tmp_path, mlflow_uri):
-    code, out = run_cli(monkeypatch, capsys, "run", "-m", "late_fusion", "-d", "rgbnt100", "--seeds", "0",
-                        "--data-root", str(tmp_path), "--tracking-uri", mlflow_uri, "-q")
+    code, out = run_cli(
+        monkeypatch,
+        capsys,
+        "run",
+        "-m",
+        "late_fusion",
+        "-d",
+        "rgbnt100",
+        "--seeds",
+        "0",
+        "--data-root",
+        str(tmp_path),
+        "--tracking-uri",
+        mlflow_uri,
+        "-q",
+    )
     assert code == 2 and "RGBNT100" in out and "rgbir" in out and "Traceback" not in out
 
 
 def test_run_trains_evaluates_and_logs_to_mlflow(monkeypatch, capsys, mlflow_uri):
     overrides = [a for o in TINY for a in ("--set", o)]
-    code, out = run_cli(monkeypatch, capsys, "run", "-m", "late_fusion", "-d", "synthetic", "--seeds", "0,1",
-                        *overrides, "--tracking-uri", mlflow_uri, "-q")
+    code, out = run_cli(
+        monkeypatch,
+        capsys,
+        "run",
+        "-m",
+        "late_fusion",
+        "-d",
+        "synthetic",
+        "--seeds",
+        "0,1",
+        *overrides,
+        "--tracking-uri",
+        mlflow_uri,
+        "-q",
+    )
     assert code == 0, out
     assert "late_fusion" in out and "mAP" in out and "± " in out
 
@@ -70,8 +99,17 @@ def test_run_trains_evaluates_and_logs_to_mlflow(monkeypatch, capsys, mlflow_uri
     assert run.info.status == "FINISHED"
     assert {"method", "dataset", "seed", "config_hash", "git_commit"} <= set(run.data.tags)
     assert run.data.params["protocol.optim.lr"] == "0.001"
-    assert {"mAP", "rank1", "rank5", "rank10", "mINP", "params", "train_time_s", "train_images_per_s",
-            "train_loss"} <= set(run.data.metrics)
+    assert {
+        "mAP",
+        "rank1",
+        "rank5",
+        "rank10",
+        "mINP",
+        "params",
+        "train_time_s",
+        "train_images_per_s",
+        "train_loss",
+    } <= set(run.data.metrics)
     assert 0 <= run.data.metrics["mAP"] <= 1
     assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["config.yaml"]
     history = client.get_metric_history(run.info.run_id, "train_loss")

@@ -9,8 +9,15 @@ from tests.conftest import TINY
 from tests.layouts import data_root, official, small, use_counts_of
 from tests.test_cli import run_cli
 
-TINY_VIT = ["backbone.name=vit_tiny_patch16_224", "backbone.pretrained=false", "backbone.patch_size=8",
-            "backbone.embed_dim=32", "backbone.depth=1", "backbone.num_heads=2", "data.image_size=[32, 16]"]
+TINY_VIT = [
+    "backbone.name=vit_tiny_patch16_224",
+    "backbone.pretrained=false",
+    "backbone.patch_size=8",
+    "backbone.embed_dim=32",
+    "backbone.depth=1",
+    "backbone.num_heads=2",
+    "data.image_size=[32, 16]",
+]
 
 
 @pytest.fixture
@@ -25,7 +32,13 @@ def test_check_prints_the_layout_report(root, monkeypatch, capsys):
     assert code == 0, out
     lines = [line for line in out.splitlines() if line.strip().startswith("│")]
     train = next(line for line in lines if " train " in line)
-    assert "train_171" in train and " 16 " in train and " 4 " in train and "1-2" in train and "rgb+nir+tir" in train
+    assert (
+        "train_171" in train
+        and " 16 " in train
+        and " 4 " in train
+        and "1-2" in train
+        and "rgb+nir+tir" in train
+    )
     assert "(= query)" in out and "no problems" in out and "query = gallery" in out
 
 
@@ -45,21 +58,53 @@ def test_check_of_a_missing_download_exits_2(tmp_path, monkeypatch, capsys):
 
 def test_prepare_builds_the_cache(root, monkeypatch, capsys, tmp_path):
     use_counts_of(monkeypatch, "rgbnt201", small("rgbnt201"))
-    code, out = run_cli(monkeypatch, capsys, "datasets", "prepare", "rgbnt201", "--data-root", str(root),
-                        "--image-size", "16x8", "-q")
+    code, out = run_cli(
+        monkeypatch,
+        capsys,
+        "datasets",
+        "prepare",
+        "rgbnt201",
+        "--data-root",
+        str(root),
+        "--image-size",
+        "16x8",
+        "-q",
+    )
     assert code == 0, out
     manifests = sorted((tmp_path / "cache" / "decoded" / "rgbnt201").glob("*/manifest.json"))
     assert [m.parent.name.split("-")[0] for m in manifests] == ["query", "train"]  # gallery is the query set
     assert json.loads(manifests[1].read_text())["samples"] == 16
     assert "cache ready at 16x8" in out
-    code, out = run_cli(monkeypatch, capsys, "datasets", "prepare", "rgbnt201", "--data-root", str(root),
-                        "--image-size", "16by8")
+    code, out = run_cli(
+        monkeypatch,
+        capsys,
+        "datasets",
+        "prepare",
+        "rgbnt201",
+        "--data-root",
+        str(root),
+        "--image-size",
+        "16by8",
+    )
     assert code == 2 and "HEIGHTxWIDTH" in out
 
 
 def test_run_refuses_a_mismatching_download_unless_allow_partial(root, monkeypatch, capsys, mlflow_uri):
-    args = ["run", "-m", "late_fusion", "-d", "rgbnt201", "--seeds", "0", "--data-root", str(root),
-            "--tracking-uri", mlflow_uri, "-q", *[a for o in [*TINY, *TINY_VIT] for a in ("--set", o)]]
+    args = [
+        "run",
+        "-m",
+        "late_fusion",
+        "-d",
+        "rgbnt201",
+        "--seeds",
+        "0",
+        "--data-root",
+        str(root),
+        "--tracking-uri",
+        mlflow_uri,
+        "-q",
+        *[a for o in [*TINY, *TINY_VIT] for a in ("--set", o)],
+    ]
     code, out = run_cli(monkeypatch, capsys, *args)
     flat = " ".join(out.split())  # the error line is wrapped to the terminal width
     assert code == 2 and "expected 3951 samples (train), found 16" in flat and "--allow-partial" in flat

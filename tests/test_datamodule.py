@@ -16,8 +16,14 @@ from reidbench.registry import DATASETS, load_plugins
 from tests.layouts import small_rgbnt201_root
 
 load_plugins()
-SMALL_PROTOCOL = ["data.image_size=[16, 8]", "sampler.p=2", "sampler.k=2", "data.augment.pad=2",
-                  "data.mean.rgb=[0.4, 0.5, 0.6]", "data.std.rgb=[0.2, 0.25, 0.3]"]
+SMALL_PROTOCOL = [
+    "data.image_size=[16, 8]",
+    "sampler.p=2",
+    "sampler.k=2",
+    "data.augment.pad=2",
+    "data.mean.rgb=[0.4, 0.5, 0.6]",
+    "data.std.rgb=[0.2, 0.25, 0.3]",
+]
 
 
 @pytest.fixture
@@ -39,7 +45,9 @@ def test_eval_batches_are_the_decoded_images_normalised(dataset):
     b = batches[1]
     sample = dataset.splits.query[6]
     raw = torch.from_numpy(np.array(read_image(sample.images["rgb"], (16, 8)))).float() / 255
-    expected = (raw - torch.tensor([0.4, 0.5, 0.6]).view(3, 1, 1)) / torch.tensor([0.2, 0.25, 0.3]).view(3, 1, 1)
+    expected = (raw - torch.tensor([0.4, 0.5, 0.6]).view(3, 1, 1)) / torch.tensor([0.2, 0.25, 0.3]).view(
+        3, 1, 1
+    )
     assert torch.allclose(b["rgb"][1], expected, atol=1e-5)
     nir = torch.from_numpy(np.array(read_image(sample.images["nir"], (16, 8)))).float() / 255
     assert torch.allclose(b["nir"][1], (nir - 0.5) / 0.5, atol=1e-5)
@@ -69,7 +77,10 @@ def test_train_batches_are_pk_batches_of_the_cache_augmented_then_normalised(dat
 
 def test_one_draw_augments_every_modality_of_a_sample(dataset):
     """A dataset whose three modalities are the same file: the augmented modalities stay identical."""
-    same = [Sample({m: s.images["rgb"] for m in ("rgb", "nir", "tir")}, s.pid, s.camid) for s in dataset.splits.train]
+    same = [
+        Sample({m: s.images["rgb"] for m in ("rgb", "nir", "tir")}, s.pid, s.camid)
+        for s in dataset.splits.train
+    ]
     info = DatasetInfo("same-files", ["rgb", "nir", "tir"], 4, root=dataset.info.root)
     ds = Dataset(info, DatasetSplits(same, same[:4], same[4:8]))
     data = make(ds, "data.augment.erase=0.8", "data.mean={}", "data.std={}")
@@ -131,7 +142,10 @@ def test_auto_on_device_means_a_gpu_with_room_to_spare(monkeypatch):
     assert resolve_on_device(False, torch.device("cuda"), 1) is False
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (80 * 2**30, 80 * 2**30))
     assert resolve_on_device("auto", torch.device("cuda"), 6 * 2**30) is True
-    assert resolve_on_device("auto", torch.device("cuda"), int(module_mod.ON_DEVICE_FRACTION * 80 * 2**30) + 1) is False
+    assert (
+        resolve_on_device("auto", torch.device("cuda"), int(module_mod.ON_DEVICE_FRACTION * 80 * 2**30) + 1)
+        is False
+    )
 
 
 def test_on_device_setting_is_type_checked():

@@ -7,9 +7,9 @@ import torch
 import torch.multiprocessing as mp
 from torch import nn
 
-from reidbench import distributed, launch
-from reidbench.losses import batch_hard_triplet
 from reidbench.nn.output import ModelOutput
+from reidbench.parallel import distributed, launch
+from reidbench.train.losses import batch_hard_triplet
 from tests.conftest import TINY
 
 WORLD = 2
@@ -32,13 +32,25 @@ def _math_worker(rank: int, port: int, out_dir: str) -> None:
         dist.all_reduce(bn.weight.grad)  # summed over ranks, as the single-process sum of squares
         # the loss of gathered outputs: DDP averages the parameter gradients of the ranks
         p = proj.clone().requires_grad_()
-        out = distributed.gather_output(ModelOutput(embedding=x_full[rows] @ p, logits=(x_full[rows] @ p)[:, :2]), 4)
+        out = distributed.gather_output(
+            ModelOutput(embedding=x_full[rows] @ p, logits=(x_full[rows] @ p)[:, :2]), 4
+        )
         loss = batch_hard_triplet(out.embedding, labels, 0.3) + out.logits.pow(2).mean()
         loss.backward()
         dist.all_reduce(p.grad)
         p.grad /= WORLD
-        torch.save({"y": y.detach(), "x_grad": x.grad, "w_grad": bn.weight.grad, "mean": bn.running_mean,
-                    "var": bn.running_var, "p_grad": p.grad, "loss": loss.detach()}, Path(out_dir) / f"{rank}.pt")
+        torch.save(
+            {
+                "y": y.detach(),
+                "x_grad": x.grad,
+                "w_grad": bn.weight.grad,
+                "mean": bn.running_mean,
+                "var": bn.running_var,
+                "p_grad": p.grad,
+                "loss": loss.detach(),
+            },
+            Path(out_dir) / f"{rank}.pt",
+        )
     finally:
         distributed.shutdown()
 
@@ -76,13 +88,22 @@ def test_the_ranks_batches_make_up_the_single_process_batch(synthetic_dataset):
     protocol = build_protocol("synthetic", TINY)
     cpu = torch.device("cpu")
     one = DataModule(synthetic_dataset, protocol, cpu, seed=0, show_progress=False)
-    ranks = [DataModule(synthetic_dataset, protocol, cpu, seed=0, rank=r, world_size=WORLD, show_progress=False)
-             for r in range(WORLD)]
+    ranks = [
+        DataModule(synthetic_dataset, protocol, cpu, seed=0, rank=r, world_size=WORLD, show_progress=False)
+        for r in range(WORLD)
+    ]
     for epoch in (0, 1):
         steps = list(zip(one.train_batches(epoch), *(d.train_batches(epoch) for d in ranks), strict=True))
         assert len(steps) == one.steps_per_epoch() == ranks[1].steps_per_epoch()
         for batch, *parts in steps:
-            for key in ("rgb", "nir", "tir", "pid", "index", "camid"):  # augmented images included, bit for bit
+            for key in (
+                "rgb",
+                "nir",
+                "tir",
+                "pid",
+                "index",
+                "camid",
+            ):  # augmented images included, bit for bit
                 assert torch.equal(torch.cat([p[key] for p in parts]), batch[key])
             assert not {int(i) for i in parts[0]["pid"]} & {int(i) for i in parts[1]["pid"]}  # P/N ids each
     with pytest.raises(Exception, match="cannot be split over 3 processes"):
@@ -93,22 +114,47 @@ def test_two_gloo_processes_train_like_one(tmp_path, mlflow_uri):
     from mlflow.tracking import MlflowClient
 
     from reidbench import tracking
-    from reidbench.checkpoint import Checkpointer
-    from reidbench.executors import Job, LocalPool
     from reidbench.protocol import config_hash
     from reidbench.runner import execute, make_spec
+    from reidbench.sweeps.executors import Job, LocalPool
+    from reidbench.train.checkpoint import Checkpointer
 
     # SGD: Adam would turn the rounding noise of parameters whose exact gradient is 0 (key biases, the
     # final norm's bias before the BNNeck) into lr-sized steps, hiding how close the gradients are
-    spec = make_spec("late_fusion", "synthetic", 0, ["sampler.p=4", "sampler.k=4", "train.epochs=2",
-                                                       "train.max_steps_per_epoch=3", "optim.name=sgd",
-                                                       "optim.lr=0.05"])
+    spec = make_spec(
+        "late_fusion",
+        "synthetic",
+        0,
+        [
+            "sampler.p=4",
+            "sampler.k=4",
+            "train.epochs=2",
+            "train.max_steps_per_epoch=3",
+            "optim.name=sgd",
+            "optim.lr=0.05",
+        ],
+    )
     digest = config_hash(spec.config())
-    single = execute(spec, Path("unused"), None, device=torch.device("cpu"), show_progress=False,
-                     checkpoint_dir=tmp_path / "one", keep_checkpoint=True)
+    single = execute(
+        spec,
+        Path("unused"),
+        None,
+        device=torch.device("cpu"),
+        show_progress=False,
+        checkpoint_dir=tmp_path / "one",
+        keep_checkpoint=True,
+    )
     tracking.prepare(mlflow_uri, "reidbench")  # the parent creates the store before the workers start
-    job = Job(spec, Path("unused"), mlflow_uri, "reidbench", checkpoint_dir=tmp_path / "two", keep_checkpoint=True,
-              device="cpu", nprocs=WORLD)
+    job = Job(
+        spec,
+        Path("unused"),
+        mlflow_uri,
+        "reidbench",
+        checkpoint_dir=tmp_path / "two",
+        keep_checkpoint=True,
+        device="cpu",
+        nprocs=WORLD,
+    )
     (outcome,) = LocalPool([None], tmp_path / "jobs").run([job])
     assert outcome.ok, f"{outcome.error}\n{outcome.log.read_text()[-3000:]}"
 
@@ -116,17 +162,23 @@ def test_two_gloo_processes_train_like_one(tmp_path, mlflow_uri):
     two = Checkpointer(tmp_path / "two" / digest).load()
     loss_one = [h["train_loss"] for h in one["result"]["history"]]
     loss_two = [h["train_loss"] for h in two["result"]["history"]]
-    weight_diff = max((one["model"][k].float() - two["model"][k].float()).abs().max().item() for k in one["model"])
+    weight_diff = max(
+        (one["model"][k].float() - two["model"][k].float()).abs().max().item() for k in one["model"]
+    )
     metric_diff = {k: abs(single.metrics[k] - outcome.metrics[k]) for k in ("mAP", "rank1", "mINP")}
-    print(f"\nDDP x{WORLD} vs 1 process: train_loss {loss_one} vs {loss_two}; max |weight diff| {weight_diff:.2e}; "
-          f"|metric diff| {metric_diff}")
+    print(
+        f"\nDDP x{WORLD} vs 1 process: train_loss {loss_one} vs {loss_two}; max |weight diff| {weight_diff:.2e}; "
+        f"|metric diff| {metric_diff}"
+    )
     assert two["result"]["samples_seen"] == one["result"]["samples_seen"]  # the same global batches
     assert loss_two == pytest.approx(loss_one, rel=1e-4) and loss_one[1] < loss_one[0]
     assert weight_diff < 1e-4
     # near-tied distances of a barely trained model: one query's rank-1 may flip (1/96), mAP moves by < 1e-3
     assert metric_diff["mAP"] < 2e-3 and metric_diff["mINP"] < 2e-3
     assert metric_diff["rank1"] <= 1 / single.metrics["num_valid_queries"] + 1e-9
-    assert outcome.metrics["num_valid_queries"] == single.metrics["num_valid_queries"]  # every query, gathered
+    assert (
+        outcome.metrics["num_valid_queries"] == single.metrics["num_valid_queries"]
+    )  # every query, gathered
 
     client = MlflowClient(mlflow_uri)
     (run,) = client.search_runs([client.get_experiment_by_name("reidbench").experiment_id])  # rank 0 only

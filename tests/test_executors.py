@@ -4,16 +4,16 @@ import json
 import sys
 from pathlib import Path
 
-from reidbench.executors import Job, LocalPool, worker_command
 from reidbench.runner import make_spec
+from reidbench.sweeps.executors import Job, LocalPool, worker_command
 from tests.conftest import TINY
 
-# A stand-in for reidbench.worker: records its devices and lifetime; jobs 0 and 1 wait for each other
+# A stand-in for reidbench.sweeps.worker: records its devices and lifetime; jobs 0 and 1 wait for each other
 # (so the test fails unless two runs really run at once), job 2 fails.
 CHEAP_WORKER = r"""
 import json, os, sys, time
 from pathlib import Path
-from reidbench.jobs import write_error, write_result
+from reidbench.sweeps.jobs import write_error, write_result
 job_dir = Path(sys.argv[1])
 index = int(job_dir.name[:4])
 start = time.time()
@@ -61,7 +61,9 @@ def test_pool_runs_each_job_on_its_own_devices_and_reports_failures(tmp_path):
     assert "Traceback" in outcomes[4].log.read_text()  # the worker's log keeps the traceback
     records = [json.loads(p.read_text()) for p in sorted((tmp_path / "jobs").glob("000[0-3]-*/env.json"))]
     assert {r["devices"] for r in records} == {"0,1", "2,3"}
-    assert records[0]["devices"] != records[1]["devices"]  # 0 and 1 ran at the same time (they wait for each other)
+    assert (
+        records[0]["devices"] != records[1]["devices"]
+    )  # 0 and 1 ran at the same time (they wait for each other)
     for a in records:
         running = [b for b in records if b["start"] <= a["start"] < b["end"]]
         assert len(running) <= 2  # never more runs than slots

@@ -11,8 +11,9 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-from reidbench import liveness, runner, tracking
+from reidbench import runner, tracking
 from reidbench.protocol import config_hash
+from reidbench.sweeps import liveness
 from tests.conftest import TINY
 from tests.test_cli import run_cli
 
@@ -48,14 +49,33 @@ def test_is_alive_by_process_here_and_by_heartbeat_elsewhere(live_pid):
 def running_run(uri: str, tags: dict[str, str]) -> str:
     """A RUNNING run of the late_fusion point trained below, as another sweep would leave it."""
     digest = config_hash(runner.make_spec("late_fusion", "synthetic", 0, TINY).config())
-    run = tracking.Run(uri, tracking.prepare(uri, "reidbench"), "late_fusion@synthetic#s0",
-                       {"run_kind": "run", "config_hash": digest, **tags})
+    run = tracking.Run(
+        uri,
+        tracking.prepare(uri, "reidbench"),
+        "late_fusion@synthetic#s0",
+        {"run_kind": "run", "config_hash": digest, **tags},
+    )
     return run.run_id
 
 
 def test_sweep_leaves_a_live_run_alone_unless_told(monkeypatch, capsys, mlflow_uri, tmp_path, live_pid):
-    args = ["run", "-m", "late_fusion", "-d", "synthetic", "--seeds", "0", *[a for o in TINY for a in ("--set", o)],
-            "--tracking-uri", mlflow_uri, "--results-dir", str(tmp_path), "--device", "cpu", "-q"]
+    args = [
+        "run",
+        "-m",
+        "late_fusion",
+        "-d",
+        "synthetic",
+        "--seeds",
+        "0",
+        *[a for o in TINY for a in ("--set", o)],
+        "--tracking-uri",
+        mlflow_uri,
+        "--results-dir",
+        str(tmp_path),
+        "--device",
+        "cpu",
+        "-q",
+    ]
     other = running_run(mlflow_uri, {"host": HOST, "pid": str(live_pid)})
 
     def must_not_train(*args, **kwargs):
@@ -66,7 +86,9 @@ def test_sweep_leaves_a_live_run_alone_unless_told(monkeypatch, capsys, mlflow_u
         code, out = run_cli(monkeypatch, capsys, *args)
     assert code == 0, out
     said = " ".join(out.split())  # the console wraps long lines
-    assert "0 to train, 1 being trained by another sweep (left alone; --retry-running trains them here)" in said
+    assert (
+        "0 to train, 1 being trained by another sweep (left alone; --retry-running trains them here)" in said
+    )
 
     code, out = run_cli(monkeypatch, capsys, *args, "--retry-running")
     assert code == 0, out

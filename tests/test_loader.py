@@ -87,7 +87,9 @@ def test_msvr310_reads_scene_and_view_and_accepts_lower_case_folder(make_root, m
     assert (s.pid, s.camid, s.sceneid) == (2, 1, 9)  # test identity index 4: scenes 8 and 9; view v1 -> 1
     assert s.images["tir"].path.parts[-3:] == ("0002", "th", "0002_s009_v1_001.jpg")
     # query3 holds the gallery images of the identities seen in two scenes
-    assert {q.images["rgb"].path.name for q in ds.splits.query} <= {g.images["rgb"].path.name for g in ds.splits.gallery}
+    assert {q.images["rgb"].path.name for q in ds.splits.query} <= {
+        g.images["rgb"].path.name for g in ds.splits.gallery
+    }
     assert all(len({g.sceneid for g in ds.splits.gallery if g.pid == q.pid}) == 2 for q in ds.splits.query)
 
 
@@ -114,9 +116,16 @@ def test_strip_tiles_are_cropped_and_resized(make_root, monkeypatch):
 # ---- what is wrong is reported, with the path -------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("name", "folder"), [("rgbnt201", "RGBNT201"), ("rgbnt100", "RGBNT100"),
-                                              ("rgbn300", "RGBN300"), ("msvr310", "MSVR310"),
-                                              ("market1501_mm", "Market1501-MM")])
+@pytest.mark.parametrize(
+    ("name", "folder"),
+    [
+        ("rgbnt201", "RGBNT201"),
+        ("rgbnt100", "RGBNT100"),
+        ("rgbn300", "RGBN300"),
+        ("msvr310", "MSVR310"),
+        ("market1501_mm", "Market1501-MM"),
+    ],
+)
 def test_missing_root_names_expected_folder_and_source(tmp_path, name, folder):
     with pytest.raises(UserError) as err:
         load(name, tmp_path)
@@ -182,21 +191,40 @@ def test_missing_split_and_modality_folders(make_root, monkeypatch):
         load("msvr310", root, allow_partial=True)
 
 
-@pytest.mark.parametrize(("layout", "rel", "new_name", "message"), [
-    ("rgbnt100", "rgbir/query", "car7.jpg", "file name does not parse as VVVV_cCCCC_NNN.jpg"),
-    ("rgbnt100", "rgbir/query", "0002_c0009_001.jpg", "camera 9 outside 1..8"),
-    ("rgbnt100", "rgbir/query", "0700_c0001_001.jpg", "identity 700 outside 1..600"),
-    ("rgbnt201", "test/{m}", "000002_cam5_0_00.jpg", "camera 5 outside 1..4"),
-    ("market1501_mm", "query/{m}", "0002_c7s1_000009_01.jpg", "camera 7 outside 1..6"),
-    ("msvr310", "bounding_box_test/0002/{m}", "0002_s8_v0_000.jpg", "file name does not parse as VVVV_sSSS_vC_NNN.jpg"),
-    ("msvr310", "bounding_box_test/0002/{m}", "0004_s008_v0_009.jpg", "identity 4 in the folder of identity 2"),
-])
-def test_bad_names_and_ranges_are_reported_with_the_path(make_root, monkeypatch, layout, rel, new_name, message):
+@pytest.mark.parametrize(
+    ("layout", "rel", "new_name", "message"),
+    [
+        ("rgbnt100", "rgbir/query", "car7.jpg", "file name does not parse as VVVV_cCCCC_NNN.jpg"),
+        ("rgbnt100", "rgbir/query", "0002_c0009_001.jpg", "camera 9 outside 1..8"),
+        ("rgbnt100", "rgbir/query", "0700_c0001_001.jpg", "identity 700 outside 1..600"),
+        ("rgbnt201", "test/{m}", "000002_cam5_0_00.jpg", "camera 5 outside 1..4"),
+        ("market1501_mm", "query/{m}", "0002_c7s1_000009_01.jpg", "camera 7 outside 1..6"),
+        (
+            "msvr310",
+            "bounding_box_test/0002/{m}",
+            "0002_s8_v0_000.jpg",
+            "file name does not parse as VVVV_sSSS_vC_NNN.jpg",
+        ),
+        (
+            "msvr310",
+            "bounding_box_test/0002/{m}",
+            "0004_s008_v0_009.jpg",
+            "identity 4 in the folder of identity 2",
+        ),
+    ],
+)
+def test_bad_names_and_ranges_are_reported_with_the_path(
+    make_root, monkeypatch, layout, rel, new_name, message
+):
     config = small(layout)
     root = make_root(config)
     use_counts_of(monkeypatch, layout, config)
     base = official(root, config)
-    subs = {"rgbnt201": ("RGB", "NI", "TI"), "market1501_mm": ("RGB", "NI", "TI"), "msvr310": ("vis", "ni", "th")}
+    subs = {
+        "rgbnt201": ("RGB", "NI", "TI"),
+        "market1501_mm": ("RGB", "NI", "TI"),
+        "msvr310": ("vis", "ni", "th"),
+    }
     for sub in subs.get(layout, ("",)):  # rename the sample in every modality folder
         folder = base / rel.format(m=sub)
         next(iter(sorted(folder.glob("*.jpg")))).rename(folder / new_name)
@@ -211,8 +239,10 @@ def test_rgbn300_loader_rejects_three_tile_strips(make_root):
     root = make_root(config)
     official(root, config).rename(root / "RGBN300")
     ds = load("rgbn300", root, validate=False)
-    assert any("expected a strip of 2 tiles of 2:1 (512x128 in the official download), found 192x32" in p
-               for p in ds.problems)
+    assert any(
+        "expected a strip of 2 tiles of 2:1 (512x128 in the official download), found 192x32" in p
+        for p in ds.problems
+    )
 
 
 def test_rgbnt100_layout_is_found_case_insensitively(make_root, monkeypatch):

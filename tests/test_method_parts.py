@@ -11,12 +11,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reidbench.cost import forward_gflops, train_step_flops
-from reidbench.engine import build_optimizer
-from reidbench.losses import Criterion, augmented_triplet
+from reidbench.evaluation.cost import forward_gflops, train_step_flops
 from reidbench.nn.masking import block_mask, block_masks, normalised_patches, patchify, whole_word_mask
 from reidbench.nn.output import ModelOutput
 from reidbench.protocol import build_protocol
+from reidbench.train.engine import build_optimizer
+from reidbench.train.losses import Criterion, augmented_triplet
 from tests.conftest import TINY
 
 
@@ -27,9 +27,14 @@ def test_augmented_triplet_by_hand():
     # hard: the farthest same-id fusion row; the nearest other-id data row
     d_ap = torch.tensor([1.0, 1.0, 2.0, 2.0])
     d_an = torch.tensor([0.0, 1.0, 2.0, 4.0])
-    assert torch.allclose(augmented_triplet(anchor, data, labels, "hard"), F.softplus(d_ap - d_an).mean(), atol=1e-5)
-    assert torch.allclose(augmented_triplet(anchor, data, labels, "hard", margin=0.5),
-                          F.relu(d_ap - d_an + 0.5).mean(), atol=1e-5)
+    assert torch.allclose(
+        augmented_triplet(anchor, data, labels, "hard"), F.softplus(d_ap - d_an).mean(), atol=1e-5
+    )
+    assert torch.allclose(
+        augmented_triplet(anchor, data, labels, "hard", margin=0.5),
+        F.relu(d_ap - d_an + 0.5).mean(),
+        atol=1e-5,
+    )
     # random, with a single choice each: anchors 0, 1 have one positive and one negative (data row 2);
     # anchor 2 has no positive and is skipped
     for seed in range(10):
@@ -71,10 +76,15 @@ def test_center_loss_centers_optimised_or_fixed(synthetic_dataset):
 
 
 def test_stage_epoch_share_and_lr_scale():
-    protocol = build_protocol("synthetic", [
-        "train.epochs=5", "optim.lr=0.01",
-        "train.stages=[{name: a, epoch_share: 0.4}, {name: b, epoch_share: 0.6, lr_scale: 0.5}, "
-        "{name: c, epochs: 2, lr: 0.1, lr_scale: 0.1}, {name: d, epoch_share: 0.01}]"])
+    protocol = build_protocol(
+        "synthetic",
+        [
+            "train.epochs=5",
+            "optim.lr=0.01",
+            "train.stages=[{name: a, epoch_share: 0.4}, {name: b, epoch_share: 0.6, lr_scale: 0.5}, "
+            "{name: c, epochs: 2, lr: 0.1, lr_scale: 0.1}, {name: d, epoch_share: 0.01}]",
+        ],
+    )
     stages = protocol.resolved_stages()
     assert [s.epochs for s in stages] == [2, 3, 2, 1]
     assert [s.lr for s in stages] == pytest.approx([0.01, 0.005, 0.01, 0.01])

@@ -13,10 +13,10 @@ from methods.graft import graft_model
 from methods.mmet import MMETConfig, mmet_model
 from reidbench.data.module import DataModule
 from reidbench.errors import UserError
-from reidbench.losses import Criterion
 from reidbench.protocol import build_protocol
 from reidbench.registry import METHODS, load_plugins
 from reidbench.runner import make_spec, method_config
+from reidbench.train.losses import Criterion
 from tests.presets import tiny_method, write_vocab
 
 ALL = ["early_fusion", "graft", "late_fusion", "mmet", "multi_stream_vit", "single_modality"]
@@ -42,8 +42,9 @@ def build(method, synthetic_dataset, data, vocab, *overrides):
     entry = METHODS.get(method)
     mods = f"data.modalities=[{','.join(data.modalities)}]"
     spec = make_spec(method, "synthetic", 0, [*SMALL, mods, *tiny_method(method, vocab), *overrides])
-    model = entry.builder(method_config(method, spec.protocol.method), spec.protocol, synthetic_dataset.info,
-                          data.num_classes)
+    model = entry.builder(
+        method_config(method, spec.protocol.method), spec.protocol, synthetic_dataset.info, data.num_classes
+    )
     return spec.protocol, model, entry
 
 
@@ -54,7 +55,9 @@ def test_all_methods_are_registered():
 
 @pytest.mark.parametrize("num_modalities", [2, 3])
 @pytest.mark.parametrize("method", ALL)
-def test_forward_backward_reaches_every_parameter(method, num_modalities, datamodules, synthetic_dataset, vocab):
+def test_forward_backward_reaches_every_parameter(
+    method, num_modalities, datamodules, synthetic_dataset, vocab
+):
     data = datamodules[num_modalities]
     extra = ["loss.variant=ce+triplet+mlm+mpr"] if method == "mmet" else []
     protocol, model, entry = build(method, synthetic_dataset, data, vocab, *extra)
@@ -63,14 +66,20 @@ def test_forward_backward_reaches_every_parameter(method, num_modalities, datamo
     n = len(batch["pid"])
     assert out.logits.shape == (n, data.num_classes) and out.embedding.shape[0] == n
     terms = entry.meta.get("loss_terms")
-    criterion = Criterion(protocol.loss, data.num_classes, out.embedding.shape[1], terms(protocol) if terms else None)
+    criterion = Criterion(
+        protocol.loss, data.num_classes, out.embedding.shape[1], terms(protocol) if terms else None
+    )
     total = 0.0
     for stage in protocol.resolved_stages():  # every stage's variant, e.g. GraFT's ce+aug_triplet(+center)
         losses = criterion(out, batch["pid"], stage.loss, stage.label_smoothing)
         assert torch.isfinite(losses["loss"]) and losses["loss"] > 0
         total = total + losses["loss"]
     total.backward()
-    missing = [name for name, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())]
+    missing = [
+        name
+        for name, p in model.named_parameters()
+        if p.requires_grad and (p.grad is None or not p.grad.any())
+    ]
     assert not missing, f"{method}: parameters without gradient: {missing}"
     model.eval()
     with torch.no_grad():
@@ -85,8 +94,16 @@ def test_list_methods_shows_descriptions_and_knobs():
     assert result.exit_code == 0, result.output
     for name in ALL:
         assert name in result.output
-    for knob in ("fusion_tokens=1", "depth=1", "fusion='concat'", "modality='rgb'", "readout='mean'",
-                 "image_mask_ratio=", "text_mask_prob=0.15", "triplet_mining='random'"):
+    for knob in (
+        "fusion_tokens=1",
+        "depth=1",
+        "fusion='concat'",
+        "modality='rgb'",
+        "readout='mean'",
+        "image_mask_ratio=",
+        "text_mask_prob=0.15",
+        "triplet_mining='random'",
+    ):
         assert knob in result.output, knob
 
 
@@ -94,11 +111,19 @@ def _count(model: torch.nn.Module) -> float:
     return sum(p.numel() for p in model.parameters()) / 1e6
 
 
-@pytest.mark.parametrize("modalities,classes,expected", [(["rgb", "nir", "tir"], 50, 103.0), (["rgb", "nir"], 150, 97.5)])
+@pytest.mark.parametrize(
+    "modalities,classes,expected", [(["rgb", "nir", "tir"], 50, 103.0), (["rgb", "nir"], 150, 97.5)]
+)
 def test_graft_parameter_count_at_deit_base(modalities, classes, expected):
     # 224x224 DeiT-B/16 distilled, one fusion layer per modality (README: 101M / 97M; code: 103.0M / 97.5M)
-    protocol = build_protocol("rgbnt100", ["backbone.name=deit_base_distilled_patch16_224", "backbone.pretrained=false",
-                                           "data.image_size=[224,224]"])
+    protocol = build_protocol(
+        "rgbnt100",
+        [
+            "backbone.name=deit_base_distilled_patch16_224",
+            "backbone.pretrained=false",
+            "data.image_size=[224,224]",
+        ],
+    )
     with torch.device("meta"):
         model = graft_model(modalities, classes, protocol)
     assert abs(_count(model) - expected) / expected < 0.02, _count(model)
@@ -106,8 +131,10 @@ def test_graft_parameter_count_at_deit_base(modalities, classes, expected):
 
 def test_mmet_parameter_count_at_base_size(tmp_path):
     vocab = write_vocab(tmp_path / "vocab.txt", size=30522)  # bert-base-uncased's 30522 tokens
-    protocol = build_protocol("rgbnt100", ["backbone.pretrained=false", "data.image_size=[224,224]",
-                                           "data.modalities=[rgb]", "data.text=true"])
+    protocol = build_protocol(
+        "rgbnt100",
+        ["backbone.pretrained=false", "data.image_size=[224,224]", "data.modalities=[rgb]", "data.text=true"],
+    )
     cfg = MMETConfig(text_pretrained=False, tokenizer=str(vocab))
     with torch.device("meta"):
         model = mmet_model(["rgb"], 1039, protocol, cfg)
@@ -118,10 +145,20 @@ def test_mmet_parameter_count_at_base_size(tmp_path):
 def test_graft_defaults_make_two_stages_within_the_epoch_budget():
     spec = make_spec("graft", "synthetic", 0, ["train.epochs=10", "optim.lr=1e-3"])
     first, second = spec.protocol.resolved_stages()
-    assert (first.name, first.epochs, first.freeze, first.label_smoothing, first.loss) == \
-        ("frozen", 4, ["backbone"], 0.0, "ce+aug_triplet")
-    assert (second.epochs, second.freeze, second.label_smoothing, second.loss, second.schedule) == \
-        (6, [], 0.1, "ce+aug_triplet+center", "constant")
+    assert (first.name, first.epochs, first.freeze, first.label_smoothing, first.loss) == (
+        "frozen",
+        4,
+        ["backbone"],
+        0.0,
+        "ce+aug_triplet",
+    )
+    assert (second.epochs, second.freeze, second.label_smoothing, second.loss, second.schedule) == (
+        6,
+        [],
+        0.1,
+        "ce+aug_triplet+center",
+        "constant",
+    )
     assert abs(second.lr - 1e-3 * 5.7433e-6 / 2.54e-5) < 1e-7 and first.lr == 1e-3
     assert spec.protocol.loss.triplet_margin is None and spec.protocol.loss.id_weight == 0.5
     single = make_spec("graft", "synthetic", 0, ["train.stages=[]"]).protocol.resolved_stages()
@@ -141,13 +178,17 @@ def test_graft_fusion_weights_fixed_or_learnable(synthetic_dataset):
     fixed = graft_model(["rgb", "nir"], 5, protocol, heads=2, dim_feedforward=32)
     assert "fusion_weights" not in dict(fixed.named_parameters())
     assert torch.equal(fixed.fusion_weights, torch.tensor([0.5, 0.5]))
-    learn = graft_model(["rgb", "nir"], 5, protocol, heads=2, dim_feedforward=32, learnable_fusion_weights=True)
+    learn = graft_model(
+        ["rgb", "nir"], 5, protocol, heads=2, dim_feedforward=32, learnable_fusion_weights=True
+    )
     assert dict(learn.named_parameters())["fusion_weights"].requires_grad
 
 
 def test_graft_embedding_is_the_weighted_mean_of_per_modality_fusion_outputs():
     protocol = build_protocol("synthetic", [])
-    model = graft_model(["rgb", "nir"], 5, protocol, fusion_tokens=2, heads=2, dim_feedforward=32, data_token=1).eval()
+    model = graft_model(
+        ["rgb", "nir"], 5, protocol, fusion_tokens=2, heads=2, dim_feedforward=32, data_token=1
+    ).eval()
     batch = {"rgb": torch.randn(3, 3, 32, 64), "nir": torch.randn(3, 3, 32, 64)}
     out = model(batch)
     with torch.no_grad():
@@ -157,8 +198,10 @@ def test_graft_embedding_is_the_weighted_mean_of_per_modality_fusion_outputs():
             seq = torch.cat([model.fusion_tokens.expand(3, -1, -1), tokens], 1)
             per.append(model.encoders[m](seq))
         # data tokens first (the official order for the negative) gives the same data-token outputs
-        flipped = [model.encoders[m](torch.cat([model.backbone(batch[m]), model.fusion_tokens.expand(3, -1, -1)], 1))
-                   for m in ("rgb", "nir")]
+        flipped = [
+            model.encoders[m](torch.cat([model.backbone(batch[m]), model.fusion_tokens.expand(3, -1, -1)], 1))
+            for m in ("rgb", "nir")
+        ]
     expected = (per[0][:, :2].flatten(1) + per[1][:, :2].flatten(1)) / 2
     negative = (flipped[0][:, 1:3].flatten(1) + flipped[1][:, 1:3].flatten(1)) / 2
     assert out.embedding.shape == (3, 128)
@@ -170,8 +213,15 @@ def test_mmet_modes_and_text_errors(synthetic_dataset, datamodules, vocab):
     data = datamodules[2]
     batch = next(data.eval_batches("query", 3))
     base = build_protocol("synthetic", ["data.modalities=[rgb,nir]", "data.text=true"])
-    tiny = dict(tokenizer=str(vocab), text_pretrained=False, text_hidden=64, text_layers=1, text_heads=2,
-                mm_layers=1, mm_heads=2)
+    tiny = dict(
+        tokenizer=str(vocab),
+        text_pretrained=False,
+        text_hidden=64,
+        text_layers=1,
+        text_heads=2,
+        mm_layers=1,
+        mm_heads=2,
+    )
     model = mmet_model(["rgb", "nir"], 5, base, MMETConfig(**tiny)).eval()
     full = model(batch).embedding
     model.eval_mode = "image"
@@ -182,22 +232,27 @@ def test_mmet_modes_and_text_errors(synthetic_dataset, datamodules, vocab):
     shuffled = dict(batch, text=list(reversed(batch["text"])))
     model.eval_mode = "image"
     assert torch.allclose(model(shuffled).embedding, image)  # image mode ignores captions
-    image_only = mmet_model(["rgb"], 5, replace(base, data=replace(base.data, text=False)), MMETConfig(mode="image"))
+    image_only = mmet_model(
+        ["rgb"], 5, replace(base, data=replace(base.data, text=False)), MMETConfig(mode="image")
+    )
     assert image_only.text_encoder is None and image_only.mm_encoder is None
     with pytest.raises(UserError, match="data.text=true"):
         mmet_model(["rgb"], 5, replace(base, data=replace(base.data, text=False)), MMETConfig(**tiny))
     with pytest.raises(UserError, match="has none"):
         mmet_model(["rgb"], 5, base, MMETConfig(**tiny), has_text=False)
     with pytest.raises(UserError, match="needs captions"):
-        mmet_model(["rgb", "nir"], 5, base, MMETConfig(**tiny)).eval()({k: v for k, v in batch.items() if k != "text"})
+        mmet_model(["rgb", "nir"], 5, base, MMETConfig(**tiny)).eval()(
+            {k: v for k, v in batch.items() if k != "text"}
+        )
     with pytest.raises(UserError, match="text_hidden=64"):
         mmet_model(["rgb"], 5, base, MMETConfig(**{**tiny, "text_hidden": 32, "eval_mode": "text"}))
 
 
 def test_mmet_reconstruction_terms_need_masking(synthetic_dataset, datamodules, vocab):
     data = datamodules[2]
-    protocol, model, entry = build("mmet", synthetic_dataset, data, vocab, "loss.variant=ce+triplet+mpr",
-                                   "method.image_mask_ratio=0")
+    protocol, model, entry = build(
+        "mmet", synthetic_dataset, data, vocab, "loss.variant=ce+triplet+mpr", "method.image_mask_ratio=0"
+    )
     assert model.mpr_head is not None and model.mlm_head is None  # heads follow the loss variant
     batch = next(data.train_batches(0))
     criterion = Criterion(protocol.loss, data.num_classes, 64, entry.meta["loss_terms"](protocol))
@@ -227,14 +282,19 @@ def test_late_fusion_shared_and_separate_backbones(synthetic_dataset, datamodule
 
 
 def test_graft_stage_one_freezes_the_backbone_and_stage_two_trains_it(synthetic_dataset, vocab):
-    from reidbench.engine import fit
+    from reidbench.train.engine import fit
 
-    spec = make_spec("graft", "synthetic", 0, [*SMALL, *tiny_method("graft", vocab), "train.epochs=2",
-                                                "train.max_steps_per_epoch=2"])
+    spec = make_spec(
+        "graft",
+        "synthetic",
+        0,
+        [*SMALL, *tiny_method("graft", vocab), "train.epochs=2", "train.max_steps_per_epoch=2"],
+    )
     data = DataModule(synthetic_dataset, spec.protocol, torch.device("cpu"), show_progress=False)
     entry = METHODS.get("graft")
-    model = entry.builder(method_config("graft", spec.protocol.method), spec.protocol, synthetic_dataset.info,
-                          data.num_classes)
+    model = entry.builder(
+        method_config("graft", spec.protocol.method), spec.protocol, synthetic_dataset.info, data.num_classes
+    )
     criterion = Criterion(spec.protocol.loss, data.num_classes, 64, entry.meta["loss_terms"](spec.protocol))
 
     def snapshot(module):
@@ -242,9 +302,17 @@ def test_graft_stage_one_freezes_the_backbone_and_stage_two_trains_it(synthetic_
 
     start = {"backbone": snapshot(model.backbone), "encoders": snapshot(model.encoders)}
     after_stage: list[dict] = []
-    fit(model, criterion, data, spec.protocol, torch.device("cpu"), show_progress=False,
-        on_epoch=lambda e, m: after_stage.append({"backbone": snapshot(model.backbone),
-                                                  "encoders": snapshot(model.encoders), "lr": m["lr"]}))
+    fit(
+        model,
+        criterion,
+        data,
+        spec.protocol,
+        torch.device("cpu"),
+        show_progress=False,
+        on_epoch=lambda e, m: after_stage.append(
+            {"backbone": snapshot(model.backbone), "encoders": snapshot(model.encoders), "lr": m["lr"]}
+        ),
+    )
 
     def same(a, b):
         return all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
@@ -256,7 +324,7 @@ def test_graft_stage_one_freezes_the_backbone_and_stage_two_trains_it(synthetic_
 
 
 def test_train_compile_wraps_the_model_in_torch_compile(synthetic_dataset, vocab, monkeypatch):
-    from reidbench.engine import fit
+    from reidbench.train.engine import fit
 
     compiled = []
 
@@ -265,20 +333,41 @@ def test_train_compile_wraps_the_model_in_torch_compile(synthetic_dataset, vocab
         return model
 
     monkeypatch.setattr(torch, "compile", fake_compile)
-    spec = make_spec("single_modality", "synthetic", 0, [*SMALL, "train.epochs=1", "train.max_steps_per_epoch=1",
-                                                          "train.compile=true"])
+    spec = make_spec(
+        "single_modality",
+        "synthetic",
+        0,
+        [*SMALL, "train.epochs=1", "train.max_steps_per_epoch=1", "train.compile=true"],
+    )
     data = DataModule(synthetic_dataset, spec.protocol, torch.device("cpu"), show_progress=False)
-    model = METHODS.get("single_modality").builder(method_config("single_modality", spec.protocol.method),
-                                                   spec.protocol, synthetic_dataset.info, data.num_classes)
-    fit(model, Criterion(spec.protocol.loss, data.num_classes, 64), data, spec.protocol, torch.device("cpu"),
-        show_progress=False)
+    model = METHODS.get("single_modality").builder(
+        method_config("single_modality", spec.protocol.method),
+        spec.protocol,
+        synthetic_dataset.info,
+        data.num_classes,
+    )
+    fit(
+        model,
+        Criterion(spec.protocol.loss, data.num_classes, 64),
+        data,
+        spec.protocol,
+        torch.device("cpu"),
+        show_progress=False,
+    )
     assert compiled == [model]
 
 
 def test_graft_drop_missing_averages_the_present_modalities():
     protocol = build_protocol("synthetic", [])
-    model = graft_model(["rgb", "nir"], 5, protocol, heads=2, dim_feedforward=32, learnable_fusion_weights=True,
-                        drop_missing=True).eval()
+    model = graft_model(
+        ["rgb", "nir"],
+        5,
+        protocol,
+        heads=2,
+        dim_feedforward=32,
+        learnable_fusion_weights=True,
+        drop_missing=True,
+    ).eval()
     assert model.drops_missing_modalities
     with torch.no_grad():
         model.fusion_weights.copy_(torch.tensor([0.2, 0.6]))
@@ -293,16 +382,32 @@ def test_graft_drop_missing_averages_the_present_modalities():
 def test_drop_missing_evaluation_runs_every_setting(method, synthetic_dataset, vocab):
     from reidbench.evaluation import evaluate
 
-    spec = make_spec(method, "synthetic", 0, [*SMALL, *tiny_method(method, vocab), "data.modalities=[rgb,nir]",
-                                              "eval.missing_modality=true", "eval.cross_modal=[all]"])
+    spec = make_spec(
+        method,
+        "synthetic",
+        0,
+        [
+            *SMALL,
+            *tiny_method(method, vocab),
+            "data.modalities=[rgb,nir]",
+            "eval.missing_modality=true",
+            "eval.cross_modal=[all]",
+        ],
+    )
     data = DataModule(synthetic_dataset, spec.protocol, torch.device("cpu"), show_progress=False)
     results = {}
     for drop in (False, True):
         torch.manual_seed(0)
-        model = METHODS.get(method).builder(method_config(method, {**spec.protocol.method, "drop_missing": drop}),
-                                            spec.protocol, synthetic_dataset.info, data.num_classes)
+        model = METHODS.get(method).builder(
+            method_config(method, {**spec.protocol.method, "drop_missing": drop}),
+            spec.protocol,
+            synthetic_dataset.info,
+            data.num_classes,
+        )
         results[drop] = evaluate(model, data)
     for key in ("mAP", "mAP@no_nir", "mAP@no_rgb", "mAP@rgb->nir", "mAP@nir->rgb"):
         assert 0 <= results[True][key] <= 1
     assert results[True]["mAP"] == pytest.approx(results[False]["mAP"])  # all modalities: the same model
-    assert results[True]["mAP@no_nir"] != pytest.approx(results[False]["mAP@no_nir"])  # dropping != zero-filling
+    assert results[True]["mAP@no_nir"] != pytest.approx(
+        results[False]["mAP@no_nir"]
+    )  # dropping != zero-filling

@@ -16,8 +16,18 @@ from reidbench.evaluation import RankMetrics, rank_metrics
 from reidbench.evaluation.metrics import pairwise_distance, rank_metrics_from_features
 
 
-def reference(dist, q_pids, g_pids, q_camids, g_camids, q_sceneids=None, g_sceneids=None,
-              junk="market", max_rank=50, same_set=False):
+def reference(
+    dist,
+    q_pids,
+    g_pids,
+    q_camids,
+    g_camids,
+    q_sceneids=None,
+    g_sceneids=None,
+    junk="market",
+    max_rank=50,
+    same_set=False,
+):
     """Plain protocol: stable argsort per query, drop junk, then the usual AP / CMC / INP loop."""
     dist = np.asarray(dist, dtype=np.float64)
     aps, inps, cmcs = [], [], []
@@ -42,7 +52,7 @@ def reference(dist, q_pids, g_pids, q_camids, g_camids, q_sceneids=None, g_scene
         ap_all[i] = ap
         inps.append(len(positions) / (positions[-1] + 1))
         cmc = np.zeros(max_rank)
-        cmc[positions[0]:] = 1.0  # carry forward, also past the end of a short list
+        cmc[positions[0] :] = 1.0  # carry forward, also past the end of a short list
         cmcs.append(cmc)
     if not aps:
         return None
@@ -97,12 +107,19 @@ def test_random_cases_match_reference(path, junk, same_set, dtype):
     for trial in range(16):
         num_q, num_g = int(rng.integers(1, 25)), int(rng.integers(1, 30 if same_set else 70))
         levels = int(rng.choice([2, 5, 1000]))
-        dist, qp, gp, qc, gc, qs, gs = random_case(rng, num_q, num_g, levels=levels, dtype=dtype,
-                                                  same_set=same_set)
+        dist, qp, gp, qc, gc, qs, gs = random_case(
+            rng, num_q, num_g, levels=levels, dtype=dtype, same_set=same_set
+        )
         max_rank = int(rng.choice([1, 5, 50]))
         ref = reference(dist, qp, gp, qc, gc, qs, gs, junk=junk, max_rank=max_rank, same_set=same_set)
-        kwargs = dict(q_sceneids=qs, g_sceneids=gs, junk=junk, max_rank=max_rank, same_set=same_set,
-                      chunk_size=int(rng.integers(1, 12)) if trial % 2 else None)
+        kwargs = dict(
+            q_sceneids=qs,
+            g_sceneids=gs,
+            junk=junk,
+            max_rank=max_rank,
+            same_set=same_set,
+            chunk_size=int(rng.integers(1, 12)) if trial % 2 else None,
+        )
         if ref is None:
             with pytest.raises(ValueError, match="no valid query"):
                 rank_metrics(dist, qp, gp, qc, gc, **kwargs)
@@ -172,8 +189,9 @@ def test_negative_zero_ties_with_zero(path):
 def test_negative_and_infinite_distances(path):
     dist = torch.tensor([[-3.0, -1.0, math.inf, -math.inf, 2.0, math.inf]])
     gp = [1, 2, 1, 2, 2, 2]
-    ref = reference(dist.numpy(), np.array([1]), np.array(gp), np.array([0]), np.ones(6, dtype=int),
-                    max_rank=6)
+    ref = reference(
+        dist.numpy(), np.array([1]), np.array(gp), np.array([0]), np.ones(6, dtype=int), max_rank=6
+    )
     assert_matches(rank_metrics(dist, [1], gp, [0], [1] * 6, max_rank=6), ref)
 
 
@@ -240,16 +258,27 @@ def test_cmc_carries_forward_on_short_lists():
     # junk shortens the list below max_rank: curve stays 1 after the first positive
     r = rank_metrics(np.array([[0.1, 0.2, 0.3]]), [1], [1, 1, 1], [0], [0, 0, 1], max_rank=10)
     assert r.cmc.tolist() == [1.0] * 10
-    assert r.as_dict() == {"mAP": 1.0, "rank1": 1.0, "rank5": 1.0, "rank10": 1.0, "mINP": 1.0,
-                           "num_valid_queries": 1}
+    assert r.as_dict() == {
+        "mAP": 1.0,
+        "rank1": 1.0,
+        "rank5": 1.0,
+        "rank10": 1.0,
+        "mINP": 1.0,
+        "num_valid_queries": 1,
+    }
 
 
 def test_numpy_and_torch_inputs_agree():
     rng = np.random.default_rng(3)
     dist, qp, gp, qc, gc, _, _ = random_case(rng, 20, 60, levels=7)
     a = rank_metrics(dist, qp, gp, qc, gc)
-    b = rank_metrics(torch.from_numpy(dist), torch.from_numpy(qp), torch.from_numpy(gp),
-                     torch.from_numpy(qc), torch.from_numpy(gc))
+    b = rank_metrics(
+        torch.from_numpy(dist),
+        torch.from_numpy(qp),
+        torch.from_numpy(gp),
+        torch.from_numpy(qc),
+        torch.from_numpy(gc),
+    )
     c = rank_metrics(dist.tolist(), qp.tolist(), gp.tolist(), qc.tolist(), gc.tolist())
     d = rank_metrics(torch.from_numpy(dist).half(), qp.astype(np.int32), gp, qc, gc)  # fp16 is upcast
     for x in (b, c, d):
@@ -308,8 +337,9 @@ def test_cuda_matches_cpu():
 def cases(draw):
     num_q = draw(st.integers(1, 8))
     num_g = draw(st.integers(1, 20))
-    dist = np.array(draw(st.lists(st.integers(0, 4), min_size=num_q * num_g, max_size=num_q * num_g)),
-                    dtype=np.float32).reshape(num_q, num_g)
+    dist = np.array(
+        draw(st.lists(st.integers(0, 4), min_size=num_q * num_g, max_size=num_q * num_g)), dtype=np.float32
+    ).reshape(num_q, num_g)
     ids = st.integers(0, 3)
     qp = np.array(draw(st.lists(ids, min_size=num_q, max_size=num_q)))
     gp = np.array(draw(st.lists(ids, min_size=num_g, max_size=num_g)))

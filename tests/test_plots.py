@@ -8,7 +8,7 @@ import pytest
 from matplotlib.collections import PolyCollection
 from matplotlib.patches import Rectangle
 
-from reidbench import plots
+from reidbench.report import plots
 
 SEEDS = (0, 1, 2)
 
@@ -23,16 +23,30 @@ def runs_frame(rows: list[dict]) -> pd.DataFrame:
 
 
 def numeric_ablation() -> pd.DataFrame:
-    rows = [{"method": m, "dataset": d, "seed": s, "ablation": "fusion_tokens", "axis": "method.fusion_tokens",
-             "value": str(t), "axis_default": "4", "mAP": 0.4 + 0.01 * t + 0.01 * s + (0.05 if m == "b" else 0)}
-            for d in ("synthetic", "rgbnt100", "rgbn300") for m in ("a", "b") for t in (1, 2, 4, 8, 16, 32)
-            for s in SEEDS]
+    rows = [
+        {
+            "method": m,
+            "dataset": d,
+            "seed": s,
+            "ablation": "fusion_tokens",
+            "axis": "method.fusion_tokens",
+            "value": str(t),
+            "axis_default": "4",
+            "mAP": 0.4 + 0.01 * t + 0.01 * s + (0.05 if m == "b" else 0),
+        }
+        for d in ("synthetic", "rgbnt100", "rgbn300")
+        for m in ("a", "b")
+        for t in (1, 2, 4, 8, 16, 32)
+        for s in SEEDS
+    ]
     return runs_frame(rows)
 
 
 def data_lines(ax) -> list:
     """Lines carrying data: not the default marker, not legend handles."""
-    return [line for line in ax.get_lines() if line.get_gid() != plots.DEFAULT_GID and len(line.get_xdata()) > 1]
+    return [
+        line for line in ax.get_lines() if line.get_gid() != plots.DEFAULT_GID and len(line.get_xdata()) > 1
+    ]
 
 
 def test_numeric_ablation_one_panel_per_dataset_mean_line_and_std_band_per_method():
@@ -47,8 +61,9 @@ def test_numeric_ablation_one_panel_per_dataset_mean_line_and_std_band_per_metho
         assert sum(isinstance(c, PolyCollection) for c in ax.collections) == 2  # ± std bands
         np.testing.assert_allclose(sorted(lines[0].get_xdata()), [1, 2, 4, 8, 16, 32])
         expected_a = [100 * (0.4 + 0.01 * t + 0.01) for t in (1, 2, 4, 8, 16, 32)]  # mean over seeds 0, 1, 2
-        assert sorted(lines[0].get_ydata()) == pytest.approx(expected_a) or \
-            sorted(lines[1].get_ydata()) == pytest.approx(expected_a)
+        assert sorted(lines[0].get_ydata()) == pytest.approx(expected_a) or sorted(
+            lines[1].get_ydata()
+        ) == pytest.approx(expected_a)
         assert ax.get_xscale() == "log"  # powers of two spanning 32x: log2 axis
         default = [line for line in ax.get_lines() if line.get_gid() == plots.DEFAULT_GID]
         assert len(default) == 1 and default[0].get_xdata()[0] == 4
@@ -69,9 +84,21 @@ def test_std_band_is_the_sample_std_over_seeds():
 
 
 def test_categorical_ablation_is_grouped_bars_with_default_marked():
-    rows = [{"method": m, "dataset": "synthetic", "seed": s, "ablation": "loss", "axis": "loss.variant",
-             "value": v, "axis_default": "ce+triplet", "mAP": 0.5 + 0.1 * v.count("+") + 0.01 * s}
-            for m in ("a", "b") for v in ("ce", "ce+triplet", "ce+triplet+center") for s in SEEDS]
+    rows = [
+        {
+            "method": m,
+            "dataset": "synthetic",
+            "seed": s,
+            "ablation": "loss",
+            "axis": "loss.variant",
+            "value": v,
+            "axis_default": "ce+triplet",
+            "mAP": 0.5 + 0.1 * v.count("+") + 0.01 * s,
+        }
+        for m in ("a", "b")
+        for v in ("ce", "ce+triplet", "ce+triplet+center")
+        for s in SEEDS
+    ]
     [(stem, fig)] = plots.ablation_figures(runs_frame(rows), ["mAP"])
     ax = fig.axes[0]
     bars = [p for p in ax.patches if isinstance(p, Rectangle) and p.get_height() > 0]

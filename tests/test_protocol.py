@@ -13,8 +13,16 @@ def test_synthetic_protocol_loads_with_types():
 
 
 def test_dotted_overrides_are_type_checked_and_coerced():
-    p = build_protocol("synthetic", ["optim.lr=3e-4", "sampler.p=6", "data.modalities=[rgb, nir]",
-                                     "loss.triplet_margin=null", "data.mean.rgb=[0.4, 0.4, 0.4]"])
+    p = build_protocol(
+        "synthetic",
+        [
+            "optim.lr=3e-4",
+            "sampler.p=6",
+            "data.modalities=[rgb, nir]",
+            "loss.triplet_margin=null",
+            "data.mean.rgb=[0.4, 0.4, 0.4]",
+        ],
+    )
     assert p.optim.lr == pytest.approx(3e-4)  # YAML 1.1 reads 3e-4 as a string; coerced to float
     assert p.sampler.p == 6
     assert p.data.modalities == ["rgb", "nir"]
@@ -40,8 +48,14 @@ def test_bad_overrides_name_the_problem(override, message):
 
 
 def test_stages_inherit_defaults():
-    p = build_protocol("synthetic", ["train.stages=[{name: frozen, epochs: 2, freeze: [backbone]}, {name: full}]",
-                                     "train.epochs=5", "optim.lr=0.01"])
+    p = build_protocol(
+        "synthetic",
+        [
+            "train.stages=[{name: frozen, epochs: 2, freeze: [backbone]}, {name: full}]",
+            "train.epochs=5",
+            "optim.lr=0.01",
+        ],
+    )
     s1, s2 = p.resolved_stages()
     assert (s1.name, s1.epochs, s1.freeze, s1.lr) == ("frozen", 2, ["backbone"], 0.01)
     assert (s2.name, s2.epochs, s2.loss) == ("full", 5, p.loss.variant)

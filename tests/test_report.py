@@ -99,9 +99,15 @@ def test_best_is_bold_and_second_underlined_across_ours_and_reported(report):
 
 
 def test_rank_marks_tie_on_the_shown_precision():
-    frame = pd.DataFrame({"run_id": ["a", "b", "c"], "tags.method": ["x", "y", "z"],
-                          "tags.dataset": ["d"] * 3, "tags.seed": ["0"] * 3,
-                          "metrics.mAP": [0.50001, 0.49999, 0.4]})
+    frame = pd.DataFrame(
+        {
+            "run_id": ["a", "b", "c"],
+            "tags.method": ["x", "y", "z"],
+            "tags.dataset": ["d"] * 3,
+            "tags.seed": ["0"] * 3,
+            "metrics.mAP": [0.50001, 0.49999, 0.4],
+        }
+    )
     lb = table(make_report(frame, ["mAP"], []), "leaderboard")
     marks = {lb.rows[i].label: m for (i, _), m in lb.marks().items()}
     assert marks == {"x": 1, "y": 1, "z": 2}
@@ -160,14 +166,25 @@ def test_ablation_tables(report):
 
 # --- variants, formatting, published.csv -----------------------------------------------------------------------
 def test_runs_differing_in_config_are_variants_not_averaged():
-    frame = pd.DataFrame({
-        "run_id": list("abcd"), "start_time": pd.to_datetime([1, 2, 3, 4], unit="s"),
-        "tags.method": ["m"] * 4, "tags.dataset": ["d"] * 4, "tags.seed": ["0", "1", "0", "0"],
-        "params.seed": ["0", "1", "0", "0"], "params.protocol.train.epochs": ["12", "12", "1", "12"],
-        "metrics.mAP": [0.5, 0.6, 0.1, 0.7]})
+    frame = pd.DataFrame(
+        {
+            "run_id": list("abcd"),
+            "start_time": pd.to_datetime([1, 2, 3, 4], unit="s"),
+            "tags.method": ["m"] * 4,
+            "tags.dataset": ["d"] * 4,
+            "tags.seed": ["0", "1", "0", "0"],
+            "params.seed": ["0", "1", "0", "0"],
+            "params.protocol.train.epochs": ["12", "12", "1", "12"],
+            "metrics.mAP": [0.5, 0.6, 0.1, 0.7],
+        }
+    )
     runset = tidy_runs(frame)
     assert runset.superseded == 1  # run d replaces run a (same seed, same config)
-    assert sorted(runset.runs["label"]) == ["m [train.epochs=12]", "m [train.epochs=12]", "m [train.epochs=1]"]
+    assert sorted(runset.runs["label"]) == [
+        "m [train.epochs=12]",
+        "m [train.epochs=12]",
+        "m [train.epochs=1]",
+    ]
     lb = table(make_report(frame, ["mAP"], []), "leaderboard")
     assert row(lb, "m [train.epochs=12]").cell(column(lb, "mAP", "d")).mean == pytest.approx(0.65)
     assert "1–12 epochs" in lb.caption
@@ -179,7 +196,10 @@ def test_cell_and_formatting():
     assert mean_std(Cell.of([0.6, 0.62, 0.64])) == "62.0 ± 2.0"
     assert mean_std(Cell.of([0.5])) == "50.0"
     assert setting_name("no_rgb_nir") == "w/o RGB+NIR" and setting_name("rgb->nir+tir") == "RGB→NIR+TIR"
-    assert parse_metrics(("mAP,R1", "mINP")) == ["mAP", "rank1", "mINP"] and parse_metrics(()) == ["mAP", "rank1"]
+    assert parse_metrics(("mAP,R1", "mINP")) == ["mAP", "rank1", "mINP"] and parse_metrics(()) == [
+        "mAP",
+        "rank1",
+    ]
     with pytest.raises(UserError, match="unknown metric"):
         parse_metrics(("top1",))
 
@@ -195,7 +215,9 @@ def test_repository_published_csv():
     groups = load_published(default_path())
     by = {(g.method, g.dataset, g.backbone): g for g in groups}
     graft = by[("graft", "rgbnt100", "DeiT-B")]
-    assert graft.cells["mAP"].mean == pytest.approx(0.766) and graft.cells["rank1"].mean == pytest.approx(0.943)
+    assert graft.cells["mAP"].mean == pytest.approx(0.766) and graft.cells["rank1"].mean == pytest.approx(
+        0.943
+    )
     assert graft.cells["params"].mean == pytest.approx(101e6)
     assert by[("multi_stream_vit", "rgbn300", "DeiT-B")].cells["mAP"].mean == pytest.approx(0.737)
     unicat = by[("UniCat", "rgbnt201", "ViT-B/16")]
@@ -217,10 +239,22 @@ def test_bad_published_value_names_file_and_line(tmp_path):
 # --- output formats --------------------------------------------------------------------------------------------
 def test_latex_table(report):
     tex = latex_table(table(report, "leaderboard"))
-    for needle in [r"\toprule", r"\midrule", r"\bottomrule", r"\multicolumn{2}{c}{Synthetic}", r"\cmidrule(lr){4-5}",
-                   r"\textbf{80.0}", r"\underline{72.0}\,{\scriptsize$\pm$2.8}", r"62.0\,{\scriptsize$\pm$2.0}",
-                   r"late\_fusion", r"graft\textsuperscript{\dag}", r"\textit{Reported in papers}",
-                   r"mean $\pm$ sample std over n = 1--3 seeds", "last epoch", r"\label{tab:reidbench-leaderboard}"]:
+    for needle in [
+        r"\toprule",
+        r"\midrule",
+        r"\bottomrule",
+        r"\multicolumn{2}{c}{Synthetic}",
+        r"\cmidrule(lr){4-5}",
+        r"\textbf{80.0}",
+        r"\underline{72.0}\,{\scriptsize$\pm$2.8}",
+        r"62.0\,{\scriptsize$\pm$2.0}",
+        r"late\_fusion",
+        r"graft\textsuperscript{\dag}",
+        r"\textit{Reported in papers}",
+        r"mean $\pm$ sample std over n = 1--3 seeds",
+        "last epoch",
+        r"\label{tab:reidbench-leaderboard}",
+    ]:
         assert needle in tex, needle
 
 
@@ -248,7 +282,12 @@ def test_markdown_and_csv(report, written):
 def test_figures_are_written(written):
     out, files = written
     stems = {p.stem for p in files if p.parent.name == "figures"}
-    assert stems == {"ablation_fusion_tokens_mAP", "ablation_loss_mAP", "curves_synthetic", "curves_loss_synthetic"}
+    assert stems == {
+        "ablation_fusion_tokens_mAP",
+        "ablation_loss_mAP",
+        "curves_synthetic",
+        "curves_loss_synthetic",
+    }
     for stem in stems:
         for suffix, magic in ((".png", b"\x89PNG"), (".pdf", b"%PDF")):
             data = (out / "figures" / f"{stem}{suffix}").read_bytes()
@@ -259,11 +298,18 @@ def test_latex_compiles_with_pdflatex(written):
     if shutil.which("pdflatex") is None:
         pytest.skip("pdflatex not installed (CI installs texlive-latex-base + texlive-latex-recommended)")
     out, _ = written
-    (out / "small.tex").write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
-                                   "\\input{leaderboard}\n\\input{missing_synthetic}\n\\end{document}\n")
+    (out / "small.tex").write_text(
+        "\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
+        "\\input{leaderboard}\n\\input{missing_synthetic}\n\\end{document}\n"
+    )
     for doc in ("small", "report"):  # report.tex: every table and figure
-        result = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", f"{doc}.tex"],
-                                cwd=out, capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", f"{doc}.tex"],
+            cwd=out,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert result.returncode == 0, result.stdout[-3000:]
         assert (out / f"{doc}.pdf").stat().st_size > 1000
 
@@ -282,22 +328,44 @@ def run_cli(monkeypatch, capsys, *args):
 
 def test_report_cli_terminal_and_files(store, tmp_path, monkeypatch, capsys):
     uri, published = store
-    code, out = run_cli(monkeypatch, capsys, "report", "--tracking-uri", uri, "--experiment", EXPERIMENT,
-                        "--published", str(published), "--format", "terminal", "--format", "markdown",
-                        "--out", str(tmp_path), "--metric", "mAP", "--no-plots")
+    code, out = run_cli(
+        monkeypatch,
+        capsys,
+        "report",
+        "--tracking-uri",
+        uri,
+        "--experiment",
+        EXPERIMENT,
+        "--published",
+        str(published),
+        "--format",
+        "terminal",
+        "--format",
+        "markdown",
+        "--out",
+        str(tmp_path),
+        "--metric",
+        "mAP",
+        "--no-plots",
+    )
     assert code == 0, out
     assert "Leaderboard" in out and "62.0 ± 2.0" in out and "graft†" in out and "superseded" in out
     assert (tmp_path / "leaderboard.md").is_file() and not (tmp_path / "figures").exists()
 
 
-@pytest.mark.parametrize(("args", "expected"), [
-    (["--experiment", "nope"], "no experiment 'nope'"),
-    (["--metric", "top1"], "unknown metric"),
-    (["--published", "/nonexistent/p.csv"], "published results file /nonexistent/p.csv not found"),
-])
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--experiment", "nope"], "no experiment 'nope'"),
+        (["--metric", "top1"], "unknown metric"),
+        (["--published", "/nonexistent/p.csv"], "published results file /nonexistent/p.csv not found"),
+    ],
+)
 def test_report_cli_user_mistakes(store, monkeypatch, capsys, args, expected):
     uri, _ = store
-    code, out = run_cli(monkeypatch, capsys, "report", "--tracking-uri", uri, "--experiment", EXPERIMENT, *args)
+    code, out = run_cli(
+        monkeypatch, capsys, "report", "--tracking-uri", uri, "--experiment", EXPERIMENT, *args
+    )
     assert code == 2 and expected in out and "Traceback" not in out
 
 
@@ -305,6 +373,14 @@ def test_report_cli_without_finished_runs(store, tmp_path, monkeypatch, capsys):
     code, out = run_cli(monkeypatch, capsys, "report", "--tracking-uri", f"sqlite:///{tmp_path / 'none.db'}")
     assert code == 2 and "no MLflow store" in out and not (tmp_path / "none.db").exists()
     uri, _ = store
-    log_run(uri, tracking.prepare(uri, "failed_only"), "late_fusion", "synthetic", 0, {"mAP": 0.5}, status="FAILED")
+    log_run(
+        uri,
+        tracking.prepare(uri, "failed_only"),
+        "late_fusion",
+        "synthetic",
+        0,
+        {"mAP": 0.5},
+        status="FAILED",
+    )
     code, out = run_cli(monkeypatch, capsys, "report", "--tracking-uri", uri, "--experiment", "failed_only")
     assert code == 2 and "no FINISHED training runs" in out and "1 FAILED" in out

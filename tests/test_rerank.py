@@ -63,7 +63,9 @@ def features(rng: np.random.Generator, n: int, dim: int, quantised: bool) -> np.
     return f
 
 
-@pytest.mark.parametrize(("quantised", "dtype"), [(True, np.float64), (True, np.float32), (False, np.float64)])
+@pytest.mark.parametrize(
+    ("quantised", "dtype"), [(True, np.float64), (True, np.float32), (False, np.float64)]
+)
 def test_matches_dense_reference(quantised, dtype):
     """Quantised features are exact in float32 too (same ties), so float32 runs the CPU fast paths."""
     rng = np.random.default_rng(1 if quantised else 2)
@@ -72,8 +74,14 @@ def test_matches_dense_reference(quantised, dtype):
         f = features(rng, num_q + num_g, int(rng.integers(2, 9)), quantised).astype(dtype)
         k1, k2, lam = int(rng.integers(1, 25)), int(rng.integers(1, 8)), float(rng.uniform(0, 1))
         want = dense_rerank(f[:num_q], f[num_q:], k1, k2, lam)
-        got = k_reciprocal_rerank(torch.from_numpy(f[:num_q]), torch.from_numpy(f[num_q:]), k1=k1, k2=k2,
-                                  lambda_value=lam, chunk_size=int(rng.integers(4, 60)))
+        got = k_reciprocal_rerank(
+            torch.from_numpy(f[:num_q]),
+            torch.from_numpy(f[num_q:]),
+            k1=k1,
+            k2=k2,
+            lambda_value=lam,
+            chunk_size=int(rng.integers(4, 60)),
+        )
         assert got.dtype == torch.float32 and got.shape == (num_q, num_g)
         np.testing.assert_allclose(got.numpy(), want, atol=2e-6)
 
@@ -91,8 +99,9 @@ def test_edge_parameters(k1, k2, lam):
     rng = np.random.default_rng(k1 + k2)
     f = features(rng, 40, 4, quantised=True)
     want = dense_rerank(f[:10], f[10:], k1, k2, lam)
-    got = k_reciprocal_rerank(torch.from_numpy(f[:10]), torch.from_numpy(f[10:]), k1=k1, k2=k2,
-                              lambda_value=lam, chunk_size=7)
+    got = k_reciprocal_rerank(
+        torch.from_numpy(f[:10]), torch.from_numpy(f[10:]), k1=k1, k2=k2, lambda_value=lam, chunk_size=7
+    )
     np.testing.assert_allclose(got.numpy(), want, atol=2e-6)
 
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from reidbench.checkpoint import Checkpointer
 from reidbench.data.module import DataModule
 from reidbench.protocol import config_hash
 from reidbench.runner import execute, make_spec
+from reidbench.train.checkpoint import Checkpointer
 from tests.test_cli import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,7 +44,9 @@ def baseline(tmp_path_factory):
     return result.metrics, losses(uri, result.run_id)
 
 
-def test_injected_crash_after_epoch_1_of_3_resumes_to_identical_metrics(baseline, tmp_path, monkeypatch, mlflow_uri):
+def test_injected_crash_after_epoch_1_of_3_resumes_to_identical_metrics(
+    baseline, tmp_path, monkeypatch, mlflow_uri
+):
     ckpt_root = tmp_path / "checkpoints"
     save = Checkpointer.save
 
@@ -71,7 +73,9 @@ def test_injected_crash_after_epoch_1_of_3_resumes_to_identical_metrics(baseline
         return batches(self, epoch)
 
     monkeypatch.setattr(DataModule, "train_batches", record)
-    result = execute(spec(), Path("unused"), mlflow_uri, device=CPU, show_progress=False, checkpoint_dir=ckpt_root)
+    result = execute(
+        spec(), Path("unused"), mlflow_uri, device=CPU, show_progress=False, checkpoint_dir=ckpt_root
+    )
     assert epochs == [1, 2]  # resumed, not retrained
     metrics, curve = baseline
     assert {k: result.metrics[k] for k in METRICS} == {k: metrics[k] for k in METRICS}
@@ -83,12 +87,32 @@ def test_injected_crash_after_epoch_1_of_3_resumes_to_identical_metrics(baseline
 
 
 def test_killed_process_resumes_to_identical_metrics(baseline, tmp_path, monkeypatch, capsys, mlflow_uri):
-    args = ["run", "-m", "late_fusion", "-d", "synthetic", "--seeds", "0", *[a for o in OVERRIDES for a in ("--set", o)],
-            "--tracking-uri", mlflow_uri, "--results-dir", str(tmp_path), "--device", "cpu", "-q"]
+    args = [
+        "run",
+        "-m",
+        "late_fusion",
+        "-d",
+        "synthetic",
+        "--seeds",
+        "0",
+        *[a for o in OVERRIDES for a in ("--set", o)],
+        "--tracking-uri",
+        mlflow_uri,
+        "--results-dir",
+        str(tmp_path),
+        "--device",
+        "cpu",
+        "-q",
+    ]
     state_file = tmp_path / "checkpoints" / config_hash(spec().config()) / "state.pt"
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
-    proc = subprocess.Popen([sys.executable, "cli.py", *args], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "cli.py", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         while not state_file.exists():
             assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
@@ -105,7 +129,9 @@ def test_killed_process_resumes_to_identical_metrics(baseline, tmp_path, monkeyp
     code, out = run_cli(monkeypatch, capsys, *args)
     assert code == 0, out
     assert "0 finished (skipped), 0 reused from other sweeps, 1 to train" in out
-    runs = client(mlflow_uri).search_runs([client(mlflow_uri).get_experiment_by_name("reidbench").experiment_id])
+    runs = client(mlflow_uri).search_runs(
+        [client(mlflow_uri).get_experiment_by_name("reidbench").experiment_id]
+    )
     assert [r.info.run_id for r in runs] == [state["run_id"]]  # the killed run was continued
     assert runs[0].info.status == "FINISHED"
     metrics, curve = baseline

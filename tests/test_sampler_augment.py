@@ -86,7 +86,9 @@ def _random_case(seed):
 def test_numpy_and_torch_executors_agree(seed):
     images, index, params, fill = _random_case(seed)
     a = augment_numpy(images, index, params, fill)
-    b = augment_torch(torch.from_numpy(images), torch.from_numpy(index), params, torch.from_numpy(fill.ravel()))
+    b = augment_torch(
+        torch.from_numpy(images), torch.from_numpy(index), params, torch.from_numpy(fill.ravel())
+    )
     assert np.array_equal(a, b.numpy())
 
 
@@ -105,8 +107,12 @@ def test_executors_match_a_plain_per_sample_reference():
 
 
 def test_erase_boxes_follow_scale_and_ratio():
-    p = draw_params(2000, (128, 64), AugmentCfg(erase=0.5, erase_scale=[0.02, 0.4], erase_ratio=[0.3, 3.3]),
-                    np.random.default_rng(1))
+    p = draw_params(
+        2000,
+        (128, 64),
+        AugmentCfg(erase=0.5, erase_scale=[0.02, 0.4], erase_ratio=[0.3, 3.3]),
+        np.random.default_rng(1),
+    )
     area = p.eh * p.ew / (128 * 64)
     assert 0.01 < area.min() and area.max() < 0.45 and abs(p.erase.mean() - 0.5) < 0.05
     assert (p.ey >= 0).all() and (p.ey + p.eh <= 128).all() and (p.ex + p.ew <= 64).all()

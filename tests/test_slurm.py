@@ -11,9 +11,9 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from reidbench import tracking
-from reidbench.executors import Job, Slurm
 from reidbench.protocol import config_hash
 from reidbench.runner import execute, make_spec
+from reidbench.sweeps.executors import Job, Slurm
 
 OVERRIDES = ["sampler.p=4", "sampler.k=4", "train.epochs=3", "train.max_steps_per_epoch=2"]
 METRICS = ("mAP", "rank1", "rank5", "rank10", "mINP", "num_valid_queries")
@@ -31,7 +31,9 @@ def test_preempted_slurm_job_is_requeued_and_resumes_to_identical_metrics(tmp_pa
     baseline = execute(spec, Path("unused"), None, device=torch.device("cpu"), show_progress=False)
 
     tracking.prepare(mlflow_uri, "reidbench")
-    job = Job(spec, Path("unused"), mlflow_uri, "reidbench", checkpoint_dir=tmp_path / "checkpoints", device="cpu")
+    job = Job(
+        spec, Path("unused"), mlflow_uri, "reidbench", checkpoint_dir=tmp_path / "checkpoints", device="cpu"
+    )
     slurm = Slurm(tmp_path / "slurm", timeout_min=30, cluster="local", use_gpus=False, poll_s=0.2)
     outcomes = []
     runner = threading.Thread(target=lambda: outcomes.extend(slurm.run([job])))
@@ -50,7 +52,10 @@ def test_preempted_slurm_job_is_requeued_and_resumes_to_identical_metrics(tmp_pa
     assert outcome.ok, outcome.error
     client = MlflowClient(mlflow_uri)
     (run,) = client.search_runs([client.get_experiment_by_name("reidbench").experiment_id])
-    assert run.info.status == "FINISHED" and run.data.tags["resumed_at_epoch"] in ("1", "2")  # requeued, resumed
+    assert run.info.status == "FINISHED" and run.data.tags["resumed_at_epoch"] in (
+        "1",
+        "2",
+    )  # requeued, resumed
     assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 3
     assert {k: outcome.metrics[k] for k in METRICS} == {k: baseline.metrics[k] for k in METRICS}
     assert not state_file.exists()

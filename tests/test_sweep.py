@@ -19,8 +19,22 @@ def runs_by_kind(uri):
 
 
 def test_ablate_end_to_end_then_rerun_trains_nothing(monkeypatch, capsys, mlflow_uri, tmp_path):
-    args = ["ablate", "late_fusion_fusion", "--dataset", "synthetic", "--values", "concat,mean", *SETS,
-            "--tracking-uri", mlflow_uri, "--results-dir", str(tmp_path), "--device", "cpu", "-q"]
+    args = [
+        "ablate",
+        "late_fusion_fusion",
+        "--dataset",
+        "synthetic",
+        "--values",
+        "concat,mean",
+        *SETS,
+        "--tracking-uri",
+        mlflow_uri,
+        "--results-dir",
+        str(tmp_path),
+        "--device",
+        "cpu",
+        "-q",
+    ]
     code, out = run_cli(monkeypatch, capsys, *args)
     assert code == 0, out
     assert "2 point(s): 0 finished (skipped), 0 reused from other sweeps, 2 to train" in out
@@ -28,15 +42,25 @@ def test_ablate_end_to_end_then_rerun_trains_nothing(monkeypatch, capsys, mlflow
     runs = runs_by_kind(mlflow_uri)
     (parent,) = runs["parent"]
     assert {k: parent.data.tags[k] for k in ("kind", "ablation", "axis", "axis_default")} == {
-        "kind": "ablation", "ablation": "late_fusion_fusion", "axis": "method.fusion", "axis_default": "concat"}
+        "kind": "ablation",
+        "ablation": "late_fusion_fusion",
+        "axis": "method.fusion",
+        "axis_default": "concat",
+    }
     children = sorted(runs["run"], key=lambda r: r.data.tags["value"])
     assert [r.data.tags["value"] for r in children] == ["concat", "mean"]
     for run in children:
         tags, params = run.data.tags, run.data.params
         assert run.info.status == "FINISHED" and tags["mlflow.parentRunId"] == parent.info.run_id
-        assert (tags["ablation"], tags["axis"], tags["axis_default"]) == ("late_fusion_fusion", "method.fusion", "concat")
+        assert (tags["ablation"], tags["axis"], tags["axis_default"]) == (
+            "late_fusion_fusion",
+            "method.fusion",
+            "concat",
+        )
         assert params["protocol.method.fusion"] == tags["value"]
-        assert params["protocol.train.epochs"] == "1" and params["protocol.sampler.p"] == "4"  # --set passed through
+        assert (
+            params["protocol.train.epochs"] == "1" and params["protocol.sampler.p"] == "4"
+        )  # --set passed through
         assert 0 <= run.data.metrics["mAP"] <= 1
     assert list((tmp_path / "checkpoints").iterdir()) == []  # finished runs leave no training state
 
@@ -49,12 +73,29 @@ def test_ablate_end_to_end_then_rerun_trains_nothing(monkeypatch, capsys, mlflow
     assert "2 point(s): 2 finished (skipped), 0 reused from other sweeps, 0 to train" in out
     again = runs_by_kind(mlflow_uri)
     assert sorted(r.info.run_id for r in again["run"]) == sorted(r.info.run_id for r in children)
-    assert [r.info.run_id for r in again["parent"]] == [parent.info.run_id]  # the same sweep reuses its parent
+    assert [r.info.run_id for r in again["parent"]] == [
+        parent.info.run_id
+    ]  # the same sweep reuses its parent
     assert again["parent"][0].info.status == "FINISHED"
 
     # a plain run of the default point was trained by the ablation already: copied, not retrained
-    code, out = run_cli(monkeypatch, capsys, "run", "-m", "late_fusion", "-d", "synthetic", "--seeds", "0", *SETS,
-                        "--tracking-uri", mlflow_uri, "--results-dir", str(tmp_path), "-q")
+    code, out = run_cli(
+        monkeypatch,
+        capsys,
+        "run",
+        "-m",
+        "late_fusion",
+        "-d",
+        "synthetic",
+        "--seeds",
+        "0",
+        *SETS,
+        "--tracking-uri",
+        mlflow_uri,
+        "--results-dir",
+        str(tmp_path),
+        "-q",
+    )
     assert code == 0, out
     assert "1 point(s): 0 finished (skipped), 1 reused from other sweeps, 0 to train" in out
     copies = [r for r in runs_by_kind(mlflow_uri)["run"] if "reused_from" in r.data.tags]
@@ -80,8 +121,20 @@ datasets: [synthetic]
 def test_failed_points_are_marked_failed_and_the_sweep_goes_on(monkeypatch, capsys, mlflow_uri, tmp_path):
     path = tmp_path / "fragile.yaml"
     path.write_text(FRAGILE)
-    code, out = run_cli(monkeypatch, capsys, "ablate", str(path), *SETS, "--tracking-uri", mlflow_uri,
-                        "--results-dir", str(tmp_path), "--device", "cpu", "-q")
+    code, out = run_cli(
+        monkeypatch,
+        capsys,
+        "ablate",
+        str(path),
+        *SETS,
+        "--tracking-uri",
+        mlflow_uri,
+        "--results-dir",
+        str(tmp_path),
+        "--device",
+        "cpu",
+        "-q",
+    )
     assert code == 1, out
     assert "2 point(s) failed" in out and "Traceback" not in out
     assert "(loss.id_weight=nan): FloatingPointError: loss is nan at epoch 0, step 0" in out

@@ -38,7 +38,8 @@ def test_layout_is_rgbnt100(tmp_path):
 
     assert Image.open(train[0]).size == (3 * SMALL.width, SMALL.height)
     assert sorted(p.name for p in (root / "text").glob("*.json")) == [
-        f"{s}_{t}.json" for s in ("test", "train") for t in ("NI", "RGB", "TI")]
+        f"{s}_{t}.json" for s in ("test", "train") for t in ("NI", "RGB", "TI")
+    ]
 
 
 def test_no_single_modality_separates_identities():

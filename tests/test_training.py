@@ -2,10 +2,10 @@ import torch
 
 from methods.late_fusion import LateFusionConfig, late_fusion
 from reidbench.data.module import DataModule
-from reidbench.engine import fit, lr_factor
 from reidbench.evaluation import evaluate
-from reidbench.losses import Criterion, batch_hard_triplet
 from reidbench.protocol import build_protocol
+from reidbench.train.engine import fit, lr_factor
+from reidbench.train.losses import Criterion, batch_hard_triplet
 from tests.conftest import TINY
 
 
@@ -43,12 +43,21 @@ def test_a_training_step_lowers_the_loss_on_a_fixed_batch(synthetic_dataset):
 
 def test_fit_runs_stages_and_freezes(synthetic_dataset):
     protocol, data, model = _setup(
-        synthetic_dataset, "train.stages=[{name: head, epochs: 1, freeze: [encoders]}, {name: all, epochs: 1}]")
+        synthetic_dataset,
+        "train.stages=[{name: head, epochs: 1, freeze: [encoders]}, {name: all, epochs: 1}]",
+    )
     criterion = Criterion(protocol.loss, data.num_classes, 3 * 64)
     before = [p.detach().clone() for p in model.encoders.parameters()]
     logged = []
-    fit_result = fit(model, criterion, data, protocol, torch.device("cpu"),
-                     on_epoch=lambda e, m: logged.append((e, m)), show_progress=False)
+    fit_result = fit(
+        model,
+        criterion,
+        data,
+        protocol,
+        torch.device("cpu"),
+        on_epoch=lambda e, m: logged.append((e, m)),
+        show_progress=False,
+    )
     assert [e for e, _ in logged] == [0, 1]
     assert fit_result.samples_seen == 2 * 4 * 16
     assert all(torch.isfinite(torch.tensor(m["train_loss"])) for _, m in logged)
@@ -85,7 +94,9 @@ def test_missing_modality_and_cross_modal_settings(synthetic_dataset):
     assert names == ["no_tir", "no_nir", "no_rgb", "no_nir_tir", "no_rgb_tir", "no_rgb_nir"]
     assert [s.name for s in cross_modal_settings(["rgb", "nir"], ["all"])] == ["rgb->nir", "nir->rgb"]
 
-    protocol, data, model = _setup(synthetic_dataset, "eval.missing_modality=true", "eval.cross_modal=[rgb->nir+tir]")
+    protocol, data, model = _setup(
+        synthetic_dataset, "eval.missing_modality=true", "eval.cross_modal=[rgb->nir+tir]"
+    )
     metrics = evaluate(model, data)
     assert {"mAP", "mAP@no_tir", "rank1@no_rgb_nir", "mAP@rgb->nir+tir"} <= set(metrics)
     assert len([k for k in metrics if k.startswith("mAP")]) == 1 + 6 + 1
@@ -125,9 +136,15 @@ def test_evaluate_reports_rerank_and_matches_rank_metrics(synthetic_dataset):
     qf, gf = extract(model, data, "query", 64), extract(model, data, "gallery", 64)
     from reidbench.evaluation.metrics import pairwise_distance
 
-    plain = rank_metrics(pairwise_distance(qf, gf), data.query.pids, data.gallery.pids, data.query.camids,
-                         data.gallery.camids)
+    plain = rank_metrics(
+        pairwise_distance(qf, gf), data.query.pids, data.gallery.pids, data.query.camids, data.gallery.camids
+    )
     assert abs(metrics["mAP"] - plain.mAP) < 1e-9
-    reranked = rank_metrics(k_reciprocal_rerank(qf, gf), data.query.pids, data.gallery.pids, data.query.camids,
-                            data.gallery.camids)
+    reranked = rank_metrics(
+        k_reciprocal_rerank(qf, gf),
+        data.query.pids,
+        data.gallery.pids,
+        data.query.camids,
+        data.gallery.camids,
+    )
     assert abs(metrics["mAP@rerank"] - reranked.mAP) < 1e-9

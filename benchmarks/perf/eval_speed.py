@@ -32,8 +32,13 @@ from reidbench.evaluation.metrics import pairwise_distance, rank_metrics, rank_m
 
 
 def numpy_baseline(
-    dist: np.ndarray, q_pids: np.ndarray, g_pids: np.ndarray, q_camids: np.ndarray, g_camids: np.ndarray,
-    max_rank: int = 50, kind: str = "quicksort",
+    dist: np.ndarray,
+    q_pids: np.ndarray,
+    g_pids: np.ndarray,
+    q_camids: np.ndarray,
+    g_camids: np.ndarray,
+    max_rank: int = 50,
+    kind: str = "quicksort",
 ) -> tuple[float, np.ndarray, float, int]:
     """The usual evaluator (torchreid ``eval_market1501`` logic, vectorised AP): full argsort per row.
 
@@ -51,7 +56,7 @@ def numpy_baseline(
             continue
         hits = np.flatnonzero(raw)
         cmc = np.zeros(max_rank)
-        cmc[hits[0]:] = 1.0
+        cmc[hits[0] :] = 1.0
         all_cmc.append(cmc)
         all_ap.append(float(np.mean(np.arange(1, hits.size + 1) / (hits + 1.0))))
         all_inp.append(hits.size / (hits[-1] + 1.0))
@@ -71,7 +76,9 @@ def market(args: argparse.Namespace) -> None:
     dist_t = pairwise_distance(torch.from_numpy(qf), torch.from_numpy(gf))
     t_dist = time.perf_counter() - t
     dist = dist_t.numpy()
-    print(f"case: {qf.shape[0]} queries x {gf.shape[0]} gallery, {args.dim}-d, 751 ids, 6 cams, seed {args.seed}")
+    print(
+        f"case: {qf.shape[0]} queries x {gf.shape[0]} gallery, {args.dim}-d, 751 ids, 6 cams, seed {args.seed}"
+    )
     print(f"distance matrix (torch addmm, float32): {t_dist:.2f} s (not included below)")
 
     ours_t, base_t, ours_c, base_c = [], [], [], []
@@ -85,32 +92,47 @@ def market(args: argparse.Namespace) -> None:
         base_c.append(c)
     assert ours is not None and base is not None
     stable = numpy_baseline(dist, qp, gp, qc, gc, kind="stable")
-    print(f"metrics: mAP {ours.mAP:.4f}  R1 {ours.rank(1):.4f}  R5 {ours.rank(5):.4f}  "
-          f"mINP {ours.mINP:.4f}  valid {ours.num_valid_queries}")
+    print(
+        f"metrics: mAP {ours.mAP:.4f}  R1 {ours.rank(1):.4f}  R5 {ours.rank(5):.4f}  "
+        f"mINP {ours.mINP:.4f}  valid {ours.num_valid_queries}"
+    )
     for name, (m_ap, cmc, m_inp, n_valid) in (("quicksort", base), ("stable", stable)):
         diff = max(abs(ours.mAP - m_ap), abs(ours.mINP - m_inp), float(np.abs(ours.cmc.numpy() - cmc).max()))
-        print(f"max abs diff vs baseline with {name} argsort (mAP, mINP, CMC): {diff:.3g}; "
-              f"valid queries equal: {n_valid == ours.num_valid_queries}")
+        print(
+            f"max abs diff vs baseline with {name} argsort (mAP, mINP, CMC): {diff:.3g}; "
+            f"valid queries equal: {n_valid == ours.num_valid_queries}"
+        )
     ties = int((np.diff(np.sort(dist[:200], axis=1), axis=1) == 0).sum())
-    print(f"(float32 distances tie: {ties} equal neighbours in the first 200 rows; quicksort orders them arbitrarily)")
+    print(
+        f"(float32 distances tie: {ties} equal neighbours in the first 200 rows; quicksort orders them arbitrarily)"
+    )
     med = statistics.median
-    print(f"numpy baseline (argsort + loop): wall min {min(base_t):.3f} s  median {med(base_t):.3f} s   "
-          f"CPU min {min(base_c):.3f} s")
-    print(f"rank_metrics                  : wall min {min(ours_t):.3f} s  median {med(ours_t):.3f} s   "
-          f"CPU min {min(ours_c):.3f} s")
-    print(f"speed-up: {min(base_t) / min(ours_t):.1f}x wall (min/min), {med(base_t) / med(ours_t):.1f}x wall "
-          f"(median/median), {min(base_c) / min(ours_c):.1f}x CPU time")
+    print(
+        f"numpy baseline (argsort + loop): wall min {min(base_t):.3f} s  median {med(base_t):.3f} s   "
+        f"CPU min {min(base_c):.3f} s"
+    )
+    print(
+        f"rank_metrics                  : wall min {min(ours_t):.3f} s  median {med(ours_t):.3f} s   "
+        f"CPU min {min(ours_c):.3f} s"
+    )
+    print(
+        f"speed-up: {min(base_t) / min(ours_t):.1f}x wall (min/min), {med(base_t) / med(ours_t):.1f}x wall "
+        f"(median/median), {min(base_c) / min(ours_c):.1f}x CPU time"
+    )
 
 
 def large(args: argparse.Namespace) -> None:
     n = args.large_n
     ids = max(1, n // 20)
-    qf, gf, qp, gp, qc, gc = market_like(num_q=n, num_g=n, num_ids=ids, dim=args.dim, seed=args.seed,
-                                         noise=args.noise)
+    qf, gf, qp, gp, qc, gc = market_like(
+        num_q=n, num_g=n, num_ids=ids, dim=args.dim, seed=args.seed, noise=args.noise
+    )
     q, g = torch.from_numpy(qf), torch.from_numpy(gf)
     print(f"large case: {n} queries x {n} gallery, {args.dim}-d, {ids} ids, 6 cams")
-    print(f"peak RSS after building features: {peak_rss_gb():.2f} GB "
-          f"(features alone {(qf.nbytes + gf.nbytes) / 2**30:.2f} GiB)")
+    print(
+        f"peak RSS after building features: {peak_rss_gb():.2f} GB "
+        f"(features alone {(qf.nbytes + gf.nbytes) / 2**30:.2f} GiB)"
+    )
     wall, cpu, r = timed(lambda: rank_metrics_from_features(q, g, qp, gp, qc, gc))
     print(f"metrics: mAP {r.mAP:.4f}  R1 {r.rank(1):.4f}  mINP {r.mINP:.4f}  valid {r.num_valid_queries}")
     print(f"rank_metrics_from_features: wall {wall:.1f} s, CPU {cpu:.1f} s (distance products included)")
@@ -125,13 +147,19 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--large", action="store_true", help="100k x 100k from features, rank_metrics only")
     p.add_argument("--large-n", type=int, default=100_000)
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch intra-op threads (default 1: the NumPy baseline is single-threaded, and on a "
-                        "shared 2-core machine oversubscribed OpenMP threads stall)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (default 1: the NumPy baseline is single-threaded, and on a "
+        "shared 2-core machine oversubscribed OpenMP threads stall)",
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"CPU: {cpu_name()}, {os.cpu_count()} cores; torch {torch.__version__} ({torch.get_num_threads()} threads), "
-          f"numpy {np.__version__}; load avg {os.getloadavg()[0]:.1f}")
+    print(
+        f"CPU: {cpu_name()}, {os.cpu_count()} cores; torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        f"numpy {np.__version__}; load avg {os.getloadavg()[0]:.1f}"
+    )
     if args.large:
         large(args)
     else:

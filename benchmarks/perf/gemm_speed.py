@@ -56,8 +56,10 @@ def main() -> None:
     an, bn = a.numpy(), b.numpy()
     ref = a.double() @ b.double().t()
     flops = 2.0 * args.rows * args.cols * args.dim
-    print(f"CPU: {cpu_name()}, {os.cpu_count()} cores; threads: {args.threads}; oneDNN kernel usable: "
-          f"{_onednn_usable()}; product {args.rows} x {args.dim} by {args.dim} x {args.cols}")
+    print(
+        f"CPU: {cpu_name()}, {os.cpu_count()} cores; threads: {args.threads}; oneDNN kernel usable: "
+        f"{_onednn_usable()}; product {args.rows} x {args.dim} by {args.dim} x {args.cols}"
+    )
     kernels = {
         "torch.mm (baseline)": lambda: a @ b.t(),
         "numpy @": lambda: torch.from_numpy(an @ bn.T),
@@ -67,11 +69,15 @@ def main() -> None:
     for name, fn in kernels.items():
         times[name] = median_time(fn, args.repeats)
         err = (fn().double() - ref).abs().max().item()
-        print(f"{name:22s} {times[name] * 1e3:8.1f} ms  {flops / times[name] / 1e9:6.1f} GFLOP/s  "
-              f"max |error| vs float64 {err:.2e}")
+        print(
+            f"{name:22s} {times[name] * 1e3:8.1f} ms  {flops / times[name] / 1e9:6.1f} GFLOP/s  "
+            f"max |error| vs float64 {err:.2e}"
+        )
     base = times["torch.mm (baseline)"]
-    print(f"speed-up of matmul_nt over torch.mm: {base / times['reidbench matmul_nt']:.2f}x; "
-          f"over numpy: {times['numpy @'] / times['reidbench matmul_nt']:.2f}x")
+    print(
+        f"speed-up of matmul_nt over torch.mm: {base / times['reidbench matmul_nt']:.2f}x; "
+        f"over numpy: {times['numpy @'] / times['reidbench matmul_nt']:.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -52,10 +52,17 @@ class PerItemDataset(torch.utils.data.Dataset):
         import torchvision.transforms as T
 
         self.samples = dataset.splits.train
-        self.transform = T.Compose([
-            T.Resize(size), T.RandomHorizontalFlip(0.5), T.Pad(pad), T.RandomCrop(size), T.ToTensor(),
-            T.Normalize([0.5] * 3, [0.5] * 3), T.RandomErasing(p=0.5, scale=(0.02, 0.4), ratio=(0.3, 3.3), value=0),
-        ])
+        self.transform = T.Compose(
+            [
+                T.Resize(size),
+                T.RandomHorizontalFlip(0.5),
+                T.Pad(pad),
+                T.RandomCrop(size),
+                T.ToTensor(),
+                T.Normalize([0.5] * 3, [0.5] * 3),
+                T.RandomErasing(p=0.5, scale=(0.02, 0.4), ratio=(0.3, 3.3), value=0),
+            ]
+        )
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -66,7 +73,9 @@ class PerItemDataset(torch.utils.data.Dataset):
             img = img.convert("RGB")
             tile = img.width // 3
             out: dict[str, torch.Tensor | int] = {
-                m: self.transform(img.crop((j * tile, 0, (j + 1) * tile, img.height))) for j, m in enumerate(ALL)}
+                m: self.transform(img.crop((j * tile, 0, (j + 1) * tile, img.height)))
+                for j, m in enumerate(ALL)
+            }
         out["pid"] = sample.pid
         return out
 
@@ -100,8 +109,10 @@ def kornia_batches(data: DataModule):
 
     pad = data.protocol.data.augment.pad
     aug = K.AugmentationSequential(
-        K.RandomHorizontalFlip(p=0.5), K.RandomCrop(data.size, padding=pad),
-        K.RandomErasing(p=0.5, scale=(0.02, 0.4), ratio=(0.3, 3.3), value=0.0))
+        K.RandomHorizontalFlip(p=0.5),
+        K.RandomCrop(data.size, padding=pad),
+        K.RandomErasing(p=0.5, scale=(0.02, 0.4), ratio=(0.3, 3.3), value=0.0),
+    )
     epoch = 0
     while True:
         for idx in data.epoch_indices(epoch):
@@ -141,14 +152,23 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parser.parse_args(argv)
 
     torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
-    config = SyntheticConfig(train_ids=args.ids, test_ids=2, cameras=args.cameras, per_camera=args.per_camera,
-                             query_per_camera=1, height=128, width=256)
+    config = SyntheticConfig(
+        train_ids=args.ids,
+        test_ids=2,
+        cameras=args.cameras,
+        per_camera=args.per_camera,
+        query_per_camera=1,
+        height=128,
+        width=256,
+    )
     start = time.perf_counter()
     root = generate(args.data or cache_dir() / "bench-loader", config)
     dataset = scan_strips("loader-bench", root, ALL, VEHICLE_STRIP)
     strip = Image.open(dataset.splits.train[0].images["rgb"].path).size
-    print(f"data: {len(dataset.splits.train)} training samples, {strip[0]}x{strip[1]} JPEG strips, "
-          f"{len(os.sched_getaffinity(0))} CPU core(s) (ready in {time.perf_counter() - start:.1f} s)")
+    print(
+        f"data: {len(dataset.splits.train)} training samples, {strip[0]}x{strip[1]} JPEG strips, "
+        f"{len(os.sched_getaffinity(0))} CPU core(s) (ready in {time.perf_counter() - start:.1f} s)"
+    )
 
     # 128x256, flip 0.5, pad 10 + crop, erase 0.5, mean/std 0.5 (RGBNT100's protocol); PK 16x4 by default
     protocol = build_protocol("rgbnt100", [f"sampler.p={args.p}", f"sampler.k={args.k}"])
@@ -161,11 +181,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         data = DataModule(dataset, protocol, device, seed=0, show_progress=False)
         build_s = time.perf_counter() - start
         n_all = len(dataset.splits.train) + len(dataset.splits.query) + len(dataset.splits.gallery)
-        print(f"cache build (once per dataset, split and size): {build_s:.1f} s for {n_all} samples "
-              f"({n_all / build_s:.0f} samples/s); on device: {data.on_device}")
+        print(
+            f"cache build (once per dataset, split and size): {build_s:.1f} s for {n_all} samples "
+            f"({n_all / build_s:.0f} samples/s); on device: {data.on_device}"
+        )
         batch = len(data.epoch_indices(0)[0])
-        loader = torch.utils.data.DataLoader(PerItemDataset(dataset, data.size, protocol.data.augment.pad),
-                                             batch_sampler=PKBatches(data), num_workers=args.workers)
+        loader = torch.utils.data.DataLoader(
+            PerItemDataset(dataset, data.size, protocol.data.augment.pad),
+            batch_sampler=PKBatches(data),
+            num_workers=args.workers,
+        )
         results: dict[str, list[float]] = {"reidbench": [], "reidbench+kornia": [], "baseline": []}
         for _ in range(args.rounds):
             results["reidbench"].append(timed(pipeline_batches(data), args.steps, args.warmup, sync))
@@ -177,14 +202,18 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         shutil.rmtree(decoded, ignore_errors=True)
 
     med = {name: statistics.median(v) for name, v in results.items()}
-    print(f"batch {batch} samples x 3 modalities at {data.size[0]}x{data.size[1]}, {args.steps} batches x "
-          f"{args.rounds} rounds, medians:")
+    print(
+        f"batch {batch} samples x 3 modalities at {data.size[0]}x{data.size[1]}, {args.steps} batches x "
+        f"{args.rounds} rounds, medians:"
+    )
     for name, value in med.items():
         extra = f" (num_workers={args.workers}, PIL + torchvision per item)" if name == "baseline" else ""
         print(f"  {name:18s} {value:8.0f} samples/s  {3 * value:8.0f} images/s{extra}")
     ratio = med["reidbench"] / med["baseline"]
-    print(f"reidbench / baseline: {ratio:.1f}x   (kornia variant: {med['reidbench+kornia'] / med['baseline']:.1f}x; "
-          f"hand-written / kornia: {med['reidbench'] / med['reidbench+kornia']:.1f}x)")
+    print(
+        f"reidbench / baseline: {ratio:.1f}x   (kornia variant: {med['reidbench+kornia'] / med['baseline']:.1f}x; "
+        f"hand-written / kornia: {med['reidbench'] / med['reidbench+kornia']:.1f}x)"
+    )
     return {**med, "ratio": ratio, "cache_build_s": build_s}
 
 

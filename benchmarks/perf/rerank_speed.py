@@ -29,8 +29,9 @@ sys.path.insert(0, str(HERE))
 from _synthetic import cpu_name, market_like, peak_rss_gb  # noqa: E402
 
 
-def dense_re_ranking(qf: np.ndarray, gf: np.ndarray, k1: int = 20, k2: int = 6,
-                     lambda_value: float = 0.3) -> np.ndarray:
+def dense_re_ranking(
+    qf: np.ndarray, gf: np.ndarray, k1: int = 20, k2: int = 6, lambda_value: float = 0.3
+) -> np.ndarray:
     """The usual dense implementation (Zhong et al. reference code, as copied into torchreid and
     TransReID), on features: N x N squared Euclidean distances, row-max normalised, full argsort."""
     feat = np.concatenate([qf, gf]).astype(np.float32)
@@ -58,7 +59,9 @@ def dense_re_ranking(qf: np.ndarray, gf: np.ndarray, k1: int = 20, k2: int = 6,
             if len(np.intersect1d(candidate_k_reciprocal_index, k_reciprocal_index)) > 2.0 / 3 * len(
                 candidate_k_reciprocal_index
             ):
-                k_reciprocal_expansion_index = np.append(k_reciprocal_expansion_index, candidate_k_reciprocal_index)
+                k_reciprocal_expansion_index = np.append(
+                    k_reciprocal_expansion_index, candidate_k_reciprocal_index
+                )
         k_reciprocal_expansion_index = np.unique(k_reciprocal_expansion_index)
         weight = np.exp(-original_dist[i, k_reciprocal_expansion_index])
         V[i, k_reciprocal_expansion_index] = weight / np.sum(weight)
@@ -94,8 +97,9 @@ def worker(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
         rss_before = peak_rss_gb()
         t, c = time.perf_counter(), time.process_time()
-        out = k_reciprocal_rerank(torch.from_numpy(qf), torch.from_numpy(gf), k1=args.k1, k2=args.k2,
-                                  lambda_value=args.lam).numpy()
+        out = k_reciprocal_rerank(
+            torch.from_numpy(qf), torch.from_numpy(gf), k1=args.k1, k2=args.k2, lambda_value=args.lam
+        ).numpy()
     else:
         rss_before = peak_rss_gb()
         t, c = time.perf_counter(), time.process_time()
@@ -111,10 +115,32 @@ def run_worker(kind: str, args: argparse.Namespace, out: str) -> dict:
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(args.threads)
     env["PYTHONPATH"] = str(HERE.parents[1]) + os.pathsep + env.get("PYTHONPATH", "")
-    cmd = [sys.executable, __file__, "--worker", kind, "--out", out, "--num-q", str(args.num_q), "--num-g",
-           str(args.num_g), "--dim", str(args.dim), "--seed",
-           str(args.seed), "--noise", str(args.noise), "--k1", str(args.k1), "--k2", str(args.k2), "--lam",
-           str(args.lam), "--threads", str(args.threads)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        kind,
+        "--out",
+        out,
+        "--num-q",
+        str(args.num_q),
+        "--num-g",
+        str(args.num_g),
+        "--dim",
+        str(args.dim),
+        "--seed",
+        str(args.seed),
+        "--noise",
+        str(args.noise),
+        "--k1",
+        str(args.k1),
+        "--k2",
+        str(args.k2),
+        "--lam",
+        str(args.lam),
+        "--threads",
+        str(args.threads),
+    ]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -142,21 +168,30 @@ def main() -> None:
 
     from reidbench.evaluation.metrics import pairwise_distance, rank_metrics
 
-    print(f"CPU: {cpu_name()}, {os.cpu_count()} cores; threads per implementation: {args.threads}; "
-          f"load avg {os.getloadavg()[0]:.1f}")
-    qf, gf, qp, gp, qc, gc = market_like(args.num_q, args.num_g, dim=args.dim, seed=args.seed, noise=args.noise)
-    print(f"case: {qf.shape[0]} + {gf.shape[0]} = {qf.shape[0] + gf.shape[0]} images, {args.dim}-d; "
-          f"k1={args.k1} k2={args.k2} lambda={args.lam}")
+    print(
+        f"CPU: {cpu_name()}, {os.cpu_count()} cores; threads per implementation: {args.threads}; "
+        f"load avg {os.getloadavg()[0]:.1f}"
+    )
+    qf, gf, qp, gp, qc, gc = market_like(
+        args.num_q, args.num_g, dim=args.dim, seed=args.seed, noise=args.noise
+    )
+    print(
+        f"case: {qf.shape[0]} + {gf.shape[0]} = {qf.shape[0] + gf.shape[0]} images, {args.dim}-d; "
+        f"k1={args.k1} k2={args.k2} lambda={args.lam}"
+    )
     base = rank_metrics(pairwise_distance(torch.from_numpy(qf), torch.from_numpy(gf)), qp, gp, qc, gc)
     print(f"before re-ranking: mAP {base.mAP:.4f}  R1 {base.rank(1):.4f}")
+
     def measure(kind: str, label: str, before: str) -> tuple[dict, np.ndarray]:
         """Run one implementation in its worker; print its time, memory and metrics after re-ranking."""
         info = run_worker(kind, args, f"{tmp}/{kind}.npy")
         matrix = np.load(f"{tmp}/{kind}.npy")
         r = rank_metrics(matrix, qp, gp, qc, gc)
-        print(f"{label:19s}: wall {info['wall']:.1f} s, CPU {info['cpu']:.1f} s, peak RSS {info['peak_gb']:.2f} GB "
-              f"(of which {info['before_gb']:.2f} GB before the call{before}); after: mAP {r.mAP:.4f}  "
-              f"R1 {r.rank(1):.4f}")
+        print(
+            f"{label:19s}: wall {info['wall']:.1f} s, CPU {info['cpu']:.1f} s, peak RSS {info['peak_gb']:.2f} GB "
+            f"(of which {info['before_gb']:.2f} GB before the call{before}); after: mAP {r.mAP:.4f}  "
+            f"R1 {r.rank(1):.4f}"
+        )
         return info, matrix
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -165,10 +200,14 @@ def main() -> None:
             return
         dense, d_dense = measure("dense", "dense numpy", "")
         diff = np.abs(d_ours - d_dense)
-        print(f"max abs diff of the matrices: {diff.max():.3g}; entries differing by > 1e-4: "
-              f"{(diff > 1e-4).mean() * 100:.4f} %  (float32 near-ties can order neighbours differently)")
-        print(f"speed-up: {dense['wall'] / ours['wall']:.1f}x wall, {dense['cpu'] / ours['cpu']:.1f}x CPU time; "
-              f"peak memory {dense['peak_gb'] / ours['peak_gb']:.1f}x lower")
+        print(
+            f"max abs diff of the matrices: {diff.max():.3g}; entries differing by > 1e-4: "
+            f"{(diff > 1e-4).mean() * 100:.4f} %  (float32 near-ties can order neighbours differently)"
+        )
+        print(
+            f"speed-up: {dense['wall'] / ours['wall']:.1f}x wall, {dense['cpu'] / ours['cpu']:.1f}x CPU time; "
+            f"peak memory {dense['peak_gb'] / ours['peak_gb']:.1f}x lower"
+        )
 
 
 if __name__ == "__main__":

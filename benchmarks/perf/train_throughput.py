@@ -31,30 +31,45 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from reidbench.cost import count_params, forward_gflops, train_step_flops  # noqa: E402
 from reidbench.data.types import DatasetInfo  # noqa: E402
-from reidbench.losses import Criterion  # noqa: E402
+from reidbench.evaluation.cost import count_params, forward_gflops, train_step_flops  # noqa: E402
 from reidbench.registry import METHODS, load_plugins  # noqa: E402
 from reidbench.runner import make_spec, method_config  # noqa: E402
+from reidbench.train.losses import Criterion  # noqa: E402
 
 # Dense peak TFLOP/s by device-name substring: (bf16 tensor cores, fp32 without TF32).
 PEAKS = {"H200": (989.0, 67.0), "H100": (989.0, 67.0), "A100": (312.0, 19.5)}
-WORDS = ("an object with a red green blue yellow upper lower part and horizontal vertical rising falling "
-         "stripes dense wide hot spot at the left middle right").split()
+WORDS = (
+    "an object with a red green blue yellow upper lower part and horizontal vertical rising falling "
+    "stripes dense wide hot spot at the left middle right"
+).split()
 SIZES = {
     # tiny: the synthetic protocol's ViT (patch 8, dim 64, depth 2, heads 2) at 32x64, P8 x K4
-    "tiny": ("synthetic", ["sampler.p=8", "sampler.k=4"], {
-        "graft": ["method.heads=2", "method.dim_feedforward=128"],
-        "early_fusion": ["method.heads=2", "method.dim_feedforward=128"],
-        "mmet": ["method.text_hidden=64", "method.text_layers=2", "method.text_heads=2", "method.mm_layers=1",
-                 "method.mm_heads=2"],
-    }),
+    "tiny": (
+        "synthetic",
+        ["sampler.p=8", "sampler.k=4"],
+        {
+            "graft": ["method.heads=2", "method.dim_feedforward=128"],
+            "early_fusion": ["method.heads=2", "method.dim_feedforward=128"],
+            "mmet": [
+                "method.text_hidden=64",
+                "method.text_layers=2",
+                "method.text_heads=2",
+                "method.mm_layers=1",
+                "method.mm_heads=2",
+            ],
+        },
+    ),
     # paper: ViT-B/16 at 128x256 (RGBNT100 protocol), PK 16 x 4; GraFT on DeiT-B/16 distilled as in its code
-    "paper": ("rgbnt100", ["sampler.p=16", "sampler.k=4"], {
-        "graft": ["backbone.name=deit_base_distilled_patch16_224"],
-        "early_fusion": [],
-        "mmet": [],
-    }),
+    "paper": (
+        "rgbnt100",
+        ["sampler.p=16", "sampler.k=4"],
+        {
+            "graft": ["backbone.name=deit_base_distilled_patch16_224"],
+            "early_fusion": [],
+            "mmet": [],
+        },
+    ),
 }
 
 
@@ -67,8 +82,11 @@ class Mode:
 
 
 def modes(compile_too: bool) -> list[Mode]:
-    out = [Mode("fp32 eager math", False, False, False), Mode("fp32 eager sdpa", False, True, False),
-           Mode("bf16 eager sdpa", True, True, False)]
+    out = [
+        Mode("fp32 eager math", False, False, False),
+        Mode("fp32 eager sdpa", False, True, False),
+        Mode("bf16 eager sdpa", True, True, False),
+    ]
     return out + ([Mode("bf16 compiled sdpa", True, True, True)] if compile_too else [])
 
 
@@ -88,7 +106,9 @@ def make_batch(spec, device: torch.device) -> dict:
     batch = {m: torch.randn(n, 3, h, w, generator=gen).to(device) for m in p.data.modalities}
     batch["pid"] = torch.arange(p.sampler.p).repeat_interleave(p.sampler.k).to(device)
     if p.data.text:
-        batch["text"] = [" ".join(WORDS[(i * 7 + j * 3) % len(WORDS)] for j in range(18)) + "." for i in range(n)]
+        batch["text"] = [
+            " ".join(WORDS[(i * 7 + j * 3) % len(WORDS)] for j in range(18)) + "." for i in range(n)
+        ]
     return batch
 
 
@@ -144,8 +164,17 @@ def make_step(model, criterion, batch, stage, mode: Mode, device: torch.device):
     return step
 
 
-def time_modes(model, criterion, batch, stage, mode_list: list[Mode], device: torch.device, steps: int,
-               warmup: int, repeats: int) -> list[float]:
+def time_modes(
+    model,
+    criterion,
+    batch,
+    stage,
+    mode_list: list[Mode],
+    device: torch.device,
+    steps: int,
+    warmup: int,
+    repeats: int,
+) -> list[float]:
     """Seconds per training step of each mode: the best of ``repeats`` rounds of ``steps`` steps, the modes
     interleaved within every round (so load from other processes hits them alike)."""
     runs = [make_step(model, criterion, batch, stage, mode, device) for mode in mode_list]
@@ -169,8 +198,16 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bench_method(name: str, args: argparse.Namespace, device: torch.device, vocab: Path, steps: int, warmup: int,
-                 peak_bf16: float | None, peak_fp32: float | None) -> list[list[str]]:
+def bench_method(
+    name: str,
+    args: argparse.Namespace,
+    device: torch.device,
+    vocab: Path,
+    steps: int,
+    warmup: int,
+    peak_bf16: float | None,
+    peak_fp32: float | None,
+) -> list[list[str]]:
     """Table rows of one method: one per mode, the first (fp32 eager math) being the baseline."""
     torch.manual_seed(0)
     spec, model, criterion, batch, stage = build(name, args.size, device, vocab, args.pk)
@@ -179,15 +216,26 @@ def bench_method(name: str, args: argparse.Namespace, device: torch.device, voca
     gflops = forward_gflops(model, batch)
     model.train()
     step_flops = train_step_flops(
-        lambda: criterion(model(batch), batch["pid"], stage.loss, stage.label_smoothing)["loss"])
+        lambda: criterion(model(batch), batch["pid"], stage.loss, stage.label_smoothing)["loss"]
+    )
     model.zero_grad(set_to_none=True)
     rows = []
     times = time_modes(model, criterion, batch, stage, mode_list, device, steps, warmup, repeats)
     for mode, seconds in zip(mode_list, times, strict=True):
         peak = peak_bf16 if mode.bf16 else peak_fp32
         mfu = f"{100 * step_flops / seconds / (peak * 1e12):.1f}%" if peak else "-"
-        rows.append([name, mode.name, f"{count_params(model) / 1e6:.2f}", f"{gflops:.3f}",
-                     f"{step_flops / 1e9:.1f}", f"{images / seconds:.{0 if images / seconds >= 100 else 1}f}", f"{times[0] / seconds:.2f}x", mfu])
+        rows.append(
+            [
+                name,
+                mode.name,
+                f"{count_params(model) / 1e6:.2f}",
+                f"{gflops:.3f}",
+                f"{step_flops / 1e9:.1f}",
+                f"{images / seconds:.{0 if images / seconds >= 100 else 1}f}",
+                f"{times[0] / seconds:.2f}x",
+                mfu,
+            ]
+        )
         print("  " + " | ".join(rows[-1]), flush=True)
     return rows
 
@@ -204,18 +252,28 @@ def peak_tflops(device: torch.device, override: float | None) -> tuple[float | N
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--size", choices=list(SIZES), default="tiny")
     parser.add_argument("--methods", nargs="*", default=None, help="default: every registered method")
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default 5 on CPU, 20 on GPU)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 2 / 5)")
-    parser.add_argument("--pk", type=int, nargs=2, default=None, metavar=("P", "K"),
-                        help="identities x instances per batch (default: 8 4 tiny, 16 4 paper)")
+    parser.add_argument(
+        "--pk",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("P", "K"),
+        help="identities x instances per batch (default: 8 4 tiny, 16 4 paper)",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds per mode; the best is kept")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (bf16)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
-    parser.add_argument("--peak-tflops", type=float, default=None, help="device peak for MFU (else known GPUs)")
+    parser.add_argument(
+        "--peak-tflops", type=float, default=None, help="device peak for MFU (else known GPUs)"
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     if args.threads:
@@ -227,8 +285,10 @@ def main() -> None:
     names = args.methods or METHODS.names()
     peak_bf16, peak_fp32 = peak_tflops(device, args.peak_tflops)
     where = torch.cuda.get_device_name(device) if gpu else f"CPU, {torch.get_num_threads()} threads"
-    print(f"train throughput, size={args.size}, {where}, torch {torch.__version__}: best of {args.repeats} x "
-          f"{steps} timed steps after {warmup} (modes interleaved)")
+    print(
+        f"train throughput, size={args.size}, {where}, torch {torch.__version__}: best of {args.repeats} x "
+        f"{steps} timed steps after {warmup} (modes interleaved)"
+    )
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         vocab = write_vocab(Path(tmp) / "vocab.txt", 30522 if args.size == "paper" else 40)
@@ -236,12 +296,25 @@ def main() -> None:
             rows += bench_method(name, args, device, vocab, steps, warmup, peak_bf16, peak_fp32)
             if gpu:
                 torch.cuda.empty_cache()
-    header = ["method", "mode", "params (M)", "GFLOPs/sample", "train GFLOPs/step", "img/s", "vs fp32 math",
-              "MFU"]
+    header = [
+        "method",
+        "mode",
+        "params (M)",
+        "GFLOPs/sample",
+        "train GFLOPs/step",
+        "img/s",
+        "vs fp32 math",
+        "MFU",
+    ]
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     print()
     for row in [header, ["-" * w for w in widths], *rows]:
-        print("  ".join(str(c).rjust(w) if i > 1 else str(c).ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+        print(
+            "  ".join(
+                str(c).rjust(w) if i > 1 else str(c).ljust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -62,8 +62,9 @@ def draw_params(n: int, size: tuple[int, int], cfg: AugmentCfg, rng: np.random.G
     return AugmentParams(flip, dy, dx, erase, ey, ex, eh, ew)
 
 
-def augment_numpy(images: np.ndarray, index: np.ndarray, p: AugmentParams, fill: np.ndarray,
-                  out: np.ndarray | None = None) -> np.ndarray:
+def augment_numpy(
+    images: np.ndarray, index: np.ndarray, p: AugmentParams, fill: np.ndarray, out: np.ndarray | None = None
+) -> np.ndarray:
     """``images[index]`` (uint8 ``(N, 3, H, W)``) flipped, cropped and erased per ``p`` into ``out`` ``(B, 3, H, W)``.
 
     ``fill``: uint8 ``(3, 1, 1)`` value of padding and erased pixels.
@@ -85,7 +86,9 @@ def augment_numpy(images: np.ndarray, index: np.ndarray, p: AugmentParams, fill:
     return out
 
 
-def torch_maps(p: AugmentParams, size: tuple[int, int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def torch_maps(
+    p: AugmentParams, size: tuple[int, int], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """For :func:`augment_torch`: the flat source pixel of every output pixel ``(B, 1, H*W)`` and the mask of
     output pixels that keep their source value ``(B, 1, H, W)`` (the others are padding or erased)."""
     h, w = size
@@ -105,8 +108,13 @@ def torch_maps(p: AugmentParams, size: tuple[int, int], device: torch.device) ->
     return flat.view(len(p), 1, h * w), (valid & ~erased)[:, None]
 
 
-def augment_torch(images: torch.Tensor, index: torch.Tensor, p: AugmentParams, fill: torch.Tensor,
-                  maps: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+def augment_torch(
+    images: torch.Tensor,
+    index: torch.Tensor,
+    p: AugmentParams,
+    fill: torch.Tensor,
+    maps: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
     """The same as :func:`augment_numpy` as one batched gather on ``images``' device; ``fill``: uint8 ``(3,)``.
 
     ``maps``: :func:`torch_maps` of ``p``, computed once and shared by the modalities of a batch.

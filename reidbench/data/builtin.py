@@ -36,16 +36,16 @@ MSVR_FOLDERS = {"rgb": "vis", "nir": "ni", "tir": "th"}
 
 SOURCES = {
     "rgbnt201": "RGBNT201 comes from the authors of 'Robust Multi-Modality Person Re-identification' (AAAI'21; "
-                "Google Drive / Baidu links in the TOP-ReID and IEEE READMEs); unpack it so that "
-                "<data-root>/RGBNT201/train_171/RGB/ exists.",
+    "Google Drive / Baidu links in the TOP-ReID and IEEE READMEs); unpack it so that "
+    "<data-root>/RGBNT201/train_171/RGB/ exists.",
     "rgbnt100": "RGBNT100 comes from the HAMNet authors (github.com/ttaalle/multi-modal-vehicle-Re-ID; "
-                "Baidu / Google Drive links in the GraFT README); unpack it so that <data-root>/RGBNT100/rgbir/ exists.",
+    "Baidu / Google Drive links in the GraFT README); unpack it so that <data-root>/RGBNT100/rgbir/ exists.",
     "rgbn300": "RGBN300 comes from the HAMNet authors (github.com/ttaalle/multi-modal-vehicle-Re-ID; Baidu code "
-               "11y8, Google Drive copy in the GraFT README); unpack it so that <data-root>/RGBN300/rgbir/ exists.",
+    "11y8, Google Drive copy in the GraFT README); unpack it so that <data-root>/RGBN300/rgbir/ exists.",
     "msvr310": "MSVR310 comes from the CCNet authors (github.com/superlollipop123/Cross-directional-Center-"
-               "Network-and-MSVR310); unpack it so that <data-root>/MSVR310/bounding_box_train/ exists.",
+    "Network-and-MSVR310); unpack it so that <data-root>/MSVR310/bounding_box_train/ exists.",
     "market1501_mm": "Market1501-MM (Market-1501 with generated NIR/TIR) comes from the IEEE authors (AAAI'22, "
-                     "shared next to RGBNT201); unpack it so that <data-root>/Market1501-MM/train/RGB/ exists.",
+    "shared next to RGBNT201); unpack it so that <data-root>/Market1501-MM/train/RGB/ exists.",
 }
 
 
@@ -53,13 +53,23 @@ def dataset_root(data_root: Path, name: str, folders: tuple[str, ...], inside: s
     """``<data_root>/<one of folders>`` (case ignored) or a UserError saying what was expected."""
     root = find_folder(Path(data_root), *folders)
     if root is None:
-        raise UserError(f"dataset {name!r}: expected folder {Path(data_root) / folders[0]} with {inside} inside. "
-                        f"{SOURCES.get(name, '')} (--data-root or $REIDBENCH_DATA chooses <data-root>.)")
+        raise UserError(
+            f"dataset {name!r}: expected folder {Path(data_root) / folders[0]} with {inside} inside. "
+            f"{SOURCES.get(name, '')} (--data-root or $REIDBENCH_DATA chooses <data-root>.)"
+        )
     return root
 
 
-def assemble(name: str, root: Path, modalities: list[str], splits: dict[str, list[Sample]],
-             folders: dict[str, Path], problems: Problems, junk: str = "market", cam_base: int = 1) -> Dataset:
+def assemble(
+    name: str,
+    root: Path,
+    modalities: list[str],
+    splits: dict[str, list[Sample]],
+    folders: dict[str, Path],
+    problems: Problems,
+    junk: str = "market",
+    cam_base: int = 1,
+) -> Dataset:
     """Attach captions (``<root>/text``), check the published counts and wrap up a :class:`Dataset`."""
     text = find_folder(root, "text")
     same_set = splits["gallery"] is splits["query"]
@@ -72,9 +82,17 @@ def assemble(name: str, root: Path, modalities: list[str], splits: dict[str, lis
         splits["gallery"] = splits["query"]
     _, num_ids = relabel(splits["train"])
     train = splits["train"]
-    info = DatasetInfo(name=name, modalities=list(modalities), num_train_ids=num_ids, junk=junk, same_set=same_set,
-                       has_text=bool(train) and all(s.caption for s in train), source=SOURCES.get(name, ""),
-                       root=root, extra={"cam_base": cam_base})
+    info = DatasetInfo(
+        name=name,
+        modalities=list(modalities),
+        num_train_ids=num_ids,
+        junk=junk,
+        same_set=same_set,
+        has_text=bool(train) and all(s.caption for s in train),
+        source=SOURCES.get(name, ""),
+        root=root,
+        extra={"cam_base": cam_base},
+    )
     return Dataset(info, DatasetSplits(**splits), dict(folders), list(problems))
 
 
@@ -82,8 +100,10 @@ def scan_strips(name: str, root: Path, modalities: list[str], rule: NameRule) ->
     """A ``rgbir/{bounding_box_train,bounding_box_test,query}`` strip dataset under ``root``."""
     rgbir = find_folder(root, "rgbir")
     if rgbir is None:
-        raise UserError(f"dataset {name!r}: expected folder {root / 'rgbir'} with bounding_box_train/, "
-                        f"bounding_box_test/ and query/ inside. {SOURCES.get(name, '')}")
+        raise UserError(
+            f"dataset {name!r}: expected folder {root / 'rgbir'} with bounding_box_train/, "
+            f"bounding_box_test/ and query/ inside. {SOURCES.get(name, '')}"
+        )
     problems = Problems()
     folders = {split: find_folder(rgbir, folder) or rgbir / folder for split, folder in SPLIT_FOLDERS.items()}
     splits = {split: read_strip_split(folders[split], modalities, rule, problems) for split in SPLIT_FOLDERS}
@@ -111,28 +131,36 @@ def scan_rgbnt201(data_root: Path) -> Dataset:
     train = read_modality_folders(train_dir, SEPARATE_FOLDERS, RGBNT201_NAME, problems)
     test = read_modality_folders(test_dir, SEPARATE_FOLDERS, RGBNT201_NAME, problems)
     splits = {"train": train, "query": test, "gallery": test}
-    return assemble("rgbnt201", root, ALL, splits, {"train": train_dir, "query": test_dir, "gallery": test_dir},
-                    problems)
+    return assemble(
+        "rgbnt201", root, ALL, splits, {"train": train_dir, "query": test_dir, "gallery": test_dir}, problems
+    )
 
 
 def scan_msvr310(data_root: Path) -> Dataset:
     """MSVR310: ``MSVR310/{bounding_box_train,bounding_box_test,query3}/<VVVV>/{vis,ni,th}/`` with scene ids."""
-    root = dataset_root(data_root, "msvr310", ("MSVR310", "msvr310"), "bounding_box_train/, bounding_box_test/ "
-                        "and query3/")
+    root = dataset_root(
+        data_root, "msvr310", ("MSVR310", "msvr310"), "bounding_box_train/, bounding_box_test/ and query3/"
+    )
     problems = Problems()
     names = {"train": "bounding_box_train", "gallery": "bounding_box_test", "query": "query3"}
     folders = {split: find_folder(root, folder) or root / folder for split, folder in names.items()}
-    splits = {split: read_identity_folders(folders[split], MSVR_FOLDERS, MSVR310_NAME, problems) for split in names}
+    splits = {
+        split: read_identity_folders(folders[split], MSVR_FOLDERS, MSVR310_NAME, problems) for split in names
+    }
     return assemble("msvr310", root, ALL, splits, folders, problems, junk="scene", cam_base=0)
 
 
 def scan_market1501_mm(data_root: Path) -> Dataset:
     """Market1501-MM: ``Market1501-MM/{train,query,gallery}/{RGB,NI,TI}/`` (Market-1501 names; -1 junk skipped)."""
-    root = dataset_root(data_root, "market1501_mm", ("Market1501-MM", "Market1501_MM"), "train/, query/ and gallery/")
+    root = dataset_root(
+        data_root, "market1501_mm", ("Market1501-MM", "Market1501_MM"), "train/, query/ and gallery/"
+    )
     problems = Problems()
     folders = {split: find_folder(root, split) or root / split for split in ("train", "query", "gallery")}
-    splits = {split: read_modality_folders(folders[split], SEPARATE_FOLDERS, MARKET_NAME, problems)
-              for split in folders}
+    splits = {
+        split: read_modality_folders(folders[split], SEPARATE_FOLDERS, MARKET_NAME, problems)
+        for split in folders
+    }
     return assemble("market1501_mm", root, ALL, splits, folders, problems)
 
 
@@ -157,13 +185,23 @@ def scan_synthetic(_: Path) -> Dataset:
     return dataset
 
 
-register_layout("synthetic", "procedural RGB/NIR/TIR vehicles whose identity needs fusion (generated, no download)",
-                scan_synthetic)
-register_layout("rgbnt201", "persons, RGB/NIR/TIR files, 171 train / 30 test ids (test = query = gallery)",
-                scan_rgbnt201)
-register_layout("rgbnt100", "vehicles, RGB/NIR/TIR 768x128 strips, 50 train / 50 test ids, 8 cameras", scan_rgbnt100)
+register_layout(
+    "synthetic",
+    "procedural RGB/NIR/TIR vehicles whose identity needs fusion (generated, no download)",
+    scan_synthetic,
+)
+register_layout(
+    "rgbnt201", "persons, RGB/NIR/TIR files, 171 train / 30 test ids (test = query = gallery)", scan_rgbnt201
+)
+register_layout(
+    "rgbnt100", "vehicles, RGB/NIR/TIR 768x128 strips, 50 train / 50 test ids, 8 cameras", scan_rgbnt100
+)
 register_layout("rgbn300", "vehicles, RGB/NIR 512x128 strips, 8 cameras", scan_rgbn300)
-register_layout("msvr310", "vehicles, RGB/NIR/TIR per-vehicle folders, 155 / 155 ids, scene-aware junk rule",
-                scan_msvr310)
-register_layout("market1501_mm", "persons, Market-1501 with generated NIR/TIR, 751 / 750 ids, 6 cameras",
-                scan_market1501_mm)
+register_layout(
+    "msvr310", "vehicles, RGB/NIR/TIR per-vehicle folders, 155 / 155 ids, scene-aware junk rule", scan_msvr310
+)
+register_layout(
+    "market1501_mm",
+    "persons, Market-1501 with generated NIR/TIR, 751 / 750 ids, 6 cameras",
+    scan_market1501_mm,
+)

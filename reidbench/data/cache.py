@@ -51,12 +51,20 @@ def manifest(samples: list[Sample], modalities: list[str], size: tuple[int, int]
                 try:
                     st = os.stat(ref.path)
                 except OSError as exc:
-                    raise UserError(f"cannot read image {ref.path}: {exc.strerror}. Re-download it or run "
-                                    f"`reidbench datasets check`.") from None
+                    raise UserError(
+                        f"cannot read image {ref.path}: {exc.strerror}. Re-download it or run "
+                        f"`reidbench datasets check`."
+                    ) from None
                 stats[ref.path] = f"{st.st_size}|{st.st_mtime_ns}"
             digest.update(f"{ref.path}|{ref.tile}|{ref.num_tiles}|{stats[ref.path]}\n".encode())
-    return {"version": CACHE_VERSION, "size": list(size), "modalities": list(modalities), "samples": len(samples),
-            "files": len(stats), "digest": digest.hexdigest()}
+    return {
+        "version": CACHE_VERSION,
+        "size": list(size),
+        "modalities": list(modalities),
+        "samples": len(samples),
+        "files": len(stats),
+        "digest": digest.hexdigest(),
+    }
 
 
 def open_cached(folder: Path, wanted: dict) -> dict[str, np.ndarray] | None:
@@ -91,8 +99,14 @@ def _locked(folder: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def build(folder: Path, wanted: dict, samples: list[Sample], show_progress: bool, description: str,
-          workers: int | None = None) -> None:
+def build(
+    folder: Path,
+    wanted: dict,
+    samples: list[Sample],
+    show_progress: bool,
+    description: str,
+    workers: int | None = None,
+) -> None:
     """Decode ``samples`` into ``folder`` (written aside, then renamed into place)."""
     tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -100,10 +114,23 @@ def build(folder: Path, wanted: dict, samples: list[Sample], show_progress: bool
     try:
         size, modalities = tuple(wanted["size"]), wanted["modalities"]
         shape = (len(samples), 3, *size)
-        outs = [np.lib.format.open_memmap(tmp / f"{m}.npy", mode="w+", dtype=np.uint8, shape=shape)
-                for m in modalities] if samples else []
-        decode_into(samples, modalities, size, outs, workers or len(os.sched_getaffinity(0)), show_progress,
-                    description)
+        outs = (
+            [
+                np.lib.format.open_memmap(tmp / f"{m}.npy", mode="w+", dtype=np.uint8, shape=shape)
+                for m in modalities
+            ]
+            if samples
+            else []
+        )
+        decode_into(
+            samples,
+            modalities,
+            size,
+            outs,
+            workers or len(os.sched_getaffinity(0)),
+            show_progress,
+            description,
+        )
         for out in outs:
             out.flush()
         del outs
@@ -114,8 +141,13 @@ def build(folder: Path, wanted: dict, samples: list[Sample], show_progress: bool
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def load_split(dataset: Dataset, split: str, size: tuple[int, int], show_progress: bool = True,
-               workers: int | None = None) -> dict[str, np.ndarray]:
+def load_split(
+    dataset: Dataset,
+    split: str,
+    size: tuple[int, int],
+    show_progress: bool = True,
+    workers: int | None = None,
+) -> dict[str, np.ndarray]:
     """Modality -> uint8 ``(N, 3, H, W)`` memory-mapped array of ``split``, decoding it first if needed."""
     samples = getattr(dataset.splits, split)
     modalities = list(dataset.info.modalities)
@@ -126,21 +158,37 @@ def load_split(dataset: Dataset, split: str, size: tuple[int, int], show_progres
         with _locked(folder):
             arrays = open_cached(folder, wanted)  # another process may have built it meanwhile
             if arrays is None:
-                build(folder, wanted, samples, show_progress,
-                      f"decoding {dataset.info.name} {split} at {size[0]}x{size[1]}", workers)
+                build(
+                    folder,
+                    wanted,
+                    samples,
+                    show_progress,
+                    f"decoding {dataset.info.name} {split} at {size[0]}x{size[1]}",
+                    workers,
+                )
                 arrays = open_cached(folder, wanted)
     if arrays is None:
-        raise UserError(f"the decoded cache in {folder} could not be read back after building it; remove the "
-                        f"folder and retry (is the disk full?)")
+        raise UserError(
+            f"the decoded cache in {folder} could not be read back after building it; remove the "
+            f"folder and retry (is the disk full?)"
+        )
     return arrays
 
 
-def prepare(dataset: Dataset, size: tuple[int, int], show_progress: bool = True) -> list[tuple[str, Path, int, int]]:
+def prepare(
+    dataset: Dataset, size: tuple[int, int], show_progress: bool = True
+) -> list[tuple[str, Path, int, int]]:
     """Build (or validate) the cache of every split; (split, folder, samples, bytes) per split."""
     splits = ["train", "query"] + ([] if dataset.splits.gallery is dataset.splits.query else ["gallery"])
     out = []
     for split in splits:
         arrays = load_split(dataset, split, size, show_progress)
-        out.append((split, split_dir(dataset, split, size), len(getattr(dataset.splits, split)),
-                    sum(a.nbytes for a in arrays.values())))
+        out.append(
+            (
+                split,
+                split_dir(dataset, split, size),
+                len(getattr(dataset.splits, split)),
+                sum(a.nbytes for a in arrays.values()),
+            )
+        )
     return out

@@ -27,8 +27,10 @@ def read_captions(text_dir: Path, split: str) -> dict[str, list[str]]:
             for item in items:
                 by_name.setdefault(str(item["item"]), []).append(str(item["description"]))
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise UserError(f"{path}: expected a JSON list of {{'item', 'description'}} objects ({exc}). "
-                            f"Re-copy it from the published annotations or remove it.") from None
+            raise UserError(
+                f"{path}: expected a JSON list of {{'item', 'description'}} objects ({exc}). "
+                f"Re-copy it from the published annotations or remove it."
+            ) from None
     return by_name
 
 
@@ -37,5 +39,7 @@ def attach_captions(samples: list[Sample], text_dir: Path | None, split: str) ->
     by_name = read_captions(text_dir, split) if text_dir is not None else {}
     if not by_name:
         return samples
-    return [Sample(s.images, s.pid, s.camid, s.sceneid, " ".join(by_name.get(s.name, [])) or None)
-            for s in samples]
+    return [
+        Sample(s.images, s.pid, s.camid, s.sceneid, " ".join(by_name.get(s.name, [])) or None)
+        for s in samples
+    ]

@@ -80,18 +80,26 @@ def finish(dataset: Dataset, allow_partial: bool = False) -> Dataset:
     name = dataset.info.name
     empty = [split for split in ("train", "query", "gallery") if not getattr(dataset.splits, split)]
     if empty:
-        raise UserError(f"dataset {name!r}: no usable samples in split(s) {', '.join(empty)}. Problems found:"
-                        f"{summary(dataset.problems or ['(none)'])}\nRun `reidbench datasets check {name}` "
-                        f"for the full layout report. {dataset.info.source}")
+        raise UserError(
+            f"dataset {name!r}: no usable samples in split(s) {', '.join(empty)}. Problems found:"
+            f"{summary(dataset.problems or ['(none)'])}\nRun `reidbench datasets check {name}` "
+            f"for the full layout report. {dataset.info.source}"
+        )
     if not dataset.problems:
         return dataset
     if not allow_partial:
-        raise UserError(f"dataset {name!r}: the download under {dataset.info.root} does not match the official "
-                        f"layout ({len(dataset.problems)} problem(s)):{summary(dataset.problems)}\n"
-                        f"Fix the files (`reidbench datasets check {name}` lists them all) or pass "
-                        f"--allow-partial to use what was read.")
-    warnings.warn(f"dataset {name!r}: proceeding despite {len(dataset.problems)} problem(s) (--allow-partial):"
-                  f"{summary(dataset.problems)}", PartialDataWarning, stacklevel=2)
+        raise UserError(
+            f"dataset {name!r}: the download under {dataset.info.root} does not match the official "
+            f"layout ({len(dataset.problems)} problem(s)):{summary(dataset.problems)}\n"
+            f"Fix the files (`reidbench datasets check {name}` lists them all) or pass "
+            f"--allow-partial to use what was read."
+        )
+    warnings.warn(
+        f"dataset {name!r}: proceeding despite {len(dataset.problems)} problem(s) (--allow-partial):"
+        f"{summary(dataset.problems)}",
+        PartialDataWarning,
+        stacklevel=2,
+    )
     return dataset
 
 
@@ -117,12 +125,18 @@ def summarise(dataset: Dataset) -> list[SplitSummary]:
         folder = _relative(dataset.folders.get(split, ""), dataset.info.root)
         if split == "gallery" and dataset.splits.gallery is dataset.splits.query:
             folder = f"{folder} (= query)"
-        rows.append(SplitSummary(
-            split=split, folder=str(folder), samples=len(samples), ids=len({s.pid for s in samples}),
-            cameras=sorted({s.camid + dataset.info.extra.get("cam_base", 1) for s in samples}),
-            scenes=len({s.sceneid for s in samples if s.sceneid >= 0}),
-            modalities=sorted({m for s in samples for m in s.images}, key=dataset.info.modalities.index),
-            captions=sum(1 for s in samples if s.caption)))
+        rows.append(
+            SplitSummary(
+                split=split,
+                folder=str(folder),
+                samples=len(samples),
+                ids=len({s.pid for s in samples}),
+                cameras=sorted({s.camid + dataset.info.extra.get("cam_base", 1) for s in samples}),
+                scenes=len({s.sceneid for s in samples if s.sceneid >= 0}),
+                modalities=sorted({m for s in samples for m in s.images}, key=dataset.info.modalities.index),
+                captions=sum(1 for s in samples if s.caption),
+            )
+        )
     return rows
 
 

@@ -17,7 +17,9 @@ from reidbench.data.strips import find_folder
 from reidbench.data.types import ImageRef, Sample
 
 
-def read_paired(dirs: dict[str, Path], rule: NameRule, problems: Problems, pid: int | None = None) -> list[Sample]:
+def read_paired(
+    dirs: dict[str, Path], rule: NameRule, problems: Problems, pid: int | None = None
+) -> list[Sample]:
     """Samples whose file name exists in every folder of ``dirs`` (modality -> folder), sorted by name.
 
     ``pid``: the identity every file must carry (MSVR310's per-vehicle folders).
@@ -39,8 +41,11 @@ def read_paired(dirs: dict[str, Path], rule: NameRule, problems: Problems, pid: 
             if pid is not None and parsed.pid != pid:
                 problems.add(anchor, f"identity {parsed.pid} in the folder of identity {pid}")
                 continue
-            samples.append(Sample({m: ImageRef(d / name) for m, d in dirs.items()}, parsed.pid, parsed.camid,
-                                  parsed.sceneid))
+            samples.append(
+                Sample(
+                    {m: ImageRef(d / name) for m, d in dirs.items()}, parsed.pid, parsed.camid, parsed.sceneid
+                )
+            )
     return samples
 
 
@@ -54,8 +59,9 @@ def modality_dirs(parent: Path, folders: dict[str, str], problems: Problems) -> 
     return dirs  # type: ignore[return-value]
 
 
-def read_modality_folders(split_dir: Path, folders: dict[str, str], rule: NameRule,
-                          problems: Problems) -> list[Sample]:
+def read_modality_folders(
+    split_dir: Path, folders: dict[str, str], rule: NameRule, problems: Problems
+) -> list[Sample]:
     """``split_dir/{RGB,NI,TI}/<name>.jpg`` (``folders``: modality -> folder name)."""
     if not split_dir.is_dir():
         problems.add(split_dir, "missing folder")
@@ -69,8 +75,9 @@ def read_modality_folders(split_dir: Path, folders: dict[str, str], rule: NameRu
     return samples
 
 
-def read_identity_folders(split_dir: Path, folders: dict[str, str], rule: NameRule,
-                          problems: Problems) -> list[Sample]:
+def read_identity_folders(
+    split_dir: Path, folders: dict[str, str], rule: NameRule, problems: Problems
+) -> list[Sample]:
     """``split_dir/<VVVV>/{vis,ni,th}/<name>.jpg``: one folder per identity, numbered like the file names."""
     if not split_dir.is_dir():
         problems.add(split_dir, "missing folder")

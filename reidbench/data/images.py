@@ -13,15 +13,19 @@ from reidbench.progress import progress_bar
 
 
 def _unreadable(path: object, exc: BaseException) -> UserError:
-    return UserError(f"cannot read image {path}: {exc}. Re-download or remove the file "
-                     f"(`reidbench datasets check` lists the dataset's problems).")
+    return UserError(
+        f"cannot read image {path}: {exc}. Re-download or remove the file "
+        f"(`reidbench datasets check` lists the dataset's problems)."
+    )
 
 
 def _tile(img: Image.Image, ref: ImageRef, size: tuple[int, int]) -> np.ndarray:
     if ref.num_tiles > 1:
         if img.width % ref.num_tiles:
-            raise UserError(f"{ref.path}: a {img.width}x{img.height} image cannot hold {ref.num_tiles} equal tiles "
-                            f"side by side; is this the right dataset for the loader?")
+            raise UserError(
+                f"{ref.path}: a {img.width}x{img.height} image cannot hold {ref.num_tiles} equal tiles "
+                f"side by side; is this the right dataset for the loader?"
+            )
         tile_w = img.width // ref.num_tiles
         img = img.crop((ref.tile * tile_w, 0, (ref.tile + 1) * tile_w, img.height))
     img = img.convert("RGB").resize((size[1], size[0]), Image.BILINEAR)
@@ -53,8 +57,15 @@ def read_sample(sample: Sample, modalities: list[str], size: tuple[int, int]) ->
     return out  # type: ignore[return-value]
 
 
-def decode_into(samples: list[Sample], modalities: list[str], size: tuple[int, int], outs: list[np.ndarray],
-                workers: int, show_progress: bool = True, description: str = "decoding") -> None:
+def decode_into(
+    samples: list[Sample],
+    modalities: list[str],
+    size: tuple[int, int],
+    outs: list[np.ndarray],
+    workers: int,
+    show_progress: bool = True,
+    description: str = "decoding",
+) -> None:
     """Decode ``samples`` into ``outs[j][i]`` (modality j, sample i; arrays ``(N, 3, H, W)``) with threads.
 
     Every file is tried; the unreadable ones are then reported together (an error naming each path).
@@ -69,19 +80,39 @@ def decode_into(samples: list[Sample], modalities: list[str], size: tuple[int, i
         return None
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        errors = [e for e in progress_bar(pool.map(decode, range(len(samples))), description, show_progress,
-                                          len(samples)) if e]
+        errors = [
+            e
+            for e in progress_bar(
+                pool.map(decode, range(len(samples))), description, show_progress, len(samples)
+            )
+            if e
+        ]
     if len(errors) == 1:
         raise UserError(errors[0])
     if errors:
-        listed = "\n  ".join(errors[:20]) + (f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else "")
+        listed = "\n  ".join(errors[:20]) + (
+            f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""
+        )
         raise UserError(f"{len(errors)} images cannot be read:\n  {listed}")
 
 
-def decode_samples(samples: list[Sample], modalities: list[str], size: tuple[int, int],
-                   show_progress: bool = True, description: str = "decoding", workers: int = 4) -> np.ndarray:
+def decode_samples(
+    samples: list[Sample],
+    modalities: list[str],
+    size: tuple[int, int],
+    show_progress: bool = True,
+    description: str = "decoding",
+    workers: int = 4,
+) -> np.ndarray:
     """All ``samples`` decoded into one uint8 array ``(N, M, 3, H, W)`` (modalities in the given order)."""
     out = np.empty((len(samples), len(modalities), 3, *size), dtype=np.uint8)
-    decode_into(samples, modalities, size, [out[:, j] for j in range(len(modalities))], workers, show_progress,
-                description)
+    decode_into(
+        samples,
+        modalities,
+        size,
+        [out[:, j] for j in range(len(modalities))],
+        workers,
+        show_progress,
+        description,
+    )
     return out

@@ -16,13 +16,25 @@ def print_layout_report(console: Console, dataset: Dataset) -> None:
     info = dataset.info
     table = Table(title=f"{info.name} under {info.root}")
     for column in ("split", "folder", "samples", "ids", "cameras", "scenes", "modalities", "captions"):
-        table.add_column(column, justify="right" if column in ("samples", "ids", "scenes", "captions") else "left")
+        table.add_column(
+            column, justify="right" if column in ("samples", "ids", "scenes", "captions") else "left"
+        )
     for row in summarise(dataset):
-        table.add_row(row.split, row.folder, str(row.samples), str(row.ids), _ranges(row.cameras),
-                      str(row.scenes) if row.scenes else "-", "+".join(row.modalities), str(row.captions))
+        table.add_row(
+            row.split,
+            row.folder,
+            str(row.samples),
+            str(row.ids),
+            _ranges(row.cameras),
+            str(row.scenes) if row.scenes else "-",
+            "+".join(row.modalities),
+            str(row.captions),
+        )
     console.print(table)
-    console.print(f"evaluation: junk rule {info.junk!r}, query {'=' if info.same_set else '!='} gallery; "
-                  f"text {'attached' if info.has_text else 'absent'}")
+    console.print(
+        f"evaluation: junk rule {info.junk!r}, query {'=' if info.same_set else '!='} gallery; "
+        f"text {'attached' if info.has_text else 'absent'}"
+    )
     if not dataset.problems:
         console.print("[green]no problems: the layout and counts match the official download[/]")
         return

@@ -56,13 +56,23 @@ def resolve_on_device(setting: bool | str, device: torch.device, nbytes: int) ->
 class DataModule:
     """Training and evaluation batches for one dataset under one protocol."""
 
-    def __init__(self, dataset: Dataset, protocol: Protocol, device: torch.device, seed: int = 0,
-                 rank: int = 0, world_size: int = 1, show_progress: bool = True) -> None:
+    def __init__(
+        self,
+        dataset: Dataset,
+        protocol: Protocol,
+        device: torch.device,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        show_progress: bool = True,
+    ) -> None:
         cfg = protocol.data
         missing = [m for m in cfg.modalities if m not in dataset.info.modalities]
         if missing:
-            raise UserError(f"protocol asks for modalities {missing} that dataset {dataset.info.name!r} lacks "
-                            f"(it has {dataset.info.modalities}); set data.modalities accordingly")
+            raise UserError(
+                f"protocol asks for modalities {missing} that dataset {dataset.info.name!r} lacks "
+                f"(it has {dataset.info.modalities}); set data.modalities accordingly"
+            )
         self.info, self.protocol, self.device = dataset.info, protocol, torch.device(device)
         self.modalities = list(cfg.modalities)
         self.rank, self.world_size, self.seed = rank, world_size, seed
@@ -101,8 +111,13 @@ class DataModule:
             return torch.tensor(values, dtype=torch.long, device=self.device)
 
         images = {m: self._place(arrays[m]) for m in self.modalities}
-        return EncodedSplit(images, labels([s.pid for s in samples]), labels([s.camid for s in samples]),
-                            labels([s.sceneid for s in samples]), [s.caption for s in samples])
+        return EncodedSplit(
+            images,
+            labels([s.pid for s in samples]),
+            labels([s.camid for s in samples]),
+            labels([s.sceneid for s in samples]),
+            [s.caption for s in samples],
+        )
 
     def _place(self, array: np.ndarray) -> torch.Tensor:
         """A split's images on the device (``on_device``) or as a CPU tensor over the memory-mapped cache."""
@@ -115,8 +130,10 @@ class DataModule:
             for start in range(0, len(array), COPY_CHUNK):
                 out[start : start + COPY_CHUNK].copy_(torch.from_numpy(array[start : start + COPY_CHUNK]))
         except torch.OutOfMemoryError:
-            raise UserError(f"the decoded images ({array.nbytes / 2**30:.1f} GiB per modality and split) do not fit "
-                            f"on {self.device}; set data.on_device=false (or auto)") from None
+            raise UserError(
+                f"the decoded images ({array.nbytes / 2**30:.1f} GiB per modality and split) do not fit "
+                f"on {self.device}; set data.on_device=false (or auto)"
+            ) from None
         return out
 
     def normalise(self, images: torch.Tensor, modality: str) -> torch.Tensor:
@@ -125,8 +142,12 @@ class DataModule:
         if images.device.type == "cpu" and self.device.type == "cpu":
             out = np.empty(tuple(images.shape), np.float32)  # NumPy asks for huge pages: fewer page faults
             array = images.numpy()
-            parallel(len(array), lambda lo, hi: normalise_numpy(array[lo:hi], self._scale[modality],
-                                                                 self._shift[modality], out[lo:hi]))
+            parallel(
+                len(array),
+                lambda lo, hi: normalise_numpy(
+                    array[lo:hi], self._scale[modality], self._shift[modality], out[lo:hi]
+                ),
+            )
             return torch.from_numpy(out)
         images = images.to(self.device, non_blocking=True)
         out = torch.empty(images.shape, dtype=torch.float32, device=self.device).copy_(images)
@@ -160,13 +181,17 @@ class DataModule:
             batch: Batch = {m: self.normalise(u8, m) for m, u8 in self._augment(idx, index, params).items()}
             yield self._labels(batch, self.train, index, pid=self.train_labels[index])
 
-    def _augment(self, idx: np.ndarray, index: torch.Tensor, params: AugmentParams) -> dict[str, torch.Tensor]:
+    def _augment(
+        self, idx: np.ndarray, index: torch.Tensor, params: AugmentParams
+    ) -> dict[str, torch.Tensor]:
         """uint8 augmented images per modality: gathered on the GPU, or cut from the host cache in threads."""
         images = self.train.images
         if self.gather_on_device:
             maps = torch_maps(params, self.size, self.device)
-            return {m: augment_torch(images[m], index, params, torch.from_numpy(self._fill[m].ravel()), maps)
-                    for m in self.modalities}
+            return {
+                m: augment_torch(images[m], index, params, torch.from_numpy(self._fill[m].ravel()), maps)
+                for m in self.modalities
+            }
         shape = (len(idx), 3, *self.size)
         for m in self.modalities:
             if m not in self._staging or self._staging[m].shape != shape:

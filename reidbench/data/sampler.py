@@ -18,7 +18,9 @@ class PKSampler:
         self.p, self.k, self.seed = p, k, seed
         self.ids = np.unique(self.labels)
         if len(self.ids) < p:
-            raise ValueError(f"PK sampler: P={p} identities per batch but the training set has {len(self.ids)}")
+            raise ValueError(
+                f"PK sampler: P={p} identities per batch but the training set has {len(self.ids)}"
+            )
         self.by_id = {int(i): np.flatnonzero(self.labels == i) for i in self.ids}
 
     def global_batches(self, epoch: int) -> list[np.ndarray]:

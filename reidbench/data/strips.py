@@ -38,8 +38,11 @@ def check_strip_geometry(path: Path, num_tiles: int, problems: Problems) -> None
         problems.add(path, f"cannot read image ({exc})")
         return
     if width != num_tiles * 2 * height:
-        problems.add(path, f"expected a strip of {num_tiles} tiles of 2:1 ({num_tiles * 256}x128 in the official "
-                           f"download), found {width}x{height}: wrong dataset for this loader?")
+        problems.add(
+            path,
+            f"expected a strip of {num_tiles} tiles of 2:1 ({num_tiles * 256}x128 in the official "
+            f"download), found {width}x{height}: wrong dataset for this loader?",
+        )
 
 
 def read_strip_split(folder: Path, modalities: list[str], rule: NameRule, problems: Problems) -> list[Sample]:

@@ -119,7 +119,10 @@ def plan(cfg: SyntheticConfig) -> list[Item]:
                 scene = 2 * i + n % scenes_of(i)
                 items.append(Item("train" if train else "gallery", pid, cam, n, scene, code))
             if not train and cfg.layout not in ("rgbnt201", "msvr310"):
-                items += [Item("query", pid, cam, cfg.per_camera + n, 2 * i, code) for n in range(cfg.query_per_camera)]
+                items += [
+                    Item("query", pid, cam, cfg.per_camera + n, 2 * i, code)
+                    for n in range(cfg.query_per_camera)
+                ]
     return items
 
 
@@ -152,11 +155,15 @@ def identity_codes(num_ids: int, seed: int) -> list[tuple[int, int, int]]:
         raise ValueError(f"at most {combos} synthetic identities")
     rng = np.random.default_rng(seed)
     flat = rng.choice(combos, size=num_ids, replace=False)
-    return [(int(i % rgb_codes), int(i // rgb_codes % len(STRIPES)), int(i // rgb_codes // len(STRIPES)))
-            for i in flat]
+    return [
+        (int(i % rgb_codes), int(i // rgb_codes % len(STRIPES)), int(i // rgb_codes // len(STRIPES)))
+        for i in flat
+    ]
 
 
-def render_sample(code: tuple[int, int, int], cam: int, rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+def render_sample(
+    code: tuple[int, int, int], cam: int, rng: np.random.Generator, h: int, w: int
+) -> np.ndarray:
     """One sample as an ``(3 modalities, h, w, 3)`` float array in [0, 1]."""
     rgb_code, nir_code, tir_code = code
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -227,9 +234,26 @@ def captions(code: tuple[int, int, int], rng: np.random.Generator) -> dict[str, 
 def caption_vocabulary() -> list[str]:
     """A BERT WordPiece vocabulary covering every caption :func:`captions` can write (special tokens
     first). The generator saves it as ``vocab.txt`` so text methods run without downloading one."""
-    words = ["an", "object", "with", "and", "a", "upper", "part", "lower", "stripes", "dense", "wide", "hot",
-             "spot", "at", "the", *PALETTE, *dict.fromkeys(o for o, _ in STRIPES),
-             *dict.fromkeys(w for name in CELL_NAMES for w in name.split())]
+    words = [
+        "an",
+        "object",
+        "with",
+        "and",
+        "a",
+        "upper",
+        "part",
+        "lower",
+        "stripes",
+        "dense",
+        "wide",
+        "hot",
+        "spot",
+        "at",
+        "the",
+        *PALETTE,
+        *dict.fromkeys(o for o, _ in STRIPES),
+        *dict.fromkeys(w for name in CELL_NAMES for w in name.split()),
+    ]
     return ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", *dict.fromkeys(words)]
 
 
@@ -279,8 +303,10 @@ def item_paths(out: Path, item: Item, layout: str) -> list[tuple[Path, tuple[str
     if layout == "msvr310":
         split = {"train": "bounding_box_train", "gallery": "bounding_box_test", "query": "query3"}[item.split]
         name = f"{item.pid:04d}_s{item.scene:03d}_v{item.cam - 1}_{item.n:03d}.jpg"
-        return [(out / split / f"{item.pid:04d}" / sub / name, (tag,)) for tag, sub in zip(tags, ("vis", "ni", "th"),
-                                                                                        strict=True)]
+        return [
+            (out / split / f"{item.pid:04d}" / sub / name, (tag,))
+            for tag, sub in zip(tags, ("vis", "ni", "th"), strict=True)
+        ]
     name = f"{item.pid:04d}_c{item.cam}s1_{item.n:06d}_01.jpg"  # market1501_mm
     return [(out / item.split / tag / name, (tag,)) for tag in tags]
 
@@ -291,8 +317,11 @@ def _write(out: Path, cfg: SyntheticConfig, show_progress: bool) -> None:
     texts: dict[str, list[dict[str, str]]] = {}
     items = plan(cfg)
     if cfg.layout == "msvr310":  # query3: the gallery images of identities seen in two scenes
-        items += [Item("query", it.pid, it.cam, it.n, it.scene, it.code) for it in items
-                  if it.split == "gallery" and scenes_of(_index(it, cfg)) > 1]
+        items += [
+            Item("query", it.pid, it.cam, it.n, it.scene, it.code)
+            for it in items
+            if it.split == "gallery" and scenes_of(_index(it, cfg)) > 1
+        ]
     (out / "vocab.txt").write_text("\n".join(caption_vocabulary()) + "\n")
     rendered: dict[tuple[int, int, int, int], np.ndarray] = {}
     for item in progress_bar(items, "generating synthetic dataset", show_progress):

@@ -31,9 +31,11 @@ def validation_split(dataset: Dataset, fraction: float = 0.2, seed: int = 0) -> 
     wanted = max(1, round(fraction * len(ids)))
     eligible = [pid for pid in ids if _split_identity(by_id[pid]) is not None]
     if len(eligible) < wanted:
-        raise UserError(f"dataset {dataset.info.name!r}: a validation split of {fraction:.0%} needs {wanted} "
-                        f"training identities seen by two or more cameras with spare images, found "
-                        f"{len(eligible)}; use a smaller fraction")
+        raise UserError(
+            f"dataset {dataset.info.name!r}: a validation split of {fraction:.0%} needs {wanted} "
+            f"training identities seen by two or more cameras with spare images, found "
+            f"{len(eligible)}; use a smaller fraction"
+        )
     chosen = set(np.random.default_rng(seed).choice(eligible, wanted, replace=False).tolist())
     train, query, gallery = [], [], []
     for sample in dataset.splits.train:

@@ -4,5 +4,11 @@ from reidbench.evaluation.features import evaluate, extract
 from reidbench.evaluation.metrics import RankMetrics, rank_metrics, rank_metrics_from_features
 from reidbench.evaluation.rerank import k_reciprocal_rerank
 
-__all__ = ["RankMetrics", "evaluate", "extract", "k_reciprocal_rerank", "rank_metrics",
-           "rank_metrics_from_features"]
+__all__ = [
+    "RankMetrics",
+    "evaluate",
+    "extract",
+    "k_reciprocal_rerank",
+    "rank_metrics",
+    "rank_metrics_from_features",
+]

@@ -6,16 +6,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reidbench import distributed
 from reidbench.data.module import DataModule
 from reidbench.evaluation.metrics import RankMetrics, rank_metrics, rank_metrics_from_features
 from reidbench.evaluation.rerank import k_reciprocal_rerank
 from reidbench.evaluation.settings import Setting, cross_modal_settings, missing_modality_settings
+from reidbench.parallel import distributed
 
 
 @torch.no_grad()
-def extract(model: nn.Module, data: DataModule, split: str, batch_size: int,
-            keep: tuple[str, ...] | None = None) -> torch.Tensor:
+def extract(
+    model: nn.Module, data: DataModule, split: str, batch_size: int, keep: tuple[str, ...] | None = None
+) -> torch.Tensor:
     """L2-normalised embeddings of ``split`` (float32), batched, no grad, bf16 on GPU.
 
     ``keep``: the modalities the model sees (default all); the others are zero-filled, or left out
@@ -66,10 +67,17 @@ def evaluate(model: nn.Module, data: DataModule) -> dict[str, float]:
             cache[(split, keep)] = extract(model, data, split, cfg.batch_size, keep)
         return cache[(split, keep)]
 
-    labels = {"q_pids": data.query.pids, "g_pids": data.gallery.pids, "q_camids": data.query.camids,
-              "g_camids": data.gallery.camids, "q_sceneids": data.query.sceneids,
-              "g_sceneids": data.gallery.sceneids, "junk": cfg.junk, "max_rank": cfg.max_rank,
-              "same_set": cfg.same_set}
+    labels = {
+        "q_pids": data.query.pids,
+        "g_pids": data.gallery.pids,
+        "q_camids": data.query.camids,
+        "g_camids": data.gallery.camids,
+        "q_sceneids": data.query.sceneids,
+        "g_sceneids": data.gallery.sceneids,
+        "junk": cfg.junk,
+        "max_rank": cfg.max_rank,
+        "same_set": cfg.same_set,
+    }
 
     def suffixed(result: RankMetrics, name: str) -> dict[str, float]:
         suffix = "" if name == "all" else f"@{name}"

@@ -463,7 +463,9 @@ class _Accumulator:
                 "scene": "every positive is junk: query and gallery items of an identity share scene ids",
                 "none": "no query identity appears in the gallery",
             }[junk]
-            raise ValueError(f"no valid query (none has a positive left after junk removal). Usual cause: {hint}")
+            raise ValueError(
+                f"no valid query (none has a positive left after junk removal). Usual cause: {hint}"
+            )
         cmc = torch.cumsum(self.first_counts[: self.max_rank], 0).to(torch.float64) / n
         return RankMetrics(
             mAP=float(self.ap[valid].sum() / n),
@@ -570,7 +572,18 @@ def rank_metrics(
     num_q, num_g = dist_t.shape
     device = dist_t.device
     labels = _prepare(
-        num_q, num_g, device, q_pids, g_pids, q_camids, g_camids, q_sceneids, g_sceneids, junk, max_rank, same_set
+        num_q,
+        num_g,
+        device,
+        q_pids,
+        g_pids,
+        q_camids,
+        g_camids,
+        q_sceneids,
+        g_sceneids,
+        junk,
+        max_rank,
+        same_set,
     )
     chunk = chunk_size if chunk_size is not None else _default_chunk(num_g, device)
     return _run(lambda s, e: dist_t[s:e], num_q, labels, junk, max_rank, max(1, chunk), chunk)
@@ -620,9 +633,22 @@ def rank_metrics_from_features(
     g = g.to(device=q.device, dtype=q.dtype)
     num_q, num_g = q.shape[0], g.shape[0]
     labels = _prepare(
-        num_q, num_g, q.device, q_pids, g_pids, q_camids, g_camids, q_sceneids, g_sceneids, junk, max_rank, same_set
+        num_q,
+        num_g,
+        q.device,
+        q_pids,
+        g_pids,
+        q_camids,
+        g_camids,
+        q_sceneids,
+        g_sceneids,
+        junk,
+        max_rank,
+        same_set,
     )
     chunk = chunk_size if chunk_size is not None else _default_chunk(num_g, q.device)
     # Distances are computed for blocks of queries large enough for an efficient matrix product.
     block = max(chunk, _DEFAULT_BUDGET_BYTES // max(1, q.element_size() * num_g))
-    return _run(lambda s, e: pairwise_distance(q[s:e], g, metric), num_q, labels, junk, max_rank, block, chunk)
+    return _run(
+        lambda s, e: pairwise_distance(q[s:e], g, metric), num_q, labels, junk, max_rank, block, chunk
+    )

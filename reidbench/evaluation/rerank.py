@@ -155,8 +155,13 @@ def _merge_tile(best_v: torch.Tensor, best_i: torch.Tensor, d: torch.Tensor, a: 
     col_hit = vals < _rows(tau_c, c)
     rows, cols, hit_vals = r.masked_select(col_hit), c.masked_select(col_hit), vals.masked_select(col_hit)
     order = _stable_order(cols)[1]  # the column side needs its entries grouped by column
-    _merge_sparse(best_v[b : b + w], best_i[b : b + w], _rows(cols, order), _rows(rows, order) + a,
-                  _rows(hit_vals, order))
+    _merge_sparse(
+        best_v[b : b + w],
+        best_i[b : b + w],
+        _rows(cols, order),
+        _rows(rows, order) + a,
+        _rows(hit_vals, order),
+    )
 
 
 def _distance_operands(q: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -250,7 +255,9 @@ def _unique_per_row(
     if vals is None:
         return out.view(c, width), None
     vals = torch.where(idx != sentinel, vals, 0)  # sentinel entries share the last slot: add nothing
-    summed = torch.zeros(c * width, dtype=vals.dtype, device=vals.device).index_add_(0, flat, vals.reshape(-1))
+    summed = torch.zeros(c * width, dtype=vals.dtype, device=vals.device).index_add_(
+        0, flat, vals.reshape(-1)
+    )
     return out.view(c, width), summed.view(c, width)
 
 
@@ -399,7 +406,9 @@ def _query_expand(
     step = max(1, _PAIR_ELEMENTS // (k * idx.shape[1]))
     for s in range(0, idx.shape[0], step):
         e = min(idx.shape[0], s + step)
-        ui, uv = _unique_per_row(_rows(idx, nbrs[s:e]).view(e - s, -1), n, _rows(val, nbrs[s:e]).view(e - s, -1))
+        ui, uv = _unique_per_row(
+            _rows(idx, nbrs[s:e]).view(e - s, -1), n, _rows(val, nbrs[s:e]).view(e - s, -1)
+        )
         rows_out.append(ui)
         vals_out.append(uv / k)
     width = max(t.shape[1] for t in rows_out)
@@ -408,7 +417,9 @@ def _query_expand(
     return out_i, out_v
 
 
-def _jaccard_mix(out: torch.Tensor, idx: torch.Tensor, val: torch.Tensor, q_max: torch.Tensor, lam: float) -> None:
+def _jaccard_mix(
+    out: torch.Tensor, idx: torch.Tensor, val: torch.Tensor, q_max: torch.Tensor, lam: float
+) -> None:
     """Turn ``out`` (query x gallery squared distances) into ``(1 - lam) * jaccard + lam * o`` with
     ``o = max(out, 0) / q_max`` (the query rows' maxima).
 

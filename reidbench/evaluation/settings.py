@@ -46,7 +46,9 @@ def cross_modal_settings(modalities: list[str], specs: list[str]) -> list[Settin
         q, g = tuple(query.split("+")), tuple(gallery.split("+"))
         bad = [m for m in (*q, *g) if m not in modalities]
         if not sep or bad or not all(q) or not all(g):
-            raise UserError(f"eval.cross_modal entry {spec!r}: expected QUERY->GALLERY with modalities joined by '+' "
-                            f"from {modalities} (e.g. rgb->nir+tir)")
+            raise UserError(
+                f"eval.cross_modal entry {spec!r}: expected QUERY->GALLERY with modalities joined by '+' "
+                f"from {modalities} (e.g. rgb->nir+tir)"
+            )
         out.append(Setting(spec, q, g))
     return out

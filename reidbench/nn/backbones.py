@@ -79,8 +79,9 @@ class HFImageBackbone(nn.Module):
         return self.forward(x)[:, 0]
 
 
-def build_image_backbone(cfg: BackboneCfg, image_size: tuple[int, int] | list[int],
-                         mask_token: bool = False) -> ImageBackbone | HFImageBackbone:
+def build_image_backbone(
+    cfg: BackboneCfg, image_size: tuple[int, int] | list[int], mask_token: bool = False
+) -> ImageBackbone | HFImageBackbone:
     """The backbone ``cfg`` describes at ``image_size`` (H, W); sizes set in ``cfg`` override the model's.
 
     ``cfg.weights`` (a local file or directory) wins over ``cfg.pretrained`` (hub download).
@@ -101,12 +102,17 @@ def _local_path(text: str, key: str) -> Path:
 def _timm_vit(cfg: BackboneCfg, size: tuple[int, int]) -> nn.Module:
     import timm
 
-    kwargs = {k: getattr(cfg, k) for k in ("patch_size", "embed_dim", "depth", "num_heads")
-              if getattr(cfg, k) is not None}
+    kwargs = {
+        k: getattr(cfg, k)
+        for k in ("patch_size", "embed_dim", "depth", "num_heads")
+        if getattr(cfg, k) is not None
+    }
     common = dict(num_classes=0, img_size=size, drop_path_rate=cfg.drop_path, **kwargs)
     if not timm.is_model(cfg.name):
-        raise UserError(f"backbone.name={cfg.name!r} is not a timm model (set backbone.source=hf for a "
-                        f"transformers model, or see timm.list_models())")
+        raise UserError(
+            f"backbone.name={cfg.name!r} is not a timm model (set backbone.source=hf for a "
+            f"transformers model, or see timm.list_models())"
+        )
     try:
         if cfg.weights:
             path = _local_path(cfg.weights, "backbone.weights")
@@ -137,12 +143,17 @@ def _hf_vit(cfg: BackboneCfg, size: tuple[int, int], mask_token: bool) -> nn.Mod
         config = DeiTConfig() if "deit" in cfg.name.lower() else ViTConfig()
     classes = {"deit": DeiTModel, "vit": ViTModel}
     if config.model_type not in classes:
-        raise UserError(f"backbone {cfg.name!r}: transformers model type {config.model_type!r} is not "
-                        f"supported (use a ViT or DeiT checkpoint, or backbone.source=timm)")
+        raise UserError(
+            f"backbone {cfg.name!r}: transformers model type {config.model_type!r} is not "
+            f"supported (use a ViT or DeiT checkpoint, or backbone.source=timm)"
+        )
     if cfg.embed_dim is not None:
         config.hidden_size, config.intermediate_size = cfg.embed_dim, 4 * cfg.embed_dim
-    for key, attr in (("depth", "num_hidden_layers"), ("num_heads", "num_attention_heads"),
-                      ("patch_size", "patch_size")):
+    for key, attr in (
+        ("depth", "num_hidden_layers"),
+        ("num_heads", "num_attention_heads"),
+        ("patch_size", "patch_size"),
+    ):
         if getattr(cfg, key) is not None:
             setattr(config, attr, getattr(cfg, key))
     patch = _pair(config.patch_size)[0]
@@ -152,17 +163,22 @@ def _hf_vit(cfg: BackboneCfg, size: tuple[int, int], mask_token: bool) -> nn.Mod
     if state is not None:
         prefix = 2 if config.model_type == "deit" else 1
         key = "embeddings.position_embeddings"
-        state[key] = resample_position_embedding(state[key], (size[0] // patch, size[1] // patch), old_grid, prefix)
+        state[key] = resample_position_embedding(
+            state[key], (size[0] // patch, size[1] // patch), old_grid, prefix
+        )
         state = {k: v for k, v in state.items() if not k.startswith("pooler.")}
         try:
             missing, unexpected = model.load_state_dict(state, strict=False)
         except RuntimeError as exc:
-            raise UserError(f"backbone weights {cfg.weights or cfg.name} do not fit the configured model: "
-                            f"{exc}") from None
+            raise UserError(
+                f"backbone weights {cfg.weights or cfg.name} do not fit the configured model: {exc}"
+            ) from None
         missing = [k for k in missing if k != "embeddings.mask_token"]
         if missing or unexpected:
-            raise UserError(f"backbone weights {cfg.weights or cfg.name}: missing {missing[:5]}, "
-                            f"unexpected {unexpected[:5]}")
+            raise UserError(
+                f"backbone weights {cfg.weights or cfg.name}: missing {missing[:5]}, "
+                f"unexpected {unexpected[:5]}"
+            )
     return model
 
 
@@ -173,8 +189,9 @@ def _hf_load(cls: type, source: str) -> nn.Module:
         raise UserError(f"cannot load a transformers model from {source}: {exc}") from None
 
 
-def resample_position_embedding(posemb: torch.Tensor, new_grid: tuple[int, int], old_grid: tuple[int, int],
-                                num_prefix_tokens: int) -> torch.Tensor:
+def resample_position_embedding(
+    posemb: torch.Tensor, new_grid: tuple[int, int], old_grid: tuple[int, int], num_prefix_tokens: int
+) -> torch.Tensor:
     """``(1, prefix + h*w, D)`` absolute position embedding resampled to ``new_grid`` (bicubic, antialias)."""
     from timm.layers import resample_abs_pos_embed
 

@@ -55,10 +55,16 @@ def hub_download(what: str, local_hint: str) -> Iterator[None]:
     try:
         yield
     except (OSError, HfHubHTTPError, ValueError) as exc:
-        why = ("the Hugging Face hub is unreachable (offline mode or no network) and the weights are not in "
-               "the local cache" if offline else f"the download failed ({type(exc).__name__}: {exc})")
-        raise UserError(f"cannot load pretrained {what}: {why}. Download it on a machine with network "
-                        f"access and pass {local_hint} (a local file or Hugging Face directory), or "
-                        f"train from scratch with the pretrained setting off.") from None
+        why = (
+            "the Hugging Face hub is unreachable (offline mode or no network) and the weights are not in "
+            "the local cache"
+            if offline
+            else f"the download failed ({type(exc).__name__}: {exc})"
+        )
+        raise UserError(
+            f"cannot load pretrained {what}: {why}. Download it on a machine with network "
+            f"access and pass {local_hint} (a local file or Hugging Face directory), or "
+            f"train from scratch with the pretrained setting off."
+        ) from None
     finally:
         constants.HF_HUB_OFFLINE = previous

@@ -12,8 +12,13 @@ import random
 import torch
 
 
-def block_mask(grid: tuple[int, int], num_mask: int, min_block: int = 16, rng: random.Random | None = None,
-               min_aspect: float = 0.3) -> torch.Tensor:
+def block_mask(
+    grid: tuple[int, int],
+    num_mask: int,
+    min_block: int = 16,
+    rng: random.Random | None = None,
+    min_aspect: float = 0.3,
+) -> torch.Tensor:
     """BEiT's blockwise mask on a ``grid`` (rows, cols) of patches: rectangles of at least ``min_block``
     patches (clamped to ``num_mask``) with aspect ratio in [min_aspect, 1/min_aspect], added until
     ``num_mask`` patches are masked (or no block fits). Returns a flat bool mask of rows*cols."""
@@ -34,7 +39,7 @@ def block_mask(grid: tuple[int, int], num_mask: int, min_block: int = 16, rng: r
             w = int(round(math.sqrt(area / aspect)))
             if 0 < h < rows and 0 < w < cols:  # strictly inside the grid, as BEiT
                 top, left = rng.randint(0, rows - h), rng.randint(0, cols - w)
-                block = mask[top:top + h, left:left + w]
+                block = mask[top : top + h, left : left + w]
                 new = h * w - int(block.sum())
                 if 0 < new <= room:
                     block.fill_(True)
@@ -57,8 +62,14 @@ def block_masks(batch: int, grid: tuple[int, int], ratio: float, min_block: int 
 
 
 @torch.compiler.disable
-def whole_word_mask(input_ids: torch.Tensor, word_ids: list[list[int | None]], prob: float, mask_id: int,
-                    vocab_size: int, special_ids: set[int]) -> tuple[torch.Tensor, torch.Tensor]:
+def whole_word_mask(
+    input_ids: torch.Tensor,
+    word_ids: list[list[int | None]],
+    prob: float,
+    mask_id: int,
+    vocab_size: int,
+    special_ids: set[int],
+) -> tuple[torch.Tensor, torch.Tensor]:
     """BERT whole-word masking (as HF ``DataCollatorForWholeWordMask``): per caption, whole words are
     picked in random order until ``max(1, round(prob * tokens))`` tokens are covered; picked tokens become
     [MASK] (80%), a random token (10%) or stay (10%). Returns (masked ids, labels with -100 elsewhere)."""

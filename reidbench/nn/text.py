@@ -39,8 +39,10 @@ def build_tokenizer(source: str, key: str = "method.tokenizer"):
     except (OSError, ValueError) as exc:
         raise UserError(f"{key}={source}: cannot read a BERT tokenizer there ({exc})") from None
     if len(tokenizer) <= len(tokenizer.all_special_ids):  # transformers >= 5 builds an empty one from nothing
-        raise UserError(f"tokenizer {source!r}: no WordPiece vocabulary found (offline without a cached copy, "
-                        f"or no vocab.txt / tokenizer.json there). Pass {hint}.")
+        raise UserError(
+            f"tokenizer {source!r}: no WordPiece vocabulary found (offline without a cached copy, "
+            f"or no vocab.txt / tokenizer.json there). Pass {hint}."
+        )
     return tokenizer
 
 
@@ -60,17 +62,26 @@ class TextEncoder(nn.Module):
         return self.bert.embeddings.word_embeddings
 
 
-def build_text_encoder(name: str, vocab_size: int, pretrained: bool, weights: str | None = None,
-                       hidden: int | None = None, layers: int | None = None, heads: int | None = None,
-                       max_positions: int = 512) -> TextEncoder:
+def build_text_encoder(
+    name: str,
+    vocab_size: int,
+    pretrained: bool,
+    weights: str | None = None,
+    hidden: int | None = None,
+    layers: int | None = None,
+    heads: int | None = None,
+    max_positions: int = 512,
+) -> TextEncoder:
     """A BERT encoder without pooler: from ``weights`` (a local HF directory), the hub (``pretrained``),
     or randomly initialised with BERT-base sizes unless ``hidden`` / ``layers`` / ``heads`` are given."""
     from transformers import BertConfig, BertModel
 
     if weights or pretrained:
         if any(v is not None for v in (hidden, layers, heads)):
-            raise UserError("text encoder sizes (method.text_hidden / text_layers / text_heads) only apply to "
-                            "a randomly initialised encoder; unset them or set method.text_pretrained=false")
+            raise UserError(
+                "text encoder sizes (method.text_hidden / text_layers / text_heads) only apply to "
+                "a randomly initialised encoder; unset them or set method.text_pretrained=false"
+            )
         if weights:
             path = Path(weights).expanduser()
             if not path.is_dir():
@@ -83,8 +94,10 @@ def build_text_encoder(name: str, vocab_size: int, pretrained: bool, weights: st
             with hub_download(f"text encoder {name!r}", "method.text_weights=PATH"):
                 bert = BertModel.from_pretrained(name, add_pooling_layer=False)
         if bert.config.vocab_size < vocab_size:
-            raise UserError(f"the tokenizer has {vocab_size} tokens but the text encoder only "
-                            f"{bert.config.vocab_size}: use the tokenizer that belongs to the encoder")
+            raise UserError(
+                f"the tokenizer has {vocab_size} tokens but the text encoder only "
+                f"{bert.config.vocab_size}: use the tokenizer that belongs to the encoder"
+            )
         return TextEncoder(bert)
     config = BertConfig(vocab_size=vocab_size, max_position_embeddings=max_positions)
     if hidden is not None:
@@ -94,6 +107,8 @@ def build_text_encoder(name: str, vocab_size: int, pretrained: bool, weights: st
     if heads is not None:
         config.num_attention_heads = heads
     if config.hidden_size % config.num_attention_heads:
-        raise UserError(f"text encoder: hidden size {config.hidden_size} is not a multiple of "
-                        f"{config.num_attention_heads} heads (method.text_hidden / method.text_heads)")
+        raise UserError(
+            f"text encoder: hidden size {config.hidden_size} is not a multiple of "
+            f"{config.num_attention_heads} heads (method.text_hidden / method.text_heads)"
+        )
     return TextEncoder(BertModel(config, add_pooling_layer=False))

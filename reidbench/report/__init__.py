@@ -42,7 +42,9 @@ def parse_metrics(values: tuple[str, ...] | list[str]) -> list[str]:
     lookup = {m.lower(): m for m in ACCURACY_METRICS} | {"r1": "rank1", "r5": "rank5", "r10": "rank10"}
     bad = [n for n in names if n.lower() not in lookup]
     if bad:
-        raise UserError(f"--metric {', '.join(bad)}: unknown metric. Choose from {', '.join(ACCURACY_METRICS)}")
+        raise UserError(
+            f"--metric {', '.join(bad)}: unknown metric. Choose from {', '.join(ACCURACY_METRICS)}"
+        )
     return list(dict.fromkeys(lookup[n.lower()] for n in names))
 
 
@@ -61,8 +63,13 @@ def select_reported(reported: list[Group], ours: list[Group], mode: str) -> list
     return [g for g in reported if g.dataset in datasets]
 
 
-def make_report(frame: pd.DataFrame, metrics: list[str], reported: list[Group], reported_mode: str = "matching",
-                histories: pd.DataFrame | None = None) -> Report:
+def make_report(
+    frame: pd.DataFrame,
+    metrics: list[str],
+    reported: list[Group],
+    reported_mode: str = "matching",
+    histories: pd.DataFrame | None = None,
+) -> Report:
     """Tables (and curve data) from a ``search_runs``-style frame of finished training runs."""
     runset = tidy_runs(frame)
     groups = aggregate(runset)
@@ -70,8 +77,14 @@ def make_report(frame: pd.DataFrame, metrics: list[str], reported: list[Group], 
     return Report(runset, groups, tables, histories if histories is not None else pd.DataFrame())
 
 
-def load_report(uri: str, experiment: str, metrics: list[str], published: Path | None = None,
-                reported_mode: str = "matching", with_histories: bool = True) -> Report:
+def load_report(
+    uri: str,
+    experiment: str,
+    metrics: list[str],
+    published: Path | None = None,
+    reported_mode: str = "matching",
+    with_histories: bool = True,
+) -> Report:
     """Read the finished training runs of ``experiment`` from MLflow and build the report."""
     from reidbench import tracking
 
@@ -79,16 +92,20 @@ def load_report(uri: str, experiment: str, metrics: list[str], published: Path |
     if frame.empty:
         counts = tracking.run_status_counts(uri, experiment)
         other = ", ".join(f"{n} {s}" for s, n in counts.items()) or "no runs at all"
-        raise UserError(f"experiment {experiment!r} in {uri} has no FINISHED training runs (tag run_kind=run); "
-                        f"found {other}. Train with `reidbench run ...` first")
+        raise UserError(
+            f"experiment {experiment!r} in {uri} has no FINISHED training runs (tag run_kind=run); "
+            f"found {other}. Train with `reidbench run ...` first"
+        )
     reported = [] if reported_mode == "none" else load_published(published or default_path())
-    histories = (tracking.metric_histories(uri, frame["run_id"].tolist(), CURVE_KEYS)
-                 if with_histories else None)
+    histories = (
+        tracking.metric_histories(uri, frame["run_id"].tolist(), CURVE_KEYS) if with_histories else None
+    )
     return make_report(frame, metrics, reported, reported_mode, histories)
 
 
-def write_report(report: Report, out: Path, formats: list[str], metrics: list[str],
-                 plots: bool = True) -> list[Path]:
+def write_report(
+    report: Report, out: Path, formats: list[str], metrics: list[str], plots: bool = True
+) -> list[Path]:
     """Write tables in ``formats`` (one file per table and format, plus report.tex / report.md that
     gather them), ``runs.csv`` and, when ``plots``, figures/*.png|pdf under ``out``. The written paths."""
     from reidbench.report.latex import latex_document, latex_table
@@ -98,11 +115,13 @@ def write_report(report: Report, out: Path, formats: list[str], metrics: list[st
     written: list[Path] = []
     figures: list[Path] = []
     if plots:
-        from reidbench import plots as plotting
+        from reidbench.report import plots as plotting
 
         runs = report.runset.runs
-        for stem, fig in [*plotting.ablation_figures(runs, metrics),
-                          *plotting.curve_figures(runs, report.histories)]:
+        for stem, fig in [
+            *plotting.ablation_figures(runs, metrics),
+            *plotting.curve_figures(runs, report.histories),
+        ]:
             figures += plotting.save(fig, out / "figures", stem)
     written += figures
 
@@ -124,8 +143,10 @@ def write_report(report: Report, out: Path, formats: list[str], metrics: list[st
         put("report.tex", latex_document([Path(t.name) for t in report.tables], pdfs, "reidbench report"))
     if "markdown" in formats:
         images = [f"![{p.stem}]({p.as_posix()})" for p in pngs]
-        put("report.md", "\n".join(["# reidbench report", "", *(markdown_table(t) for t in report.tables),
-                                    *images, ""]))
+        put(
+            "report.md",
+            "\n".join(["# reidbench report", "", *(markdown_table(t) for t in report.tables), *images, ""]),
+        )
     if "csv" in formats:
         report.runset.runs.to_csv(out / "runs.csv", index=False)
         written.append(out / "runs.csv")

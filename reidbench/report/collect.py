@@ -84,15 +84,20 @@ def tidy_runs(frame: pd.DataFrame) -> RunSet:
     for name in metrics:
         out[name] = pd.to_numeric(frame[f"metrics.{name}"], errors="coerce")
     before = len(out)
-    out = (out.sort_values("start_time", kind="stable")
-           .drop_duplicates([*GROUP, "seed"], keep="last")
-           .sort_index().reset_index(drop=True))
+    out = (
+        out.sort_values("start_time", kind="stable")
+        .drop_duplicates([*GROUP, "seed"], keep="last")
+        .sort_index()
+        .reset_index(drop=True)
+    )
     return RunSet(out, metrics, before - len(out))
 
 
 def _backbone(frame: pd.DataFrame) -> pd.Series:
     names = frame.get("params.protocol.backbone.name", pd.Series([""] * len(frame))).fillna("").astype(str)
-    scratch = frame.get("params.protocol.backbone.pretrained", pd.Series([""] * len(frame))).astype(str) == "False"
+    scratch = (
+        frame.get("params.protocol.backbone.pretrained", pd.Series([""] * len(frame))).astype(str) == "False"
+    )
     return pd.Series([f"{n} (scratch)" if s and n else n for n, s in zip(names, scratch, strict=True)])
 
 
@@ -140,10 +145,16 @@ def aggregate(runset: RunSet) -> list[Group]:
     for key, rows in runset.runs.groupby(GROUP, sort=True):
         fields = dict(zip(GROUP, key, strict=True))
         cells = {m: Cell.of(rows[m].to_numpy()) for m in runset.metrics if rows[m].notna().any()}
-        groups.append(Group(
-            cells=cells, axis_default=str(rows["axis_default"].iloc[0]),
-            backbone=" / ".join(sorted(set(rows["backbone"]) - {""})),
-            device=" / ".join(sorted(set(rows["device"]) - {""})),
-            epochs=sorted(set(int(e) for e in rows["epochs"]) - {0}),
-            seeds=sorted(int(s) for s in rows["seed"]), selection="last-epoch", **fields))
+        groups.append(
+            Group(
+                cells=cells,
+                axis_default=str(rows["axis_default"].iloc[0]),
+                backbone=" / ".join(sorted(set(rows["backbone"]) - {""})),
+                device=" / ".join(sorted(set(rows["device"]) - {""})),
+                epochs=sorted(set(int(e) for e in rows["epochs"]) - {0}),
+                seeds=sorted(int(s) for s in rows["seed"]),
+                selection="last-epoch",
+                **fields,
+            )
+        )
     return groups

@@ -9,18 +9,33 @@ import numpy as np
 
 # Final metrics of the MLflow contract: (name, short label) in table order.
 ACCURACY_METRICS = {"mAP": "mAP", "rank1": "R1", "rank5": "R5", "rank10": "R10", "mINP": "mINP"}
-DATASET_NAMES = {"rgbnt201": "RGBNT201", "rgbnt100": "RGBNT100", "msvr310": "MSVR310", "rgbn300": "RGBN300",
-                 "market1501_mm": "Market1501-MM", "wmveid863": "WMVEID863", "synthetic": "Synthetic"}
+DATASET_NAMES = {
+    "rgbnt201": "RGBNT201",
+    "rgbnt100": "RGBNT100",
+    "msvr310": "MSVR310",
+    "rgbn300": "RGBN300",
+    "market1501_mm": "Market1501-MM",
+    "wmveid863": "WMVEID863",
+    "synthetic": "Synthetic",
+}
 MODALITY_NAMES = {"rgb": "RGB", "nir": "NIR", "tir": "TIR", "text": "Text"}
 
 # Axis keys -> label with unit; others fall back to the key's last part.
 AXIS_LABELS = {
-    "method.fusion_tokens": "fusion tokens (count)", "method.depth": "fusion depth (layers)",
-    "method.num_heads": "attention heads (count)", "backbone.depth": "backbone depth (blocks)",
-    "optim.lr": "learning rate", "optim.weight_decay": "weight decay", "train.epochs": "training length (epochs)",
-    "sampler.p": "identities per batch P (count)", "sampler.k": "images per identity K (count)",
-    "loss.variant": "loss terms", "loss.label_smoothing": "label smoothing ε", "loss.triplet_margin": "triplet margin",
-    "data.modalities": "training modalities", "method.mask_ratio": "mask ratio (fraction)",
+    "method.fusion_tokens": "fusion tokens (count)",
+    "method.depth": "fusion depth (layers)",
+    "method.num_heads": "attention heads (count)",
+    "backbone.depth": "backbone depth (blocks)",
+    "optim.lr": "learning rate",
+    "optim.weight_decay": "weight decay",
+    "train.epochs": "training length (epochs)",
+    "sampler.p": "identities per batch P (count)",
+    "sampler.k": "images per identity K (count)",
+    "loss.variant": "loss terms",
+    "loss.label_smoothing": "label smoothing ε",
+    "loss.triplet_margin": "triplet margin",
+    "data.modalities": "training modalities",
+    "method.mask_ratio": "mask ratio (fraction)",
 }
 
 
@@ -69,8 +84,14 @@ class CellStyle:
 PLAIN = CellStyle()
 
 
-def format_cell(cell: Cell | None, scale: float = 100.0, decimals: int | None = 1, show_std: bool = True,
-                mark: int | None = None, style: CellStyle = PLAIN) -> str:
+def format_cell(
+    cell: Cell | None,
+    scale: float = 100.0,
+    decimals: int | None = 1,
+    show_std: bool = True,
+    mark: int | None = None,
+    style: CellStyle = PLAIN,
+) -> str:
     """The one ``mean ± std`` formatter: values times ``scale`` (100: fractions -> %), the mean marked
     best (``mark=1``) or second (``2``) in ``style``, the std left out when unknown (n < 2) or not wanted."""
     if cell is None or not math.isfinite(cell.mean):

@@ -34,17 +34,27 @@ def load_published(path: Path) -> list[Group]:
         reader = csv.DictReader(line for _, line in numbered)
         missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
         if missing:
-            raise UserError(f"{path}: missing column(s) {', '.join(missing)}; expected at least "
-                            f"{', '.join(REQUIRED)} plus metric columns ({', '.join(PERCENT)}, params_m)")
+            raise UserError(
+                f"{path}: missing column(s) {', '.join(missing)}; expected at least "
+                f"{', '.join(REQUIRED)} plus metric columns ({', '.join(PERCENT)}, params_m)"
+            )
         groups: dict[tuple[str, str, str], Group] = {}
         for row in reader:
             line_no = numbered[reader.line_num - 1][0]
             key = (row["method"].strip(), row["backbone"].strip(), row["dataset"].strip())
             if not all(key[::2]):
                 raise UserError(f"{path}:{line_no}: method and dataset must not be empty")
-            group = groups.setdefault(key, Group(
-                method=key[0], backbone=key[1], dataset=key[2], cells={}, reported=True,
-                seeds_text=row["seeds"].strip()))
+            group = groups.setdefault(
+                key,
+                Group(
+                    method=key[0],
+                    backbone=key[1],
+                    dataset=key[2],
+                    cells={},
+                    reported=True,
+                    seeds_text=row["seeds"].strip(),
+                ),
+            )
             for attr in ("source", "selection", "note"):
                 _add_text(group, attr, row[attr].strip())
             suffix = f"@{row['setting'].strip()}" if row["setting"].strip() else ""
@@ -66,8 +76,10 @@ def _number(text: str | None, path: Path, line_no: int, column: str) -> float:
     try:
         return float(text)
     except ValueError:
-        raise UserError(f"{path}:{line_no}: column {column} is {text!r}; expected a number "
-                        "(percent for metrics, millions for params_m) or an empty cell") from None
+        raise UserError(
+            f"{path}:{line_no}: column {column} is {text!r}; expected a number "
+            "(percent for metrics, millions for params_m) or an empty cell"
+        ) from None
 
 
 def _seeds(text: str) -> int:

@@ -22,8 +22,10 @@ from reidbench.report.formatting import (
     setting_order,
 )
 
-REPORTED_NOTE = ("† Reported in the papers (results/published.csv): single runs whose epoch was mostly chosen "
-                 "on the test set (best-epoch-on-test), copied as printed, not reproduced here.")
+REPORTED_NOTE = (
+    "† Reported in the papers (results/published.csv): single runs whose epoch was mostly chosen "
+    "on the test set (best-epoch-on-test), copied as printed, not reproduced here."
+)
 
 
 @dataclass(frozen=True)
@@ -103,8 +105,11 @@ class Table:
         for j, column in enumerate(self.columns):
             if not column.ranked:
                 continue
-            shown = {i: _shown(cell.mean, column) for i, row in enumerate(self.rows)
-                     if (cell := row.cell(column)) is not None}
+            shown = {
+                i: _shown(cell.mean, column)
+                for i, row in enumerate(self.rows)
+                if (cell := row.cell(column)) is not None
+            }
             distinct = sorted(set(shown.values()), reverse=True)
             if len(distinct) < 2:
                 continue
@@ -115,12 +120,16 @@ class Table:
                     out[(i, j)] = 2
         return out
 
-
     def formatted(self, style: CellStyle) -> list[list[str]]:
         """Per row, the numeric cells as text in ``style``, best / second marked."""
         marks = self.marks()
-        return [[format_cell(row.cell(c), c.scale, c.decimals, c.show_std, marks.get((i, j)), style)
-                 for j, c in enumerate(self.columns)] for i, row in enumerate(self.rows)]
+        return [
+            [
+                format_cell(row.cell(c), c.scale, c.decimals, c.show_std, marks.get((i, j)), style)
+                for j, c in enumerate(self.columns)
+            ]
+            for i, row in enumerate(self.rows)
+        ]
 
 
 def _shown(mean: float, column: Column) -> float:
@@ -130,8 +139,11 @@ def _shown(mean: float, column: Column) -> float:
 
 def metric_columns(datasets: list[str], metrics: list[str], suffix: str = "") -> list[Column]:
     """``metrics`` (+ ``suffix``, e.g. ``@no_rgb``) for each dataset, grouped under the dataset's name."""
-    return [Column(m + suffix, d, dataset_name(d), d, ACCURACY_METRICS.get(m, m), m)
-            for d in datasets for m in metrics]
+    return [
+        Column(m + suffix, d, dataset_name(d), d, ACCURACY_METRICS.get(m, m), m)
+        for d in datasets
+        for m in metrics
+    ]
 
 
 def _rows(groups: list[Group], key, label, text) -> list[Row]:
@@ -139,8 +151,15 @@ def _rows(groups: list[Group], key, label, text) -> list[Row]:
     by_key: dict[tuple, dict[str, Group]] = defaultdict(dict)
     for g in groups:
         by_key[key(g)][g.dataset] = g
-    return [Row(label(next(iter(gs.values()))), next(iter(gs.values())).reported, dict(gs),
-                text(list(gs.values()))) for gs in by_key.values()]
+    return [
+        Row(
+            label(next(iter(gs.values()))),
+            next(iter(gs.values())).reported,
+            dict(gs),
+            text(list(gs.values())),
+        )
+        for gs in by_key.values()
+    ]
 
 
 def _row_key(g: Group) -> tuple:
@@ -165,8 +184,10 @@ def _sorted(rows: list[Row], columns: list[Column]) -> list[Row]:
     ranked = [c for c in columns if c.ranked]
 
     def key(row: Row) -> tuple:
-        first = next(((j, cell.mean) for j, c in enumerate(ranked) if (cell := row.cell(c)) is not None),
-                     (-1, -math.inf))
+        first = next(
+            ((j, cell.mean) for j, c in enumerate(ranked) if (cell := row.cell(c)) is not None),
+            (-1, -math.inf),
+        )
         return (row.reported, *first, row.label)
 
     return sorted(rows, key=key)
@@ -179,10 +200,14 @@ def leaderboard(ours: list[Group], reported: list[Group], metrics: list[str]) ->
     datasets = _datasets(groups)
     columns = metric_columns(datasets, metrics)
     rows = _sorted(_rows(groups, _row_key, _label, _text), columns)
-    caption = (f"Leaderboard ({', '.join(map(dataset_name, datasets))}), metrics in %. "
-               f"{protocol_sentence(ours)} "
-               f"{REPORTED_NOTE if reported else ''} {marks_note(bool(reported))}")
-    return Table("leaderboard", "Leaderboard", _clean(caption), "Method", ["Backbone", "Seeds"], columns, rows)
+    caption = (
+        f"Leaderboard ({', '.join(map(dataset_name, datasets))}), metrics in %. "
+        f"{protocol_sentence(ours)} "
+        f"{REPORTED_NOTE if reported else ''} {marks_note(bool(reported))}"
+    )
+    return Table(
+        "leaderboard", "Leaderboard", _clean(caption), "Method", ["Backbone", "Seeds"], columns, rows
+    )
 
 
 def marks_note(reported: bool) -> str:
@@ -211,8 +236,10 @@ def protocol_sentence(ours: list[Group]) -> str:
             span = str(epochs[0]) if len(epochs) == 1 else f"{epochs[0]}–{epochs[-1]}"
             budgets.append(f"{dataset_name(dataset)} {span}")
     budget = f" ({'; '.join(budgets)} epochs)" if budgets else ""
-    return (f"Ours: mean ± sample std over n = {n} seeds (no std when n = 1); the model after the last epoch "
-            f"of a fixed budget{budget} is evaluated once: no checkpoint is selected on the test set.")
+    return (
+        f"Ours: mean ± sample std over n = {n} seeds (no std when n = 1); the model after the last epoch "
+        f"of a fixed budget{budget} is evaluated once: no checkpoint is selected on the test set."
+    )
 
 
 def _clean(text: str) -> str:
@@ -230,15 +257,25 @@ COST_COLUMNS = [
 def cost_table(ours: list[Group], reported: list[Group]) -> Table:
     """One row per method x dataset: parameters, GFLOPs per sample, training images/s, training time."""
     groups = [*ours, *[g for g in reported if "params" in g.cells]]
-    rows = [Row(_label(g), g.reported, {g.dataset: g},
-                {"Dataset": dataset_name(g.dataset), "Device": g.device, "Seeds": seeds_text([g])})
-            for g in groups]
+    rows = [
+        Row(
+            _label(g),
+            g.reported,
+            {g.dataset: g},
+            {"Dataset": dataset_name(g.dataset), "Device": g.device, "Seeds": seeds_text([g])},
+        )
+        for g in groups
+    ]
     rows.sort(key=lambda r: (r.reported, r.text["Dataset"], r.label))
-    caption = ("Cost per method and dataset (ours: mean over seeds). Params: trainable and frozen parameters, "
-               "millions; GFLOPs: forward pass per sample; Train img/s: training throughput, a sample with M "
-               "modalities counting M images; Train time: wall time of the whole training."
-               + (" † Parameters as reported in the papers." if len(groups) > len(ours) else ""))
-    return Table("cost", "Cost", caption, "Method", ["Dataset", "Device", "Seeds"], list(COST_COLUMNS), rows, "")
+    caption = (
+        "Cost per method and dataset (ours: mean over seeds). Params: trainable and frozen parameters, "
+        "millions; GFLOPs: forward pass per sample; Train img/s: training throughput, a sample with M "
+        "modalities counting M images; Train time: wall time of the whole training."
+        + (" † Parameters as reported in the papers." if len(groups) > len(ours) else "")
+    )
+    return Table(
+        "cost", "Cost", caption, "Method", ["Dataset", "Device", "Seeds"], list(COST_COLUMNS), rows, ""
+    )
 
 
 def settings_of(groups: list[Group], cross: bool) -> list[str]:
@@ -247,8 +284,9 @@ def settings_of(groups: list[Group], cross: bool) -> list[str]:
     return sorted((s for s in found if ("->" in s) == cross), key=setting_order)
 
 
-def settings_table(dataset: str, ours: list[Group], reported: list[Group], metrics: list[str],
-                   cross: bool) -> Table | None:
+def settings_table(
+    dataset: str, ours: list[Group], reported: list[Group], metrics: list[str], cross: bool
+) -> Table | None:
     """Missing-modality (``cross=False``) or cross-modal table of ``dataset``; None without such metrics."""
     ours = [g for g in ours if g.dataset == dataset and settings_of([g], cross)]
     settings = settings_of(ours, cross)
@@ -256,18 +294,33 @@ def settings_table(dataset: str, ours: list[Group], reported: list[Group], metri
         return None
     reported = [g for g in reported if g.dataset == dataset and settings_of([g], cross)]
     full = [Column(m, dataset, "All", "all", ACCURACY_METRICS.get(m, m), m) for m in metrics]
-    columns = full + [Column(f"{m}@{s}", dataset, setting_name(s), s, ACCURACY_METRICS.get(m, m), m)
-                      for s in settings for m in metrics]
+    columns = full + [
+        Column(f"{m}@{s}", dataset, setting_name(s), s, ACCURACY_METRICS.get(m, m), m)
+        for s in settings
+        for m in metrics
+    ]
     rows = _sorted(_rows([*ours, *reported], _row_key, _label, _text), columns)
     kind = "cross" if cross else "missing"
-    what = ("Cross-modal retrieval: query modalities → gallery modalities" if cross else
-            "Missing modalities at test time: w/o X = modality X removed from query and gallery "
-            "(models trained with all modalities)")
-    caption = (f"{what}, {dataset_name(dataset)}; All = every modality. Metrics in %. {protocol_sentence(ours)} "
-               f"{REPORTED_NOTE if reported else ''} {marks_note(bool(reported))}")
-    return Table(f"{kind}_{dataset}", f"{'Cross-modal' if cross else 'Missing modality'} "
-                 f"({dataset_name(dataset)})", _clean(caption), "Method", ["Backbone", "Seeds"], columns, rows,
-                 "setting")
+    what = (
+        "Cross-modal retrieval: query modalities → gallery modalities"
+        if cross
+        else "Missing modalities at test time: w/o X = modality X removed from query and gallery "
+        "(models trained with all modalities)"
+    )
+    caption = (
+        f"{what}, {dataset_name(dataset)}; All = every modality. Metrics in %. {protocol_sentence(ours)} "
+        f"{REPORTED_NOTE if reported else ''} {marks_note(bool(reported))}"
+    )
+    return Table(
+        f"{kind}_{dataset}",
+        f"{'Cross-modal' if cross else 'Missing modality'} ({dataset_name(dataset)})",
+        _clean(caption),
+        "Method",
+        ["Backbone", "Seeds"],
+        columns,
+        rows,
+        "setting",
+    )
 
 
 def ablation_table(name: str, groups: list[Group], metrics: list[str]) -> Table:
@@ -280,14 +333,26 @@ def ablation_table(name: str, groups: list[Group], metrics: list[str]) -> Table:
     def label(g: Group) -> str:
         return f"{g.value} (default)" if g.value == g.axis_default else g.value
 
-    rows = _rows(groups, lambda g: (g.method, g.variant, g.value), label,
-                 lambda gs: {"Method": gs[0].label, "Seeds": seeds_text(gs)})
+    rows = _rows(
+        groups,
+        lambda g: (g.method, g.variant, g.value),
+        label,
+        lambda gs: {"Method": gs[0].label, "Seeds": seeds_text(gs)},
+    )
     rows.sort(key=lambda r: (r.text["Method"], value_key(next(iter(r.groups.values())).value)))
-    caption = (f"Ablation {name}: {axis} varied, everything else at the protocol's values. Metrics in %. "
-               f"{protocol_sentence(groups)} {marks_note(False)}")
-    return Table(f"ablation_{name}", f"Ablation: {name} ({axis})", _clean(caption), axis_label(axis),
-                 ["Method", "Seeds"],
-                 columns, rows)
+    caption = (
+        f"Ablation {name}: {axis} varied, everything else at the protocol's values. Metrics in %. "
+        f"{protocol_sentence(groups)} {marks_note(False)}"
+    )
+    return Table(
+        f"ablation_{name}",
+        f"Ablation: {name} ({axis})",
+        _clean(caption),
+        axis_label(axis),
+        ["Method", "Seeds"],
+        columns,
+        rows,
+    )
 
 
 def value_key(value: str) -> tuple:

@@ -14,8 +14,9 @@ RICH = CellStyle("–", "[bold]{}[/]", "[underline]{}[/]", "{mean} ± {std}")
 
 def rich_table(table: Table, caption: bool = True) -> RichTable:
     """The table as a rich Table; reported rows dimmed in their own section."""
-    out = RichTable(title=escape(table.title), caption=escape(table.caption) if caption else None,
-                    caption_justify="left")
+    out = RichTable(
+        title=escape(table.title), caption=escape(table.caption) if caption else None, caption_justify="left"
+    )
     for name in [table.row_header, *table.text_columns]:
         out.add_column(escape(name), justify="left", overflow="fold")
     spans = [(header, i) for header, count in table.header_groups() for i in range(count)]
@@ -24,9 +25,13 @@ def rich_table(table: Table, caption: bool = True) -> RichTable:
         out.add_column(escape(f"{top}\n{c.label}" if header else c.label), justify="right")
     for i, (row, cells) in enumerate(zip(table.rows, table.formatted(RICH), strict=True)):
         last_ours = not row.reported and i + 1 < len(table.rows) and table.rows[i + 1].reported
-        out.add_row(escape(row.label), *(escape(row.text.get(t, "")) for t in table.text_columns),
-                    *cells,
-                    style="dim" if row.reported else None, end_section=last_ours)
+        out.add_row(
+            escape(row.label),
+            *(escape(row.text.get(t, "")) for t in table.text_columns),
+            *cells,
+            style="dim" if row.reported else None,
+            end_section=last_ours,
+        )
     return out
 
 

@@ -20,8 +20,12 @@ def markdown_table(table: Table) -> str:
     """Title, the table (column headers ``<group> <metric>``) and the caption in italics."""
     texts = [table.row_header, *table.text_columns]
     heads = [*texts, *(f"{c.header} {c.label}".strip() for c in table.columns)]
-    lines = [f"**{_md(table.title)}**", "", "| " + " | ".join(map(_md, heads)) + " |",
-             "|" + "---|" * len(texts) + "---:|" * len(table.columns)]
+    lines = [
+        f"**{_md(table.title)}**",
+        "",
+        "| " + " | ".join(map(_md, heads)) + " |",
+        "|" + "---|" * len(texts) + "---:|" * len(table.columns),
+    ]
     for i, (row, numbers) in enumerate(zip(table.rows, table.formatted(MARKDOWN), strict=True)):
         if row.reported and (i == 0 or not table.rows[i - 1].reported):
             lines.append("| *Reported in papers* †" + " |" * len(heads))
@@ -46,15 +50,26 @@ def csv_records(table: Table) -> list[dict[str, Any]]:
             if group is None:
                 continue
             record: dict[str, Any] = {
-                "block": "reported" if row.reported else "ours", "method": group.method, "variant": group.variant,
-                "dataset": group.dataset}
+                "block": "reported" if row.reported else "ours",
+                "method": group.method,
+                "variant": group.variant,
+                "dataset": group.dataset,
+            }
             if table.group_kind == "setting":
                 record["setting"] = key
             if group.ablation:
-                record |= {"ablation": group.ablation, "axis": group.axis, "value": group.value,
-                           "is_default": group.value == group.axis_default}
-            record |= {"backbone": group.backbone, "device": group.device,
-                       "epochs": " ".join(map(str, group.epochs)), "seeds": " ".join(map(str, group.seeds))}
+                record |= {
+                    "ablation": group.ablation,
+                    "axis": group.axis,
+                    "value": group.value,
+                    "is_default": group.value == group.axis_default,
+                }
+            record |= {
+                "backbone": group.backbone,
+                "device": group.device,
+                "epochs": " ".join(map(str, group.epochs)),
+                "seeds": " ".join(map(str, group.seeds)),
+            }
             for c in columns:
                 cell = group.cells.get(c.key)
                 ok = cell is not None and math.isfinite(cell.mean)

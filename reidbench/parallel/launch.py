@@ -35,17 +35,29 @@ def env_from_os(environ: dict[str, str] | None = None) -> DistEnv | None:
     if world <= 1:
         return None
     try:
-        return DistEnv(int(env["RANK"]), int(env.get("LOCAL_RANK", env["RANK"])), world,
-                       env.get("MASTER_ADDR", "127.0.0.1"), int(env["MASTER_PORT"]))
+        return DistEnv(
+            int(env["RANK"]),
+            int(env.get("LOCAL_RANK", env["RANK"])),
+            world,
+            env.get("MASTER_ADDR", "127.0.0.1"),
+            int(env["MASTER_PORT"]),
+        )
     except KeyError as exc:
-        raise UserError(f"WORLD_SIZE={world} is set but {exc.args[0]} is not: launch with torchrun or "
-                        f"--gpus-per-run") from None
+        raise UserError(
+            f"WORLD_SIZE={world} is set but {exc.args[0]} is not: launch with torchrun or --gpus-per-run"
+        ) from None
 
 
 def rank_env(rank: int, world_size: int, port: int, addr: str = "127.0.0.1") -> dict[str, str]:
     """The environment variables torchrun would give process ``rank`` (single node)."""
-    return {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world_size),
-            "LOCAL_WORLD_SIZE": str(world_size), "MASTER_ADDR": addr, "MASTER_PORT": str(port)}
+    return {
+        "RANK": str(rank),
+        "LOCAL_RANK": str(rank),
+        "WORLD_SIZE": str(world_size),
+        "LOCAL_WORLD_SIZE": str(world_size),
+        "MASTER_ADDR": addr,
+        "MASTER_PORT": str(port),
+    }
 
 
 def free_port() -> int:
@@ -55,18 +67,32 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def launch(cmd: list[str], nprocs: int, env: dict[str, str] | None = None, log: Path | None = None,
-           poll_s: float = 0.2) -> int:
+def launch(
+    cmd: list[str],
+    nprocs: int,
+    env: dict[str, str] | None = None,
+    log: Path | None = None,
+    poll_s: float = 0.2,
+) -> int:
     """Run ``cmd`` as ``nprocs`` ranks (torchrun environment) and wait; the first failure ends the others.
 
     Returns 0 when every rank succeeded, else the failing rank's exit code.
     """
     port = free_port()
     base = dict(os.environ if env is None else env)
-    base.setdefault("OMP_NUM_THREADS", "1")  # as torchrun: N ranks on one host must not oversubscribe the CPUs
+    base.setdefault(
+        "OMP_NUM_THREADS", "1"
+    )  # as torchrun: N ranks on one host must not oversubscribe the CPUs
     out = open(log, "ab") if log else None  # closed below
-    procs = [subprocess.Popen(cmd, env={**base, **rank_env(r, nprocs, port)}, stdout=out or None,
-                              stderr=subprocess.STDOUT if out else None) for r in range(nprocs)]
+    procs = [
+        subprocess.Popen(
+            cmd,
+            env={**base, **rank_env(r, nprocs, port)},
+            stdout=out or None,
+            stderr=subprocess.STDOUT if out else None,
+        )
+        for r in range(nprocs)
+    ]
     try:
         while True:
             codes = [p.poll() for p in procs]

@@ -52,8 +52,13 @@ def _pick(dist: torch.Tensor, valid: torch.Tensor, mining: str, hardest: str) ->
     return dist.gather(1, scores.argmax(1, keepdim=True)).squeeze(1)
 
 
-def augmented_triplet(anchor: torch.Tensor, negative: torch.Tensor, labels: torch.Tensor,
-                      mining: str = "random", margin: float | None = None) -> torch.Tensor:
+def augmented_triplet(
+    anchor: torch.Tensor,
+    negative: torch.Tensor,
+    labels: torch.Tensor,
+    mining: str = "random",
+    margin: float | None = None,
+) -> torch.Tensor:
     """GraFT's augmented triplet loss on a PK batch.
 
     Anchor and positive are rows of ``anchor`` (fusion-token embeddings); the negative is a row of
@@ -103,8 +108,13 @@ class Criterion(nn.Module):
     with ``extra_terms`` (name -> fn(output, labels, label_smoothing) -> loss, weight).
     """
 
-    def __init__(self, cfg: LossCfg, num_classes: int, dim: int,
-                 extra_terms: dict[str, tuple[Term, float]] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: LossCfg,
+        num_classes: int,
+        dim: int,
+        extra_terms: dict[str, tuple[Term, float]] | None = None,
+    ) -> None:
         super().__init__()
         self.cfg = cfg
         self.center = CenterLoss(num_classes, dim, cfg.center_learnable)
@@ -120,12 +130,15 @@ class Criterion(nn.Module):
         names = [n.strip() for n in variant.split("+") if n.strip()]
         unknown = [n for n in names if n not in self.terms]
         if unknown or not names:
-            raise UserError(f"loss variant {variant!r}: unknown term(s) {unknown}. Known terms: "
-                            f"{', '.join(self.terms)} (join them with '+', e.g. ce+triplet)")
+            raise UserError(
+                f"loss variant {variant!r}: unknown term(s) {unknown}. Known terms: "
+                f"{', '.join(self.terms)} (join them with '+', e.g. ce+triplet)"
+            )
         return names
 
-    def forward(self, out: ModelOutput, labels: torch.Tensor, variant: str,
-                label_smoothing: float) -> dict[str, torch.Tensor]:
+    def forward(
+        self, out: ModelOutput, labels: torch.Tensor, variant: str, label_smoothing: float
+    ) -> dict[str, torch.Tensor]:
         """Named weighted terms plus their sum under ``loss``."""
         losses = {}
         for name in self.parse(variant):

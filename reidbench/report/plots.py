@@ -22,9 +22,19 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator  # noqa: E
 from reidbench.report.formatting import ACCURACY_METRICS, axis_label, dataset_name, modality_list  # noqa: E402
 
 PANEL_W, PANEL_H = 3.5, 2.4  # inches: one panel fits a paper column
-STYLE = {**sns.axes_style("whitegrid"), **sns.plotting_context("paper"), "font.size": 8, "axes.labelsize": 8,
-         "axes.titlesize": 8, "xtick.labelsize": 7, "ytick.labelsize": 7, "legend.fontsize": 7,
-         "legend.title_fontsize": 7, "lines.linewidth": 1.2, "lines.markersize": 4}
+STYLE = {
+    **sns.axes_style("whitegrid"),
+    **sns.plotting_context("paper"),
+    "font.size": 8,
+    "axes.labelsize": 8,
+    "axes.titlesize": 8,
+    "xtick.labelsize": 7,
+    "ytick.labelsize": 7,
+    "legend.fontsize": 7,
+    "legend.title_fontsize": 7,
+    "lines.linewidth": 1.2,
+    "lines.markersize": 4,
+}
 DEFAULT_GID = "default"  # gid of the marker line for the knob's default (tests count lines without it)
 
 
@@ -99,7 +109,7 @@ def ablation_figures(runs: pd.DataFrame, metrics: list[str]) -> list[tuple[str, 
                 continue
             data = frame.assign(y=frame[metric] * 100)
             with matplotlib.rc_context(STYLE):
-                fig = (_numeric_ablation(data, numeric) if numeric is not None else _categorical_ablation(data))
+                fig = _numeric_ablation(data, numeric) if numeric is not None else _categorical_ablation(data)
                 for ax in fig.axes:
                     ax.set_ylabel(metric_label(metric))
             out.append((f"ablation_{name}_{metric}", fig))
@@ -113,7 +123,9 @@ def _numeric_ablation(data: pd.DataFrame, numeric: pd.Series) -> Figure:
     base = log_base(data["x"].to_numpy())
     for ax, dataset in zip(axes, datasets, strict=True):
         part = data[data["dataset"] == dataset]
-        sns.lineplot(part, x="x", y="y", hue="label", errorbar="sd", marker="o", ax=ax, err_kws={"alpha": 0.2})
+        sns.lineplot(
+            part, x="x", y="y", hue="label", errorbar="sd", marker="o", ax=ax, err_kws={"alpha": 0.2}
+        )
         if base:
             ax.set_xscale("log", base=base)
         ticks = np.unique(part["x"])
@@ -136,8 +148,17 @@ def _categorical_ablation(data: pd.DataFrame) -> Figure:
     order = list(dict.fromkeys(sorted(data["value"], key=lambda v: (v != default, v))))
     for ax, dataset in zip(axes, datasets, strict=True):
         part = data[data["dataset"] == dataset]
-        sns.barplot(part, x="value", y="y", hue="label", order=order, errorbar="sd", capsize=0.15,
-                    err_kws={"linewidth": 0.8}, ax=ax)
+        sns.barplot(
+            part,
+            x="value",
+            y="y",
+            hue="label",
+            order=order,
+            errorbar="sd",
+            capsize=0.15,
+            err_kws={"linewidth": 0.8},
+            ax=ax,
+        )
         ax.set_xticks(range(len(order)))
         ax.set_xticklabels([value_label(v) + ("\n(default)" if v == default else "") for v in order])
         ax.set_title(dataset_name(dataset))
@@ -176,8 +197,16 @@ def curve_figures(runs: pd.DataFrame, histories: pd.DataFrame) -> list[tuple[str
             for ax, key in zip(axes, keys, strict=True):
                 part = frame[frame["key"] == key]
                 part = part.assign(y=part["value"] * (100 if key == "mAP" else 1))
-                sns.lineplot(part, x="epoch", y="y", hue=hue, errorbar="sd", ax=ax,
-                             err_kws={"alpha": 0.2}, marker="o" if part["epoch"].nunique() < 15 else None)
+                sns.lineplot(
+                    part,
+                    x="epoch",
+                    y="y",
+                    hue=hue,
+                    errorbar="sd",
+                    ax=ax,
+                    err_kws={"alpha": 0.2},
+                    marker="o" if part["epoch"].nunique() < 15 else None,
+                )
                 ax.set_xlabel("epoch")
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
                 ax.set_ylabel("training loss" if key == "train_loss" else "mAP (%)")

@@ -17,12 +17,13 @@ from typing import Any
 
 from rich.console import Console
 
-from reidbench import liveness, tracking
-from reidbench.executors import Executor, InProcess, Job, Outcome
+from reidbench import tracking
 from reidbench.progress import make_progress
 from reidbench.protocol import RunSpec, config_hash
 from reidbench.registry import DATASETS
 from reidbench.runner import RunResult, make_spec
+from reidbench.sweeps import liveness
+from reidbench.sweeps.executors import Executor, InProcess, Job, Outcome
 
 IDENTITY_TAGS = ("ablation", "axis", "value", "axis_default")
 FINISHED_RUNS = "tags.run_kind = 'run' and attributes.status = 'FINISHED'"
@@ -43,7 +44,9 @@ class Settings:
     nprocs: int = 1  # processes per run (DDP when > 1)
     allow_partial: bool = False  # use datasets whose layout check found problems
     retry_running: bool = False  # train points whose RUNNING run looks alive (another sweep's) anyway
-    stale_after_s: float = 3 * 3600.0  # a RUNNING run on another host without a heartbeat for this long: crashed
+    stale_after_s: float = (
+        3 * 3600.0
+    )  # a RUNNING run on another host without a heartbeat for this long: crashed
 
 
 @dataclass
@@ -59,8 +62,12 @@ class SweepResult:
     parent_run_id: str | None = None
 
 
-def grid(methods: Sequence[str], datasets: Sequence[str], seeds: Sequence[int] | None = None,
-         overrides: Sequence[str] = ()) -> list[RunSpec]:
+def grid(
+    methods: Sequence[str],
+    datasets: Sequence[str],
+    seeds: Sequence[int] | None = None,
+    overrides: Sequence[str] = (),
+) -> list[RunSpec]:
     """Every method x dataset x seed (default seeds: each protocol's ``seeds``)."""
     specs = []
     for method in methods:
@@ -74,9 +81,16 @@ def identity(tags: dict[str, str]) -> tuple[str | None, ...]:
     return tuple(tags.get(k) for k in IDENTITY_TAGS)
 
 
-def run_sweep(specs: list[RunSpec], settings: Settings, executor: Executor | None = None, *, kind: str = "grid",
-              name: str = "", parent_tags: dict[str, str] | None = None,
-              console: Console | None = None) -> SweepResult:
+def run_sweep(
+    specs: list[RunSpec],
+    settings: Settings,
+    executor: Executor | None = None,
+    *,
+    kind: str = "grid",
+    name: str = "",
+    parent_tags: dict[str, str] | None = None,
+    console: Console | None = None,
+) -> SweepResult:
     """Run every point of ``specs`` that has no finished run yet; an MLflow parent run when there are several.
 
     The store and experiment are created here, before any worker starts (concurrent first starts of a
@@ -104,19 +118,48 @@ def run_sweep(specs: list[RunSpec], settings: Settings, executor: Executor | Non
             todo.append(i)
     running = set() if settings.retry_running else _running_elsewhere(specs, todo, settings)
     todo = [i for i in todo if i not in running]
-    check_datasets({specs[i].dataset for i in todo}, settings)  # a missing download: one error, before any run
-    parent = _parent(specs, settings, exp_id, kind, name, parent_tags) if kind != "grid" or len(specs) > 1 else None
+    check_datasets(
+        {specs[i].dataset for i in todo}, settings
+    )  # a missing download: one error, before any run
+    parent = (
+        _parent(specs, settings, exp_id, kind, name, parent_tags)
+        if kind != "grid" or len(specs) > 1
+        else None
+    )
     out.parent_run_id = parent.run_id if parent else None
     results = {i: RunResult(specs[i], record.metrics, record.run_id) for i, record in same.items()}
-    results.update({i: _reuse(specs[i], record, settings, exp_id, out.parent_run_id) for i, record in other.items()})
+    results.update(
+        {i: _reuse(specs[i], record, settings, exp_id, out.parent_run_id) for i, record in other.items()}
+    )
     out.skipped, out.reused, out.running = len(same), len(other), len(running)
-    jobs = [(i, Job(specs[i], settings.data_root, settings.uri, settings.experiment, out.parent_run_id,
-                    settings.checkpoint_dir, settings.keep_checkpoints, settings.device, settings.nprocs,
-                    settings.show_progress, settings.allow_partial)) for i in todo]
-    elsewhere = (f", {out.running} being trained by another sweep (left alone; --retry-running trains them "
-                 "here)") if out.running else ""
-    console.print(f"{len(specs)} point(s): {out.skipped} finished (skipped), {out.reused} reused from other "
-                  f"sweeps, {len(jobs)} to train{elsewhere}")
+    jobs = [
+        (
+            i,
+            Job(
+                specs[i],
+                settings.data_root,
+                settings.uri,
+                settings.experiment,
+                out.parent_run_id,
+                settings.checkpoint_dir,
+                settings.keep_checkpoints,
+                settings.device,
+                settings.nprocs,
+                settings.show_progress,
+                settings.allow_partial,
+            ),
+        )
+        for i in todo
+    ]
+    elsewhere = (
+        (f", {out.running} being trained by another sweep (left alone; --retry-running trains them here)")
+        if out.running
+        else ""
+    )
+    console.print(
+        f"{len(specs)} point(s): {out.skipped} finished (skipped), {out.reused} reused from other "
+        f"sweeps, {len(jobs)} to train{elsewhere}"
+    )
     try:
         outcomes = _execute(executor, [job for _, job in jobs], console)
     except BaseException:
@@ -131,8 +174,15 @@ def run_sweep(specs: list[RunSpec], settings: Settings, executor: Executor | Non
             out.failures.append(outcome)
     out.results = [results[i] for i in sorted(results)]
     if parent is not None:
-        parent.log_metrics({"points": len(specs), "trained": out.trained, "skipped": out.skipped,
-                            "reused": out.reused, "failed": len(out.failures)})
+        parent.log_metrics(
+            {
+                "points": len(specs),
+                "trained": out.trained,
+                "skipped": out.skipped,
+                "reused": out.reused,
+                "failed": len(out.failures),
+            }
+        )
         parent.finish("FAILED" if out.failures else "FINISHED")
     return out
 
@@ -143,8 +193,13 @@ def _running_elsewhere(specs: list[RunSpec], todo: list[int], settings: Settings
     for record in tracking.find_runs(settings.uri, settings.experiment, RUNNING_RUNS):
         if liveness.is_alive(record.tags, settings.stale_after_s):
             live.setdefault(record.tags.get("config_hash", ""), []).append(record)
-    return {i for i in todo if any(identity(r.tags) == identity(specs[i].tags)
-                                   for r in live.get(config_hash(specs[i].config()), []))}
+    return {
+        i
+        for i in todo
+        if any(
+            identity(r.tags) == identity(specs[i].tags) for r in live.get(config_hash(specs[i].config()), [])
+        )
+    }
 
 
 def check_datasets(names: set[str], settings: Settings) -> None:
@@ -164,22 +219,34 @@ def _unique(specs: list[RunSpec]) -> list[RunSpec]:
     return out
 
 
-def _parent(specs: list[RunSpec], settings: Settings, exp_id: str, kind: str, name: str,
-            tags: dict[str, str] | None) -> tracking.Run:
+def _parent(
+    specs: list[RunSpec], settings: Settings, exp_id: str, kind: str, name: str, tags: dict[str, str] | None
+) -> tracking.Run:
     """The sweep's parent run: the same sweep (same points) run again reuses its parent."""
-    key = config_hash({"kind": kind, "name": name,
-                       "points": sorted([config_hash(s.config()), *map(str, identity(s.tags))] for s in specs)})
+    key = config_hash(
+        {
+            "kind": kind,
+            "name": name,
+            "points": sorted([config_hash(s.config()), *map(str, identity(s.tags))] for s in specs),
+        }
+    )
     for record in tracking.find_runs(settings.uri, settings.experiment, f"tags.sweep_key = '{key}'"):
         run = tracking.Run.reopen(settings.uri, record.run_id)
         if run is not None:
             return run
-    all_tags = {"run_kind": "parent", "kind": kind, "sweep_key": key, "git_commit": tracking.git_commit(),
-                **(tags or {})}
+    all_tags = {
+        "run_kind": "parent",
+        "kind": kind,
+        "sweep_key": key,
+        "git_commit": tracking.git_commit(),
+        **(tags or {}),
+    }
     return tracking.Run(settings.uri, exp_id, f"{kind}:{name}" if name else kind, all_tags)
 
 
-def _reuse(spec: RunSpec, source: tracking.RunRecord, settings: Settings, exp_id: str,
-           parent_run_id: str | None) -> RunResult:
+def _reuse(
+    spec: RunSpec, source: tracking.RunRecord, settings: Settings, exp_id: str, parent_run_id: str | None
+) -> RunResult:
     tags = {k: v for k, v in source.tags.items() if not k.startswith("mlflow.") and k not in IDENTITY_TAGS}
     tags.update(spec.tags)
     run_id = tracking.copy_run(settings.uri, exp_id, source, spec.name, tags, parent_run_id)
@@ -189,11 +256,16 @@ def _reuse(spec: RunSpec, source: tracking.RunRecord, settings: Settings, exp_id
 def _execute(executor: Executor, jobs: list[Job], console: Console) -> list[Outcome]:
     def report(outcome: Outcome) -> None:
         if outcome.ok:
-            console.print(f"[green]done[/] {outcome.job.spec.name} {_label(outcome.job.spec)} "
-                          f"mAP {100 * (outcome.metrics or {}).get('mAP', float('nan')):.1f}", highlight=False)
+            console.print(
+                f"[green]done[/] {outcome.job.spec.name} {_label(outcome.job.spec)} "
+                f"mAP {100 * (outcome.metrics or {}).get('mAP', float('nan')):.1f}",
+                highlight=False,
+            )
         else:
-            console.print(f"[red]failed[/] {outcome.job.spec.name} {_label(outcome.job.spec)}: {outcome.error}",
-                          highlight=False)
+            console.print(
+                f"[red]failed[/] {outcome.job.spec.name} {_label(outcome.job.spec)}: {outcome.error}",
+                highlight=False,
+            )
 
     if not jobs:
         return []
@@ -224,6 +296,8 @@ def failure_lines(result: SweepResult) -> list[str]:
 
 def sweep_tags(specs: list[RunSpec], **extra: Any) -> dict[str, str]:
     """Parent-run tags summarising the points (methods, datasets)."""
-    return {"methods": ",".join(sorted({s.method for s in specs})),
-            "datasets": ",".join(sorted({s.dataset for s in specs})),
-            **{k: str(v) for k, v in extra.items()}}
+    return {
+        "methods": ",".join(sorted({s.method for s in specs})),
+        "datasets": ",".join(sorted({s.dataset for s in specs})),
+        **{k: str(v) for k, v in extra.items()},
+    }

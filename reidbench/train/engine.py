@@ -1,5 +1,5 @@
 """The one training loop: stages (fresh optimizer each), AMP, LR schedule, progress and per-epoch logging,
-checkpoint + resume, and DDP (one run on several processes, see reidbench.distributed)."""
+checkpoint + resume, and DDP (one run on several processes, see reidbench.parallel.distributed)."""
 
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ import torch
 from rich.progress import TextColumn
 from torch import nn
 
-from reidbench import distributed
-from reidbench.checkpoint import capture_rng, restore_rng
 from reidbench.data.module import DataModule
 from reidbench.errors import UserError
-from reidbench.losses import Criterion
+from reidbench.parallel import distributed
 from reidbench.progress import make_progress
 from reidbench.protocol import Protocol, StageCfg
+from reidbench.train.checkpoint import capture_rng, restore_rng
+from reidbench.train.losses import Criterion
 
 EpochLogger = Callable[[int, dict[str, float]], None]
 StateSaver = Callable[[dict[str, Any]], None]
@@ -38,7 +38,9 @@ class FitResult:
         return self.samples_seen / self.train_time_s if self.train_time_s else 0.0
 
 
-def lr_factor(kind: str, step: int, total: int, warmup: int, warmup_factor: float, min_factor: float) -> float:
+def lr_factor(
+    kind: str, step: int, total: int, warmup: int, warmup_factor: float, min_factor: float
+) -> float:
     """LR multiplier at ``step`` of ``total``: linear warmup, then cosine / constant / inverse-sqrt."""
     if step < warmup:
         return warmup_factor + (1 - warmup_factor) * step / warmup
@@ -64,7 +66,9 @@ def set_frozen(model: nn.Module, names: list[str]) -> None:
         module.requires_grad_(False)
 
 
-def build_optimizer(model: nn.Module, criterion: nn.Module, protocol: Protocol, stage: StageCfg) -> torch.optim.Optimizer:
+def build_optimizer(
+    model: nn.Module, criterion: nn.Module, protocol: Protocol, stage: StageCfg
+) -> torch.optim.Optimizer:
     """A fresh optimizer over the trainable parameters (biases and norms without weight decay)."""
     decay, no_decay = [], []
     for param in model.parameters():
@@ -73,8 +77,11 @@ def build_optimizer(model: nn.Module, criterion: nn.Module, protocol: Protocol, 
     groups = [
         {"params": decay, "weight_decay": stage.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
-        {"params": [p for p in criterion.parameters() if p.requires_grad], "weight_decay": 0.0,
-         "lr": protocol.loss.center_lr},
+        {
+            "params": [p for p in criterion.parameters() if p.requires_grad],
+            "weight_decay": 0.0,
+            "lr": protocol.loss.center_lr,
+        },
     ]
     groups = [g for g in groups if g["params"]]
     opt = protocol.optim
@@ -84,9 +91,17 @@ def build_optimizer(model: nn.Module, criterion: nn.Module, protocol: Protocol, 
     return cls(groups, lr=stage.lr, betas=tuple(opt.betas))
 
 
-def fit(model: nn.Module, criterion: Criterion, data: DataModule, protocol: Protocol, device: torch.device,
-        on_epoch: EpochLogger | None = None, show_progress: bool = True, resume: dict[str, Any] | None = None,
-        save: StateSaver | None = None) -> FitResult:
+def fit(
+    model: nn.Module,
+    criterion: Criterion,
+    data: DataModule,
+    protocol: Protocol,
+    device: torch.device,
+    on_epoch: EpochLogger | None = None,
+    show_progress: bool = True,
+    resume: dict[str, Any] | None = None,
+    save: StateSaver | None = None,
+) -> FitResult:
     """Train ``model`` through the protocol's stages; ``on_epoch(epoch, metrics)`` after every epoch.
 
     ``save(state)`` gets the full training state after every epoch (on every rank); passing a saved state
@@ -113,7 +128,9 @@ def fit(model: nn.Module, criterion: Criterion, data: DataModule, protocol: Prot
                 epoch_offset += stage.epochs
                 continue
             set_frozen(model, stage.freeze)
-            train_model = model  # drops the previous stage's DDP wrapper: DDP fixes its parameters at wrap time
+            train_model = (
+                model  # drops the previous stage's DDP wrapper: DDP fixes its parameters at wrap time
+            )
             if world > 1:
                 train_model = distributed.wrap(model, device)
             forward = torch.compile(train_model) if protocol.train.compile else train_model
@@ -129,26 +146,37 @@ def fit(model: nn.Module, criterion: Criterion, data: DataModule, protocol: Prot
                 rngs = resume["rng"]
                 restore_rng(rngs[rank % len(rngs)])
                 resume = None
-            task = progress.add_task(f"train {stage.name}", total=total, completed=step, loss=float("nan"),
-                                     ips=0.0)
+            task = progress.add_task(
+                f"train {stage.name}", total=total, completed=step, loss=float("nan"), ips=0.0
+            )
             for epoch in range(first, stage.epochs):
                 model.train()
                 sums: dict[str, float] = {}
                 count, t0 = 0, time.perf_counter()
                 for batch in data.train_batches(epoch_offset + epoch):
-                    factor = lr_factor(stage.schedule, step, total, warmup, protocol.schedule.warmup_factor,
-                                       protocol.schedule.min_lr_factor)
+                    factor = lr_factor(
+                        stage.schedule,
+                        step,
+                        total,
+                        warmup,
+                        protocol.schedule.warmup_factor,
+                        protocol.schedule.min_lr_factor,
+                    )
                     for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
                         group["lr"] = base * factor
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                         out = forward(batch)
                     labels = batch["pid"]
                     if world > 1:  # the loss of the global batch, as on one process
-                        out, labels = distributed.gather_output(out, len(labels)), distributed.gather_rows(labels)
+                        out, labels = (
+                            distributed.gather_output(out, len(labels)),
+                            distributed.gather_rows(labels),
+                        )
                     losses = criterion(out, labels, stage.loss, stage.label_smoothing)
                     if not torch.isfinite(losses["loss"]):
-                        raise FloatingPointError(f"loss is {losses['loss'].item()} at epoch "
-                                                 f"{epoch_offset + epoch}, step {step}")
+                        raise FloatingPointError(
+                            f"loss is {losses['loss'].item()} at epoch {epoch_offset + epoch}, step {step}"
+                        )
                     optimizer.zero_grad(set_to_none=True)
                     losses["loss"].backward()
                     if protocol.optim.grad_clip:
@@ -161,8 +189,12 @@ def fit(model: nn.Module, criterion: Criterion, data: DataModule, protocol: Prot
                     for k, v in losses.items():
                         sums[k] = sums.get(k, 0.0) + float(v.detach())
                     elapsed = time.perf_counter() - t0
-                    progress.update(task, advance=1, loss=sums["loss"] / count,
-                                    ips=count * n * len(data.modalities) / max(elapsed, 1e-9))
+                    progress.update(
+                        task,
+                        advance=1,
+                        loss=sums["loss"] / count,
+                        ips=count * n * len(data.modalities) / max(elapsed, 1e-9),
+                    )
                 epoch_time = time.perf_counter() - t0
                 result.train_time_s += epoch_time
                 metrics = {f"train_{k}": v / max(count, 1) for k, v in sums.items()}
@@ -172,10 +204,18 @@ def fit(model: nn.Module, criterion: Criterion, data: DataModule, protocol: Prot
                 if on_epoch:
                     on_epoch(epoch_offset + epoch, metrics)
                 if save is not None:
-                    save({"epoch": epoch_offset + epoch + 1, "stage": stage_index, "step": step,
-                          "model": model.state_dict(), "criterion": criterion.state_dict(),
-                          "optimizer": optimizer.state_dict(), "result": asdict(result),
-                          "rng": distributed.all_gather_object(capture_rng())})
+                    save(
+                        {
+                            "epoch": epoch_offset + epoch + 1,
+                            "stage": stage_index,
+                            "step": step,
+                            "model": model.state_dict(),
+                            "criterion": criterion.state_dict(),
+                            "optimizer": optimizer.state_dict(),
+                            "result": asdict(result),
+                            "rng": distributed.all_gather_object(capture_rng()),
+                        }
+                    )
             epoch_offset += stage.epochs
     return result
 

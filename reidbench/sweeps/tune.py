@@ -27,7 +27,7 @@ from rich.console import Console
 from reidbench import tracking
 from reidbench.errors import UserError
 from reidbench.runner import execute, make_spec, pick_device
-from reidbench.sweep import Settings
+from reidbench.sweeps.sweep import Settings
 
 DEFAULT_SPACE: dict[str, dict[str, Any]] = {
     "optim.lr": {"type": "loguniform", "low": 1e-5, "high": 1e-3},
@@ -35,8 +35,12 @@ DEFAULT_SPACE: dict[str, dict[str, Any]] = {
     "loss.label_smoothing": {"type": "uniform", "low": 0.0, "high": 0.2},
     "loss.triplet_margin": {"type": "uniform", "low": 0.1, "high": 0.6},
 }
-KINDS = {"loguniform": ("low", "high"), "uniform": ("low", "high"), "int": ("low", "high"),
-         "categorical": ("choices",)}
+KINDS = {
+    "loguniform": ("low", "high"),
+    "uniform": ("low", "high"),
+    "int": ("low", "high"),
+    "categorical": ("choices",),
+}
 OPTIONAL = {"int": ("step", "log"), "uniform": ("step",)}
 
 
@@ -56,8 +60,12 @@ class Param:
         if self.kind == "categorical":
             return trial.suggest_categorical(self.key, list(self.choices))
         if self.kind == "int":
-            return trial.suggest_int(self.key, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
-        return trial.suggest_float(self.key, self.low, self.high, log=self.kind == "loguniform", step=self.step)
+            return trial.suggest_int(
+                self.key, int(self.low), int(self.high), step=int(self.step or 1), log=self.log
+            )
+        return trial.suggest_float(
+            self.key, self.low, self.high, log=self.kind == "loguniform", step=self.step
+        )
 
     def example(self) -> Any:
         return self.choices[0] if self.kind == "categorical" else self.low
@@ -66,38 +74,56 @@ class Param:
 def parse_space(data: Any, where: str) -> list[Param]:
     """Validate a search space mapping; errors name ``where`` (the file) and the key."""
     if not isinstance(data, dict) or not data:
-        raise UserError(f"{where}: expected a mapping of dotted protocol keys to distributions, e.g. "
-                        f"optim.lr: {{type: loguniform, low: 1.0e-5, high: 1.0e-3}}")
+        raise UserError(
+            f"{where}: expected a mapping of dotted protocol keys to distributions, e.g. "
+            f"optim.lr: {{type: loguniform, low: 1.0e-5, high: 1.0e-3}}"
+        )
     params = []
     for key, spec in data.items():
         if not isinstance(spec, dict) or spec.get("type") not in KINDS:
-            raise UserError(f"{where}: key {key!r}: expected a mapping with type one of {', '.join(KINDS)}, "
-                            f"got {spec!r}")
+            raise UserError(
+                f"{where}: key {key!r}: expected a mapping with type one of {', '.join(KINDS)}, got {spec!r}"
+            )
         kind = spec["type"]
         allowed = {"type", *KINDS[kind], *OPTIONAL.get(kind, ())}
         unknown = sorted(set(spec) - allowed)
         missing = [k for k in KINDS[kind] if k not in spec]
         if unknown or missing:
-            raise UserError(f"{where}: key {key!r}: a {kind} distribution takes {', '.join(sorted(allowed - {'type'}))}"
-                            f" ({'unknown ' + unknown[0] if unknown else 'missing ' + missing[0]})")
+            raise UserError(
+                f"{where}: key {key!r}: a {kind} distribution takes {', '.join(sorted(allowed - {'type'}))}"
+                f" ({'unknown ' + unknown[0] if unknown else 'missing ' + missing[0]})"
+            )
         if kind == "categorical":
             if not isinstance(spec["choices"], list) or not spec["choices"]:
-                raise UserError(f"{where}: key {key!r}: choices must be a non-empty list, got {spec['choices']!r}")
+                raise UserError(
+                    f"{where}: key {key!r}: choices must be a non-empty list, got {spec['choices']!r}"
+                )
             params.append(Param(key, kind, choices=tuple(spec["choices"])))
             continue
         try:
             low, high = float(spec["low"]), float(spec["high"])
         except (TypeError, ValueError):
-            raise UserError(f"{where}: key {key!r}: low and high must be numbers, got {spec['low']!r}, "
-                            f"{spec['high']!r}") from None
+            raise UserError(
+                f"{where}: key {key!r}: low and high must be numbers, got {spec['low']!r}, {spec['high']!r}"
+            ) from None
         if not low < high or (kind == "loguniform" and low <= 0):
-            raise UserError(f"{where}: key {key!r}: expected {'0 < ' if kind == 'loguniform' else ''}low < high, "
-                            f"got low={low}, high={high}")
+            raise UserError(
+                f"{where}: key {key!r}: expected {'0 < ' if kind == 'loguniform' else ''}low < high, "
+                f"got low={low}, high={high}"
+            )
         if kind == "int" and not (low.is_integer() and high.is_integer()):
             raise UserError(f"{where}: key {key!r}: an int distribution needs integer low and high")
         step = spec.get("step")
-        params.append(Param(key, kind, low, high, step=None if step is None else float(step),
-                            log=bool(spec.get("log", False))))
+        params.append(
+            Param(
+                key,
+                kind,
+                low,
+                high,
+                step=None if step is None else float(step),
+                log=bool(spec.get("log", False)),
+            )
+        )
     return params
 
 
@@ -123,9 +149,20 @@ def _overrides(values: dict[str, Any]) -> list[str]:
     return [f"{k}={json.dumps(v)}" for k, v in values.items()]
 
 
-def tune(method: str, dataset: str, trials: int, settings: Settings, space: list[Param], *,
-         storage: str | None = None, study_name: str | None = None, seed: int = 0, overrides: list[str] = (),
-         fraction: float = 0.2, console: Console | None = None) -> Any:
+def tune(
+    method: str,
+    dataset: str,
+    trials: int,
+    settings: Settings,
+    space: list[Param],
+    *,
+    storage: str | None = None,
+    study_name: str | None = None,
+    seed: int = 0,
+    overrides: list[str] = (),
+    fraction: float = 0.2,
+    console: Console | None = None,
+) -> Any:
     """Run ``trials`` Optuna trials (maximising validation mAP) and return the study."""
     import optuna
 
@@ -138,8 +175,13 @@ def tune(method: str, dataset: str, trials: int, settings: Settings, space: list
     for param in space:  # check every key before the first trial
         make_spec(method, dataset, seed, [*base, *_overrides({param.key: param.example()})])
     optuna.logging.set_verbosity(logging.WARNING)
-    study = optuna.create_study(study_name=study_name, storage=storage, direction="maximize",
-                                load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=seed))
+    study = optuna.create_study(
+        study_name=study_name,
+        storage=storage,
+        direction="maximize",
+        load_if_exists=True,
+        sampler=optuna.samplers.TPESampler(seed=seed),
+    )
     exp_id = tracking.prepare(settings.uri, settings.experiment)
     parent = _parent(study, settings, exp_id, method, dataset, storage)
     device = pick_device(settings.device)
@@ -149,13 +191,27 @@ def tune(method: str, dataset: str, trials: int, settings: Settings, space: list
         tags = {"run_kind": "trial", "study": study_name, "trial": str(trial.number)}
         spec = make_spec(method, dataset, seed, [*base, *_overrides(values)], tags)
         spec.validation = fraction
-        console.print(f"trial {trial.number}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                                          for k, v in values.items()), highlight=False)
-        result = execute(spec, settings.data_root, settings.uri, settings.experiment, device,
-                         settings.show_progress, parent.run_id, settings.checkpoint_dir, settings.keep_checkpoints,
-                         settings.allow_partial)
+        console.print(
+            f"trial {trial.number}: "
+            + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()),
+            highlight=False,
+        )
+        result = execute(
+            spec,
+            settings.data_root,
+            settings.uri,
+            settings.experiment,
+            device,
+            settings.show_progress,
+            parent.run_id,
+            settings.checkpoint_dir,
+            settings.keep_checkpoints,
+            settings.allow_partial,
+        )
         trial.set_user_attr("mlflow_run_id", result.run_id)
-        console.print(f"trial {trial.number}: validation mAP {100 * result.metrics['mAP']:.1f}", highlight=False)
+        console.print(
+            f"trial {trial.number}: validation mAP {100 * result.metrics['mAP']:.1f}", highlight=False
+        )
         return result.metrics["mAP"]
 
     try:
@@ -167,21 +223,31 @@ def tune(method: str, dataset: str, trials: int, settings: Settings, space: list
     if complete:
         best = study.best_trial
         parent.log_metrics({"best_val_mAP": best.value, "trials": len(study.trials)})
-        parent.set_tags({"best_trial": str(best.number),
-                         **{f"best.{k}": str(v) for k, v in best.params.items()}})
+        parent.set_tags(
+            {"best_trial": str(best.number), **{f"best.{k}": str(v) for k, v in best.params.items()}}
+        )
     parent.finish()
     return study
 
 
-def _parent(study: Any, settings: Settings, exp_id: str, method: str, dataset: str, storage: str) -> tracking.Run:
+def _parent(
+    study: Any, settings: Settings, exp_id: str, method: str, dataset: str, storage: str
+) -> tracking.Run:
     """The study's MLflow parent run (its id is kept in the study, so every worker logs under it)."""
     known = study.user_attrs.get("mlflow_parent_run_id")
     if known:
         run = tracking.Run.reopen(settings.uri, known)
         if run is not None:
             return run
-    tags = {"run_kind": "parent", "kind": "study", "study": study.study_name, "method": method, "dataset": dataset,
-            "optuna_storage": storage.split("@")[-1], "git_commit": tracking.git_commit()}
+    tags = {
+        "run_kind": "parent",
+        "kind": "study",
+        "study": study.study_name,
+        "method": method,
+        "dataset": dataset,
+        "optuna_storage": storage.split("@")[-1],
+        "git_commit": tracking.git_commit(),
+    }
     run = tracking.Run(settings.uri, exp_id, f"study:{study.study_name}", tags)
     study.set_user_attr("mlflow_parent_run_id", run.run_id)
     return run

@@ -19,12 +19,12 @@ from typing import Any, Protocol
 
 import submitit
 
-from reidbench import distributed, launch
-from reidbench import jobs as jobs_io
 from reidbench.config import parse_override
 from reidbench.errors import UserError
-from reidbench.jobs import Job, Outcome
+from reidbench.parallel import distributed, launch
 from reidbench.runner import RunResult, execute, pick_device
+from reidbench.sweeps import jobs as jobs_io
+from reidbench.sweeps.jobs import Job, Outcome
 
 __all__ = ["InProcess", "Job", "LocalPool", "Outcome", "Slurm", "build", "run_job"]
 
@@ -43,8 +43,18 @@ def run_job(job: Job) -> RunResult:
     if env is not None:
         distributed.init(env, device)
     try:
-        return execute(job.spec, job.data_root, job.uri, job.experiment, device, job.show_progress,
-                       job.parent_run_id, job.checkpoint_dir, job.keep_checkpoint, job.allow_partial)
+        return execute(
+            job.spec,
+            job.data_root,
+            job.uri,
+            job.experiment,
+            device,
+            job.show_progress,
+            job.parent_run_id,
+            job.checkpoint_dir,
+            job.keep_checkpoint,
+            job.allow_partial,
+        )
     finally:
         if env is not None:
             distributed.shutdown()
@@ -69,8 +79,8 @@ class InProcess:
 
 
 def worker_command(job_dir: Path) -> list[str]:
-    """The subprocess that runs the job stored in ``job_dir`` (see reidbench.worker)."""
-    return [sys.executable, "-m", "reidbench.worker", str(job_dir)]
+    """The subprocess that runs the job stored in ``job_dir`` (see reidbench.sweeps.worker)."""
+    return [sys.executable, "-m", "reidbench.sweeps.worker", str(job_dir)]
 
 
 @dataclass
@@ -102,7 +112,9 @@ class LocalPool:
                     if self.slots[slot] is not None:
                         env["CUDA_VISIBLE_DEVICES"] = ",".join(self.slots[slot])
                     log = (job_dir / "log.txt").open("ab")
-                    proc = subprocess.Popen(self.command(job_dir), env=env, stdout=log, stderr=subprocess.STDOUT)
+                    proc = subprocess.Popen(
+                        self.command(job_dir), env=env, stdout=log, stderr=subprocess.STDOUT
+                    )
                     running[slot] = (proc, job, job_dir, log, index)
                 for slot, (proc, job, job_dir, log, index) in list(running.items()):
                     if proc.poll() is None:
@@ -133,7 +145,9 @@ class SlurmTask(submitit.helpers.Checkpointable):
 
     def __call__(self) -> dict[str, Any] | None:
         if self.job.nprocs > 1:  # submitit starts one task per rank but does not set the torch variables
-            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+            submitit.helpers.TorchDistributedEnvironment().export(
+                set_cuda_visible_devices=False, overwrite=True
+            )
         result = run_job(self.job)
         if int(os.environ.get("RANK", "0")) != 0:
             return None
@@ -160,9 +174,14 @@ class Slurm:
 
     def executor(self) -> submitit.AutoExecutor:
         executor = submitit.AutoExecutor(folder=self.folder / "%j", cluster=self.cluster)
-        params: dict[str, Any] = {"timeout_min": self.timeout_min, "nodes": 1, "tasks_per_node": self.gpus_per_run,
-                                  "gpus_per_node": self.gpus_per_run if self.use_gpus else 0,
-                                  "cpus_per_task": self.cpus_per_task, "name": "reidbench"}
+        params: dict[str, Any] = {
+            "timeout_min": self.timeout_min,
+            "nodes": 1,
+            "tasks_per_node": self.gpus_per_run,
+            "gpus_per_node": self.gpus_per_run if self.use_gpus else 0,
+            "cpus_per_task": self.cpus_per_task,
+            "name": "reidbench",
+        }
         if self.partition:
             params["slurm_partition"] = self.partition
         params.update(self.params)
@@ -214,24 +233,43 @@ def parse_gpus(text: str) -> list[str]:
     return ids
 
 
-def build(device: str, work_dir: Path, gpus: str | None = None, gpus_per_run: int = 1, launcher: str = "local",
-          partition: str | None = None, timeout_min: int = 24 * 60, cpus_per_task: int = 8,
-          slurm_set: list[str] = ()) -> Executor:
+def build(
+    device: str,
+    work_dir: Path,
+    gpus: str | None = None,
+    gpus_per_run: int = 1,
+    launcher: str = "local",
+    partition: str | None = None,
+    timeout_min: int = 24 * 60,
+    cpus_per_task: int = 8,
+    slurm_set: list[str] = (),
+) -> Executor:
     """The executor the command-line options ask for."""
     if gpus_per_run < 1:
         raise UserError(f"--gpus-per-run must be at least 1, got {gpus_per_run}")
     if launcher == "slurm":
         if gpus:
-            raise UserError("--gpus picks devices of this machine; on Slurm use --gpus-per-run (and --partition)")
+            raise UserError(
+                "--gpus picks devices of this machine; on Slurm use --gpus-per-run (and --partition)"
+            )
         params = dict(parse_override(s) for s in slurm_set)
-        return Slurm(work_dir / "slurm", partition, timeout_min, gpus_per_run, cpus_per_task, params,
-                     use_gpus=device != "cpu")
+        return Slurm(
+            work_dir / "slurm",
+            partition,
+            timeout_min,
+            gpus_per_run,
+            cpus_per_task,
+            params,
+            use_gpus=device != "cpu",
+        )
     if slurm_set or partition:
         raise UserError("--partition and --slurm-set only apply with --launcher slurm")
     if gpus:
         ids = parse_gpus(gpus)
         if len(ids) % gpus_per_run:
-            raise UserError(f"--gpus {gpus} gives {len(ids)} devices, not a multiple of --gpus-per-run {gpus_per_run}")
+            raise UserError(
+                f"--gpus {gpus} gives {len(ids)} devices, not a multiple of --gpus-per-run {gpus_per_run}"
+            )
         slots = [ids[i : i + gpus_per_run] for i in range(0, len(ids), gpus_per_run)]
         return LocalPool(slots, _jobs_dir(work_dir))
     if gpus_per_run > 1:

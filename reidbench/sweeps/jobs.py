@@ -66,8 +66,9 @@ def write_result(job_dir: Path, metrics: dict[str, float], run_id: str | None) -
 
 def write_error(job_dir: Path, rank: int, exc: BaseException) -> None:
     """What a failed worker leaves for the pool: the error line and the traceback."""
-    (job_dir / f"error-{rank}.json").write_text(json.dumps({"error": describe(exc),
-                                                            "traceback": traceback.format_exc()}))
+    (job_dir / f"error-{rank}.json").write_text(
+        json.dumps({"error": describe(exc), "traceback": traceback.format_exc()})
+    )
 
 
 def read_outcome(job: Job, job_dir: Path, returncode: int) -> Outcome:

@@ -1,4 +1,4 @@
-"""One run on several processes: the process group and the DDP pieces (launching is in reidbench.launch).
+"""One run on several processes: the process group and the DDP pieces (launching is in reidbench.parallel.launch).
 
 Design (see DESIGN.md "Scale"): every rank builds the same global PK batch and keeps its slice of P/N
 identities, the model outputs are gathered so the loss is computed on the global batch (so the gradient
@@ -16,8 +16,8 @@ import torch.distributed as dist
 from torch import nn
 
 from reidbench.errors import UserError
-from reidbench.launch import DistEnv, env_from_os
 from reidbench.nn.output import ModelOutput
+from reidbench.parallel.launch import DistEnv, env_from_os
 
 __all__ = ["DistEnv", "env_from_os"]  # re-exported: the environment lives in the torch-free launch module
 
@@ -34,8 +34,12 @@ def device_for(env: DistEnv | None, device: torch.device) -> torch.device:
 def init(env: DistEnv, device: torch.device) -> None:
     """Join the process group (NCCL on GPUs, gloo on CPU)."""
     backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend, init_method=f"tcp://{env.master_addr}:{env.master_port}",
-                            rank=env.rank, world_size=env.world_size)
+    dist.init_process_group(
+        backend,
+        init_method=f"tcp://{env.master_addr}:{env.master_port}",
+        rank=env.rank,
+        world_size=env.world_size,
+    )
 
 
 def shutdown() -> None:
@@ -59,8 +63,10 @@ def world_size() -> int:
 
 def check_divisible(p: int, world: int) -> None:
     if p % world:
-        raise UserError(f"sampler.p={p} identities per batch cannot be split over {world} processes: "
-                        f"use a --gpus-per-run that divides {p}")
+        raise UserError(
+            f"sampler.p={p} identities per batch cannot be split over {world} processes: "
+            f"use a --gpus-per-run that divides {p}"
+        )
 
 
 class _GatherRows(torch.autograd.Function):
@@ -190,8 +196,14 @@ def sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
 
 def _convert(module: nn.Module) -> nn.Module:
     if type(module) in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d):
-        new = GlobalBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
-                              module.track_running_stats, device=_device_of(module))
+        new = GlobalBatchNorm(
+            module.num_features,
+            module.eps,
+            module.momentum,
+            module.affine,
+            module.track_running_stats,
+            device=_device_of(module),
+        )
         new.load_state_dict(module.state_dict())
         for name, param in module.named_parameters(recurse=False):
             getattr(new, name).requires_grad_(param.requires_grad)

@@ -25,7 +25,9 @@ def owner_tags() -> dict[str, str]:
     return {"host": socket.gethostname(), "pid": str(os.getpid()), **heartbeat_tags()}
 
 
-def is_alive(tags: dict[str, str], stale_after_s: float, now: float | None = None, host: str | None = None) -> bool:
+def is_alive(
+    tags: dict[str, str], stale_after_s: float, now: float | None = None, host: str | None = None
+) -> bool:
     """Whether the RUNNING run with these tags is still being trained (see the module docstring)."""
     if tags.get("host") == (host or socket.gethostname()):
         try:

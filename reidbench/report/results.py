@@ -19,11 +19,16 @@ def results_frame(results: list) -> pd.DataFrame:
     rows = []
     for i, r in enumerate(results):
         spec = r.spec
-        row = {"run_id": r.run_id or f"local-{i}", "start_time": pd.Timestamp(i, unit="s"),
-               "tags.method": spec.method, "tags.dataset": spec.dataset, "tags.seed": str(spec.seed),
-               **{f"tags.{k}": v for k, v in spec.tags.items()},
-               **{f"params.{k}": v for k, v in flatten(to_dict(spec.config())).items()},
-               **{f"metrics.{k}": v for k, v in r.metrics.items()}}
+        row = {
+            "run_id": r.run_id or f"local-{i}",
+            "start_time": pd.Timestamp(i, unit="s"),
+            "tags.method": spec.method,
+            "tags.dataset": spec.dataset,
+            "tags.seed": str(spec.seed),
+            **{f"tags.{k}": v for k, v in spec.tags.items()},
+            **{f"params.{k}": v for k, v in flatten(to_dict(spec.config())).items()},
+            **{f"metrics.{k}": v for k, v in r.metrics.items()},
+        }
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -59,8 +59,11 @@ class Checkpointer:
 
 def capture_rng() -> dict[str, Any]:
     """The state of every global RNG a training step may draw from (Python, NumPy, torch CPU and CUDA)."""
-    state: dict[str, Any] = {"python": random.getstate(), "numpy": np.random.get_state(),
-                             "torch": torch.get_rng_state()}
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state

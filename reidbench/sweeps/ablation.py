@@ -87,12 +87,20 @@ class Ablation:
                 value: Any = text.split("+") if list_axis else parse_override(f"v={text}")[1]
                 out.append(Point(value_label(value), {self.axis: value}))
             else:
-                raise UserError(f"ablation {self.name!r}: --values {text!r} is not one of its points "
-                                f"({', '.join(by_label)}) and its points set several keys, so it cannot be a new one")
+                raise UserError(
+                    f"ablation {self.name!r}: --values {text!r} is not one of its points "
+                    f"({', '.join(by_label)}) and its points set several keys, so it cannot be a new one"
+                )
         return out
 
-    def specs(self, datasets: list[str] | None = None, seeds: list[int] | None = None, overrides: list[str] = (),
-              values: list[str] | None = None, method: str | None = None) -> list[RunSpec]:
+    def specs(
+        self,
+        datasets: list[str] | None = None,
+        seeds: list[int] | None = None,
+        overrides: list[str] = (),
+        values: list[str] | None = None,
+        method: str | None = None,
+    ) -> list[RunSpec]:
         """The RunSpecs of every dataset x point x seed, tagged with ablation / axis / value / axis_default."""
         from reidbench.runner import make_spec
 
@@ -101,20 +109,28 @@ class Ablation:
         for point in points:
             clash = sorted(user_keys & set(point.overrides))
             if clash:
-                raise UserError(f"--set {clash[0]}=... conflicts with ablation {self.name!r}, whose points set "
-                                f"{clash[0]}; drop it or pick values with --values")
+                raise UserError(
+                    f"--set {clash[0]}=... conflicts with ablation {self.name!r}, whose points set "
+                    f"{clash[0]}; drop it or pick values with --values"
+                )
         method = method or self.method
         specs = []
         for dataset in datasets or self.datasets:
             for point in points:
                 keys = [*_as_overrides(self.base), *overrides, *_as_overrides(point.overrides)]
-                tags = {"ablation": self.name, "axis": self.axis, "value": point.label, "axis_default": self.default}
+                tags = {
+                    "ablation": self.name,
+                    "axis": self.axis,
+                    "value": point.label,
+                    "axis_default": self.default,
+                }
                 try:
                     point_seeds = seeds or self.seeds or make_spec(method, dataset, 0, keys).protocol.seeds
                     specs += [make_spec(method, dataset, s, keys, tags) for s in point_seeds]
                 except UserError as exc:
-                    raise UserError(f"ablation {self.name!r} ({self.source}), value {point.label!r} on "
-                                    f"{dataset!r}: {exc}") from None
+                    raise UserError(
+                        f"ablation {self.name!r} ({self.source}), value {point.label!r} on {dataset!r}: {exc}"
+                    ) from None
         return specs
 
 
@@ -132,7 +148,7 @@ def _as_overrides(keys: dict[str, Any]) -> list[str]:
 def ablations_dir() -> Path:
     """Folder of the ablation YAML files (``REIDBENCH_ABLATIONS`` or the repo's benchmarks/ablations)."""
     env = os.environ.get("REIDBENCH_ABLATIONS")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "benchmarks" / "ablations"
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "benchmarks" / "ablations"
 
 
 def load_ablation(path: Path) -> Ablation:
@@ -147,7 +163,9 @@ def load_ablation(path: Path) -> Ablation:
         where = f" (line {mark.line + 1})" if mark else ""
         raise UserError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
     if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a mapping with keys {', '.join(REQUIRED)}, got {type(data).__name__}")
+        raise UserError(
+            f"{path}: expected a mapping with keys {', '.join(REQUIRED)}, got {type(data).__name__}"
+        )
     unknown = sorted(set(data) - set(KEYS))
     if unknown:
         raise UserError(f"{path}: unknown key {unknown[0]!r}. Valid keys: {', '.join(KEYS)}.")
@@ -176,17 +194,32 @@ def load_ablation(path: Path) -> Ablation:
     if not isinstance(datasets, list) or not datasets or not all(isinstance(d, str) for d in datasets):
         raise fail("datasets", "a non-empty list of dataset names", datasets)
     seeds = data.get("seeds")
-    if seeds is not None and (not isinstance(seeds, list) or not seeds
-                              or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
+    if seeds is not None and (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+    ):
         raise fail("seeds", "a non-empty list of integers", seeds)
     base = _keys(data.get("set", {}), "set", fail)
-    return Ablation(name, data["method"], data["axis"], tuple(points), value_label(data["default"]),
-                    tuple(datasets), tuple(seeds) if seeds else None, base, description, str(path))
+    return Ablation(
+        name,
+        data["method"],
+        data["axis"],
+        tuple(points),
+        value_label(data["default"]),
+        tuple(datasets),
+        tuple(seeds) if seeds else None,
+        base,
+        description,
+        str(path),
+    )
 
 
 def _is_plain(value: Any) -> bool:
     scalar = (str, int, float, bool, type(None))
-    return isinstance(value, scalar) or (isinstance(value, list) and all(isinstance(v, scalar) for v in value))
+    return isinstance(value, scalar) or (
+        isinstance(value, list) and all(isinstance(v, scalar) for v in value)
+    )
 
 
 def _keys(value: Any, key: str, fail: Any) -> dict[str, Any]:
@@ -227,7 +260,8 @@ def register_ablations(folder: Path | None = None) -> None:
     for path in sorted(Path(folder or ablations_dir()).glob("*.yaml")):
         if path.stem not in ABLATIONS:
             ABLATIONS.register(path.stem, _peek_description(path), path=path)(
-                functools.partial(load_ablation, path))
+                functools.partial(load_ablation, path)
+            )
 
 
 def _peek_description(path: Path) -> str:
