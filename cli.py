@@ -124,7 +124,7 @@ def _execution_options(command: Callable) -> Callable:
 def _settings(opts: dict[str, Any]) -> tuple[Any, Any]:
     """(sweep.Settings, executor) from the execution options."""
     from reidbench import tracking
-    from reidbench.runner import default_data_root
+    from reidbench.spec import default_data_root
     from reidbench.sweeps import executors
     from reidbench.sweeps.sweep import Settings
 
@@ -392,7 +392,7 @@ def datasets_check(name: str, data_root: Path | None) -> None:
     """
     from reidbench.data.layout_report import print_layout_report
     from reidbench.registry import DATASETS, load_plugins
-    from reidbench.runner import default_data_root
+    from reidbench.spec import default_data_root
 
     load_plugins()
     dataset = DATASETS.get(name).builder(data_root or default_data_root(), validate=False)
@@ -418,7 +418,7 @@ def datasets_prepare(
     from reidbench.data.cache import prepare
     from reidbench.protocol import build_protocol
     from reidbench.registry import DATASETS, load_plugins
-    from reidbench.runner import default_data_root
+    from reidbench.spec import default_data_root
 
     load_plugins()
     dataset = DATASETS.get(name).builder(data_root or default_data_root(), allow_partial=allow_partial)

@@ -1,8 +1,5 @@
-"""The shared protocol as typed dataclasses, loaded from benchmarks/protocols/<dataset>.yaml.
-
-A :class:`RunSpec` is one point of a benchmark: method x dataset x seed plus the fully resolved
-protocol. Its :func:`config_hash` identifies the run (used to skip finished work).
-"""
+"""The shared protocol as typed dataclasses, loaded from benchmarks/protocols/<dataset>.yaml, and the
+stable :func:`config_hash` of a resolved config (how finished work is recognised)."""
 
 from __future__ import annotations
 
@@ -109,7 +106,6 @@ class TrainCfg:
     stages: list[StageCfg] = field(default_factory=list)  # empty: one stage with the defaults above
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     compile: bool = False
-    eval_every: int = 0  # 0: evaluate once, after the last epoch (last-epoch reporting)
     max_steps_per_epoch: int | None = None  # cap on PK batches per epoch (tests, quick looks)
 
 
@@ -187,35 +183,6 @@ class Protocol:
             )
             for s in stages
         ]
-
-
-@dataclass
-class RunSpec:
-    """One run: a method on a dataset with one seed under a resolved protocol."""
-
-    method: str
-    dataset: str
-    seed: int
-    protocol: Protocol
-    overrides: list[str] = field(default_factory=list)
-    tags: dict[str, str] = field(default_factory=dict)  # e.g. ablation / axis / value
-    validation: float | None = None  # evaluate on this fraction of training ids (tuning), not the test set
-
-    @property
-    def name(self) -> str:
-        return f"{self.method}@{self.dataset}{':val' if self.validation else ''}#s{self.seed}"
-
-    def config(self) -> dict[str, Any]:
-        """The fully resolved config (what the hash covers and what is logged)."""
-        config = {
-            "method": self.method,
-            "dataset": self.dataset,
-            "seed": self.seed,
-            "protocol": to_dict(self.protocol),
-        }
-        if self.validation:
-            config["validation"] = self.validation
-        return config
 
 
 def protocols_dir() -> Path:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import traceback
 from dataclasses import dataclass
@@ -13,15 +12,15 @@ import numpy as np
 import torch
 
 from reidbench import tracking
-from reidbench.config import from_dict, to_dict
+from reidbench.config import to_dict
 from reidbench.data.module import DataModule
 from reidbench.data.validation import validation_split
-from reidbench.errors import UserError
 from reidbench.evaluation import evaluate
 from reidbench.evaluation.cost import forward_gflops
 from reidbench.parallel import distributed
-from reidbench.protocol import RunSpec, build_protocol, config_hash, dump_yaml
+from reidbench.protocol import dump_yaml
 from reidbench.registry import DATASETS, METHODS, load_plugins
+from reidbench.spec import RunSpec, method_config
 from reidbench.sweeps import liveness
 from reidbench.train import engine
 from reidbench.train.checkpoint import Checkpointer
@@ -33,35 +32,6 @@ class RunResult:
     spec: RunSpec
     metrics: dict[str, float]
     run_id: str | None = None
-
-
-def default_data_root() -> Path:
-    """``REIDBENCH_DATA`` or ./data."""
-    return Path(os.environ.get("REIDBENCH_DATA", "data"))
-
-
-def make_spec(
-    method: str, dataset: str, seed: int, overrides: list[str] = (), tags: dict[str, str] | None = None
-) -> RunSpec:
-    """Resolve method x dataset x seed with overrides into a checked RunSpec."""
-    load_plugins()
-    entry = METHODS.get(method)
-    DATASETS.get(dataset)
-    protocol = build_protocol(dataset, list(overrides), base=entry.meta.get("defaults"), method=method)
-    knobs = method_config(method, protocol.method)  # validate the method knobs early
-    if knobs is not None:  # every knob explicit: the same effective config always has the same hash
-        protocol.method = to_dict(knobs)
-    return RunSpec(method, dataset, seed, protocol, list(overrides), dict(tags or {}))
-
-
-def method_config(method: str, knobs: dict[str, Any]) -> Any:
-    """The method's typed config from the protocol's ``method`` section."""
-    cls = METHODS.get(method).meta.get("config")
-    if cls is None:
-        if knobs:
-            raise UserError(f"method {method!r} takes no knobs, got method.{next(iter(knobs))}")
-        return None
-    return from_dict(cls, knobs, "method")
 
 
 def seed_everything(seed: int) -> None:
@@ -101,7 +71,7 @@ def execute(
     device = device or pick_device()
     seed_everything(spec.seed)
     config = spec.config()
-    digest = config_hash(config)
+    digest = spec.config_hash
     rank = distributed.rank()
     ckpt = Checkpointer(Path(checkpoint_dir) / digest) if checkpoint_dir is not None else None
     state = ckpt.load(device) if ckpt is not None else None

@@ -61,7 +61,8 @@ def assert_method_learns(method: str, dataset, vocab: Path, epochs: int = 6) -> 
     its mAP must beat a random embedding 4x and the same untrained model by 0.05."""
     import torch
 
-    from reidbench.runner import execute, make_spec
+    from reidbench.runner import execute
+    from reidbench.spec import make_spec
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the test machine is shared: one thread does not spin-wait

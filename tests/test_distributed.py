@@ -114,8 +114,8 @@ def test_two_gloo_processes_train_like_one(tmp_path, mlflow_uri):
     from mlflow.tracking import MlflowClient
 
     from reidbench import tracking
-    from reidbench.protocol import config_hash
-    from reidbench.runner import execute, make_spec
+    from reidbench.runner import execute
+    from reidbench.spec import make_spec
     from reidbench.sweeps.executors import Job, LocalPool
     from reidbench.train.checkpoint import Checkpointer
 
@@ -134,7 +134,7 @@ def test_two_gloo_processes_train_like_one(tmp_path, mlflow_uri):
             "optim.lr=0.05",
         ],
     )
-    digest = config_hash(spec.config())
+    digest = spec.config_hash
     single = execute(
         spec,
         Path("unused"),

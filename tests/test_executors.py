@@ -4,7 +4,7 @@ import json
 import sys
 from pathlib import Path
 
-from reidbench.runner import make_spec
+from reidbench.spec import make_spec
 from reidbench.sweeps.executors import Job, LocalPool, worker_command
 from tests.conftest import TINY
 

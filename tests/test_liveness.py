@@ -12,7 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from reidbench import runner, tracking
-from reidbench.protocol import config_hash
+from reidbench.spec import make_spec
 from reidbench.sweeps import liveness
 from tests.conftest import TINY
 from tests.test_cli import run_cli
@@ -48,7 +48,7 @@ def test_is_alive_by_process_here_and_by_heartbeat_elsewhere(live_pid):
 
 def running_run(uri: str, tags: dict[str, str]) -> str:
     """A RUNNING run of the late_fusion point trained below, as another sweep would leave it."""
-    digest = config_hash(runner.make_spec("late_fusion", "synthetic", 0, TINY).config())
+    digest = make_spec("late_fusion", "synthetic", 0, TINY).config_hash
     run = tracking.Run(
         uri,
         tracking.prepare(uri, "reidbench"),

@@ -176,7 +176,8 @@ def test_flop_counts_by_hand():
 
 def test_a_run_logs_gflops(synthetic_dataset, mlflow_uri):
     from reidbench import tracking
-    from reidbench.runner import execute, make_spec
+    from reidbench.runner import execute
+    from reidbench.spec import make_spec
 
     spec = make_spec("single_modality", "synthetic", 0, [*TINY, "train.max_steps_per_epoch=1"])
     result = execute(spec, Path("unused"), mlflow_uri, "t", torch.device("cpu"), show_progress=False)

@@ -15,7 +15,7 @@ from reidbench.data.module import DataModule
 from reidbench.errors import UserError
 from reidbench.protocol import build_protocol
 from reidbench.registry import METHODS, load_plugins
-from reidbench.runner import make_spec, method_config
+from reidbench.spec import make_spec, method_config
 from reidbench.train.losses import Criterion
 from tests.presets import tiny_method, write_vocab
 

@@ -1,7 +1,8 @@
 import pytest
 
 from reidbench.errors import UserError
-from reidbench.protocol import RunSpec, build_protocol, config_hash
+from reidbench.protocol import build_protocol, config_hash
+from reidbench.spec import RunSpec
 
 
 def test_synthetic_protocol_loads_with_types():
@@ -82,7 +83,7 @@ def test_config_hash_is_stable_and_sensitive():
 
 
 def test_method_settings_apply_to_their_method_only(monkeypatch, tmp_path):
-    from reidbench.runner import make_spec
+    from reidbench.spec import make_spec
 
     mmet = make_spec("mmet", "synthetic", 0).protocol.method
     assert (mmet["tokenizer"], mmet["text_hidden"], mmet["text_pretrained"]) == ("vocab.txt", 64, False)
@@ -98,7 +99,7 @@ def test_method_settings_apply_to_their_method_only(monkeypatch, tmp_path):
 def test_synthetic_vocab_covers_the_captions_and_mmet_finds_it(synthetic_dataset):
     from reidbench.data.synthetic import caption_vocabulary
     from reidbench.registry import METHODS
-    from reidbench.runner import make_spec, method_config
+    from reidbench.spec import make_spec, method_config
 
     spec = make_spec("mmet", "synthetic", 0)
     info = synthetic_dataset.info

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from reidbench.data.module import DataModule
-from reidbench.protocol import config_hash
-from reidbench.runner import execute, make_spec
+from reidbench.runner import execute
+from reidbench.spec import make_spec
 from reidbench.train.checkpoint import Checkpointer
 from tests.test_cli import run_cli
 
@@ -59,7 +59,7 @@ def test_injected_crash_after_epoch_1_of_3_resumes_to_identical_metrics(
     with pytest.raises(RuntimeError, match="injected crash"):
         execute(spec(), Path("unused"), mlflow_uri, device=CPU, show_progress=False, checkpoint_dir=ckpt_root)
     monkeypatch.undo()
-    folder = ckpt_root / config_hash(spec().config())
+    folder = ckpt_root / spec().config_hash
     state = Checkpointer(folder).load()
     assert (state["epoch"], state["stage"], state["step"]) == (1, 0, 2)
     failed = client(mlflow_uri).get_run(state["run_id"])
@@ -104,7 +104,7 @@ def test_killed_process_resumes_to_identical_metrics(baseline, tmp_path, monkeyp
         "cpu",
         "-q",
     ]
-    state_file = tmp_path / "checkpoints" / config_hash(spec().config()) / "state.pt"
+    state_file = tmp_path / "checkpoints" / spec().config_hash / "state.pt"
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     proc = subprocess.Popen(
         [sys.executable, "cli.py", *args],

@@ -11,8 +11,8 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from reidbench import tracking
-from reidbench.protocol import config_hash
-from reidbench.runner import execute, make_spec
+from reidbench.runner import execute
+from reidbench.spec import make_spec
 from reidbench.sweeps.executors import Job, Slurm
 
 OVERRIDES = ["sampler.p=4", "sampler.k=4", "train.epochs=3", "train.max_steps_per_epoch=2"]
@@ -38,7 +38,7 @@ def test_preempted_slurm_job_is_requeued_and_resumes_to_identical_metrics(tmp_pa
     outcomes = []
     runner = threading.Thread(target=lambda: outcomes.extend(slurm.run([job])))
     runner.start()
-    state_file = tmp_path / "checkpoints" / config_hash(spec.config()) / "state.pt"
+    state_file = tmp_path / "checkpoints" / spec.config_hash / "state.pt"
     wait_for(lambda: state_file.exists() or not runner.is_alive(), "the first checkpoint")
     assert runner.is_alive(), f"the job ended before its first checkpoint: {outcomes}"
     # preempt: Slurm sends SIGUSR2 to the task (submitit's local controller is the job folder's name)

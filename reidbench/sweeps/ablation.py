@@ -33,8 +33,8 @@ import yaml
 
 from reidbench.config import parse_override
 from reidbench.errors import UserError
-from reidbench.protocol import RunSpec
 from reidbench.registry import ABLATIONS
+from reidbench.spec import RunSpec
 
 KEYS = {
     "description": "one line shown by `reidbench list ablations`",
@@ -102,7 +102,7 @@ class Ablation:
         method: str | None = None,
     ) -> list[RunSpec]:
         """The RunSpecs of every dataset x point x seed, tagged with ablation / axis / value / axis_default."""
-        from reidbench.runner import make_spec
+        from reidbench.spec import make_spec
 
         points = self.select(values)
         user_keys = {parse_override(o)[0] for o in overrides}

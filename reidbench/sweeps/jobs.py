@@ -10,7 +10,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from reidbench.protocol import RunSpec
+from reidbench.spec import RunSpec
 
 
 @dataclass

@@ -19,9 +19,10 @@ from rich.console import Console
 
 from reidbench import tracking
 from reidbench.progress import make_progress
-from reidbench.protocol import RunSpec, config_hash
+from reidbench.protocol import config_hash
 from reidbench.registry import DATASETS
-from reidbench.runner import RunResult, make_spec
+from reidbench.runner import RunResult
+from reidbench.spec import RunSpec, make_spec
 from reidbench.sweeps import liveness
 from reidbench.sweeps.executors import Executor, InProcess, Job, Outcome
 
@@ -108,7 +109,7 @@ def run_sweep(
     other: dict[int, tracking.RunRecord] = {}
     todo: list[int] = []
     for i, spec in enumerate(specs):
-        digest = config_hash(spec.config())
+        digest = spec.config_hash
         matches = [r for r in done.get(digest, []) if identity(r.tags) == identity(spec.tags)]
         if matches:
             same[i] = matches[0]
@@ -196,9 +197,7 @@ def _running_elsewhere(specs: list[RunSpec], todo: list[int], settings: Settings
     return {
         i
         for i in todo
-        if any(
-            identity(r.tags) == identity(specs[i].tags) for r in live.get(config_hash(specs[i].config()), [])
-        )
+        if any(identity(r.tags) == identity(specs[i].tags) for r in live.get(specs[i].config_hash, []))
     }
 
 
@@ -212,7 +211,7 @@ def check_datasets(names: set[str], settings: Settings) -> None:
 def _unique(specs: list[RunSpec]) -> list[RunSpec]:
     seen, out = set(), []
     for spec in specs:
-        key = (config_hash(spec.config()), identity(spec.tags))
+        key = (spec.config_hash, identity(spec.tags))
         if key not in seen:
             seen.add(key)
             out.append(spec)
@@ -227,7 +226,7 @@ def _parent(
         {
             "kind": kind,
             "name": name,
-            "points": sorted([config_hash(s.config()), *map(str, identity(s.tags))] for s in specs),
+            "points": sorted([s.config_hash, *map(str, identity(s.tags))] for s in specs),
         }
     )
     for record in tracking.find_runs(settings.uri, settings.experiment, f"tags.sweep_key = '{key}'"):

@@ -26,7 +26,8 @@ from rich.console import Console
 
 from reidbench import tracking
 from reidbench.errors import UserError
-from reidbench.runner import execute, make_spec, pick_device
+from reidbench.runner import execute, pick_device
+from reidbench.spec import make_spec
 from reidbench.sweeps.sweep import Settings
 
 DEFAULT_SPACE: dict[str, dict[str, Any]] = {
@@ -189,8 +190,7 @@ def tune(
     def objective(trial: Any) -> float:
         values = {p.key: p.suggest(trial) for p in space}
         tags = {"run_kind": "trial", "study": study_name, "trial": str(trial.number)}
-        spec = make_spec(method, dataset, seed, [*base, *_overrides(values)], tags)
-        spec.validation = fraction
+        spec = make_spec(method, dataset, seed, [*base, *_overrides(values)], tags, validation=fraction)
         console.print(
             f"trial {trial.number}: "
             + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()),

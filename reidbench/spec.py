@@ -1,0 +1,93 @@
+"""One point of a benchmark: :class:`RunSpec` (method x dataset x seed under a resolved protocol), how it is
+made from names and overrides (:func:`make_spec`), and its config hash (how finished work is recognised).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from reidbench.config import from_dict, to_dict
+from reidbench.errors import UserError
+from reidbench.protocol import Protocol, build_protocol, config_hash
+from reidbench.registry import DATASETS, METHODS, load_plugins
+
+# Protocol settings removed after runs were stored with them, and the value they always had: it joins the
+# hash so that those runs keep their config hash (and stay skipped).
+RETIRED_SETTINGS: dict[str, dict[str, Any]] = {"train": {"eval_every": 0}}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run: a method on a dataset with one seed under a resolved protocol."""
+
+    method: str
+    dataset: str
+    seed: int
+    protocol: Protocol
+    overrides: tuple[str, ...] = ()
+    tags: dict[str, str] = field(default_factory=dict)  # e.g. ablation / axis / value
+    validation: float | None = None  # evaluate on this fraction of training ids (tuning), not the test set
+
+    @property
+    def name(self) -> str:
+        return f"{self.method}@{self.dataset}{':val' if self.validation else ''}#s{self.seed}"
+
+    def config(self) -> dict[str, Any]:
+        """The fully resolved config (what the hash covers and what is logged)."""
+        config = {
+            "method": self.method,
+            "dataset": self.dataset,
+            "seed": self.seed,
+            "protocol": to_dict(self.protocol),
+        }
+        if self.validation:
+            config["validation"] = self.validation
+        return config
+
+    @cached_property
+    def config_hash(self) -> str:
+        """Stable 12-hex-digit hash of :meth:`config` (retired settings at their old value)."""
+        config = self.config()
+        protocol = config["protocol"]
+        for section, values in RETIRED_SETTINGS.items():
+            protocol[section] = {**copy.deepcopy(values), **protocol[section]}
+        return config_hash(config)
+
+
+def default_data_root() -> Path:
+    """``REIDBENCH_DATA`` or ./data."""
+    return Path(os.environ.get("REIDBENCH_DATA", "data"))
+
+
+def make_spec(
+    method: str,
+    dataset: str,
+    seed: int,
+    overrides: list[str] | tuple[str, ...] = (),
+    tags: dict[str, str] | None = None,
+    validation: float | None = None,
+) -> RunSpec:
+    """Resolve method x dataset x seed with overrides into a checked RunSpec."""
+    load_plugins()
+    entry = METHODS.get(method)
+    DATASETS.get(dataset)
+    protocol = build_protocol(dataset, list(overrides), base=entry.meta.get("defaults"), method=method)
+    knobs = method_config(method, protocol.method)  # validate the method knobs early
+    if knobs is not None:  # every knob explicit: the same effective config always has the same hash
+        protocol.method = to_dict(knobs)
+    return RunSpec(method, dataset, seed, protocol, tuple(overrides), dict(tags or {}), validation)
+
+
+def method_config(method: str, knobs: dict[str, Any]) -> Any:
+    """The method's typed config from the protocol's ``method`` section (None for a method without knobs)."""
+    cls = METHODS.get(method).meta.get("config")
+    if cls is None:
+        if knobs:
+            raise UserError(f"method {method!r} takes no knobs, got method.{next(iter(knobs))}")
+        return None
+    return from_dict(cls, knobs, "method")
