@@ -121,51 +121,72 @@ def _execution_options(command: Callable) -> Callable:
     return command
 
 
-def _settings(opts: dict[str, Any]) -> tuple[Any, Any]:
-    """(sweep.Settings, executor) from the execution options."""
-    from reidbench import tracking
-    from reidbench.spec import default_data_root
+def _executor(opts: dict[str, Any]) -> Any:
+    """Where the runs execute, from the execution options (in process, a local GPU pool, Slurm)."""
     from reidbench.sweeps import executors
-    from reidbench.sweeps.sweep import Settings
 
-    executor = executors.build(
-        opts["device"],
-        opts["results_dir"],
-        opts["gpus"],
-        opts["gpus_per_run"],
-        opts["launcher"],
-        opts["partition"],
-        opts["timeout_min"],
-        opts["cpus_per_task"],
-        list(opts["slurm_set"]),
+    return executors.build(
+        device=opts["device"],
+        work_dir=opts["results_dir"],
+        gpus=opts["gpus"],
+        gpus_per_run=opts["gpus_per_run"],
+        launcher=opts["launcher"],
+        partition=opts["partition"],
+        timeout_min=opts["timeout_min"],
+        cpus_per_task=opts["cpus_per_task"],
+        slurm_set=list(opts["slurm_set"]),
     )
+
+
+def _context(opts: dict[str, Any]) -> Any:
+    """The RunContext every run of the command gets, from the execution options."""
+    from reidbench import tracking
+    from reidbench.context import RunContext
+    from reidbench.spec import default_data_root
+    from reidbench.train.checkpoint import checkpoint_root
+
     device = opts["device"]
-    if device == "auto" and not isinstance(executor, executors.InProcess):
-        device = "cuda" if opts["gpus"] or opts["launcher"] == "slurm" else "auto"
-    settings = Settings(
-        opts["data_root"] or default_data_root(),
-        opts["tracking_uri"] or tracking.default_uri(),
-        opts["experiment"],
-        device,
-        opts["results_dir"] / "checkpoints",
-        opts["keep_checkpoints"],
-        not opts["quiet"] and isinstance(executor, executors.InProcess),
-        opts["gpus_per_run"],
-        opts["allow_partial"],
-        opts["retry_running"],
-        opts["stale_after_min"] * 60,
+    if device == "auto" and (opts["gpus"] or opts["launcher"] == "slurm"):
+        device = "cuda"  # runs placed on GPUs
+    return RunContext(
+        data_root=opts["data_root"] or default_data_root(),
+        tracking_uri=opts["tracking_uri"] or tracking.default_uri(),
+        experiment=opts["experiment"],
+        device=device,
+        checkpoint_dir=checkpoint_root(opts["results_dir"]),
+        keep_checkpoints=opts["keep_checkpoints"],
+        show_progress=not opts["quiet"],
+        allow_partial=opts["allow_partial"],
     )
-    return settings, executor
 
 
-def _report(result: Any, settings: Any) -> None:
+def _sweep(specs: list[Any], opts: dict[str, Any], kind: str, name: str, tags: dict[str, str]) -> None:
+    """Run the points of a grid or ablation with the execution options, then print the results."""
+    from reidbench.sweeps.sweep import run_sweep
+
+    ctx, executor = _context(opts), _executor(opts)
+    result = run_sweep(
+        specs,
+        ctx,
+        executor,
+        kind=kind,
+        name=name,
+        parent_tags=tags,
+        console=console,
+        retry_running=opts["retry_running"],
+        stale_after_s=opts["stale_after_min"] * 60,
+    )
+    _report(result, ctx)
+
+
+def _report(result: Any, ctx: Any) -> None:
     """Result table, failures, and a non-zero exit when a point failed."""
     from reidbench.report.results import print_results
     from reidbench.sweeps.sweep import failure_lines
 
     if result.results:
         print_results(console, result.results)
-    console.print(f"logged to {settings.uri} (experiment {settings.experiment!r})")
+    console.print(f"logged to {ctx.tracking_uri} (experiment {ctx.experiment!r})")
     if result.failures:
         console.print(f"[bold red]{len(result.failures)} point(s) failed:[/]")
         for line in failure_lines(result):
@@ -196,15 +217,10 @@ def run(
 
     Points that already have a FINISHED run with the same config are skipped; interrupted ones resume.
     """
-    from reidbench.sweeps.sweep import grid, run_sweep, sweep_tags
+    from reidbench.sweeps.sweep import grid, sweep_tags
 
     specs = grid(methods, datasets, _seeds(seeds), list(overrides))
-    settings, executor = _settings(opts)
-    name = f"{'+'.join(methods)}@{'+'.join(datasets)}"
-    result = run_sweep(
-        specs, settings, executor, kind="grid", name=name, parent_tags=sweep_tags(specs), console=console
-    )
-    _report(result, settings)
+    _sweep(specs, opts, "grid", f"{'+'.join(methods)}@{'+'.join(datasets)}", sweep_tags(specs))
 
 
 @cli.command()
@@ -240,17 +256,13 @@ def ablate(
 ) -> None:
     """Run ablation NAME (benchmarks/ablations/NAME.yaml, or a path to a YAML file)."""
     from reidbench.sweeps.ablation import find_ablation
-    from reidbench.sweeps.sweep import run_sweep, sweep_tags
+    from reidbench.sweeps.sweep import sweep_tags
 
     ablation = find_ablation(name)
     value_list = [v.strip() for v in values.split(",") if v.strip()] if values else None
     specs = ablation.specs(list(datasets) or None, _seeds(seeds), list(overrides), value_list, method)
-    settings, executor = _settings(opts)
     tags = sweep_tags(specs, ablation=ablation.name, axis=ablation.axis, axis_default=ablation.default)
-    result = run_sweep(
-        specs, settings, executor, kind="ablation", name=ablation.name, parent_tags=tags, console=console
-    )
-    _report(result, settings)
+    _sweep(specs, opts, "ablation", ablation.name, tags)
 
 
 @cli.command()
@@ -306,12 +318,10 @@ def tune(
     **opts: Any,
 ) -> None:
     """Optuna search maximising validation mAP (never the test set); trials are MLflow child runs."""
-    from reidbench.sweeps import executors
     from reidbench.sweeps.tune import best_command, load_space
     from reidbench.sweeps.tune import tune as run_study
 
-    settings, executor = _settings(opts)
-    if not isinstance(executor, executors.InProcess):
+    if opts["gpus"] or opts["gpus_per_run"] != 1 or opts["launcher"] != "local":
         raise UserError(
             "tune runs its trials in this process: start one `reidbench tune` per GPU "
             "(CUDA_VISIBLE_DEVICES=i) or machine with the same --storage and --study instead of "
@@ -321,7 +331,7 @@ def tune(
         method,
         dataset,
         trials,
-        settings,
+        _context(opts),
         load_space(space),
         storage=storage,
         study_name=study_name,

@@ -43,3 +43,22 @@ def progress_bar(
         for item in items:
             yield item
             progress.advance(task)
+
+
+class NullProgress:
+    """A stand-in for :class:`rich.progress.Progress` that shows nothing."""
+
+    def __enter__(self) -> NullProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def add_task(self, *args: object, **kwargs: object) -> int:
+        return 0
+
+    def update(self, *args: object, **kwargs: object) -> None:
+        return None
+
+    def advance(self, *args: object, **kwargs: object) -> None:
+        return None

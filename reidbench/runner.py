@@ -1,22 +1,30 @@
-"""One run end to end: dataset -> DataModule -> model -> engine.fit -> evaluate -> MLflow."""
+"""One run in this process: dataset -> DataModule -> model -> engine.fit -> evaluate -> MLflow.
+
+:func:`run_one` is the single entry point every way of starting a run ends in (the sweep's executors,
+worker processes, Slurm tasks, tuning trials). Under torch.distributed every rank calls it with the process
+group already set up; rank 0 logs and checkpoints.
+"""
 
 from __future__ import annotations
 
+import functools
+import os
 import random
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from reidbench import tracking
 from reidbench.config import to_dict
+from reidbench.context import RunContext, RunResult
 from reidbench.data.module import DataModule
+from reidbench.data.types import Dataset
 from reidbench.data.validation import validation_split
 from reidbench.evaluation import evaluate
-from reidbench.evaluation.cost import forward_gflops
+from reidbench.evaluation.cost import count_params, forward_gflops
 from reidbench.parallel import distributed
 from reidbench.protocol import dump_yaml
 from reidbench.registry import DATASETS, METHODS, load_plugins
@@ -25,16 +33,11 @@ from reidbench.sweeps import liveness
 from reidbench.train import engine
 from reidbench.train.checkpoint import Checkpointer
 from reidbench.train.losses import Criterion
-
-
-@dataclass
-class RunResult:
-    spec: RunSpec
-    metrics: dict[str, float]
-    run_id: str | None = None
+from reidbench.train.state import TrainState
 
 
 def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -47,55 +50,36 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def execute(
-    spec: RunSpec,
-    data_root: Path,
-    uri: str | None,
-    experiment: str = tracking.DEFAULT_EXPERIMENT,
-    device: torch.device | None = None,
-    show_progress: bool = True,
-    parent_run_id: str | None = None,
-    checkpoint_dir: Path | None = None,
-    keep_checkpoint: bool = False,
-    allow_partial: bool = False,
-) -> RunResult:
-    """Train and evaluate ``spec``; log everything to MLflow when ``uri`` is given.
+def load_dataset(name: str, data_root: Path, allow_partial: bool = False) -> Dataset:
+    """The dataset's file lists and layout checks (no decoding), scanned once per process."""
+    return _scan(name, Path(data_root).resolve(), allow_partial, os.environ.get("REIDBENCH_CACHE", ""))
 
-    With ``checkpoint_dir`` the training state is saved under ``<checkpoint_dir>/<config_hash>/`` after every
-    epoch; an interrupted run resumes from there (continuing its MLflow run) and ends with the metrics of an
-    uninterrupted one. The state is deleted once the run finished unless ``keep_checkpoint``. Under
-    torch.distributed (process group set up by the caller) every rank calls this; rank 0 logs and saves.
-    ``allow_partial``: use a dataset whose layout check found problems (warns instead of failing).
+
+@functools.lru_cache(maxsize=16)
+def _scan(name: str, data_root: Path, allow_partial: bool, _cache_dir: str) -> Dataset:
+    load_plugins()
+    return DATASETS.get(name).builder(data_root, allow_partial=allow_partial)
+
+
+def run_one(spec: RunSpec, ctx: RunContext, device: torch.device | None = None) -> RunResult:
+    """Train and evaluate ``spec``; log everything to MLflow when ``ctx.tracking_uri`` is set.
+
+    With ``ctx.checkpoint_dir`` the training state is saved under ``<checkpoint_dir>/<config_hash>/`` after
+    every epoch; an interrupted run resumes from there (continuing its MLflow run) and ends with the metrics
+    of an uninterrupted one. The state is deleted once the run finished unless ``ctx.keep_checkpoints``.
+    A failure marks the MLflow run FAILED (KILLED when interrupted) and is raised again.
     """
     load_plugins()
-    device = device or pick_device()
+    device = device or pick_device(ctx.device)
     seed_everything(spec.seed)
-    config = spec.config()
-    digest = spec.config_hash
-    rank = distributed.rank()
-    ckpt = Checkpointer(Path(checkpoint_dir) / digest) if checkpoint_dir is not None else None
-    state = ckpt.load(device) if ckpt is not None else None
-    run = (
-        _open_run(spec, config, digest, uri, experiment, device, parent_run_id, state)
-        if uri and rank == 0
-        else None
-    )
-
-    def save(train_state: dict[str, Any]) -> None:
-        if rank == 0:
-            ckpt.save({**train_state, "config_hash": digest, "run_id": run.run_id if run else None})
-
+    lead = distributed.rank() == 0
+    ckpt = Checkpointer(Path(ctx.checkpoint_dir) / spec.config_hash) if ctx.checkpoint_dir else None
+    state = (ckpt.load(device) if ckpt is not None else None) or TrainState(spec.config_hash)
+    run = _open_run(spec, ctx, device, state) if ctx.tracking_uri and lead else None
+    if run is not None:
+        state.run_id = run.run_id
     try:
-        metrics = _train_and_evaluate(
-            spec,
-            data_root,
-            device,
-            show_progress and rank == 0,
-            run,
-            state,
-            save if ckpt is not None else None,
-            allow_partial,
-        )
+        metrics = _fit_and_evaluate(spec, ctx, device, state, run, ckpt if lead else None)
     except BaseException as exc:
         if run is not None:
             run.set_tags({"error": f"{type(exc).__name__}: {exc}"[:5000]})
@@ -105,34 +89,25 @@ def execute(
     if run is not None:
         run.log_metrics(metrics)
         run.finish()
-    if ckpt is not None and not keep_checkpoint and rank == 0:
+    if ckpt is not None and lead and not ctx.keep_checkpoints:
         ckpt.clear()
-    return RunResult(spec, metrics, run.run_id if run else None)
+    return RunResult(spec, metrics, run.run_id if run is not None else None)
 
 
-def _open_run(
-    spec: RunSpec,
-    config: dict[str, Any],
-    digest: str,
-    uri: str,
-    experiment: str,
-    device: torch.device,
-    parent_run_id: str | None,
-    state: dict[str, Any] | None,
-) -> tracking.Run:
+def _open_run(spec: RunSpec, ctx: RunContext, device: torch.device, state: TrainState) -> tracking.Run:
     """The MLflow run of ``spec``: the interrupted run when resuming from ``state``, else a new one."""
-    if state is not None and state.get("run_id"):
-        run = tracking.Run.reopen(uri, state["run_id"])
+    uri = ctx.tracking_uri
+    if state.started and state.run_id:
+        run = tracking.Run.reopen(uri, state.run_id)
         if run is not None:
-            run.set_tags({"resumed_at_epoch": str(state["epoch"]), **liveness.owner_tags()})
+            run.set_tags({"resumed_at_epoch": str(state.epoch), **liveness.owner_tags()})
             return run
-    exp_id = tracking.prepare(uri, experiment)
     tags = {
         "run_kind": "run",
         "method": spec.method,
         "dataset": spec.dataset,
         "seed": str(spec.seed),
-        "config_hash": digest,
+        "config_hash": spec.config_hash,
         "git_commit": tracking.git_commit(),
         "device": str(device),
         **liveness.owner_tags(),
@@ -140,29 +115,46 @@ def _open_run(
     }
     if distributed.world_size() > 1:
         tags["world_size"] = str(distributed.world_size())
-    run = tracking.Run(uri, exp_id, spec.name, tags, parent_run_id)
+    config = spec.config()
+    run = tracking.Run(uri, tracking.prepare(uri, ctx.experiment), spec.name, tags, ctx.parent_run_id)
     run.log_params(tracking.flatten(to_dict(config)))
     run.log_text(dump_yaml(config), "config.yaml")
-    if state is not None:  # resumed into a new store: replay the curves of the finished epochs
-        run.set_tags({"resumed_at_epoch": str(state["epoch"])})
-        for epoch, values in enumerate(state["result"]["history"]):
+    if state.started:  # resumed into a new store: replay the curves of the finished epochs
+        run.set_tags({"resumed_at_epoch": str(state.epoch)})
+        for epoch, values in enumerate(state.history):
             run.log_metrics(values, step=epoch)
     return run
 
 
-def _train_and_evaluate(
+@dataclass
+class _EpochLog:
+    """After every epoch: the curves and a heartbeat to MLflow, the state to the checkpoint."""
+
+    run: tracking.Run | None
+    ckpt: Checkpointer | None
+
+    def __call__(self, state: TrainState) -> None:
+        if self.run is not None:
+            self.run.log_metrics(state.history[-1], step=state.epoch - 1)
+            self.run.set_tags(liveness.heartbeat_tags())
+        if self.ckpt is not None:
+            self.ckpt.save(state)
+
+
+def _fit_and_evaluate(
     spec: RunSpec,
-    data_root: Path,
+    ctx: RunContext,
     device: torch.device,
-    show_progress: bool,
+    state: TrainState,
     run: tracking.Run | None,
-    state: dict[str, Any] | None = None,
-    save: engine.StateSaver | None = None,
-    allow_partial: bool = False,
+    ckpt: Checkpointer | None,
 ) -> dict[str, float]:
-    dataset = DATASETS.get(spec.dataset).builder(Path(data_root), allow_partial=allow_partial)
+    dataset = load_dataset(spec.dataset, ctx.data_root, ctx.allow_partial)
+    if dataset.problems and run is not None:
+        run.set_tags({"partial_data": "true"})
     if spec.validation:
         dataset = validation_split(dataset, spec.validation)
+    show = ctx.show_progress and distributed.rank() == 0
     # each rank gets its slice of the same global batch (and its augmentation draws)
     data = DataModule(
         dataset,
@@ -171,12 +163,11 @@ def _train_and_evaluate(
         spec.seed,
         rank=distributed.rank(),
         world_size=distributed.world_size(),
-        show_progress=show_progress,
+        show_progress=show,
     )
     entry = METHODS.get(spec.method)
-    model = entry.builder(
-        method_config(spec.method, spec.protocol.method), spec.protocol, dataset.info, data.num_classes
-    ).to(device)
+    knobs = method_config(spec.method, spec.protocol.method)
+    model = entry.builder(knobs, spec.protocol, dataset.info, data.num_classes).to(device)
     if distributed.world_size() > 1:
         model = distributed.sync_batchnorm(model, device)
     criterion_terms = entry.meta.get("loss_terms")
@@ -186,22 +177,18 @@ def _train_and_evaluate(
         _embedding_dim(model, data),
         criterion_terms(spec.protocol) if criterion_terms else None,
     ).to(device)
-    params = sum(p.numel() for p in model.parameters())
-
-    def on_epoch(epoch: int, values: dict[str, float]) -> None:
-        if run is not None:
-            run.log_metrics(values, step=epoch)
-            run.set_tags(liveness.heartbeat_tags())
-
-    fit = engine.fit(model, criterion, data, spec.protocol, device, on_epoch, show_progress, state, save)
-    metrics = evaluate(model, data)
+    log = _EpochLog(run, ckpt)
+    # every rank takes part in a snapshot (it gathers the RNG states); only the lead rank saves it
+    snapshot = ctx.checkpoint_dir is not None
+    state = engine.fit(model, criterion, data, spec.protocol, device, state, log, show, snapshot)
+    metrics = evaluate(model, data.eval_set("query"), data.eval_set("gallery"), spec.protocol.eval)
     gflops = forward_gflops(model, next(data.eval_batches("query", 2)))  # inference GFLOPs per sample
     metrics.update(
-        params=float(params),
+        params=float(count_params(model)),
         gflops=gflops,
-        train_time_s=fit.train_time_s,
-        train_samples_per_s=fit.samples_per_s,
-        train_images_per_s=fit.samples_per_s * len(data.modalities),
+        train_time_s=state.train_time_s,
+        train_samples_per_s=state.samples_per_s,
+        train_images_per_s=state.samples_per_s * len(data.modalities),
     )
     return metrics
 

@@ -61,31 +61,31 @@ def assert_method_learns(method: str, dataset, vocab: Path, epochs: int = 6) -> 
     its mAP must beat a random embedding 4x and the same untrained model by 0.05."""
     import torch
 
-    from reidbench.runner import execute
+    from reidbench.context import RunContext
+    from reidbench.runner import run_one
     from reidbench.spec import make_spec
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the test machine is shared: one thread does not spin-wait
     try:
         tiny = tiny_method(method, vocab)
-        untrained = execute(
-            make_spec(method, "synthetic", 0, ["train.epochs=0", "train.stages=[]", *tiny]),
-            Path("unused"),
-            None,
-            device=torch.device("cpu"),
-            show_progress=False,
-        ).metrics
-        trained = execute(
-            make_spec(method, "synthetic", 0, [f"train.epochs={epochs}", *tiny]),
-            Path("unused"),
-            None,
-            device=torch.device("cpu"),
-            show_progress=False,
-        ).metrics
+        ctx, cpu = RunContext(Path("unused")), torch.device("cpu")
+        untrained = run_one(
+            make_spec(method, "synthetic", 0, ["train.epochs=0", "train.stages=[]", *tiny]), ctx, cpu
+        )
+        trained = run_one(make_spec(method, "synthetic", 0, [f"train.epochs={epochs}", *tiny]), ctx, cpu)
     finally:
         torch.set_num_threads(threads)
     chance = random_embedding_map(dataset)
     assert 0.02 < chance < 0.08
+    trained, untrained = trained.metrics, untrained.metrics
     assert trained["mAP"] > 4 * chance, (method, trained["mAP"], chance)
     assert trained["mAP"] > untrained["mAP"] + 0.05, (method, trained["mAP"], untrained["mAP"])
     return trained
+
+
+def evaluate_data(model, data):
+    """``evaluate`` on a DataModule's own query and gallery under its protocol's evaluation settings."""
+    from reidbench.evaluation import evaluate
+
+    return evaluate(model, data.eval_set("query"), data.eval_set("gallery"), data.protocol.eval)

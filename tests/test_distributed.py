@@ -114,7 +114,8 @@ def test_two_gloo_processes_train_like_one(tmp_path, mlflow_uri):
     from mlflow.tracking import MlflowClient
 
     from reidbench import tracking
-    from reidbench.runner import execute
+    from reidbench.context import RunContext
+    from reidbench.runner import run_one
     from reidbench.spec import make_spec
     from reidbench.sweeps.executors import Job, LocalPool
     from reidbench.train.checkpoint import Checkpointer
@@ -135,42 +136,29 @@ def test_two_gloo_processes_train_like_one(tmp_path, mlflow_uri):
         ],
     )
     digest = spec.config_hash
-    single = execute(
+    single = run_one(
         spec,
-        Path("unused"),
-        None,
-        device=torch.device("cpu"),
-        show_progress=False,
-        checkpoint_dir=tmp_path / "one",
-        keep_checkpoint=True,
+        RunContext(Path("unused"), checkpoint_dir=tmp_path / "one", keep_checkpoints=True),
+        torch.device("cpu"),
     )
     tracking.prepare(mlflow_uri, "reidbench")  # the parent creates the store before the workers start
-    job = Job(
-        spec,
-        Path("unused"),
-        mlflow_uri,
-        "reidbench",
-        checkpoint_dir=tmp_path / "two",
-        keep_checkpoint=True,
-        device="cpu",
-        nprocs=WORLD,
+    ctx = RunContext(
+        Path("unused"), mlflow_uri, device="cpu", checkpoint_dir=tmp_path / "two", keep_checkpoints=True
     )
-    (outcome,) = LocalPool([None], tmp_path / "jobs").run([job])
+    (outcome,) = LocalPool([None], tmp_path / "jobs", nprocs=WORLD).run([Job(spec, ctx, WORLD)])
     assert outcome.ok, f"{outcome.error}\n{outcome.log.read_text()[-3000:]}"
 
     one = Checkpointer(tmp_path / "one" / digest).load()
     two = Checkpointer(tmp_path / "two" / digest).load()
-    loss_one = [h["train_loss"] for h in one["result"]["history"]]
-    loss_two = [h["train_loss"] for h in two["result"]["history"]]
-    weight_diff = max(
-        (one["model"][k].float() - two["model"][k].float()).abs().max().item() for k in one["model"]
-    )
+    loss_one = [h["train_loss"] for h in one.history]
+    loss_two = [h["train_loss"] for h in two.history]
+    weight_diff = max((one.model[k].float() - two.model[k].float()).abs().max().item() for k in one.model)
     metric_diff = {k: abs(single.metrics[k] - outcome.metrics[k]) for k in ("mAP", "rank1", "mINP")}
     print(
         f"\nDDP x{WORLD} vs 1 process: train_loss {loss_one} vs {loss_two}; max |weight diff| {weight_diff:.2e}; "
         f"|metric diff| {metric_diff}"
     )
-    assert two["result"]["samples_seen"] == one["result"]["samples_seen"]  # the same global batches
+    assert two.samples_seen == one.samples_seen  # the same global batches
     assert loss_two == pytest.approx(loss_one, rel=1e-4) and loss_one[1] < loss_one[0]
     assert weight_diff < 1e-4
     # near-tied distances of a barely trained model: one query's rank-1 may flip (1/96), mAP moves by < 1e-3

@@ -4,6 +4,7 @@ import json
 import sys
 from pathlib import Path
 
+from reidbench.context import RunContext
 from reidbench.spec import make_spec
 from reidbench.sweeps.executors import Job, LocalPool, worker_command
 from tests.conftest import TINY
@@ -47,13 +48,13 @@ def command(job_dir: Path) -> list[str]:
 def test_pool_runs_each_job_on_its_own_devices_and_reports_failures(tmp_path):
     spec = make_spec("late_fusion", "synthetic", 0, TINY)
     broken = make_spec("late_fusion", "rgbnt100", 0, TINY)  # no data under the data root: fails in the worker
-    jobs = [Job(spec, tmp_path, None, "reidbench", device="cpu") for _ in range(4)]
-    jobs.append(Job(broken, tmp_path / "empty", None, "reidbench", device="cpu"))
+    jobs = [Job(spec, RunContext(tmp_path, device="cpu")) for _ in range(4)]
+    jobs.append(Job(broken, RunContext(tmp_path / "empty", device="cpu")))
     pool = LocalPool([["0", "1"], ["2", "3"]], tmp_path / "jobs", command=command, poll_s=0.05)
     done = []
     outcomes = pool.run(jobs, done.append)
 
-    assert len(done) == 5 and [o.job for o in outcomes] == jobs
+    assert len(done) == 5 and [o.spec for o in outcomes] == [job.spec for job in jobs]
     assert [o.ok for o in outcomes] == [True, True, False, True, False]
     assert [o.metrics["mAP"] for o in outcomes if o.ok] == [0.0, 0.1, 0.3]
     assert outcomes[2].error == "RuntimeError: boom"

@@ -82,7 +82,7 @@ def test_sweep_leaves_a_live_run_alone_unless_told(monkeypatch, capsys, mlflow_u
         raise AssertionError("a point another sweep is training was trained again")
 
     with monkeypatch.context() as m:
-        m.setattr(runner, "_train_and_evaluate", must_not_train)
+        m.setattr(runner, "_fit_and_evaluate", must_not_train)
         code, out = run_cli(monkeypatch, capsys, *args)
     assert code == 0, out
     said = " ".join(out.split())  # the console wraps long lines

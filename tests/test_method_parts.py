@@ -176,11 +176,12 @@ def test_flop_counts_by_hand():
 
 def test_a_run_logs_gflops(synthetic_dataset, mlflow_uri):
     from reidbench import tracking
-    from reidbench.runner import execute
+    from reidbench.context import RunContext
+    from reidbench.runner import run_one
     from reidbench.spec import make_spec
 
     spec = make_spec("single_modality", "synthetic", 0, [*TINY, "train.max_steps_per_epoch=1"])
-    result = execute(spec, Path("unused"), mlflow_uri, "t", torch.device("cpu"), show_progress=False)
+    result = run_one(spec, RunContext(Path("unused"), mlflow_uri, "t"), torch.device("cpu"))
     # single ViT (patch 8, dim 64, depth 2) on 32 patches + CLS: per-sample GFLOPs by hand
     tokens, dim, hidden = 33, 64, 256
     per_block = 2 * tokens * (dim * 3 * dim + dim * dim + 2 * dim * hidden) + 2 * 2 * tokens * tokens * dim

@@ -17,7 +17,7 @@ from reidbench.protocol import build_protocol
 from reidbench.registry import METHODS, load_plugins
 from reidbench.spec import make_spec, method_config
 from reidbench.train.losses import Criterion
-from tests.presets import tiny_method, write_vocab
+from tests.presets import evaluate_data, tiny_method, write_vocab
 
 ALL = ["early_fusion", "graft", "late_fusion", "mmet", "multi_stream_vit", "single_modality"]
 SMALL = ["sampler.p=3", "sampler.k=2"]
@@ -309,8 +309,12 @@ def test_graft_stage_one_freezes_the_backbone_and_stage_two_trains_it(synthetic_
         spec.protocol,
         torch.device("cpu"),
         show_progress=False,
-        on_epoch=lambda e, m: after_stage.append(
-            {"backbone": snapshot(model.backbone), "encoders": snapshot(model.encoders), "lr": m["lr"]}
+        on_epoch=lambda state: after_stage.append(
+            {
+                "backbone": snapshot(model.backbone),
+                "encoders": snapshot(model.encoders),
+                "lr": state.history[-1]["lr"],
+            }
         ),
     )
 
@@ -380,7 +384,6 @@ def test_graft_drop_missing_averages_the_present_modalities():
 
 @pytest.mark.parametrize("method", ["graft", "mmet"])
 def test_drop_missing_evaluation_runs_every_setting(method, synthetic_dataset, vocab):
-    from reidbench.evaluation import evaluate
 
     spec = make_spec(
         method,
@@ -404,7 +407,7 @@ def test_drop_missing_evaluation_runs_every_setting(method, synthetic_dataset, v
             synthetic_dataset.info,
             data.num_classes,
         )
-        results[drop] = evaluate(model, data)
+        results[drop] = evaluate_data(model, data)
     for key in ("mAP", "mAP@no_nir", "mAP@no_rgb", "mAP@rgb->nir", "mAP@nir->rgb"):
         assert 0 <= results[True][key] <= 1
     assert results[True]["mAP"] == pytest.approx(results[False]["mAP"])  # all modalities: the same model

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from reidbench.context import RunContext
 from reidbench.data.module import DataModule
-from reidbench.runner import execute
+from reidbench.runner import run_one
 from reidbench.spec import make_spec
 from reidbench.train.checkpoint import Checkpointer
 from tests.test_cli import run_cli
@@ -40,7 +41,7 @@ def losses(uri, run_id):
 def baseline(tmp_path_factory):
     """The uninterrupted run: metrics and per-epoch training loss."""
     uri = f"sqlite:///{tmp_path_factory.mktemp('baseline') / 'mlflow.db'}"
-    result = execute(spec(), Path("unused"), uri, device=CPU, show_progress=False)
+    result = run_one(spec(), RunContext(Path("unused"), uri), CPU)
     return result.metrics, losses(uri, result.run_id)
 
 
@@ -52,17 +53,18 @@ def test_injected_crash_after_epoch_1_of_3_resumes_to_identical_metrics(
 
     def crash_after_first_epoch(self, state):
         save(self, state)
-        if state["epoch"] == 1:
+        if state.epoch == 1:
             raise RuntimeError("injected crash after epoch 1")
 
     monkeypatch.setattr(Checkpointer, "save", crash_after_first_epoch)
+    ctx = RunContext(Path("unused"), mlflow_uri, checkpoint_dir=ckpt_root)
     with pytest.raises(RuntimeError, match="injected crash"):
-        execute(spec(), Path("unused"), mlflow_uri, device=CPU, show_progress=False, checkpoint_dir=ckpt_root)
+        run_one(spec(), ctx, CPU)
     monkeypatch.undo()
     folder = ckpt_root / spec().config_hash
     state = Checkpointer(folder).load()
-    assert (state["epoch"], state["stage"], state["step"]) == (1, 0, 2)
-    failed = client(mlflow_uri).get_run(state["run_id"])
+    assert (state.epoch, state.stage, state.step) == (1, 0, 2)
+    failed = client(mlflow_uri).get_run(state.run_id)
     assert failed.info.status == "FAILED" and "injected crash" in failed.data.tags["error"]
 
     epochs = []
@@ -73,14 +75,12 @@ def test_injected_crash_after_epoch_1_of_3_resumes_to_identical_metrics(
         return batches(self, epoch)
 
     monkeypatch.setattr(DataModule, "train_batches", record)
-    result = execute(
-        spec(), Path("unused"), mlflow_uri, device=CPU, show_progress=False, checkpoint_dir=ckpt_root
-    )
+    result = run_one(spec(), ctx, CPU)
     assert epochs == [1, 2]  # resumed, not retrained
     metrics, curve = baseline
     assert {k: result.metrics[k] for k in METRICS} == {k: metrics[k] for k in METRICS}
     run = client(mlflow_uri).get_run(result.run_id)
-    assert result.run_id == state["run_id"] and run.info.status == "FINISHED"
+    assert result.run_id == state.run_id and run.info.status == "FINISHED"
     assert run.data.tags["resumed_at_epoch"] == "1"
     assert losses(mlflow_uri, result.run_id) == curve  # the same curve, each epoch logged once
     assert not folder.exists()  # the state of a finished run is deleted
@@ -123,8 +123,8 @@ def test_killed_process_resumes_to_identical_metrics(baseline, tmp_path, monkeyp
         proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
     state = Checkpointer(state_file.parent).load()
-    assert 1 <= state["epoch"] < 3
-    assert client(mlflow_uri).get_run(state["run_id"]).info.status == "RUNNING"  # killed hard
+    assert 1 <= state.epoch < 3
+    assert client(mlflow_uri).get_run(state.run_id).info.status == "RUNNING"  # killed hard
 
     code, out = run_cli(monkeypatch, capsys, *args)
     assert code == 0, out
@@ -132,8 +132,8 @@ def test_killed_process_resumes_to_identical_metrics(baseline, tmp_path, monkeyp
     runs = client(mlflow_uri).search_runs(
         [client(mlflow_uri).get_experiment_by_name("reidbench").experiment_id]
     )
-    assert [r.info.run_id for r in runs] == [state["run_id"]]  # the killed run was continued
+    assert [r.info.run_id for r in runs] == [state.run_id]  # the killed run was continued
     assert runs[0].info.status == "FINISHED"
     metrics, curve = baseline
     assert {k: runs[0].data.metrics[k] for k in METRICS} == {k: float(metrics[k]) for k in METRICS}
-    assert losses(mlflow_uri, state["run_id"]) == curve
+    assert losses(mlflow_uri, state.run_id) == curve

@@ -11,7 +11,8 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from reidbench import tracking
-from reidbench.runner import execute
+from reidbench.context import RunContext
+from reidbench.runner import run_one
 from reidbench.spec import make_spec
 from reidbench.sweeps.executors import Job, Slurm
 
@@ -28,12 +29,11 @@ def wait_for(condition, what, timeout_s=600.0):
 
 def test_preempted_slurm_job_is_requeued_and_resumes_to_identical_metrics(tmp_path, mlflow_uri):
     spec = make_spec("late_fusion", "synthetic", 0, OVERRIDES)
-    baseline = execute(spec, Path("unused"), None, device=torch.device("cpu"), show_progress=False)
+    baseline = run_one(spec, RunContext(Path("unused")), torch.device("cpu"))
 
     tracking.prepare(mlflow_uri, "reidbench")
-    job = Job(
-        spec, Path("unused"), mlflow_uri, "reidbench", checkpoint_dir=tmp_path / "checkpoints", device="cpu"
-    )
+    ctx = RunContext(Path("unused"), mlflow_uri, checkpoint_dir=tmp_path / "checkpoints", device="cpu")
+    job = Job(spec, ctx)
     slurm = Slurm(tmp_path / "slurm", timeout_min=30, cluster="local", use_gpus=False, poll_s=0.2)
     outcomes = []
     runner = threading.Thread(target=lambda: outcomes.extend(slurm.run([job])))

@@ -67,7 +67,7 @@ def test_ablate_end_to_end_then_rerun_trains_nothing(monkeypatch, capsys, mlflow
     def must_not_train(*args, **kwargs):
         raise AssertionError("a finished point was trained again")
 
-    monkeypatch.setattr(runner, "_train_and_evaluate", must_not_train)
+    monkeypatch.setattr(runner, "_fit_and_evaluate", must_not_train)
     code, out = run_cli(monkeypatch, capsys, *args)
     assert code == 0, out
     assert "2 point(s): 2 finished (skipped), 0 reused from other sweeps, 0 to train" in out

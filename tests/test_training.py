@@ -2,11 +2,11 @@ import torch
 
 from methods.late_fusion import LateFusionConfig, late_fusion
 from reidbench.data.module import DataModule
-from reidbench.evaluation import evaluate
 from reidbench.protocol import build_protocol
 from reidbench.train.engine import fit, lr_factor
 from reidbench.train.losses import Criterion, batch_hard_triplet
 from tests.conftest import TINY
+from tests.presets import evaluate_data
 
 
 def _setup(dataset, *overrides):
@@ -55,7 +55,7 @@ def test_fit_runs_stages_and_freezes(synthetic_dataset):
         data,
         protocol,
         torch.device("cpu"),
-        on_epoch=lambda e, m: logged.append((e, m)),
+        on_epoch=lambda state: logged.append((state.epoch - 1, state.history[-1])),
         show_progress=False,
     )
     assert [e for e, _ in logged] == [0, 1]
@@ -63,7 +63,7 @@ def test_fit_runs_stages_and_freezes(synthetic_dataset):
     assert all(torch.isfinite(torch.tensor(m["train_loss"])) for _, m in logged)
     after = list(model.encoders.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))  # stage 2 trained them
-    metrics = evaluate(model, data)
+    metrics = evaluate_data(model, data)
     assert 0 <= metrics["mAP"] <= 1 and metrics["num_valid_queries"] == 96
 
 
@@ -97,7 +97,7 @@ def test_missing_modality_and_cross_modal_settings(synthetic_dataset):
     protocol, data, model = _setup(
         synthetic_dataset, "eval.missing_modality=true", "eval.cross_modal=[rgb->nir+tir]"
     )
-    metrics = evaluate(model, data)
+    metrics = evaluate_data(model, data)
     assert {"mAP", "mAP@no_tir", "rank1@no_rgb_nir", "mAP@rgb->nir+tir"} <= set(metrics)
     assert len([k for k in metrics if k.startswith("mAP")]) == 1 + 6 + 1
     # zero-filling a modality changes the embedding, so the numbers differ from the full setting
@@ -109,7 +109,7 @@ def test_zero_fill_convention_matches_a_hand_made_batch(synthetic_dataset):
 
     protocol, data, model = _setup(synthetic_dataset)
     model.eval()
-    got = extract(model, data, "query", 32, keep=("rgb", "nir"))
+    got = extract(model, data.eval_set("query"), 32, keep=("rgb", "nir"))
     batch = next(data.eval_batches("query", 32))
     batch["tir"] = torch.zeros_like(batch["tir"])
     with torch.no_grad():
@@ -132,8 +132,8 @@ def test_evaluate_reports_rerank_and_matches_rank_metrics(synthetic_dataset):
     from reidbench.evaluation.features import extract
 
     protocol, data, model = _setup(synthetic_dataset, "eval.rerank=true")
-    metrics = evaluate(model, data)
-    qf, gf = extract(model, data, "query", 64), extract(model, data, "gallery", 64)
+    metrics = evaluate_data(model, data)
+    qf, gf = extract(model, data.eval_set("query"), 64), extract(model, data.eval_set("gallery"), 64)
     from reidbench.evaluation.metrics import pairwise_distance
 
     plain = rank_metrics(

@@ -21,6 +21,7 @@ from reidbench.data.host import normalise_numpy, parallel
 from reidbench.data.sampler import PKSampler
 from reidbench.data.types import Dataset, Sample, relabel
 from reidbench.errors import UserError
+from reidbench.evaluation.features import EvalSet
 from reidbench.protocol import Protocol
 
 Batch = dict[str, object]
@@ -219,13 +220,22 @@ class DataModule:
             index = torch.arange(start, end, device=self.device)
             yield self._labels(batch, enc, index, pid=enc.pids[index])
 
+    def eval_set(self, split: str) -> EvalSet:
+        """``split`` (query / gallery) as an evaluation set; on RGBNT201 the gallery is the query set."""
+        if split == "gallery" and self.gallery is self.query:
+            split = "query"
+        enc: EncodedSplit = getattr(self, split)
+        return EvalSet(
+            tuple(self.modalities),
+            enc.pids,
+            enc.camids,
+            enc.sceneids,
+            lambda batch_size, drop=(): self.eval_batches(split, batch_size, drop),
+            self.device,
+        )
+
     def _labels(self, batch: Batch, enc: EncodedSplit, index: torch.Tensor, pid: torch.Tensor) -> Batch:
         batch.update(pid=pid, camid=enc.camids[index], sceneid=enc.sceneids[index], index=index)
         if self.protocol.data.text:
             batch["text"] = [enc.captions[i] or "" for i in index.tolist()]
         return batch
-
-
-def split_labels(split: EncodedSplit) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(pids, camids, sceneids) of a split as NumPy arrays."""
-    return split.pids.cpu().numpy(), split.camids.cpu().numpy(), split.sceneids.cpu().numpy()

@@ -1,23 +1,50 @@
-"""Feature extraction and the end-to-end evaluation of a model on a DataModule's query / gallery."""
+"""Feature extraction and the end-to-end evaluation of a model on a query and a gallery set.
+
+The sets are :class:`EvalSet` s: labels plus a source of un-augmented, normalised batches. Evaluation
+does not know where they came from (the training dataset's test split, another dataset, a validation
+split), so the same code scores a model in-domain, cross-domain or from saved weights.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reidbench.data.module import DataModule
 from reidbench.evaluation.metrics import RankMetrics, rank_metrics, rank_metrics_from_features
 from reidbench.evaluation.rerank import k_reciprocal_rerank
 from reidbench.evaluation.settings import Setting, cross_modal_settings, missing_modality_settings
 from reidbench.parallel import distributed
+from reidbench.protocol import EvalCfg
+
+Batch = dict[str, object]
+# (batch size, modalities to zero-fill) -> batches in set order, each with an ``index`` tensor
+BatchSource = Callable[[int, tuple[str, ...]], Iterator[Batch]]
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """A query or gallery set: its modalities, labels (on ``device``) and un-augmented batches."""
+
+    modalities: tuple[str, ...]
+    pids: torch.Tensor
+    camids: torch.Tensor
+    sceneids: torch.Tensor
+    batches: BatchSource
+    device: torch.device
+
+    def __len__(self) -> int:
+        return len(self.pids)
 
 
 @torch.no_grad()
 def extract(
-    model: nn.Module, data: DataModule, split: str, batch_size: int, keep: tuple[str, ...] | None = None
+    model: nn.Module, data: EvalSet, batch_size: int, keep: tuple[str, ...] | None = None
 ) -> torch.Tensor:
-    """L2-normalised embeddings of ``split`` (float32), batched, no grad, bf16 on GPU.
+    """L2-normalised embeddings of ``data`` (float32), batched, no grad, bf16 on GPU.
 
     ``keep``: the modalities the model sees (default all); the others are zero-filled, or left out
     of the batch for a model with ``drops_missing_modalities``. Under torch.distributed each rank
@@ -29,7 +56,7 @@ def extract(
     feats, index = [], []
     use_amp = data.device.type == "cuda"
     rank, world = distributed.rank(), distributed.world_size()
-    for i, batch in enumerate(data.eval_batches(split, batch_size, () if omit else dropped)):
+    for i, batch in enumerate(data.batches(batch_size, () if omit else dropped)):
         if i % world != rank:
             continue
         for m in dropped if omit else ():
@@ -44,9 +71,9 @@ def extract(
     return F.normalize(torch.cat(feats), dim=1)
 
 
-def settings_of(data: DataModule) -> list[Setting]:
-    """The protocol's evaluation settings: all modalities first, then missing / cross-modal ones."""
-    cfg, mods = data.protocol.eval, data.modalities
+def eval_settings(modalities: tuple[str, ...], cfg: EvalCfg) -> list[Setting]:
+    """The evaluation settings ``cfg`` asks for: all modalities first, then missing / cross-modal ones."""
+    mods = list(modalities)
     out = [Setting("all", tuple(mods), tuple(mods))]
     if cfg.missing_modality and len(mods) > 1:
         out += missing_modality_settings(mods)
@@ -55,25 +82,25 @@ def settings_of(data: DataModule) -> list[Setting]:
     return out
 
 
-def evaluate(model: nn.Module, data: DataModule) -> dict[str, float]:
-    """Metrics of ``model`` in every setting: ``mAP``, ``rank1``.. for all modalities, ``mAP@<setting>`` else."""
-    cfg = data.protocol.eval
+def evaluate(model: nn.Module, query: EvalSet, gallery: EvalSet, cfg: EvalCfg) -> dict[str, float]:
+    """Metrics of ``model`` in every setting of ``cfg``: ``mAP``, ``rank1``.. for all modalities,
+    ``mAP@<setting>`` for the others. ``gallery is query`` (RGBNT201) embeds the set once."""
     cache: dict[tuple[str, tuple[str, ...]], torch.Tensor] = {}
 
-    def feats(split: str, keep: tuple[str, ...]) -> torch.Tensor:
-        if split == "gallery" and data.gallery is data.query:
-            split = "query"
-        if (split, keep) not in cache:
-            cache[(split, keep)] = extract(model, data, split, cfg.batch_size, keep)
-        return cache[(split, keep)]
+    def feats(side: str, keep: tuple[str, ...]) -> torch.Tensor:
+        data = query if side == "query" or gallery is query else gallery
+        key = ("query" if data is query else "gallery", keep)
+        if key not in cache:
+            cache[key] = extract(model, data, cfg.batch_size, keep)
+        return cache[key]
 
     labels = {
-        "q_pids": data.query.pids,
-        "g_pids": data.gallery.pids,
-        "q_camids": data.query.camids,
-        "g_camids": data.gallery.camids,
-        "q_sceneids": data.query.sceneids,
-        "g_sceneids": data.gallery.sceneids,
+        "q_pids": query.pids,
+        "g_pids": gallery.pids,
+        "q_camids": query.camids,
+        "g_camids": gallery.camids,
+        "q_sceneids": query.sceneids,
+        "g_sceneids": gallery.sceneids,
         "junk": cfg.junk,
         "max_rank": cfg.max_rank,
         "same_set": cfg.same_set,
@@ -84,11 +111,11 @@ def evaluate(model: nn.Module, data: DataModule) -> dict[str, float]:
         return {f"{k}{suffix}": v for k, v in result.as_dict().items()}
 
     metrics: dict[str, float] = {}
-    for setting in settings_of(data):
+    for setting in eval_settings(query.modalities, cfg):
         qf, gf = feats("query", setting.query), feats("gallery", setting.gallery)
         metrics.update(suffixed(rank_metrics_from_features(qf, gf, **labels), setting.name))
     if cfg.rerank:
-        qf, gf = feats("query", tuple(data.modalities)), feats("gallery", tuple(data.modalities))
+        qf, gf = feats("query", query.modalities), feats("gallery", query.modalities)
         dist = k_reciprocal_rerank(qf, gf, k1=cfg.rerank_k1, k2=cfg.rerank_k2, lambda_value=cfg.rerank_lambda)
         metrics.update(suffixed(rank_metrics(dist, **labels), "rerank"))
     return metrics

@@ -1,7 +1,9 @@
 """Where sweep points run: in this process, in a local pool of GPU subprocesses, or on Slurm (submitit).
 
-Every executor takes a list of :class:`Job` and returns one :class:`Outcome` per job (a failed point is an
-outcome with an error, never an exception), calling ``on_done`` as each one ends.
+Every executor takes a list of :class:`Job` and returns one :class:`RunResult` per job (a failed point is a
+result with an error, never an exception), calling ``on_done`` as each one ends. ``shows_run_progress``
+says whether the runs' own progress bars reach the user (only for runs in this process); otherwise the
+sweep shows one bar over its points.
 """
 
 from __future__ import annotations
@@ -20,41 +22,37 @@ from typing import Any, Protocol
 import submitit
 
 from reidbench.config import parse_override
+from reidbench.context import RunResult
 from reidbench.errors import UserError
 from reidbench.parallel import distributed, launch
-from reidbench.runner import RunResult, execute, pick_device
 from reidbench.sweeps import jobs as jobs_io
-from reidbench.sweeps.jobs import Job, Outcome
+from reidbench.sweeps.jobs import Job
 
-__all__ = ["InProcess", "Job", "LocalPool", "Outcome", "Slurm", "build", "run_job"]
+__all__ = ["Executor", "InProcess", "Job", "LocalPool", "Slurm", "build", "run_job"]
 
 
-OnDone = Callable[[Outcome], None]
+OnDone = Callable[[RunResult], None]
 
 
 class Executor(Protocol):
-    def run(self, jobs: list[Job], on_done: OnDone | None = None) -> list[Outcome]: ...
+    """Runs jobs somewhere; says how many processes each run gets and whether its progress bars show."""
+
+    nprocs: int  # processes (ranks) per run
+    shows_run_progress: bool  # the runs' own progress bars reach the user (runs in this process)
+
+    def run(self, jobs: list[Job], on_done: OnDone | None = None) -> list[RunResult]: ...
 
 
 def run_job(job: Job) -> RunResult:
-    """Run ``job`` here; joins the process group first when a torchrun-style environment says so."""
+    """Run ``job`` in this process; joins the process group first when a torchrun-style environment says so."""
+    from reidbench.runner import pick_device, run_one
+
     env = distributed.env_from_os()
-    device = distributed.device_for(env, pick_device(job.device))
+    device = distributed.device_for(env, pick_device(job.context.device))
     if env is not None:
         distributed.init(env, device)
     try:
-        return execute(
-            job.spec,
-            job.data_root,
-            job.uri,
-            job.experiment,
-            device,
-            job.show_progress,
-            job.parent_run_id,
-            job.checkpoint_dir,
-            job.keep_checkpoint,
-            job.allow_partial,
-        )
+        return run_one(job.spec, job.context, device)
     finally:
         if env is not None:
             distributed.shutdown()
@@ -64,18 +62,20 @@ def run_job(job: Job) -> RunResult:
 class InProcess:
     """Runs the jobs one after the other in this process (the default on CPU)."""
 
-    def run(self, jobs: list[Job], on_done: OnDone | None = None) -> list[Outcome]:
-        outcomes = []
+    nprocs: int = 1
+    shows_run_progress: bool = True
+
+    def run(self, jobs: list[Job], on_done: OnDone | None = None) -> list[RunResult]:
+        results = []
         for job in jobs:
             try:
                 result = run_job(job)
-                outcome = Outcome(job, result.metrics, result.run_id)
             except Exception as exc:  # the run is marked FAILED in MLflow; the sweep goes on
-                outcome = Outcome(job, error=jobs_io.describe(exc))
-            outcomes.append(outcome)
+                result = RunResult(job.spec, error=jobs_io.describe(exc))
+            results.append(result)
             if on_done:
-                on_done(outcome)
-        return outcomes
+                on_done(result)
+        return results
 
 
 def worker_command(job_dir: Path) -> list[str]:
@@ -93,14 +93,16 @@ class LocalPool:
 
     slots: list[list[str] | None]
     work_dir: Path
+    nprocs: int = 1
     command: Callable[[Path], list[str]] = worker_command
     poll_s: float = 0.2
+    shows_run_progress: bool = False
 
-    def run(self, jobs: list[Job], on_done: OnDone | None = None) -> list[Outcome]:
+    def run(self, jobs: list[Job], on_done: OnDone | None = None) -> list[RunResult]:
         queue = deque(enumerate(jobs))
         free = list(range(len(self.slots)))
         running: dict[int, tuple[subprocess.Popen, Job, Path, Any, int]] = {}
-        outcomes: dict[int, Outcome] = {}
+        results: dict[int, RunResult] = {}
         try:
             while queue or running:
                 while queue and free:
@@ -120,17 +122,17 @@ class LocalPool:
                     if proc.poll() is None:
                         continue
                     log.close()
-                    outcomes[index] = jobs_io.read_outcome(job, job_dir, proc.returncode)
+                    results[index] = jobs_io.read_result(job, job_dir, proc.returncode)
                     del running[slot]
                     free.append(slot)
                     if on_done:
-                        on_done(outcomes[index])
+                        on_done(results[index])
                 if running:
                     time.sleep(self.poll_s)
         except BaseException:
             launch.terminate([proc for proc, *_ in running.values()])
             raise
-        return [outcomes[i] for i in range(len(jobs))]
+        return [results[i] for i in range(len(jobs))]
 
 
 def _safe(name: str) -> str:
@@ -171,6 +173,12 @@ class Slurm:
     cluster: str | None = None
     use_gpus: bool = True  # False for CPU-only runs (--device cpu)
     poll_s: float = 5.0
+    shows_run_progress: bool = False
+
+    @property
+    def nprocs(self) -> int:
+        """Processes (ranks) per run."""
+        return self.gpus_per_run
 
     def executor(self) -> submitit.AutoExecutor:
         executor = submitit.AutoExecutor(folder=self.folder / "%j", cluster=self.cluster)
@@ -188,14 +196,14 @@ class Slurm:
         executor.update_parameters(**params)
         return executor
 
-    def run(self, jobs: list[Job], on_done: OnDone | None = None) -> list[Outcome]:
+    def run(self, jobs: list[Job], on_done: OnDone | None = None) -> list[RunResult]:
         if not jobs:
             return []
         executor = self.executor()
         with executor.batch():
             submitted = [executor.submit(SlurmTask(job)) for job in jobs]
         pending = dict(enumerate(submitted))
-        outcomes: dict[int, Outcome] = {}
+        results: dict[int, RunResult] = {}
         while pending:
             for index, sjob in list(pending.items()):
                 if not sjob.done():
@@ -203,15 +211,17 @@ class Slurm:
                 job = jobs[index]
                 try:
                     data = sjob.results()[0]
-                    outcomes[index] = Outcome(job, data["metrics"], data.get("run_id"), log=sjob.paths.stdout)
+                    results[index] = RunResult(
+                        job.spec, data["metrics"], data.get("run_id"), log=sjob.paths.stdout
+                    )
                 except Exception as exc:  # submitit's FailedJobError carries the remote traceback
-                    outcomes[index] = Outcome(job, error=_last_line(str(exc)), log=sjob.paths.stderr)
+                    results[index] = RunResult(job.spec, error=_last_line(str(exc)), log=sjob.paths.stderr)
                 del pending[index]
                 if on_done:
-                    on_done(outcomes[index])
+                    on_done(results[index])
             if pending:
                 time.sleep(self.poll_s)
-        return [outcomes[i] for i in range(len(jobs))]
+        return [results[i] for i in range(len(jobs))]
 
 
 def _last_line(text: str) -> str:
@@ -271,9 +281,9 @@ def build(
                 f"--gpus {gpus} gives {len(ids)} devices, not a multiple of --gpus-per-run {gpus_per_run}"
             )
         slots = [ids[i : i + gpus_per_run] for i in range(0, len(ids), gpus_per_run)]
-        return LocalPool(slots, _jobs_dir(work_dir))
+        return LocalPool(slots, _jobs_dir(work_dir), gpus_per_run)
     if gpus_per_run > 1:
-        return LocalPool([None], _jobs_dir(work_dir))
+        return LocalPool([None], _jobs_dir(work_dir), gpus_per_run)
     return InProcess()
 
 

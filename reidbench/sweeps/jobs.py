@@ -1,5 +1,5 @@
-"""What the sweep hands to an executor (:class:`Job`) and gets back (:class:`Outcome`), and how a worker
-process reads and writes them. Imports nothing heavy: a launcher process unpickles a job quickly.
+"""What the sweep hands to an executor (:class:`Job`) and gets back (a :class:`RunResult`), and how a
+worker process reads and writes them. Imports nothing heavy: a launcher process unpickles a job quickly.
 """
 
 from __future__ import annotations
@@ -10,39 +10,17 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
+from reidbench.context import RunContext, RunResult
 from reidbench.spec import RunSpec
 
 
-@dataclass
+@dataclass(frozen=True)
 class Job:
-    """One point to train: the spec plus where to log and checkpoint, and how many processes it gets."""
+    """One point to run: its spec, the context it runs in, and how many processes (ranks) it gets."""
 
     spec: RunSpec
-    data_root: Path
-    uri: str | None
-    experiment: str
-    parent_run_id: str | None = None
-    checkpoint_dir: Path | None = None
-    keep_checkpoint: bool = False
-    device: str = "auto"
+    context: RunContext
     nprocs: int = 1
-    show_progress: bool = False
-    allow_partial: bool = False
-
-
-@dataclass
-class Outcome:
-    """How a job ended: metrics and MLflow run id, or the error."""
-
-    job: Job
-    metrics: dict[str, float] | None = None
-    run_id: str | None = None
-    error: str | None = None
-    log: Path | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
 
 
 def describe(exc: BaseException) -> str:
@@ -71,13 +49,13 @@ def write_error(job_dir: Path, rank: int, exc: BaseException) -> None:
     )
 
 
-def read_outcome(job: Job, job_dir: Path, returncode: int) -> Outcome:
-    """The outcome a worker left in ``job_dir`` (result.json, or error-<rank>.json, or the log's tail)."""
+def read_result(job: Job, job_dir: Path, returncode: int) -> RunResult:
+    """The result a worker left in ``job_dir`` (result.json, or error-<rank>.json, or the log's tail)."""
     log = job_dir / "log.txt"
     result = job_dir / "result.json"
     if returncode == 0 and result.is_file():
         data = json.loads(result.read_text())
-        return Outcome(job, data["metrics"], data.get("run_id"), log=log)
+        return RunResult(job.spec, data["metrics"], data.get("run_id"), log=log)
     # the rank that failed first, not the ranks the launcher stopped afterwards (SystemExit)
     errors = [json.loads(p.read_text())["error"] for p in sorted(job_dir.glob("error-*.json"))]
     errors.sort(key=lambda e: e.startswith(("SystemExit", "KeyboardInterrupt")))
@@ -86,4 +64,4 @@ def read_outcome(job: Job, job_dir: Path, returncode: int) -> Outcome:
     else:
         tail = log.read_text(errors="replace").strip().splitlines()[-5:] if log.is_file() else []
         message = f"worker exited with code {returncode}" + (": " + " | ".join(tail) if tail else "")
-    return Outcome(job, error=message, log=log)
+    return RunResult(job.spec, error=message, log=log)

@@ -25,10 +25,10 @@ import yaml
 from rich.console import Console
 
 from reidbench import tracking
+from reidbench.context import RunContext
 from reidbench.errors import UserError
-from reidbench.runner import execute, pick_device
+from reidbench.runner import pick_device, run_one
 from reidbench.spec import make_spec
-from reidbench.sweeps.sweep import Settings
 
 DEFAULT_SPACE: dict[str, dict[str, Any]] = {
     "optim.lr": {"type": "loguniform", "low": 1e-5, "high": 1e-3},
@@ -154,7 +154,7 @@ def tune(
     method: str,
     dataset: str,
     trials: int,
-    settings: Settings,
+    ctx: RunContext,
     space: list[Param],
     *,
     storage: str | None = None,
@@ -183,9 +183,10 @@ def tune(
         load_if_exists=True,
         sampler=optuna.samplers.TPESampler(seed=seed),
     )
-    exp_id = tracking.prepare(settings.uri, settings.experiment)
-    parent = _parent(study, settings, exp_id, method, dataset, storage)
-    device = pick_device(settings.device)
+    exp_id = tracking.prepare(ctx.tracking_uri, ctx.experiment)
+    parent = _parent(study, ctx, exp_id, method, dataset, storage)
+    trial_ctx = ctx.under(parent.run_id)
+    device = pick_device(ctx.device)
 
     def objective(trial: Any) -> float:
         values = {p.key: p.suggest(trial) for p in space}
@@ -196,18 +197,7 @@ def tune(
             + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()),
             highlight=False,
         )
-        result = execute(
-            spec,
-            settings.data_root,
-            settings.uri,
-            settings.experiment,
-            device,
-            settings.show_progress,
-            parent.run_id,
-            settings.checkpoint_dir,
-            settings.keep_checkpoints,
-            settings.allow_partial,
-        )
+        result = run_one(spec, trial_ctx, device)
         trial.set_user_attr("mlflow_run_id", result.run_id)
         console.print(
             f"trial {trial.number}: validation mAP {100 * result.metrics['mAP']:.1f}", highlight=False
@@ -231,12 +221,12 @@ def tune(
 
 
 def _parent(
-    study: Any, settings: Settings, exp_id: str, method: str, dataset: str, storage: str
+    study: Any, ctx: RunContext, exp_id: str, method: str, dataset: str, storage: str
 ) -> tracking.Run:
     """The study's MLflow parent run (its id is kept in the study, so every worker logs under it)."""
     known = study.user_attrs.get("mlflow_parent_run_id")
     if known:
-        run = tracking.Run.reopen(settings.uri, known)
+        run = tracking.Run.reopen(ctx.tracking_uri, known)
         if run is not None:
             return run
     tags = {
@@ -248,7 +238,7 @@ def _parent(
         "optuna_storage": storage.split("@")[-1],
         "git_commit": tracking.git_commit(),
     }
-    run = tracking.Run(settings.uri, exp_id, f"study:{study.study_name}", tags)
+    run = tracking.Run(ctx.tracking_uri, exp_id, f"study:{study.study_name}", tags)
     study.set_user_attr("mlflow_parent_run_id", run.run_id)
     return run
 

@@ -1,10 +1,7 @@
-"""Training-state checkpoints: one file per run under ``results/checkpoints/<config_hash>/``, saved every epoch.
+"""Training-state checkpoints: one file per run under ``<checkpoint root>/<config_hash>/``, saved every epoch.
 
-The state holds everything an interrupted run needs to end with the same metrics as an uninterrupted one:
-model, criterion and optimizer state, the epoch / stage / scheduler step reached, the training history
-and the RNG state of every rank. The PK sampler and the augmentation draw from generators seeded by
-(seed, epoch), so the epoch number is their position. Files are replaced atomically (write, then rename),
-so a kill during a save leaves the previous epoch's checkpoint intact.
+The file holds a :class:`reidbench.train.state.TrainState`. Files are replaced atomically (write, then
+rename), so a kill during a save leaves the previous epoch's checkpoint intact.
 """
 
 from __future__ import annotations
@@ -18,12 +15,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from reidbench.train.state import TrainState
+
 STATE_FILE = "state.pt"
 
 
-def default_root() -> Path:
-    """``REIDBENCH_CHECKPOINTS`` or ./results/checkpoints."""
-    return Path(os.environ.get("REIDBENCH_CHECKPOINTS", Path("results") / "checkpoints"))
+def checkpoint_root(results_dir: Path | str = "results") -> Path:
+    """``REIDBENCH_CHECKPOINTS``, else ``<results_dir>/checkpoints``."""
+    return Path(os.environ.get("REIDBENCH_CHECKPOINTS") or Path(results_dir) / "checkpoints")
 
 
 class Checkpointer:
@@ -39,17 +38,17 @@ class Checkpointer:
     def exists(self) -> bool:
         return self.path.is_file()
 
-    def load(self, device: torch.device | str = "cpu") -> dict[str, Any] | None:
+    def load(self, device: torch.device | str = "cpu") -> TrainState | None:
         """The last saved state (tensors on ``device``), or None when there is none."""
         if not self.exists():
             return None
-        return torch.load(self.path, map_location=device, weights_only=False)
+        return TrainState.from_dict(torch.load(self.path, map_location=device, weights_only=False))
 
-    def save(self, state: dict[str, Any]) -> None:
+    def save(self, state: TrainState) -> None:
         """Write ``state`` atomically: a crash mid-write keeps the previous checkpoint."""
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{STATE_FILE}.{os.getpid()}.tmp")
-        torch.save(state, tmp)
+        torch.save(state.to_dict(), tmp)
         os.replace(tmp, self.path)
 
     def clear(self) -> None:

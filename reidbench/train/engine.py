@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -15,27 +15,16 @@ from torch import nn
 
 from reidbench.data.module import DataModule
 from reidbench.errors import UserError
+from reidbench.nn.output import ModelOutput
 from reidbench.parallel import distributed
-from reidbench.progress import make_progress
-from reidbench.protocol import Protocol, StageCfg
+from reidbench.progress import NullProgress, make_progress
+from reidbench.protocol import Protocol, ScheduleCfg, StageCfg
 from reidbench.train.checkpoint import capture_rng, restore_rng
 from reidbench.train.losses import Criterion
+from reidbench.train.state import TrainState
 
-EpochLogger = Callable[[int, dict[str, float]], None]
-StateSaver = Callable[[dict[str, Any]], None]
-
-
-@dataclass
-class FitResult:
-    """What training measured: per-epoch curves and throughput."""
-
-    history: list[dict[str, float]] = field(default_factory=list)
-    train_time_s: float = 0.0
-    samples_seen: int = 0
-
-    @property
-    def samples_per_s(self) -> float:
-        return self.samples_seen / self.train_time_s if self.train_time_s else 0.0
+EpochHook = Callable[[TrainState], None]
+PROGRESS_COLUMNS = (TextColumn("loss {task.fields[loss]:.3f}"), TextColumn("{task.fields[ips]:.0f} img/s"))
 
 
 def lr_factor(
@@ -91,144 +80,179 @@ def build_optimizer(
     return cls(groups, lr=stage.lr, betas=tuple(opt.betas))
 
 
+@dataclass
+class StageLoop:
+    """One stage set up for training: its forward (DDP-wrapped, compiled), a fresh optimizer, the LR
+    schedule, and the scheduler step reached."""
+
+    stage: StageCfg
+    forward: Callable[[dict], ModelOutput]
+    optimizer: torch.optim.Optimizer
+    base_lrs: list[float]
+    total_steps: int
+    warmup_steps: int
+    step: int = 0
+
+    def apply_lr(self, schedule: ScheduleCfg) -> None:
+        """Set every group's learning rate for the current step."""
+        factor = lr_factor(
+            self.stage.schedule,
+            self.step,
+            self.total_steps,
+            self.warmup_steps,
+            schedule.warmup_factor,
+            schedule.min_lr_factor,
+        )
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
+            group["lr"] = base * factor
+
+
+def start_stage(
+    model: nn.Module,
+    criterion: nn.Module,
+    protocol: Protocol,
+    stage: StageCfg,
+    device: torch.device,
+    steps_per_epoch: int,
+) -> StageLoop:
+    """Freeze what the stage freezes, wrap the model (DDP, torch.compile) and build a fresh optimizer."""
+    set_frozen(model, stage.freeze)
+    train_model = model  # a fresh DDP wrapper per stage: DDP fixes its parameters at wrap time
+    if distributed.world_size() > 1:
+        train_model = distributed.wrap(model, device)
+    forward = torch.compile(train_model) if protocol.train.compile else train_model
+    optimizer = build_optimizer(model, criterion, protocol, stage)
+    return StageLoop(
+        stage,
+        forward,
+        optimizer,
+        [g["lr"] for g in optimizer.param_groups],
+        stage.epochs * steps_per_epoch,
+        int(stage.warmup_epochs * steps_per_epoch),
+    )
+
+
 def fit(
     model: nn.Module,
     criterion: Criterion,
     data: DataModule,
     protocol: Protocol,
     device: torch.device,
-    on_epoch: EpochLogger | None = None,
+    state: TrainState | None = None,
+    on_epoch: EpochHook | None = None,
     show_progress: bool = True,
-    resume: dict[str, Any] | None = None,
-    save: StateSaver | None = None,
-) -> FitResult:
-    """Train ``model`` through the protocol's stages; ``on_epoch(epoch, metrics)`` after every epoch.
+    snapshot: bool = False,
+) -> TrainState:
+    """Train ``model`` through the protocol's stages and return the final :class:`TrainState`.
 
-    ``save(state)`` gets the full training state after every epoch (on every rank); passing a saved state
-    back as ``resume`` continues after its last epoch and ends as the uninterrupted run would. Under
-    torch.distributed each rank trains on its slice of the global batch (``data`` built with the rank and
-    world size) and the loss is computed on the gathered outputs of the global batch.
+    ``state``: where to start; a state that holds weights (a checkpoint) resumes after its last epoch
+    and ends as the uninterrupted run would. ``on_epoch(state)`` runs after every epoch (on every rank);
+    with ``snapshot`` the state then also holds the model, criterion, optimizer and RNG states, ready to be
+    saved. Under torch.distributed each rank trains on its slice of the global batch (``data`` built with
+    the rank and world size) and the loss is computed on the gathered outputs of the global batch.
     """
-    result = FitResult()
-    use_amp = protocol.train.amp and device.type == "cuda"
-    rank, world = distributed.rank(), distributed.world_size()
-    if world > 1:
-        distributed.check_divisible(protocol.sampler.p, world)
+    state = state or TrainState()
+    if distributed.world_size() > 1:
+        distributed.check_divisible(protocol.sampler.p, distributed.world_size())
+    resume = _load(state, model, criterion)
     steps = data.steps_per_epoch()
-    epoch_offset, done = 0, 0
-    if resume is not None:
-        model.load_state_dict(resume["model"])
-        criterion.load_state_dict(resume["criterion"])
-        result = FitResult(**resume["result"])
-        done = resume["epoch"]
-    columns = (TextColumn("loss {task.fields[loss]:.3f}"), TextColumn("{task.fields[ips]:.0f} img/s"))
-    with make_progress(*columns) if show_progress else _NoProgress() as progress:
-        for stage_index, stage in enumerate(protocol.resolved_stages()):
-            if epoch_offset + stage.epochs <= done:  # finished before the interruption
-                epoch_offset += stage.epochs
+    with make_progress(*PROGRESS_COLUMNS) if show_progress else NullProgress() as progress:
+        offset = 0
+        for index, stage in enumerate(protocol.resolved_stages()):
+            if offset + stage.epochs <= state.epoch:  # finished before the interruption
+                offset += stage.epochs
                 continue
-            set_frozen(model, stage.freeze)
-            train_model = (
-                model  # drops the previous stage's DDP wrapper: DDP fixes its parameters at wrap time
-            )
-            if world > 1:
-                train_model = distributed.wrap(model, device)
-            forward = torch.compile(train_model) if protocol.train.compile else train_model
-            optimizer = build_optimizer(model, criterion, protocol, stage)
-            base_lrs = [g["lr"] for g in optimizer.param_groups]
-            total = stage.epochs * steps
-            warmup = int(stage.warmup_epochs * steps)
-            step, first = 0, 0
+            loop = start_stage(model, criterion, protocol, stage, device, steps)
+            first = 0
             if resume is not None:
-                if done > epoch_offset:  # interrupted inside this stage
-                    optimizer.load_state_dict(resume["optimizer"])
-                    step, first = resume["step"], done - epoch_offset
-                rngs = resume["rng"]
-                restore_rng(rngs[rank % len(rngs)])
+                if state.epoch > offset:  # interrupted inside this stage
+                    loop.optimizer.load_state_dict(resume.optimizer)
+                    loop.step, first = state.step, state.epoch - offset
+                restore_rng(resume.rng[distributed.rank() % len(resume.rng)])
                 resume = None
             task = progress.add_task(
-                f"train {stage.name}", total=total, completed=step, loss=float("nan"), ips=0.0
+                f"train {stage.name}", total=loop.total_steps, completed=loop.step, loss=float("nan"), ips=0.0
             )
             for epoch in range(first, stage.epochs):
-                model.train()
-                sums: dict[str, float] = {}
-                count, t0 = 0, time.perf_counter()
-                for batch in data.train_batches(epoch_offset + epoch):
-                    factor = lr_factor(
-                        stage.schedule,
-                        step,
-                        total,
-                        warmup,
-                        protocol.schedule.warmup_factor,
-                        protocol.schedule.min_lr_factor,
-                    )
-                    for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
-                        group["lr"] = base * factor
-                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                        out = forward(batch)
-                    labels = batch["pid"]
-                    if world > 1:  # the loss of the global batch, as on one process
-                        out, labels = (
-                            distributed.gather_output(out, len(labels)),
-                            distributed.gather_rows(labels),
-                        )
-                    losses = criterion(out, labels, stage.loss, stage.label_smoothing)
-                    if not torch.isfinite(losses["loss"]):
-                        raise FloatingPointError(
-                            f"loss is {losses['loss'].item()} at epoch {epoch_offset + epoch}, step {step}"
-                        )
-                    optimizer.zero_grad(set_to_none=True)
-                    losses["loss"].backward()
-                    if protocol.optim.grad_clip:
-                        nn.utils.clip_grad_norm_(model.parameters(), protocol.optim.grad_clip)
-                    optimizer.step()
-                    step += 1
-                    count += 1
-                    n = len(labels)
-                    result.samples_seen += n
-                    for k, v in losses.items():
-                        sums[k] = sums.get(k, 0.0) + float(v.detach())
-                    elapsed = time.perf_counter() - t0
-                    progress.update(
-                        task,
-                        advance=1,
-                        loss=sums["loss"] / count,
-                        ips=count * n * len(data.modalities) / max(elapsed, 1e-9),
-                    )
-                epoch_time = time.perf_counter() - t0
-                result.train_time_s += epoch_time
-                metrics = {f"train_{k}": v / max(count, 1) for k, v in sums.items()}
-                metrics["lr"] = optimizer.param_groups[0]["lr"]
-                metrics["epoch_time_s"] = epoch_time
-                result.history.append(metrics)
+                metrics = train_epoch(
+                    model, criterion, loop, data, protocol, device, offset + epoch, state, task, progress
+                )
+                state.epoch, state.stage, state.step = offset + epoch + 1, index, loop.step
+                state.history.append(metrics)
+                if snapshot:
+                    _snapshot(state, model, criterion, loop.optimizer)
                 if on_epoch:
-                    on_epoch(epoch_offset + epoch, metrics)
-                if save is not None:
-                    save(
-                        {
-                            "epoch": epoch_offset + epoch + 1,
-                            "stage": stage_index,
-                            "step": step,
-                            "model": model.state_dict(),
-                            "criterion": criterion.state_dict(),
-                            "optimizer": optimizer.state_dict(),
-                            "result": asdict(result),
-                            "rng": distributed.all_gather_object(capture_rng()),
-                        }
-                    )
-            epoch_offset += stage.epochs
-    return result
+                    on_epoch(state)
+            offset += stage.epochs
+    return state
 
 
-class _NoProgress:
-    def __enter__(self) -> _NoProgress:
-        return self
+def train_epoch(
+    model: nn.Module,
+    criterion: Criterion,
+    loop: StageLoop,
+    data: DataModule,
+    protocol: Protocol,
+    device: torch.device,
+    epoch: int,
+    state: TrainState,
+    task: int = 0,
+    progress: Any = None,
+) -> dict[str, float]:
+    """One epoch of ``loop``'s stage; adds to the state's time and sample counts, returns the epoch's
+    mean loss terms (``train_<term>``), the last learning rate and the epoch's wall time."""
+    use_amp = protocol.train.amp and device.type == "cuda"
+    progress = progress or NullProgress()
+    model.train()
+    sums: dict[str, float] = {}
+    count, t0 = 0, time.perf_counter()
+    for batch in data.train_batches(epoch):
+        loop.apply_lr(protocol.schedule)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            out = loop.forward(batch)
+        labels = batch["pid"]
+        if distributed.world_size() > 1:  # the loss of the global batch, as on one process
+            out, labels = distributed.gather_output(out, len(labels)), distributed.gather_rows(labels)
+        losses = criterion(out, labels, loop.stage.loss, loop.stage.label_smoothing)
+        if not torch.isfinite(losses["loss"]):
+            raise FloatingPointError(f"loss is {losses['loss'].item()} at epoch {epoch}, step {loop.step}")
+        loop.optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        if protocol.optim.grad_clip:
+            nn.utils.clip_grad_norm_(model.parameters(), protocol.optim.grad_clip)
+        loop.optimizer.step()
+        loop.step += 1
+        count += 1
+        state.samples_seen += len(labels)
+        for k, v in losses.items():
+            sums[k] = sums.get(k, 0.0) + float(v.detach())
+        elapsed = time.perf_counter() - t0
+        images = count * len(labels) * len(data.modalities)
+        progress.update(task, advance=1, loss=sums["loss"] / count, ips=images / max(elapsed, 1e-9))
+    epoch_time = time.perf_counter() - t0
+    state.train_time_s += epoch_time
+    metrics = {f"train_{k}": v / max(count, 1) for k, v in sums.items()}
+    metrics["lr"] = loop.optimizer.param_groups[0]["lr"]
+    metrics["epoch_time_s"] = epoch_time
+    return metrics
 
-    def __exit__(self, *exc: object) -> None:
+
+def _load(state: TrainState, model: nn.Module, criterion: nn.Module) -> TrainState | None:
+    """Load a checkpointed state's weights; the optimizer and RNG part to resume with (None: fresh start).
+    The state keeps no copy of the loaded tensors."""
+    if not state.started:
         return None
+    model.load_state_dict(state.model)
+    criterion.load_state_dict(state.criterion)
+    resume = TrainState(optimizer=state.optimizer, rng=state.rng)
+    state.model = state.criterion = state.optimizer = None
+    return resume
 
-    def add_task(self, *args: object, **kwargs: object) -> int:
-        return 0
 
-    def update(self, *args: object, **kwargs: object) -> None:
-        return None
+def _snapshot(
+    state: TrainState, model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer
+) -> None:
+    """Fill in what a checkpoint needs besides the counters (every rank's RNG state: a collective call)."""
+    state.model, state.criterion = model.state_dict(), criterion.state_dict()
+    state.optimizer = optimizer.state_dict()
+    state.rng = distributed.all_gather_object(capture_rng())
