@@ -29,94 +29,95 @@ def cli() -> None:
     """reidbench: train and evaluate multimodal ReID methods under one protocol, log to MLflow."""
 
 
+# Options shared by the commands that train: data, MLflow, device and where / how runs execute.
+EXECUTION_OPTIONS = [
+    click.option(
+        "--data-root",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Folder holding the datasets (default: $REIDBENCH_DATA, else ./data).",
+    ),
+    click.option(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///results/mlflow.db).",
+    ),
+    click.option("--experiment", default="reidbench", show_default=True, help="MLflow experiment name."),
+    click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ..."),
+    click.option(
+        "--quiet/--progress",
+        "-q",
+        default=not sys.stderr.isatty(),
+        help="Hide / show progress bars (default: shown on a terminal).",
+    ),
+    click.option(
+        "--gpus",
+        default=None,
+        metavar="IDS",
+        help="Run points in parallel on these GPUs (e.g. 0-7 or 0,1,4-5): each run gets "
+        "--gpus-per-run of them (CUDA_VISIBLE_DEVICES); the next starts when one ends.",
+    ),
+    click.option(
+        "--gpus-per-run",
+        type=int,
+        default=1,
+        show_default=True,
+        help="Processes (GPUs) per run; more than 1 trains each run with DDP (gloo on CPU).",
+    ),
+    click.option(
+        "--launcher",
+        type=click.Choice(["local", "slurm"]),
+        default="local",
+        show_default=True,
+        help="slurm: submit every point as a Slurm job (submitit), requeued on preemption.",
+    ),
+    click.option("--partition", default=None, help="Slurm partition."),
+    click.option(
+        "--timeout",
+        "timeout_min",
+        type=int,
+        default=24 * 60,
+        show_default=True,
+        help="Slurm time limit per run in minutes (a run that hits it is requeued and resumes).",
+    ),
+    click.option("--cpus-per-task", type=int, default=8, show_default=True, help="Slurm CPUs per process."),
+    click.option(
+        "--slurm-set",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Extra submitit parameter, e.g. slurm_account=abc or mem_gb=64 (repeatable).",
+    ),
+    click.option(
+        "--results-dir",
+        type=click.Path(path_type=Path),
+        default=Path("results"),
+        show_default=True,
+        help="Where checkpoints/, jobs/ (worker logs) and slurm/ go; on Slurm a shared filesystem.",
+    ),
+    click.option("--keep-checkpoints", is_flag=True, help="Keep the training state of finished runs."),
+    click.option(
+        "--allow-partial", is_flag=True, help="Use a dataset whose layout check found problems (warns)."
+    ),
+    click.option(
+        "--retry-running",
+        is_flag=True,
+        help="Also train points whose RUNNING run looks alive (by default they are left to the "
+        "sweep training them: same host and process alive, or a recent heartbeat).",
+    ),
+    click.option(
+        "--stale-after",
+        "stale_after_min",
+        type=float,
+        default=180,
+        show_default=True,
+        help="Minutes without a heartbeat after which a RUNNING run on another host counts as crashed.",
+    ),
+]
+
+
 def _execution_options(command: Callable) -> Callable:
-    """Options shared by the commands that train: data, MLflow, device and where / how runs execute."""
-    options = [
-        click.option(
-            "--data-root",
-            type=click.Path(path_type=Path),
-            default=None,
-            help="Folder holding the datasets (default: $REIDBENCH_DATA, else ./data).",
-        ),
-        click.option(
-            "--tracking-uri",
-            default=None,
-            help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///results/mlflow.db).",
-        ),
-        click.option("--experiment", default="reidbench", show_default=True, help="MLflow experiment name."),
-        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ..."),
-        click.option(
-            "--quiet/--progress",
-            "-q",
-            default=not sys.stderr.isatty(),
-            help="Hide / show progress bars (default: shown on a terminal).",
-        ),
-        click.option(
-            "--gpus",
-            default=None,
-            metavar="IDS",
-            help="Run points in parallel on these GPUs (e.g. 0-7 or 0,1,4-5): each run gets "
-            "--gpus-per-run of them (CUDA_VISIBLE_DEVICES); the next starts when one ends.",
-        ),
-        click.option(
-            "--gpus-per-run",
-            type=int,
-            default=1,
-            show_default=True,
-            help="Processes (GPUs) per run; more than 1 trains each run with DDP (gloo on CPU).",
-        ),
-        click.option(
-            "--launcher",
-            type=click.Choice(["local", "slurm"]),
-            default="local",
-            show_default=True,
-            help="slurm: submit every point as a Slurm job (submitit), requeued on preemption.",
-        ),
-        click.option("--partition", default=None, help="Slurm partition."),
-        click.option(
-            "--timeout",
-            "timeout_min",
-            type=int,
-            default=24 * 60,
-            show_default=True,
-            help="Slurm time limit per run in minutes (a run that hits it is requeued and resumes).",
-        ),
-        click.option(
-            "--cpus-per-task", type=int, default=8, show_default=True, help="Slurm CPUs per process."
-        ),
-        click.option(
-            "--slurm-set",
-            multiple=True,
-            metavar="KEY=VALUE",
-            help="Extra submitit parameter, e.g. slurm_account=abc or mem_gb=64 (repeatable).",
-        ),
-        click.option(
-            "--results-dir",
-            type=click.Path(path_type=Path),
-            default=Path("results"),
-            show_default=True,
-            help="Where checkpoints/, jobs/ (worker logs) and slurm/ go; on Slurm a shared filesystem.",
-        ),
-        click.option("--keep-checkpoints", is_flag=True, help="Keep the training state of finished runs."),
-        click.option(
-            "--allow-partial", is_flag=True, help="Use a dataset whose layout check found problems (warns)."
-        ),
-        click.option(
-            "--retry-running",
-            is_flag=True,
-            help="Also train points whose RUNNING run looks alive (by default they are left to the "
-            "sweep training them: same host and process alive, or a recent heartbeat).",
-        ),
-        click.option(
-            "--stale-after",
-            "stale_after_min",
-            type=float,
-            default=180,
-            show_default=True,
-            help="Minutes without a heartbeat after which a RUNNING run on another host counts as crashed.",
-        ),
-    ]
-    for option in reversed(options):
+    """Decorator: add :data:`EXECUTION_OPTIONS` to a command."""
+    for option in reversed(EXECUTION_OPTIONS):
         command = option(command)
     return command
 

@@ -51,3 +51,33 @@ def test_a_retired_setting_is_an_unknown_key(retired):
 
     with pytest.raises(UserError, match="unknown key"):
         make_spec("graft", "synthetic", 0, [retired])
+
+
+def test_a_store_written_before_the_refactor_keeps_its_finished_points_skipped(
+    monkeypatch, capsys, mlflow_uri
+):
+    """A FINISHED run as the pre-refactor code stored it (tagged with the recorded hash) is skipped by
+    today's ``reidbench run``, and the run path is never entered."""
+    from reidbench import runner, tracking
+    from tests.test_cli import run_cli
+
+    exp_id = tracking.prepare(mlflow_uri, "reidbench")
+    tags = {"run_kind": "run", "method": "late_fusion", "dataset": "synthetic", "seed": "0"}
+    run = tracking.Run(
+        mlflow_uri,
+        exp_id,
+        "late_fusion@synthetic#s0",
+        {**tags, "config_hash": RECORDED["late_fusion@synthetic"]},
+    )
+    run.log_metrics({"mAP": 0.646, "rank1": 0.615})
+    run.finish()
+
+    def must_not_train(*args, **kwargs):
+        raise AssertionError("a finished point was trained again")
+
+    monkeypatch.setattr(runner, "_fit_and_evaluate", must_not_train)
+    args = ["run", "-m", "late_fusion", "-d", "synthetic", "--seeds", "0", "--tracking-uri", mlflow_uri, "-q"]
+    code, out = run_cli(monkeypatch, capsys, *args)
+    assert code == 0, out
+    assert "1 point(s): 1 finished (skipped), 0 reused from other sweeps, 0 to train" in out
+    assert "64.6" in out  # the stored run's metrics are the result

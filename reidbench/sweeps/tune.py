@@ -165,52 +165,21 @@ def tune(
     console: Console | None = None,
 ) -> Any:
     """Run ``trials`` Optuna trials (maximising validation mAP) and return the study."""
-    import optuna
-
-    console = console or Console(quiet=True)
-    study_name = study_name or f"{method}@{dataset}"
-    storage = storage or default_storage()
-    if storage.startswith("sqlite:///"):
-        Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     base = [*overrides, "eval.same_set=false"]  # the validation query and gallery are separate sets
     for param in space:  # check every key before the first trial
         make_spec(method, dataset, seed, [*base, *_overrides({param.key: param.example()})])
-    optuna.logging.set_verbosity(logging.WARNING)
-    study = optuna.create_study(
-        study_name=study_name,
-        storage=storage,
-        direction="maximize",
-        load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=seed),
-    )
+    storage = storage or default_storage()
+    study = _open_study(study_name or f"{method}@{dataset}", storage, seed)
     exp_id = tracking.prepare(ctx.tracking_uri, ctx.experiment)
     parent = _parent(study, ctx, exp_id, method, dataset, storage)
     trial_ctx = ctx.under(parent.run_id)
-    device = pick_device(ctx.device)
-
-    def objective(trial: Any) -> float:
-        values = {p.key: p.suggest(trial) for p in space}
-        tags = {"run_kind": "trial", "study": study_name, "trial": str(trial.number)}
-        spec = make_spec(method, dataset, seed, [*base, *_overrides(values)], tags, validation=fraction)
-        console.print(
-            f"trial {trial.number}: "
-            + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()),
-            highlight=False,
-        )
-        result = run_one(spec, trial_ctx, device)
-        trial.set_user_attr("mlflow_run_id", result.run_id)
-        console.print(
-            f"trial {trial.number}: validation mAP {100 * result.metrics['mAP']:.1f}", highlight=False
-        )
-        return result.metrics["mAP"]
-
+    objective = _Objective(method, dataset, seed, base, fraction, space, trial_ctx, study.study_name, console)
     try:
         study.optimize(objective, n_trials=trials, catch=(Exception,))
     except BaseException:
         parent.finish("KILLED")
         raise
-    complete = [t for t in study.trials if t.value is not None]
-    if complete:
+    if any(t.value is not None for t in study.trials):
         best = study.best_trial
         parent.log_metrics({"best_val_mAP": best.value, "trials": len(study.trials)})
         parent.set_tags(
@@ -218,6 +187,52 @@ def tune(
         )
     parent.finish()
     return study
+
+
+def _open_study(name: str, storage: str, seed: int) -> Any:
+    """The Optuna study ``name`` in ``storage`` (created on first use; TPE sampler seeded with ``seed``)."""
+    import optuna
+
+    if storage.startswith("sqlite:///"):
+        Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    optuna.logging.set_verbosity(logging.WARNING)
+    return optuna.create_study(
+        study_name=name,
+        storage=storage,
+        direction="maximize",
+        load_if_exists=True,
+        sampler=optuna.samplers.TPESampler(seed=seed),
+    )
+
+
+@dataclass
+class _Objective:
+    """One trial: the suggested values as overrides, a run on the validation split, its mAP."""
+
+    method: str
+    dataset: str
+    seed: int
+    base: list[str]
+    fraction: float
+    space: list[Param]
+    ctx: RunContext
+    study_name: str
+    console: Console | None = None
+
+    def __call__(self, trial: Any) -> float:
+        console = self.console or Console(quiet=True)
+        values = {p.key: p.suggest(trial) for p in self.space}
+        tags = {"run_kind": "trial", "study": self.study_name, "trial": str(trial.number)}
+        overrides = [*self.base, *_overrides(values)]
+        spec = make_spec(self.method, self.dataset, self.seed, overrides, tags, validation=self.fraction)
+        shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
+        console.print(f"trial {trial.number}: {shown}", highlight=False)
+        result = run_one(spec, self.ctx, pick_device(self.ctx.device))
+        trial.set_user_attr("mlflow_run_id", result.run_id)
+        console.print(
+            f"trial {trial.number}: validation mAP {100 * result.metrics['mAP']:.1f}", highlight=False
+        )
+        return result.metrics["mAP"]
 
 
 def _parent(
