@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 UV := $(PY) -m uv
 
-.PHONY: demo demo-figures test lint bootstrap lock clean
+.PHONY: demo demo-figures test test-fast lint bootstrap lock clean
 
 # The small benchmark: each method's tiny config on the synthetic dataset, then the report.
 DEMO_METHODS ?= late_fusion graft early_fusion single_modality mmet
@@ -36,7 +36,13 @@ demo-figures: demo
 
 test: $(VENV)/.synced
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
+
+# The tier for the edit-test loop: everything but the tests marked slow (those that train or start processes).
+test-fast: $(VENV)/.synced
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -m "not slow"
 
 lint: $(VENV)/.synced
 	$(BIN)/ruff check .

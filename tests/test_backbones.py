@@ -30,6 +30,7 @@ def reference_resample(
     return torch.cat([posemb[:, :prefix], grid.permute(0, 2, 3, 1).reshape(1, new[0] * new[1], -1)], dim=1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,prefix", [("vit_tiny_patch16_224", 1), ("deit_base_distilled_patch16_224", 2)])
 @pytest.mark.parametrize("fmt", ["pth", "safetensors"])
 def test_timm_square_checkpoint_loads_into_a_non_square_model(tmp_path, name, prefix, fmt):
@@ -54,6 +55,7 @@ def test_timm_square_checkpoint_loads_into_a_non_square_model(tmp_path, name, pr
     assert wide(torch.randn(2, 3, 32, 64)).shape == (2, prefix + 32, 64)
 
 
+@pytest.mark.slow
 def test_timm_same_size_checkpoint_is_loaded_exactly_and_from_a_directory(tmp_path):
     source = build_image_backbone(tiny_cfg(), (32, 64))
     from safetensors.torch import save_file
@@ -69,6 +71,7 @@ def test_timm_same_size_checkpoint_is_loaded_exactly_and_from_a_directory(tmp_pa
     assert torch.allclose(source(x), loaded(x), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_hf_deit_directory_loads_into_a_non_square_model(tmp_path):
     from transformers import DeiTConfig, DeiTModel
 
@@ -102,6 +105,7 @@ def test_hf_deit_directory_loads_into_a_non_square_model(tmp_path):
     assert not torch.allclose(wide(x, mask), tokens)
 
 
+@pytest.mark.slow
 def test_hf_random_init_is_offline_and_sized_by_the_config():
     cfg = BackboneCfg(name="facebook/deit-base-distilled-patch16-224", source="hf", pretrained=False, **TINY)
     backbone = build_image_backbone(cfg, (64, 32))

@@ -46,6 +46,7 @@ def test_user_mistakes_exit_2_with_a_message(monkeypatch, capsys, args, expected
     assert "Traceback" not in out
 
 
+@pytest.mark.slow
 def test_missing_data_root_says_what_was_expected(monkeypatch, capsys, tmp_path, mlflow_uri):
     code, out = run_cli(
         monkeypatch,
@@ -66,6 +67,7 @@ def test_missing_data_root_says_what_was_expected(monkeypatch, capsys, tmp_path,
     assert code == 2 and "RGBNT100" in out and "rgbir" in out and "Traceback" not in out
 
 
+@pytest.mark.slow
 def test_run_trains_evaluates_and_logs_to_mlflow(monkeypatch, capsys, mlflow_uri):
     overrides = [a for o in TINY for a in ("--set", o)]
     code, out = run_cli(

@@ -89,6 +89,7 @@ def test_prepare_builds_the_cache(root, monkeypatch, capsys, tmp_path):
     assert code == 2 and "HEIGHTxWIDTH" in out
 
 
+@pytest.mark.slow
 def test_run_refuses_a_mismatching_download_unless_allow_partial(root, monkeypatch, capsys, mlflow_uri):
     args = [
         "run",

@@ -53,6 +53,7 @@ def test_a_retired_setting_is_an_unknown_key(retired):
         make_spec("graft", "synthetic", 0, [retired])
 
 
+@pytest.mark.slow
 def test_a_store_written_before_the_refactor_keeps_its_finished_points_skipped(
     monkeypatch, capsys, mlflow_uri
 ):

@@ -55,6 +55,7 @@ def _math_worker(rank: int, port: int, out_dir: str) -> None:
         distributed.shutdown()
 
 
+@pytest.mark.slow
 def test_global_batchnorm_and_gathered_loss_equal_one_process(tmp_path):
     mp.spawn(_math_worker, args=(launch.free_port(), str(tmp_path)), nprocs=WORLD)
     r0, r1 = (torch.load(tmp_path / f"{r}.pt") for r in range(WORLD))
@@ -110,6 +111,7 @@ def test_the_ranks_batches_make_up_the_single_process_batch(synthetic_dataset):
         distributed.check_divisible(4, 3)
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_train_like_one(tmp_path, mlflow_uri):
     from mlflow.tracking import MlflowClient
 

@@ -4,10 +4,14 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 from reidbench.context import RunContext
 from reidbench.spec import make_spec
 from reidbench.sweeps.executors import Job, LocalPool, worker_command
 from tests.conftest import TINY
+
+pytestmark = pytest.mark.slow  # trains models or starts processes: `make test-fast` skips it
 
 # A stand-in for reidbench.sweeps.worker: records its devices and lifetime; jobs 0 and 1 wait for each other
 # (so the test fails unless two runs really run at once), job 2 fails.
@@ -15,6 +19,7 @@ CHEAP_WORKER = r"""
 import json, os, sys, time
 from pathlib import Path
 from reidbench.sweeps.jobs import write_error, write_result
+
 job_dir = Path(sys.argv[1])
 index = int(job_dir.name[:4])
 start = time.time()

@@ -58,6 +58,7 @@ def running_run(uri: str, tags: dict[str, str]) -> str:
     return run.run_id
 
 
+@pytest.mark.slow
 def test_sweep_leaves_a_live_run_alone_unless_told(monkeypatch, capsys, mlflow_uri, tmp_path, live_pid):
     args = [
         "run",

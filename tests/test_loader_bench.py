@@ -3,9 +3,12 @@
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "perf" / "loader_speed.py"
 
 
+@pytest.mark.slow
 def test_loader_benchmark_runs_and_reports_a_ratio(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("loader_speed", SCRIPT)
     module = importlib.util.module_from_spec(spec)

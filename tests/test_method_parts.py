@@ -174,6 +174,7 @@ def test_flop_counts_by_hand():
     assert forward_gflops(Wrap(), seq) * 1e9 == pytest.approx(linear + attention)  # fused fast path excluded
 
 
+@pytest.mark.slow
 def test_a_run_logs_gflops(synthetic_dataset, mlflow_uri):
     from reidbench import tracking
     from reidbench.context import RunContext

@@ -53,6 +53,7 @@ def test_all_methods_are_registered():
     assert set(ALL) <= set(METHODS.names())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("num_modalities", [2, 3])
 @pytest.mark.parametrize("method", ALL)
 def test_forward_backward_reaches_every_parameter(
@@ -184,6 +185,7 @@ def test_graft_fusion_weights_fixed_or_learnable(synthetic_dataset):
     assert dict(learn.named_parameters())["fusion_weights"].requires_grad
 
 
+@pytest.mark.slow
 def test_graft_embedding_is_the_weighted_mean_of_per_modality_fusion_outputs():
     protocol = build_protocol("synthetic", [])
     model = graft_model(
@@ -209,6 +211,7 @@ def test_graft_embedding_is_the_weighted_mean_of_per_modality_fusion_outputs():
     assert torch.allclose(out.extras["data_embedding"], negative, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_mmet_modes_and_text_errors(synthetic_dataset, datamodules, vocab):
     data = datamodules[2]
     batch = next(data.eval_batches("query", 3))
@@ -281,6 +284,7 @@ def test_late_fusion_shared_and_separate_backbones(synthetic_dataset, datamodule
         assert torch.allclose(shared(batch).embedding, shared.fusion(feats), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_graft_stage_one_freezes_the_backbone_and_stage_two_trains_it(synthetic_dataset, vocab):
     from reidbench.train.engine import fit
 
@@ -382,6 +386,7 @@ def test_graft_drop_missing_averages_the_present_modalities():
     assert torch.allclose(out.embedding, 0.8 * rgb_only, atol=1e-5)  # weight 0.2 rescaled to the total 0.8
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["graft", "mmet"])
 def test_drop_missing_evaluation_runs_every_setting(method, synthetic_dataset, vocab):
 

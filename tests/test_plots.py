@@ -119,6 +119,7 @@ def test_modality_subsets_and_scales():
     assert plots.log_base(np.array([0.1, 0.2, 0.3])) is None
 
 
+@pytest.mark.slow
 def test_training_curves_mean_over_seeds_with_map_when_evaluated(tmp_path):
     runs = runs_frame([{"method": m, "dataset": "synthetic", "seed": s} for m in ("a", "b") for s in SEEDS])
     hist = []

@@ -6,6 +6,8 @@ import pytest
 from tests.conftest import TINY
 from tests.test_report import run_cli
 
+pytestmark = pytest.mark.slow  # trains models or starts processes: `make test-fast` skips it
+
 
 def test_run_then_report(monkeypatch, capsys, mlflow_uri, tmp_path):
     overrides = [a for o in TINY for a in ("--set", o)]

@@ -17,6 +17,8 @@ from reidbench.spec import make_spec
 from reidbench.train.checkpoint import Checkpointer
 from tests.test_cli import run_cli
 
+pytestmark = pytest.mark.slow  # trains models or starts processes: `make test-fast` skips it
+
 REPO = Path(__file__).resolve().parents[1]
 OVERRIDES = ["sampler.p=4", "sampler.k=4", "train.epochs=3", "train.max_steps_per_epoch=2"]
 METRICS = ("mAP", "rank1", "rank5", "rank10", "mINP", "num_valid_queries")

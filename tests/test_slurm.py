@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
@@ -15,6 +16,8 @@ from reidbench.context import RunContext
 from reidbench.runner import run_one
 from reidbench.spec import make_spec
 from reidbench.sweeps.executors import Job, Slurm
+
+pytestmark = pytest.mark.slow  # trains models or starts processes: `make test-fast` skips it
 
 OVERRIDES = ["sampler.p=4", "sampler.k=4", "train.epochs=3", "train.max_steps_per_epoch=2"]
 METRICS = ("mAP", "rank1", "rank5", "rank10", "mINP", "num_valid_queries")

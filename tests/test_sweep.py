@@ -1,10 +1,13 @@
 """Sweeps from the command line: ablations end to end, skipping finished points, reuse, failures."""
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from reidbench import runner
 from tests.conftest import TINY
 from tests.test_cli import run_cli
+
+pytestmark = pytest.mark.slow  # trains models or starts processes: `make test-fast` skips it
 
 SETS = [a for o in TINY for a in ("--set", o)]
 

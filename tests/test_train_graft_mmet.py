@@ -4,6 +4,8 @@ import pytest
 
 from tests.presets import assert_method_learns, write_vocab
 
+pytestmark = pytest.mark.slow  # trains models or starts processes: `make test-fast` skips it
+
 
 @pytest.mark.parametrize("method", ["graft", "mmet"])
 def test_method_learns_on_synthetic(method, synthetic_dataset, tmp_path):

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from methods.late_fusion import LateFusionConfig, late_fusion
@@ -41,6 +42,7 @@ def test_a_training_step_lowers_the_loss_on_a_fixed_batch(synthetic_dataset):
     assert losses[-1] < losses[0]
 
 
+@pytest.mark.slow
 def test_fit_runs_stages_and_freezes(synthetic_dataset):
     protocol, data, model = _setup(
         synthetic_dataset,
@@ -87,6 +89,7 @@ def test_batch_hard_triplet_by_hand():
     assert torch.allclose(batch_hard_triplet(feat, labels, None), soft, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_missing_modality_and_cross_modal_settings(synthetic_dataset):
     from reidbench.evaluation.settings import cross_modal_settings, missing_modality_settings
 
@@ -127,6 +130,7 @@ def test_bad_cross_modal_spec_is_a_user_error():
         cross_modal_settings(["rgb", "nir"], ["rgb->thermal"])
 
 
+@pytest.mark.slow
 def test_evaluate_reports_rerank_and_matches_rank_metrics(synthetic_dataset):
     from reidbench.evaluation import k_reciprocal_rerank, rank_metrics
     from reidbench.evaluation.features import extract

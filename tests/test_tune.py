@@ -1,10 +1,13 @@
 """Optuna search on a validation split of the training identities; trials are MLflow child runs."""
 
 import optuna
+import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import TINY
 from tests.test_cli import run_cli
+
+pytestmark = pytest.mark.slow  # trains models or starts processes: `make test-fast` skips it
 
 SETS = [a for o in TINY for a in ("--set", o)]
 
