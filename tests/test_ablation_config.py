@@ -1,4 +1,5 @@
-"""Ablation files, grids, search spaces, GPU lists and the validation split: loading and validation, no training."""
+"""Ablation files, grids, search spaces, GPU lists and the validation split: loading and validation,
+no training."""
 
 from pathlib import Path
 
@@ -59,7 +60,10 @@ def test_list_ablations(monkeypatch, capsys):
     assert "late_fusion_fusion" in out and "fusion_tokens" in out and "method.fusion" in out
 
 
-GOOD = "method: late_fusion\naxis: method.fusion\nvalues: [concat, mean]\ndefault: concat\ndatasets: [synthetic]\n"
+GOOD = (
+    "method: late_fusion\naxis: method.fusion\nvalues: [concat, mean]\ndefault: concat\n"
+    "datasets: [synthetic]\n"
+)
 
 
 @pytest.mark.parametrize(

@@ -157,7 +157,8 @@ def test_two_gloo_processes_train_like_one(tmp_path, mlflow_uri):
     weight_diff = max((one.model[k].float() - two.model[k].float()).abs().max().item() for k in one.model)
     metric_diff = {k: abs(single.metrics[k] - outcome.metrics[k]) for k in ("mAP", "rank1", "mINP")}
     print(
-        f"\nDDP x{WORLD} vs 1 process: train_loss {loss_one} vs {loss_two}; max |weight diff| {weight_diff:.2e}; "
+        f"\nDDP x{WORLD} vs 1 process: train_loss {loss_one} vs {loss_two}; "
+        f"max |weight diff| {weight_diff:.2e}; "
         f"|metric diff| {metric_diff}"
     )
     assert two.samples_seen == one.samples_seen  # the same global batches

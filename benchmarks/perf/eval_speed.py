@@ -77,7 +77,8 @@ def market(args: argparse.Namespace) -> None:
     t_dist = time.perf_counter() - t
     dist = dist_t.numpy()
     print(
-        f"case: {qf.shape[0]} queries x {gf.shape[0]} gallery, {args.dim}-d, 751 ids, 6 cams, seed {args.seed}"
+        f"case: {qf.shape[0]} queries x {gf.shape[0]} gallery, {args.dim}-d, 751 ids, 6 cams, "
+        f"seed {args.seed}"
     )
     print(f"distance matrix (torch addmm, float32): {t_dist:.2f} s (not included below)")
 
@@ -104,7 +105,8 @@ def market(args: argparse.Namespace) -> None:
         )
     ties = int((np.diff(np.sort(dist[:200], axis=1), axis=1) == 0).sum())
     print(
-        f"(float32 distances tie: {ties} equal neighbours in the first 200 rows; quicksort orders them arbitrarily)"
+        f"(float32 distances tie: {ties} equal neighbours in the first 200 rows; "
+        "quicksort orders them arbitrarily)"
     )
     med = statistics.median
     print(
@@ -157,7 +159,8 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     print(
-        f"CPU: {cpu_name()}, {os.cpu_count()} cores; torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        f"CPU: {cpu_name()}, {os.cpu_count()} cores; "
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads), "
         f"numpy {np.__version__}; load avg {os.getloadavg()[0]:.1f}"
     )
     if args.large:

@@ -42,7 +42,7 @@ from reidbench.data.synthetic import SyntheticConfig, generate  # noqa: E402
 from reidbench.data.types import Dataset  # noqa: E402
 from reidbench.protocol import build_protocol  # noqa: E402
 
-# ---- baseline: the conventional per-item loader --------------------------------------------------------------
+# ---- baseline: the conventional per-item loader ----------------------------------------------------
 
 
 class PerItemDataset(torch.utils.data.Dataset):
@@ -94,7 +94,7 @@ class PKBatches(torch.utils.data.Sampler):
             epoch += 1
 
 
-# ---- reidbench, hand-written or kornia augmentation ----------------------------------------------------------
+# ---- reidbench, hand-written or kornia augmentation ------------------------------------------------
 
 
 def pipeline_batches(data: DataModule):
@@ -211,7 +211,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         print(f"  {name:18s} {value:8.0f} samples/s  {3 * value:8.0f} images/s{extra}")
     ratio = med["reidbench"] / med["baseline"]
     print(
-        f"reidbench / baseline: {ratio:.1f}x   (kornia variant: {med['reidbench+kornia'] / med['baseline']:.1f}x; "
+        f"reidbench / baseline: {ratio:.1f}x   "
+        f"(kornia variant: {med['reidbench+kornia'] / med['baseline']:.1f}x; "
         f"hand-written / kornia: {med['reidbench'] / med['reidbench+kornia']:.1f}x)"
     )
     return {**med, "ratio": ratio, "cache_build_s": build_s}

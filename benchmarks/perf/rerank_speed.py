@@ -188,7 +188,8 @@ def main() -> None:
         matrix = np.load(f"{tmp}/{kind}.npy")
         r = rank_metrics(matrix, qp, gp, qc, gc)
         print(
-            f"{label:19s}: wall {info['wall']:.1f} s, CPU {info['cpu']:.1f} s, peak RSS {info['peak_gb']:.2f} GB "
+            f"{label:19s}: wall {info['wall']:.1f} s, CPU {info['cpu']:.1f} s, "
+            f"peak RSS {info['peak_gb']:.2f} GB "
             f"(of which {info['before_gb']:.2f} GB before the call{before}); after: mAP {r.mAP:.4f}  "
             f"R1 {r.rank(1):.4f}"
         )
@@ -205,7 +206,8 @@ def main() -> None:
             f"{(diff > 1e-4).mean() * 100:.4f} %  (float32 near-ties can order neighbours differently)"
         )
         print(
-            f"speed-up: {dense['wall'] / ours['wall']:.1f}x wall, {dense['cpu'] / ours['cpu']:.1f}x CPU time; "
+            f"speed-up: {dense['wall'] / ours['wall']:.1f}x wall, "
+            f"{dense['cpu'] / ours['cpu']:.1f}x CPU time; "
             f"peak memory {dense['peak_gb'] / ours['peak_gb']:.1f}x lower"
         )
 

@@ -65,7 +65,8 @@ def draw_params(n: int, size: tuple[int, int], cfg: AugmentCfg, rng: np.random.G
 def augment_numpy(
     images: np.ndarray, index: np.ndarray, p: AugmentParams, fill: np.ndarray, out: np.ndarray | None = None
 ) -> np.ndarray:
-    """``images[index]`` (uint8 ``(N, 3, H, W)``) flipped, cropped and erased per ``p`` into ``out`` ``(B, 3, H, W)``.
+    """``images[index]`` (uint8 ``(N, 3, H, W)``) flipped, cropped and erased per ``p`` into ``out``
+    ``(B, 3, H, W)``.
 
     ``fill``: uint8 ``(3, 1, 1)`` value of padding and erased pixels.
     """
@@ -115,7 +116,8 @@ def augment_torch(
     fill: torch.Tensor,
     maps: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """The same as :func:`augment_numpy` as one batched gather on ``images``' device; ``fill``: uint8 ``(3,)``.
+    """The same as :func:`augment_numpy` as one batched gather on ``images``' device;
+    ``fill``: uint8 ``(3,)``.
 
     ``maps``: :func:`torch_maps` of ``p``, computed once and shared by the modalities of a batch.
     """

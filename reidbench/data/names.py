@@ -31,7 +31,8 @@ class NameRule:
     skip_pids: tuple[int, ...] = ()
 
     def parse(self, name: str) -> Parsed | str | None:
-        """The labels of ``name``; an error message when it does not parse or is out of range; None to skip."""
+        """The labels of ``name``; an error message when it does not parse or is out of range;
+        None to skip."""
         match = self.pattern.match(name)
         if not match:
             return f"file name does not parse as {self.example}"
@@ -46,7 +47,8 @@ class NameRule:
         return Parsed(pid, cam - self.cam_base, scene)
 
 
-# RGBNT100 / RGBN300 strips: 0561_c0001_006.jpg (official loader: regex ([-\d]+)_c([-\d]+), 1<=pid<=600, 1<=cam<=8).
+# RGBNT100 / RGBN300 strips: 0561_c0001_006.jpg
+# (official loader: regex ([-\d]+)_c([-\d]+), 1<=pid<=600, 1<=cam<=8).
 VEHICLE_STRIP = NameRule(
     re.compile(r"^(?P<pid>\d+)_c(?P<cam>\d+)_\d+\.jpg$"), "VVVV_cCCCC_NNN.jpg", (1, 600), (1, 8)
 )

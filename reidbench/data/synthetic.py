@@ -108,7 +108,8 @@ def scenes_of(index: int) -> int:
 
 
 def plan(cfg: SyntheticConfig) -> list[Item]:
-    """Every sample of ``cfg`` in writing order (identity, camera, image); vehicle-style ids: train odd, test even."""
+    """Every sample of ``cfg`` in writing order (identity, camera, image); vehicle-style ids: train odd,
+    test even."""
     codes = identity_codes(cfg.train_ids + cfg.test_ids, cfg.seed)
     items = []
     for i, code in enumerate(codes):

@@ -114,7 +114,8 @@ class RankMetrics:
         return float(self.cmc[k - 1])
 
     def as_dict(self) -> dict[str, float | int]:
-        """``{"mAP", "rank1", "rank5", "rank10", "mINP", "num_valid_queries"}``; ranks above max_rank are NaN."""
+        """``{"mAP", "rank1", "rank5", "rank10", "mINP", "num_valid_queries"}``; ranks above max_rank
+        are NaN."""
         out: dict[str, float | int] = {"mAP": self.mAP}
         for k in (1, 5, 10):
             out[f"rank{k}"] = self.rank(k) if k <= self.cmc.numel() else math.nan
@@ -560,7 +561,8 @@ def rank_metrics(
     See the module docstring for the exact protocol (junk rules, tie-breaking by gallery index, CMC
     carry-forward, mINP). ``dist`` may be a torch tensor (CPU or CUDA; computed on its device) or a
     NumPy array; label arrays may be either. ``chunk_size`` is the number of queries per chunk (default:
-    ~1M distances per chunk on CPU, ~256 MB of temporaries on GPU). Raises ``ValueError`` when no query is valid.
+    ~1M distances per chunk on CPU, ~256 MB of temporaries on GPU). Raises ``ValueError`` when no query is
+    valid.
     float32 distances take the fastest path; float64 is exact too but always buckets whole chunks.
     """
     if isinstance(dist, np.ndarray):

@@ -1,4 +1,5 @@
-"""One run on several processes: the process group and the DDP pieces (launching is in reidbench.parallel.launch).
+"""One run on several processes: the process group and the DDP pieces (launching is in
+reidbench.parallel.launch).
 
 Design (see DESIGN.md "Scale"): every rank builds the same global PK batch and keeps its slice of P/N
 identities, the model outputs are gathered so the loss is computed on the global batch (so the gradient

@@ -1,4 +1,5 @@
-"""Ablations: declarative YAML files in benchmarks/ablations/<name>.yaml, validated and registered in ABLATIONS.
+"""Ablations: declarative YAML files in benchmarks/ablations/<name>.yaml, validated and registered in
+ABLATIONS.
 
 A file names the method, the axis (a dotted protocol key), the values to sweep, the default value, the
 datasets and optionally the seeds and base overrides::
@@ -16,7 +17,8 @@ A value is either a plain value of the axis or a point that sets several keys at
 
     values:
       - ce+triplet
-      - {value: ce+aug_triplet+center (no LS), set: {loss.variant: ce+aug_triplet+center, loss.label_smoothing: 0}}
+      - {value: ce+aug_triplet+center (no LS),
+         set: {loss.variant: ce+aug_triplet+center, loss.label_smoothing: 0}}
 """
 
 from __future__ import annotations
@@ -101,7 +103,8 @@ class Ablation:
         values: list[str] | None = None,
         method: str | None = None,
     ) -> list[RunSpec]:
-        """The RunSpecs of every dataset x point x seed, tagged with ablation / axis / value / axis_default."""
+        """The RunSpecs of every dataset x point x seed, tagged with ablation / axis / value /
+        axis_default."""
         from reidbench.spec import make_spec
 
         points = self.select(values)
@@ -273,7 +276,8 @@ def _peek_description(path: Path) -> str:
 
 
 def find_ablation(name: str) -> Ablation:
-    """The ablation called ``name`` (a file in :func:`ablations_dir` or a registered one) or at a YAML path."""
+    """The ablation called ``name`` (a file in :func:`ablations_dir` or a registered one) or at a YAML
+    path."""
     if name.endswith((".yaml", ".yml")) or os.sep in name:
         return load_ablation(Path(name))
     path = ablations_dir() / f"{name}.yaml"

@@ -44,7 +44,8 @@ class Executor(Protocol):
 
 
 def run_job(job: Job) -> RunResult:
-    """Run ``job`` in this process; joins the process group first when a torchrun-style environment says so."""
+    """Run ``job`` in this process; joins the process group first when a torchrun-style environment
+    says so."""
     from reidbench.runner import pick_device, run_one
 
     env = distributed.env_from_os()
@@ -161,7 +162,8 @@ class Slurm:
     """Submits the jobs as a Slurm array through submitit and waits for them.
 
     ``cluster``: None picks Slurm when ``srun`` exists (submitit's AutoExecutor); ``"local"`` runs the same
-    code path in local subprocesses (tests). ``params``: extra submitit parameters (slurm_account, mem_gb, ...).
+    code path in local subprocesses (tests). ``params``: extra submitit parameters (slurm_account,
+    mem_gb, ...).
     """
 
     folder: Path

@@ -1,4 +1,5 @@
-"""Sweeps: grids and ablations -> RunSpecs -> an executor, skipping finished points, under an MLflow parent run.
+"""Sweeps: grids and ablations -> RunSpecs -> an executor, skipping finished points, under an MLflow
+parent run.
 
 Idempotent: a point whose config hash already has a FINISHED run with the same sweep identity (ablation /
 axis / value tags) is skipped; one trained under another identity (e.g. the default point of an

@@ -1,7 +1,8 @@
 """Subprocess entry point of the local pool: ``python -m reidbench.sweeps.worker JOB_DIR``.
 
 Runs the job pickled in ``JOB_DIR/job.pkl``. A job with several processes is started as that many ranks
-(torchrun-style environment); under torchrun (``torchrun --nproc-per-node N -m reidbench.sweeps.worker JOB_DIR``)
+(torchrun-style environment); under torchrun
+(``torchrun --nproc-per-node N -m reidbench.sweeps.worker JOB_DIR``)
 the ranks are already there. Rank 0 writes ``result.json``; a failing rank writes ``error-<rank>.json``.
 The launcher part imports nothing heavy; only the ranks import torch.
 """
