@@ -16,7 +16,6 @@ A search space file maps dotted protocol keys to distributions::
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from reidbench import tracking
 from reidbench.errors import UserError
 from reidbench.runner import execute, pick_device
 from reidbench.spec import make_spec
+from reidbench.sweeps.storage import open_study
 from reidbench.sweeps.sweep import Settings
 
 DEFAULT_SPACE: dict[str, dict[str, Any]] = {
@@ -165,25 +165,14 @@ def tune(
     console: Console | None = None,
 ) -> Any:
     """Run ``trials`` Optuna trials (maximising validation mAP) and return the study."""
-    import optuna
-
     console = console or Console(quiet=True)
     study_name = study_name or f"{method}@{dataset}"
     storage = storage or default_storage()
-    if storage.startswith("sqlite:///"):
-        Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     base = [*overrides, "eval.same_set=false"]  # the validation query and gallery are separate sets
     for param in space:  # check every key before the first trial
         make_spec(method, dataset, seed, [*base, *_overrides({param.key: param.example()})])
-    optuna.logging.set_verbosity(logging.WARNING)
-    study = optuna.create_study(
-        study_name=study_name,
-        storage=storage,
-        direction="maximize",
-        load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=seed),
-    )
     exp_id = tracking.prepare(settings.uri, settings.experiment)
+    study = open_study(storage, study_name, seed)
     parent = _parent(study, settings, exp_id, method, dataset, storage)
     device = pick_device(settings.device)
 
