@@ -27,13 +27,7 @@ MAX_PARAM_LEN = 6000
 OPTION = "--tracking-uri"
 SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "file", "databricks")
 DEFAULT_PORTS = {"http": 80, "https": 443, "postgresql": 5432, "mysql": 3306, "mssql": 1433}
-DRIVERS = {  # SQLAlchemy dialect -> the module it imports
-    "postgresql": "psycopg2",
-    "postgresql+psycopg2": "psycopg2",
-    "postgresql+psycopg": "psycopg",
-    "mysql": "MySQLdb",
-    "mysql+pymysql": "pymysql",
-}
+DRIVERS = {"psycopg2": "psycopg2", "psycopg": "psycopg", "pymysql": "pymysql", "mysqldb": "MySQLdb"}
 PROBE_TIMEOUT_S = 3.0
 
 
@@ -60,14 +54,28 @@ def check_uri(uri: str) -> None:
     if base == "sqlite":
         check_sqlite(uri, OPTION)
         return
-    driver = DRIVERS.get(scheme)
-    if driver and importlib.util.find_spec(driver) is None:
-        raise UserError(
-            f"{OPTION} {uri!r}: the Python package {driver!r} that SQLAlchemy needs for {scheme} is not "
-            f"installed; install it (psycopg2-binary for PostgreSQL) or log through an MLflow server"
-        )
+    if base in ("postgresql", "mysql", "mssql"):
+        _check_driver(uri, scheme)
     if parts.hostname and base in DEFAULT_PORTS:
         _probe(uri, parts.hostname, parts.port or DEFAULT_PORTS[base])
+
+
+def _check_driver(uri: str, scheme: str) -> None:
+    """A UserError when the database driver SQLAlchemy would import for ``uri`` is not installed."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        driver = make_url(uri).get_dialect().driver
+    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+        raise UserError(f"{OPTION} {uri!r}: not a database URL SQLAlchemy knows ({exc})") from None
+    module = DRIVERS.get(driver)
+    if module and importlib.util.find_spec(module) is None:
+        raise UserError(
+            f"{OPTION} {uri!r}: {scheme} needs the Python package {module!r} (driver {driver}), which is not "
+            f"installed; install it, name an installed driver (postgresql+psycopg2://...) or log through "
+            f"an MLflow server (http://...)"
+        )
 
 
 def _probe(uri: str, host: str, port: int) -> None:
