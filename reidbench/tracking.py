@@ -44,7 +44,8 @@ def check_uri(uri: str) -> None:
     parts = urlsplit(uri)
     scheme = parts.scheme.lower()
     base = scheme.split("+", 1)[0]
-    if len(scheme) == 1 or not scheme:  # a plain path (or a Windows drive letter): MLflow's file store
+    if scheme in ("", "file"):  # MLflow's file store: a folder
+        _check_file_store(uri, Path(parts.path))
         return
     if base not in SCHEMES:
         raise UserError(
@@ -58,6 +59,16 @@ def check_uri(uri: str) -> None:
         _check_driver(uri, scheme)
     if parts.hostname and base in DEFAULT_PORTS:
         _probe(uri, parts.hostname, parts.port or DEFAULT_PORTS[base])
+
+
+def _check_file_store(uri: str, path: Path) -> None:
+    """A UserError when the folder of a file store is a file or lies under one."""
+    for folder in (path, *path.parents):
+        if folder.exists() and not folder.is_dir():
+            raise UserError(
+                f"{OPTION} {uri!r}: {folder} is a file, not a folder (a plain path is MLflow's file store); "
+                f"for a SQLite store write sqlite:///{path}"
+            )
 
 
 def _check_driver(uri: str, scheme: str) -> None:

@@ -44,10 +44,17 @@ def test_four_processes_on_fresh_stores_all_finish(tmp_path):
         (lambda d: f"sqlite:///{d / 'notes.txt' / 'mlflow.db'}", "notes.txt is a file, not a folder"),
         (lambda d: f"sqlite:///{d}", "is not a regular file"),
         (lambda d: "sqlite://", "an in-memory store loses every run"),
-        (lambda d: "/proc/reidbench/mlflow.db", None),  # plain path: MLflow's file store, not checked here
+        (lambda d: str(d / "store"), None),  # a plain path: MLflow's file store, a folder
+        (lambda d: str(d / "notes.txt"), "notes.txt is a file, not a folder"),
+        (lambda d: f"file://{d / 'notes.txt' / 'x'}", "notes.txt is a file, not a folder"),
         (lambda d: "sqlite:////proc/reidbench/mlflow.db", "cannot create files in /proc/reidbench"),
         (lambda d: "sqlite:////proc/mlflow.db", "cannot create files in /proc"),
         (lambda d: "http://127.0.0.1:9", "nothing answers at 127.0.0.1:9"),
+        (lambda d: "postgresql+psycopg2://u@127.0.0.1:9/db", "nothing answers at 127.0.0.1:9"),
+        (
+            lambda d: "mysql://u@127.0.0.1:9/db",
+            "needs the Python package 'MySQLdb'",
+        ),  # mysqlclient: not locked
     ],
 )
 def test_unusable_tracking_uris_fail_fast_with_one_line(tmp_path, make_uri, message):
