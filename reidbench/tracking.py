@@ -125,9 +125,9 @@ def prepare(uri: str, experiment: str = DEFAULT_EXPERIMENT) -> str:
     Safe to call from many processes at once: on SQLite the experiment is created under the store's
     lock, elsewhere a concurrent creation is detected and the existing experiment returned.
     """
+    check_uri(uri)  # before importing MLflow: a URI that cannot work fails at once
     from mlflow.exceptions import MlflowException
 
-    check_uri(uri)
     client = _client(uri)
     path = sqlite_path(uri)
     location = (path.parent / "mlartifacts" / experiment).resolve().as_uri() if path is not None else None
