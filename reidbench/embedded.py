@@ -59,12 +59,18 @@ def _check_database_file(path: Path, uri: str, option: str) -> None:
 
 @contextmanager
 def creation_lock(path: Path, option: str = "store") -> Iterator[None]:
-    """Exclusive lock on ``<path>.lock`` (its folder created): one process at a time creates the store."""
+    """Exclusive lock on ``<path>.lock`` (its folder created): one process at a time creates the store.
+
+    An existing store in a folder that cannot be written (a read-only share) is opened without the lock.
+    """
     lock = path.with_name(path.name + ".lock")
     try:
         lock.parent.mkdir(parents=True, exist_ok=True)
         fh = lock.open("a")
     except OSError as exc:
+        if path.is_file():
+            yield
+            return
         raise UserError(
             f"{option}: cannot create files in {lock.parent} ({exc.strerror}); choose a writable folder"
         ) from None

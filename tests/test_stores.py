@@ -84,3 +84,19 @@ def test_reading_a_missing_store_creates_nothing(tmp_path):
     with pytest.raises(UserError, match="no MLflow store"):
         tracking.experiment_names(f"sqlite:///{tmp_path / 'none.db'}")
     assert not (tmp_path / "none.db").exists()
+
+
+def test_an_existing_store_in_a_read_only_folder_can_be_read(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'ro' / 'mlflow.db'}"
+    tracking.prepare(uri, "x")
+    real_open = Path.open
+
+    def read_only(self, mode="r", *args, **kwargs):
+        if self.name.endswith(".lock"):
+            raise PermissionError(13, "Permission denied")
+        return real_open(self, mode, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", read_only)
+    assert tracking.experiment_names(uri) == ["Default", "x"]
+    with pytest.raises(UserError, match="cannot create files in"):
+        tracking.prepare(f"sqlite:///{tmp_path / 'ro' / 'new.db'}", "x")
