@@ -47,9 +47,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _run(cmd: list[str], user: str) -> None:
+def _run(cmd: list[str], user: str, cwd: Path) -> None:
     as_user = user if os.geteuid() == 0 else None
-    out = subprocess.run(cmd, user=as_user, capture_output=True, text=True, timeout=START_TIMEOUT_S)
+    out = subprocess.run(cmd, user=as_user, cwd=cwd, capture_output=True, text=True, timeout=START_TIMEOUT_S)
     if out.returncode:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stdout}\n{out.stderr}")
 
@@ -60,21 +60,19 @@ def postgres(bin_dir: Path, user: str) -> Iterator[str]:
     work = Path(tempfile.mkdtemp(prefix="reidbench-pg-"))  # not under pytest's 0700 folders
     shutil.chown(work, user)
     data, port = work / "data", free_port()
+
+    def pg(tool: str, *args: str) -> None:
+        _run([str(bin_dir / tool), *args], user, work)
+
     try:
-        _run([str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"], user)
+        pg("initdb", "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")
         options = f"-c listen_addresses=127.0.0.1 -p {port} -k {work} -c fsync=off"
-        _run(
-            [str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(work / "log"), "-o", options, "-w", "start"],
-            user,
-        )
+        pg("pg_ctl", "-D", str(data), "-l", str(work / "log"), "-o", options, "-w", "start")
         try:
-            _run(
-                [str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "mlflow"],
-                user,
-            )
+            pg("createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "mlflow")
             yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/mlflow"
         finally:
-            _run([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"], user)
+            pg("pg_ctl", "-D", str(data), "-m", "immediate", "-w", "stop")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
