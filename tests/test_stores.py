@@ -100,3 +100,11 @@ def test_an_existing_store_in_a_read_only_folder_can_be_read(tmp_path, monkeypat
     assert tracking.experiment_names(uri) == ["Default", "x"]
     with pytest.raises(UserError, match="cannot create files in"):
         tracking.prepare(f"sqlite:///{tmp_path / 'ro' / 'new.db'}", "x")
+
+
+def test_an_optuna_storage_that_is_not_a_database_is_refused(tmp_path):
+    from reidbench.sweeps.storage import open_study
+
+    (tmp_path / "notes.txt").write_text("not a database\n")
+    with pytest.raises(UserError, match="--storage .*notes.txt is not an SQLite database"):
+        open_study(f"sqlite:///{tmp_path / 'notes.txt'}", "s")
