@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -122,6 +123,25 @@ def _execution_options(command: Callable) -> Callable:
     return command
 
 
+def _protocol_option(command: Callable) -> Callable:
+    """``--protocol PATH``: the command reads the protocol from PATH instead of the built-in one."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, protocol: Path | None, **kwargs: Any) -> Any:
+        from reidbench.protocol import protocol_file
+
+        with protocol_file(protocol):
+            return command(*args, **kwargs)
+
+    return click.option(
+        "--protocol",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Protocol YAML file to use instead of benchmarks/protocols/DATASET.yaml (checked the same way; "
+        "runs record its path, their config its content).",
+    )(wrapper)
+
+
 def _executor(opts: dict[str, Any]) -> Any:
     """Where the runs execute, from the execution options (in process, a local GPU pool, Slurm)."""
     from reidbench.sweeps import executors
@@ -207,6 +227,7 @@ def _report(result: Any, ctx: Any) -> None:
     help="Override a protocol value, e.g. --set optim.lr=3e-4 (repeatable).",
 )
 @_execution_options
+@_protocol_option
 def run(
     methods: tuple[str, ...],
     datasets: tuple[str, ...],
@@ -246,6 +267,7 @@ def run(
     help="Override a protocol value for every point (repeatable).",
 )
 @_execution_options
+@_protocol_option
 def ablate(
     name: str,
     datasets: tuple[str, ...],
@@ -306,6 +328,7 @@ def ablate(
     help="Override a protocol value for every trial (repeatable).",
 )
 @_execution_options
+@_protocol_option
 def tune(
     method: str,
     dataset: str,

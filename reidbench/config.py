@@ -51,8 +51,46 @@ def parse_override(text: str) -> tuple[str, Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
-        raise UserError(f"override {text!r}: the value is not valid YAML ({exc.problem})") from None
+        raise UserError(
+            f"override {text!r}: the value {raw!r} is not valid YAML: {yaml_problem(exc, lines=False)}. "
+            f"Write lists as [a, b] and mappings as {{k: v}}, quoting the whole --set for the shell"
+        ) from None
     return key.strip(), value
+
+
+# YAML parser wording -> plain words
+_TOKENS = {
+    "'<stream end>'": "the end of the text",
+    "end of stream": "the end of the text",
+    "<block end>": "the end of an indented block (check the indentation)",
+    "'<block mapping start>'": "a key indented differently",
+    "'<block sequence start>'": "a list item indented differently",
+}
+_CONTEXTS = {
+    "flow sequence": "the [...] list",
+    "flow mapping": "the {...} mapping",
+    "block mapping": "the mapping",
+    "block sequence": "the list",
+    "quoted scalar": "the quoted string",
+}
+
+
+def yaml_problem(exc: yaml.YAMLError, lines: bool = True) -> str:
+    """A YAML syntax error in plain words: where (line and column, or column only), what was expected."""
+
+    def at(mark: Any) -> str:
+        return f"line {mark.line + 1}, column {mark.column + 1}" if lines else f"column {mark.column + 1}"
+
+    problem = getattr(exc, "problem", None) or str(exc)
+    for token, words in _TOKENS.items():
+        problem = problem.replace(token, words)
+    mark = getattr(exc, "problem_mark", None)
+    text = f"{at(mark)}: {problem}" if mark is not None else problem
+    context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context and start is not None:
+        what = next((w for k, w in _CONTEXTS.items() if k in context), "the part")
+        text += f" (in {what} that starts at {at(start)})"
+    return text
 
 
 def apply_override(data: dict[str, Any], key: str, value: Any) -> None:

@@ -6,14 +6,18 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from reidbench.config import apply_override, from_dict, parse_override, to_dict
+from reidbench.config import apply_override, from_dict, parse_override, to_dict, yaml_problem
 from reidbench.errors import UserError
 
 MODALITIES = ("rgb", "nir", "tir")
@@ -185,46 +189,192 @@ class Protocol:
         ]
 
 
+# Sections every protocol file must have (a missing one would silently fall back to the defaults).
+REQUIRED_SECTIONS = ("data", "sampler", "optim", "schedule", "loss", "train", "backbone", "eval", "seeds")
+_PROTOCOL_FILE: ContextVar[Path | None] = ContextVar("protocol_file", default=None)
+
+
 def protocols_dir() -> Path:
     """Folder of the protocol YAML files (``REIDBENCH_PROTOCOLS`` or the repo's benchmarks/protocols)."""
     env = os.environ.get("REIDBENCH_PROTOCOLS")
     return Path(env) if env else Path(__file__).resolve().parents[1] / "benchmarks" / "protocols"
 
 
-def load_protocol_dict(dataset: str) -> dict[str, Any]:
-    """The raw YAML of ``dataset``'s protocol."""
-    path = protocols_dir() / f"{dataset}.yaml"
-    if not path.is_file():
+@contextmanager
+def protocol_file(path: Path | None) -> Iterator[None]:
+    """Within the block, protocols are read from ``path`` (``--protocol``) unless one is passed explicitly."""
+    token = _PROTOCOL_FILE.set(Path(path) if path is not None else None)
+    try:
+        yield
+    finally:
+        _PROTOCOL_FILE.reset(token)
+
+
+def active_protocol_file(path: Path | None = None) -> Path | None:
+    """``path``, else the file chosen by :func:`protocol_file`, else None (the built-in protocol)."""
+    return Path(path) if path is not None else _PROTOCOL_FILE.get()
+
+
+def protocol_path(dataset: str, path: Path | None = None) -> Path:
+    """The protocol file of ``dataset``: ``path`` (checked to exist) or ``<protocols_dir>/<dataset>.yaml``."""
+    if path is not None:
+        if not Path(path).is_file():
+            raise UserError(f"--protocol {path}: no such file; pass the path of a protocol YAML file")
+        return Path(path)
+    found = protocols_dir() / f"{dataset}.yaml"
+    if not found.is_file():
         known = sorted(p.stem for p in protocols_dir().glob("*.yaml"))
-        raise UserError(f"no protocol file {path} for dataset {dataset!r}. Protocols: {', '.join(known)}.")
-    with path.open() as fh:
-        data = yaml.safe_load(fh) or {}
-    data.setdefault("dataset", dataset)
+        raise UserError(
+            f"no protocol file {found} for dataset {dataset!r}. Protocols: {', '.join(known)}; "
+            f"or pass your own with --protocol PATH."
+        )
+    return found
+
+
+def load_protocol_dict(dataset: str, path: Path | None = None) -> dict[str, Any]:
+    """The raw YAML of ``dataset``'s protocol (``path``: a protocol file of the user's), checked to be a
+    mapping with every section."""
+    path = protocol_path(dataset, path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise UserError(f"cannot read protocol file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML, {yaml_problem(exc)}; fix that line") from None
+    if not isinstance(data, dict):
+        raise UserError(
+            f"{path}: expected a mapping of sections (data:, sampler:, optim:, ...), got {data!r}"
+        )
+    missing = [name for name in REQUIRED_SECTIONS if name not in data]
+    if missing:
+        raise UserError(
+            f"{path}: missing section(s) {', '.join(missing)}; a protocol states every section "
+            f"({', '.join(REQUIRED_SECTIONS)}), copy them from benchmarks/protocols/{dataset}.yaml"
+        )
+    found = data.setdefault("dataset", dataset)
+    if found != dataset:
+        raise UserError(
+            f"{path}: this is the protocol of dataset {found!r} (its dataset: key), not of {dataset!r}; "
+            f"use it with --dataset {found} or change the key"
+        )
     return data
 
 
 def build_protocol(
-    dataset: str, overrides: list[str] = (), base: dict[str, Any] | None = None, method: str | None = None
+    dataset: str,
+    overrides: list[str] = (),
+    base: dict[str, Any] | None = None,
+    method: str | None = None,
+    path: Path | None = None,
+    dataset_modalities: list[str] | None = None,
 ) -> Protocol:
-    """Protocol of ``dataset`` with dotted ``overrides`` (``optim.lr=3e-4``) applied, type-checked.
+    """Protocol of ``dataset`` with dotted ``overrides`` (``optim.lr=3e-4``) applied, type- and value-checked.
 
+    Read from ``path`` when given (else the file chosen by :func:`protocol_file`, else the built-in one).
     Applied in order: ``base`` (the method's registered defaults), the protocol file's
     ``method_settings`` for ``method`` (dotted settings this dataset gives one method, e.g. a tiny text
-    encoder on the synthetic set), then the user's overrides.
+    encoder on the synthetic set), then the user's overrides. ``dataset_modalities``: what the dataset
+    has, which ``data.modalities`` must be among.
     """
-    data = load_protocol_dict(dataset)
+    path = protocol_path(dataset, active_protocol_file(path))
+    data = load_protocol_dict(dataset, path)
     settings = data.pop("method_settings", None) or {}
-    where = f"{protocols_dir() / dataset}.yaml: method_settings"
+    where = f"{path}: method_settings"
     if not isinstance(settings, dict) or not all(isinstance(v, dict) for v in settings.values()):
         raise UserError(f"{where} must map method names to {{dotted.key: value}} mappings")
     layers = [base or {}, settings.get(method, {}) if method else {}]
     for layer in layers:
         for key, value in layer.items():
             apply_override(data, key, copy.deepcopy(value))
-    data = to_dict(from_dict(Protocol, data))  # every default present: overrides can address list items
+    try:
+        data = to_dict(from_dict(Protocol, data))  # every default present: overrides can address list items
+    except UserError as exc:
+        raise UserError(f"{path}: {exc}") from None
     for text in overrides:
         apply_override(data, *parse_override(text))
-    return from_dict(Protocol, data)
+    protocol = from_dict(Protocol, data)
+    validate_protocol(protocol, str(path), dataset_modalities)
+    return protocol
+
+
+def validate_protocol(protocol: Protocol, where: str, dataset_modalities: list[str] | None = None) -> None:
+    """A UserError listing every value no run could train with (``where``: the protocol file)."""
+    problems = [*_value_problems(protocol), *_modality_problems(protocol.data.modalities, dataset_modalities)]
+    if problems:
+        raise UserError(
+            f"protocol of {protocol.dataset!r}: {'; '.join(problems)}. Fix the value(s) in {where} "
+            f"or in the --set overrides"
+        )
+
+
+def _value_problems(p: Protocol) -> list[str]:
+    checks: list[tuple[str, Any, str]] = [  # key, value, rule
+        ("train.epochs", p.train.epochs, "int>=1"),
+        ("train.max_steps_per_epoch", p.train.max_steps_per_epoch, "int>=1?"),
+        ("sampler.p", p.sampler.p, "int>=1"),
+        ("sampler.k", p.sampler.k, "int>=1"),
+        ("optim.lr", p.optim.lr, ">0"),
+        ("optim.weight_decay", p.optim.weight_decay, ">=0"),
+        ("loss.center_lr", p.loss.center_lr, ">0"),
+        ("schedule.warmup_epochs", p.schedule.warmup_epochs, ">=0"),
+        ("eval.batch_size", p.eval.batch_size, "int>=1"),
+        ("eval.max_rank", p.eval.max_rank, "int>=1"),
+        *((f"data.image_size.{i}", v, "int>=1") for i, v in enumerate(p.data.image_size)),
+    ]
+    for i, stage in enumerate(p.train.stages):
+        key = f"train.stages.{i}"
+        checks += [
+            (f"{key}.epochs", stage.epochs, "int>=1?"),
+            (f"{key}.epoch_share", stage.epoch_share, ">0?"),
+            (f"{key}.lr", stage.lr, ">0?"),
+            (f"{key}.lr_scale", stage.lr_scale, ">0"),
+            (f"{key}.warmup_epochs", stage.warmup_epochs, ">=0?"),
+        ]
+    problems = [
+        f"{key} must be {_RULES[rule]}, got {value!r}" for key, value, rule in checks if _bad(value, rule)
+    ]
+    if len(p.data.image_size) != 2:
+        problems.append(f"data.image_size must be [height, width], got {p.data.image_size!r}")
+    if not p.seeds:
+        problems.append("seeds must list at least one seed, got []")
+    return problems
+
+
+_RULES = {
+    "int>=1": "an integer >= 1",
+    "int>=1?": "null or an integer >= 1",
+    ">0": "a finite number > 0",
+    ">0?": "null or a finite number > 0",
+    ">=0": "a finite number >= 0",
+    ">=0?": "null or a finite number >= 0",
+}
+
+
+def _bad(value: Any, rule: str) -> bool:
+    if value is None:
+        return not rule.endswith("?")
+    if not math.isfinite(value):
+        return True
+    return value <= 0 if ">0" in rule else value < (1 if "int" in rule else 0)
+
+
+def _modality_problems(modalities: list[str], available: list[str] | None) -> list[str]:
+    unknown = [m for m in modalities if m not in MODALITIES]
+    absent = [m for m in modalities if m in MODALITIES and available is not None and m not in available]
+    problems = []
+    if not modalities:
+        problems.append(f"data.modalities must name at least one of {', '.join(MODALITIES)}")
+    if unknown:
+        problems.append(
+            f"data.modalities: {', '.join(map(repr, unknown))} unknown, expected among {', '.join(MODALITIES)}"
+        )
+    if absent:
+        problems.append(
+            f"data.modalities: the dataset has no {', '.join(absent)} images (it has {', '.join(available or [])})"
+        )
+    if len(set(modalities)) != len(modalities):
+        problems.append(f"data.modalities lists a modality twice: {modalities!r}")
+    return problems
 
 
 def config_hash(config: dict[str, Any]) -> str:

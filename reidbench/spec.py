@@ -13,7 +13,7 @@ from typing import Any
 
 from reidbench.config import from_dict, to_dict
 from reidbench.errors import UserError
-from reidbench.protocol import Protocol, build_protocol, config_hash
+from reidbench.protocol import Protocol, active_protocol_file, build_protocol, config_hash
 from reidbench.registry import DATASETS, METHODS, load_plugins
 
 # Protocol settings removed after runs were stored with them, and the value they always had: it joins the
@@ -71,16 +71,31 @@ def make_spec(
     overrides: list[str] | tuple[str, ...] = (),
     tags: dict[str, str] | None = None,
     validation: float | None = None,
+    protocol_path: Path | None = None,
 ) -> RunSpec:
-    """Resolve method x dataset x seed with overrides into a checked RunSpec."""
+    """Resolve method x dataset x seed with overrides into a checked RunSpec.
+
+    ``protocol_path``: the user's protocol file (default: the one chosen by ``protocol.protocol_file``,
+    else the built-in protocol); its absolute path becomes the run's ``protocol_file`` tag, while the
+    config (and hash) hold its resolved content.
+    """
     load_plugins()
     entry = METHODS.get(method)
-    DATASETS.get(dataset)
-    protocol = build_protocol(dataset, list(overrides), base=entry.meta.get("defaults"), method=method)
+    modalities = DATASETS.get(dataset).meta.get("modalities")
+    path = active_protocol_file(protocol_path)
+    protocol = build_protocol(
+        dataset,
+        list(overrides),
+        base=entry.meta.get("defaults"),
+        method=method,
+        path=path,
+        dataset_modalities=modalities,
+    )
+    tags = {**(tags or {}), **({"protocol_file": str(path.resolve())} if path is not None else {})}
     knobs = method_config(method, protocol.method)  # validate the method knobs early
     if knobs is not None:  # every knob explicit: the same effective config always has the same hash
         protocol.method = to_dict(knobs)
-    return RunSpec(method, dataset, seed, protocol, tuple(overrides), dict(tags or {}), validation)
+    return RunSpec(method, dataset, seed, protocol, tuple(overrides), tags, validation)
 
 
 def method_config(method: str, knobs: dict[str, Any]) -> Any:

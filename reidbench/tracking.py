@@ -1,23 +1,34 @@
 """The only module that talks to MLflow.
 
 Default store: ``sqlite:///<cwd>/results/mlflow.db`` (``MLFLOW_TRACKING_URI`` or ``--tracking-uri``
-override it). The launcher calls :func:`prepare` once, before any worker starts: concurrent first
-starts of a fresh SQLite store corrupt it.
+override it). :func:`check_uri` refuses a URI that cannot work before anything is set up. A SQLite store
+is created and migrated under a file lock next to it (:mod:`reidbench.embedded`), so any number of
+processes may open a fresh store at once; :func:`prepare` creates the experiment the same way.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reidbench.embedded import check_sqlite, creation_lock, sqlite_path
 from reidbench.errors import UserError
 
 DEFAULT_EXPERIMENT = "reidbench"
 MAX_PARAM_LEN = 6000
+OPTION = "--tracking-uri"
+SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "file", "databricks")
+DEFAULT_PORTS = {"http": 80, "https": 443, "postgresql": 5432, "mysql": 3306, "mssql": 1433}
+DRIVERS = {"psycopg2": "psycopg2", "psycopg": "psycopg", "pymysql": "pymysql", "mysqldb": "MySQLdb"}
+PROBE_TIMEOUT_S = 3.0
 
 
 def default_uri() -> str:
@@ -25,30 +36,112 @@ def default_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'results' / 'mlflow.db'}"
 
 
+def check_uri(uri: str) -> None:
+    """A UserError, quickly, when ``uri`` cannot be an MLflow store: unknown scheme, a SQLite path that is
+    not a database or lies under a file, a missing database driver, a server that does not answer."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    scheme = parts.scheme.lower()
+    base = scheme.split("+", 1)[0]
+    if scheme in ("", "file"):  # MLflow's file store: a folder
+        _check_file_store(uri, Path(parts.path))
+        return
+    if base not in SCHEMES:
+        raise UserError(
+            f"{OPTION} {uri!r}: unknown scheme {parts.scheme!r}; expected sqlite:///PATH, "
+            f"postgresql://USER@HOST/DB, mysql://..., or http(s)://HOST:PORT of an MLflow server"
+        )
+    if base == "sqlite":
+        check_sqlite(uri, OPTION)
+        return
+    if base in ("postgresql", "mysql", "mssql"):
+        _check_driver(uri, scheme)
+    if parts.hostname and base in DEFAULT_PORTS:
+        _probe(uri, parts.hostname, parts.port or DEFAULT_PORTS[base])
+
+
+def _check_file_store(uri: str, path: Path) -> None:
+    """A UserError when the folder of a file store is a file or lies under one."""
+    for folder in (path, *path.parents):
+        if folder.exists() and not folder.is_dir():
+            raise UserError(
+                f"{OPTION} {uri!r}: {folder} is a file, not a folder (a plain path is MLflow's file store); "
+                f"for a SQLite store write sqlite:///{path}"
+            )
+
+
+def _check_driver(uri: str, scheme: str) -> None:
+    """A UserError when the database driver SQLAlchemy would import for ``uri`` is not installed."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        driver = make_url(uri).get_dialect().driver
+    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+        raise UserError(f"{OPTION} {uri!r}: not a database URL SQLAlchemy knows ({exc})") from None
+    module = DRIVERS.get(driver)
+    if module and importlib.util.find_spec(module) is None:
+        raise UserError(
+            f"{OPTION} {uri!r}: {scheme} needs the Python package {module!r} (driver {driver}), which is not "
+            f"installed; install it, name an installed driver (postgresql+psycopg2://...) or log through "
+            f"an MLflow server (http://...)"
+        )
+
+
+def _probe(uri: str, host: str, port: int) -> None:
+    """A UserError when nothing accepts a TCP connection at ``host:port`` within a few seconds."""
+    try:
+        socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S).close()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise UserError(
+            f"{OPTION} {uri!r}: nothing answers at {host}:{port} ({reason}); start the server or fix the URI"
+        ) from None
+
+
+@contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """The creation lock of a SQLite store (nothing for other stores)."""
+    path = sqlite_path(uri)
+    with creation_lock(path, OPTION) if path is not None else nullcontext():
+        yield
+
+
 def _client(uri: str) -> Any:
+    """An MlflowClient; the first one in a process creates / migrates a SQLite store, under its lock."""
     import logging
 
     from mlflow.tracking import MlflowClient
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # no alembic chatter on first start
-
-    return MlflowClient(tracking_uri=uri)
+    with _store_lock(uri):
+        return MlflowClient(tracking_uri=uri)
 
 
 def prepare(uri: str, experiment: str = DEFAULT_EXPERIMENT) -> str:
-    """Create the store and the experiment if needed (call once, in the parent); the experiment id."""
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    """Check ``uri``, create the store and the experiment if needed; the experiment id.
+
+    Safe to call from many processes at once: on SQLite the experiment is created under the store's
+    lock, elsewhere a concurrent creation is detected and the existing experiment returned.
+    """
+    check_uri(uri)  # before importing MLflow: a URI that cannot work fails at once
+    from mlflow.exceptions import MlflowException
+
     client = _client(uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is not None:
-        return found.experiment_id
-    location = None
-    if uri.startswith("sqlite:///"):
-        location = (
-            (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts" / experiment).resolve().as_uri()
-        )
-    return client.create_experiment(experiment, artifact_location=location)
+    path = sqlite_path(uri)
+    location = (path.parent / "mlartifacts" / experiment).resolve().as_uri() if path is not None else None
+    with _store_lock(uri):
+        found = client.get_experiment_by_name(experiment)
+        if found is not None:
+            return found.experiment_id
+        try:
+            return client.create_experiment(experiment, artifact_location=location)
+        except MlflowException:
+            found = client.get_experiment_by_name(experiment)  # another worker created it meanwhile
+            if found is None:
+                raise
+            return found.experiment_id
 
 
 def mlflow_key(name: str) -> str:
@@ -221,14 +314,17 @@ def search_runs(uri: str, experiment: str = DEFAULT_EXPERIMENT, filter_string: s
     """
     import mlflow
 
+    _client(uri)  # a fresh SQLite store is created under its lock, then cached by MLflow
     mlflow.set_tracking_uri(uri)
     frame = mlflow.search_runs(experiment_names=[experiment], filter_string=filter_string)
     return frame.rename(columns=lambda c: "metrics." + metric_name(c[8:]) if c.startswith("metrics.") else c)
 
 
 def _check_store(uri: str) -> None:
-    """A UserError when a SQLite store does not exist (reading must not create an empty one)."""
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+    """A UserError when ``uri`` is unusable or a SQLite store does not exist (reading must not create one)."""
+    check_uri(uri)
+    path = sqlite_path(uri)
+    if path is not None and not path.is_file():
         raise UserError(
             f"no MLflow store at {uri.removeprefix('sqlite:///')}: train something first "
             "(`reidbench run ...`) or point --tracking-uri / MLFLOW_TRACKING_URI at your store"

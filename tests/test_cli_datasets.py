@@ -113,3 +113,69 @@ def test_run_refuses_a_mismatching_download_unless_allow_partial(root, monkeypat
         code, out = run_cli(monkeypatch, capsys, *args, "--allow-partial")
     assert code == 0, out
     assert "late_fusion" in out and "mAP" in out
+
+
+def _prepare(monkeypatch, capsys, root):
+    return run_cli(
+        monkeypatch,
+        capsys,
+        "datasets",
+        "prepare",
+        "rgbnt201",
+        "--data-root",
+        str(root),
+        "--image-size",
+        "16x8",
+        "-q",
+    )
+
+
+def test_prepare_decodes_everything_then_names_every_unreadable_file(root, monkeypatch, capsys, tmp_path):
+    use_counts_of(monkeypatch, "rgbnt201", small("rgbnt201"))
+    base = official(root, small("rgbnt201"))
+    bad = [
+        base / "train_171" / "RGB" / "000001_cam1_0_00.jpg",
+        base / "train_171" / "TI" / "000001_cam1_0_00.jpg",  # the same sample's second bad file
+        base / "train_171" / "NI" / "000003_cam2_1_01.jpg",
+        base / "test" / "TI" / "000002_cam1_0_00.jpg",  # another split
+    ]
+    for path in bad:
+        assert path.is_file(), path
+        path.write_bytes(b"not a jpeg")
+    code, out = _prepare(monkeypatch, capsys, root)
+    flat = " ".join(out.split())
+    assert code == 2, out
+    assert "4 images cannot be read" in flat and "Traceback" not in out
+    assert all(f"cannot read image {p}" in flat for p in bad)
+    assert "datasets check" not in flat and "Re-download these files" in flat
+    assert "... and" not in flat  # prepare lists every file
+    cached = [
+        m.parent.name.split("-")[0]
+        for m in (tmp_path / "cache" / "decoded" / "rgbnt201").glob("*/manifest.json")
+    ]
+    assert cached == []  # both splits hold a bad file: nothing half-built is left
+
+
+def test_prepare_still_caches_the_splits_without_bad_files(root, monkeypatch, capsys, tmp_path):
+    use_counts_of(monkeypatch, "rgbnt201", small("rgbnt201"))
+    bad = official(root, small("rgbnt201")) / "train_171" / "NI" / "000003_cam2_1_01.jpg"
+    bad.write_bytes(bad.read_bytes()[:150])
+    code, out = _prepare(monkeypatch, capsys, root)
+    assert code == 2 and f"cannot read image {bad}" in " ".join(out.split())
+    cached = [
+        m.parent.name.split("-")[0]
+        for m in (tmp_path / "cache" / "decoded" / "rgbnt201").glob("*/manifest.json")
+    ]
+    assert cached == ["query"]
+
+
+def test_check_names_a_badly_named_file_in_one_modality_folder(root, monkeypatch, capsys):
+    rgb = official(root, small("rgbnt201")) / "train_171" / "RGB"
+    (rgb / "000001_cam1_0_00.jpg").rename(rgb / "000001 cam1 copy.jpg")
+    code, out = run_cli(monkeypatch, capsys, "datasets", "check", "rgbnt201", "--data-root", str(root))
+    flat = " ".join(out.split())
+    assert code == 1
+    assert "train_171/RGB/000001 cam1 copy.jpg: file name does not parse as PPPPPP_camC_T_NN.jpg" in flat
+    assert "no counterpart in NI/, TI/" in flat
+    assert "NI/000001 cam1 copy.jpg" not in flat
+    assert "train_171/RGB/000001_cam1_0_00.jpg: missing (its NI/ counterpart exists)" in flat

@@ -291,3 +291,37 @@ def test_each_dataset_has_a_protocol_matching_its_evaluation_rules(layout, make_
     assert protocol.backbone.name == "vit_base_patch16_224" and protocol.seeds == [0, 1, 2]
     assert 50 <= protocol.train.epochs <= 60
     assert (protocol.sampler.p, protocol.sampler.k) == ((8, 8) if layout == "rgbnt201" else (16, 4))
+
+
+def test_partial_data_warning_prints_once_as_a_plain_line(tmp_path):
+    """In a fresh process (pytest replaces the warning display): twice the same dataset, one plain line."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import warnings
+        from pathlib import Path
+        from reidbench.data.checks import finish
+        from reidbench.data.types import Dataset, DatasetInfo, DatasetSplits, ImageRef, Sample
+
+        sample = Sample({"rgb": ImageRef(Path("a.jpg"))}, 1, 0)
+        def scan():
+            info = DatasetInfo("demo", ["rgb"], 1)
+            return Dataset(info, DatasetSplits([sample], [sample], [sample]), {}, ["x/y.jpg: missing"])
+        finish(scan(), allow_partial=True)
+        warnings.resetwarnings()  # what some imports do: the registry of shown warnings is forgotten
+        finish(scan(), allow_partial=True)
+        warnings.warn("another one")
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stderr.splitlines()
+    assert lines.count("warning: dataset 'demo': proceeding despite 1 problem(s) (--allow-partial):") == 1
+    assert "  x/y.jpg: missing" in lines
+    assert not any("finish(" in line or "PartialDataWarning" in line for line in lines)
+    assert any("UserWarning: another one" in line for line in lines)  # other warnings unchanged

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from reidbench.errors import UserError
@@ -90,7 +92,10 @@ def test_method_settings_apply_to_their_method_only(monkeypatch, tmp_path):
     assert "text_hidden" not in make_spec("late_fusion", "synthetic", 0).protocol.method
     assert make_spec("mmet", "synthetic", 0, ["method.text_hidden=32"]).protocol.method["text_hidden"] == 32
 
-    (tmp_path / "synthetic.yaml").write_text("dataset: synthetic\nmethod_settings:\n  mmet: 3\n")
+    text = (Path(__file__).parents[1] / "benchmarks" / "protocols" / "synthetic.yaml").read_text()
+    (tmp_path / "synthetic.yaml").write_text(
+        text.split("method_settings:")[0] + "method_settings:\n  mmet: 3\n"
+    )
     monkeypatch.setenv("REIDBENCH_PROTOCOLS", str(tmp_path))
     with pytest.raises(UserError, match="method_settings must map method names"):
         build_protocol("synthetic", method="mmet")

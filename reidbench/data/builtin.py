@@ -164,15 +164,20 @@ def scan_market1501_mm(data_root: Path) -> Dataset:
     return assemble("market1501_mm", root, ALL, splits, folders, problems)
 
 
-def register_layout(name: str, description: str, scan: Callable[[Path], Dataset]) -> None:
-    """Register ``scan`` (which collects problems) as a dataset builder that checks them."""
+def register_layout(
+    name: str, description: str, scan: Callable[[Path], Dataset], modalities: list[str] = ALL
+) -> None:
+    """Register ``scan`` (which collects problems) as a dataset builder that checks them.
+
+    ``modalities``: what the dataset has (the protocol's ``data.modalities`` are checked against it).
+    """
 
     def builder(data_root: Path, allow_partial: bool = False, validate: bool = True, **_: object) -> Dataset:
         dataset = scan(Path(data_root))
         return finish(dataset, allow_partial) if validate else dataset
 
     builder.__doc__ = scan.__doc__
-    DATASETS.register(name, description, scan=scan)(builder)
+    DATASETS.register(name, description, scan=scan, modalities=list(modalities))(builder)
 
 
 def scan_synthetic(_: Path) -> Dataset:
@@ -196,7 +201,7 @@ register_layout(
 register_layout(
     "rgbnt100", "vehicles, RGB/NIR/TIR 768x128 strips, 50 train / 50 test ids, 8 cameras", scan_rgbnt100
 )
-register_layout("rgbn300", "vehicles, RGB/NIR 512x128 strips, 8 cameras", scan_rgbn300)
+register_layout("rgbn300", "vehicles, RGB/NIR 512x128 strips, 8 cameras", scan_rgbn300, ["rgb", "nir"])
 register_layout(
     "msvr310", "vehicles, RGB/NIR/TIR per-vehicle folders, 155 / 155 ids, scene-aware junk rule", scan_msvr310
 )

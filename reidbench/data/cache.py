@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reidbench.data.images import decode_into
+from reidbench.data.images import SHOWN, UnreadableImages, decode_into
 from reidbench.data.types import Dataset, Sample
 from reidbench.errors import UserError
 
@@ -158,14 +158,17 @@ def load_split(
         with _locked(folder):
             arrays = open_cached(folder, wanted)  # another process may have built it meanwhile
             if arrays is None:
-                build(
-                    folder,
-                    wanted,
-                    samples,
-                    show_progress,
-                    f"decoding {dataset.info.name} {split} at {size[0]}x{size[1]}",
-                    workers,
-                )
+                try:
+                    build(
+                        folder,
+                        wanted,
+                        samples,
+                        show_progress,
+                        f"decoding {dataset.info.name} {split} at {size[0]}x{size[1]}",
+                        workers,
+                    )
+                except UnreadableImages as exc:
+                    raise UnreadableImages(exc.files, _fix_hint(dataset.info.name), SHOWN) from None
                 arrays = open_cached(folder, wanted)
     if arrays is None:
         raise UserError(
@@ -175,14 +178,30 @@ def load_split(
     return arrays
 
 
+def _fix_hint(name: str, listed_all: bool = False) -> str:
+    what = (
+        ""
+        if listed_all
+        else (f"`reidbench datasets prepare {name}` decodes every image and lists all of them. ")
+    )
+    return f"{what}Re-download these files, or delete them and pass --allow-partial to go on without them."
+
+
 def prepare(
     dataset: Dataset, size: tuple[int, int], show_progress: bool = True
 ) -> list[tuple[str, Path, int, int]]:
-    """Build (or validate) the cache of every split; (split, folder, samples, bytes) per split."""
+    """Build (or validate) the cache of every split; (split, folder, samples, bytes) per split.
+
+    Every split is decoded even when one holds unreadable images; then one error lists every such file.
+    """
     splits = ["train", "query"] + ([] if dataset.splits.gallery is dataset.splits.query else ["gallery"])
-    out = []
+    out, failed = [], {}
     for split in splits:
-        arrays = load_split(dataset, split, size, show_progress)
+        try:
+            arrays = load_split(dataset, split, size, show_progress)
+        except UnreadableImages as exc:
+            failed.update(exc.files)
+            continue
         out.append(
             (
                 split,
@@ -191,4 +210,6 @@ def prepare(
                 sum(a.nbytes for a in arrays.values()),
             )
         )
+    if failed:
+        raise UnreadableImages(failed, _fix_hint(dataset.info.name, listed_all=True))
     return out

@@ -7,6 +7,7 @@ samples they cannot use and go on, so ``reidbench datasets check`` can list ever
 
 from __future__ import annotations
 
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,31 @@ SHOWN = 12  # problems quoted in an error message
 
 
 class PartialDataWarning(UserWarning):
-    """A dataset is used although its layout check found problems (``--allow-partial``)."""
+    """A dataset is used although its layout check found problems (``--allow-partial``).
+
+    Shown as plain ``warning: ...`` text (no source line), once per process per message.
+    """
+
+
+_shown_partial: set[str] = set()
+
+
+def show_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, file=None, line=None
+) -> None:
+    """``warnings.showwarning`` that prints a PartialDataWarning as plain text once; others as before."""
+    if not issubclass(category, PartialDataWarning):
+        _default_showwarning(message, category, filename, lineno, file, line)
+        return
+    text = str(message)
+    if text not in _shown_partial:
+        _shown_partial.add(text)
+        print(f"warning: {text}", file=file or sys.stderr, flush=True)
+
+
+_default_showwarning = getattr(warnings.showwarning, "previous", warnings.showwarning)  # re-import safe
+show_warning.previous = _default_showwarning  # type: ignore[attr-defined]
+warnings.showwarning = show_warning
 
 
 @dataclass(frozen=True)

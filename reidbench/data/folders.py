@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from reidbench.data.checks import Problems
-from reidbench.data.names import NameRule
+from reidbench.data.names import NameRule, Parsed
 from reidbench.data.strips import find_folder
 from reidbench.data.types import ImageRef, Sample
 
@@ -28,12 +28,10 @@ def read_paired(
     samples = []
     for name in sorted(set().union(*names.values())):
         missing = [m for m in dirs if name not in names[m]]
-        if missing:
-            have = next(m for m in dirs if m not in missing)
-            for m in missing:
-                problems.add(dirs[m] / name, f"missing (its {dirs[have].name}/ counterpart exists)")
-            continue
         parsed = rule.parse(name)
+        if missing:
+            _unpaired(dirs, name, missing, parsed, problems)
+            continue
         anchor = dirs[next(iter(dirs))] / name
         if isinstance(parsed, str):
             problems.add(anchor, parsed)
@@ -47,6 +45,24 @@ def read_paired(
                 )
             )
     return samples
+
+
+def _unpaired(
+    dirs: dict[str, Path], name: str, missing: list[str], parsed: Parsed | str | None, problems: Problems
+) -> None:
+    """A file present in only some modality folders: a badly named one is named itself (its counterparts
+    were never expected); a well-named one has its missing counterparts named."""
+    have = [m for m in dirs if m not in missing]
+    if isinstance(parsed, str):
+        for m in have:
+            problems.add(
+                dirs[m] / name,
+                f"{parsed}; it has no counterpart in {', '.join(dirs[x].name + '/' for x in missing)} either "
+                f"(renamed by mistake?)",
+            )
+        return
+    for m in missing:
+        problems.add(dirs[m] / name, f"missing (its {dirs[have[0]].name}/ counterpart exists)")
 
 
 def modality_dirs(parent: Path, folders: dict[str, str], problems: Problems) -> dict[str, Path] | None:

@@ -11,12 +11,27 @@ from reidbench.data.types import ImageRef, Sample
 from reidbench.errors import UserError
 from reidbench.progress import progress_bar
 
+SHOWN = 20  # unreadable files quoted in an error message (`reidbench datasets prepare` lists them all)
 
-def _unreadable(path: object, exc: BaseException) -> UserError:
-    return UserError(
-        f"cannot read image {path}: {exc}. Re-download or remove the file "
-        f"(`reidbench datasets check` lists the dataset's problems)."
-    )
+
+class UnreadableImages(UserError):
+    """Image files that cannot be decoded: ``files`` maps each path to why."""
+
+    def __init__(self, files: dict[str, str], hint: str = "", shown: int | None = None) -> None:
+        self.files = dict(files)
+        lines = [f"cannot read image {path}: {why}" for path, why in self.files.items()]
+        listed = lines if shown is None else lines[:shown]
+        more = f"\n  ... and {len(lines) - len(listed)} more" if len(lines) > len(listed) else ""
+        text = (
+            lines[0] if len(lines) == 1 else f"{len(lines)} images cannot be read:\n  " + "\n  ".join(listed)
+        )
+        super().__init__(text + more + (f"\n{hint}" if hint else ""))
+
+
+def _reason(path: object, exc: BaseException) -> str:
+    """``exc`` in a few words, without repeating the path."""
+    text = str(exc).replace(f"'{path}'", "").replace(str(path), "").strip(" :")
+    return text or type(exc).__name__
 
 
 def _tile(img: Image.Image, ref: ImageRef, size: tuple[int, int]) -> np.ndarray:
@@ -46,14 +61,17 @@ def read_sample(sample: Sample, modalities: list[str], size: tuple[int, int]) ->
     by_path: dict[object, list[int]] = {}
     for j, m in enumerate(modalities):
         by_path.setdefault(sample.images[m].path, []).append(j)
+    failed: dict[str, str] = {}
     for path, slots in by_path.items():
         try:
             with Image.open(path) as img:
                 img.load()
                 for j in slots:
                     out[j] = _tile(img, sample.images[modalities[j]], size)
-        except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
-            raise _unreadable(path, exc) from None
+        except (OSError, UnidentifiedImageError, SyntaxError, ValueError, UserError) as exc:
+            failed[str(path)] = _reason(path, exc)
+    if failed:
+        raise UnreadableImages(failed)
     return out  # type: ignore[return-value]
 
 
@@ -68,32 +86,25 @@ def decode_into(
 ) -> None:
     """Decode ``samples`` into ``outs[j][i]`` (modality j, sample i; arrays ``(N, 3, H, W)``) with threads.
 
-    Every file is tried; the unreadable ones are then reported together (an error naming each path).
+    Every file is tried; the unreadable ones are then reported together (:class:`UnreadableImages`).
     """
 
-    def decode(i: int) -> str | None:
+    def decode(i: int) -> dict[str, str]:
         try:
             for j, array in enumerate(read_sample(samples[i], modalities, size)):
                 outs[j][i] = array
-        except UserError as exc:
-            return str(exc)
-        return None
+        except UnreadableImages as exc:
+            return exc.files
+        return {}
 
+    failed: dict[str, str] = {}
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        errors = [
-            e
-            for e in progress_bar(
-                pool.map(decode, range(len(samples))), description, show_progress, len(samples)
-            )
-            if e
-        ]
-    if len(errors) == 1:
-        raise UserError(errors[0])
-    if errors:
-        listed = "\n  ".join(errors[:20]) + (
-            f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""
-        )
-        raise UserError(f"{len(errors)} images cannot be read:\n  {listed}")
+        for files in progress_bar(
+            pool.map(decode, range(len(samples))), description, show_progress, len(samples)
+        ):
+            failed.update(files)
+    if failed:
+        raise UnreadableImages(failed, shown=SHOWN)
 
 
 def decode_samples(

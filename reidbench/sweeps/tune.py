@@ -16,7 +16,6 @@ A search space file maps dotted protocol keys to distributions::
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from reidbench.context import RunContext
 from reidbench.errors import UserError
 from reidbench.runner import pick_device, run_one
 from reidbench.spec import make_spec
+from reidbench.sweeps.storage import open_study
 
 DEFAULT_SPACE: dict[str, dict[str, Any]] = {
     "optim.lr": {"type": "loguniform", "low": 1e-5, "high": 1e-3},
@@ -169,8 +169,8 @@ def tune(
     for param in space:  # check every key before the first trial
         make_spec(method, dataset, seed, [*base, *_overrides({param.key: param.example()})])
     storage = storage or default_storage()
-    study = _open_study(study_name or f"{method}@{dataset}", storage, seed)
     exp_id = tracking.prepare(ctx.tracking_uri, ctx.experiment)
+    study = open_study(storage, study_name or f"{method}@{dataset}", seed)
     parent = _parent(study, ctx, exp_id, method, dataset, storage)
     trial_ctx = ctx.under(parent.run_id)
     objective = _Objective(method, dataset, seed, base, fraction, space, trial_ctx, study.study_name, console)
@@ -187,22 +187,6 @@ def tune(
         )
     parent.finish()
     return study
-
-
-def _open_study(name: str, storage: str, seed: int) -> Any:
-    """The Optuna study ``name`` in ``storage`` (created on first use; TPE sampler seeded with ``seed``)."""
-    import optuna
-
-    if storage.startswith("sqlite:///"):
-        Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    optuna.logging.set_verbosity(logging.WARNING)
-    return optuna.create_study(
-        study_name=name,
-        storage=storage,
-        direction="maximize",
-        load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=seed),
-    )
 
 
 @dataclass
