@@ -273,3 +273,16 @@ def test_validation_split_rejects_identities_without_a_second_camera(synthetic_d
 
 def test_ablations_dir_is_the_repo_folder():
     assert ablations_dir() == Path(__file__).resolve().parents[1] / "benchmarks" / "ablations"
+
+
+def test_every_shipped_ablation_resolves_its_points():
+    """Each file in benchmarks/ablations names keys the protocol and the method know (a typo there would
+    only show when someone runs that ablation)."""
+    from reidbench.registry import ABLATIONS
+    from reidbench.sweeps.ablation import register_ablations
+
+    register_ablations()
+    for entry in ABLATIONS:
+        ablation = entry.builder()
+        specs = ablation.specs(None, [0], [], None, None)
+        assert len(specs) == len(ablation.points) * len(ablation.datasets), ablation.name
