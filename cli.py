@@ -196,9 +196,11 @@ def run(
 
     Points that already have a FINISHED run with the same config are skipped; interrupted ones resume.
     """
-    from reidbench.sweeps.sweep import grid, run_sweep, sweep_tags
+    from reidbench.spec import grid
 
-    specs = grid(methods, datasets, _seeds(seeds), list(overrides))
+    specs = grid(methods, datasets, _seeds(seeds), list(overrides))  # checked before torch is imported
+    from reidbench.sweeps.sweep import run_sweep, sweep_tags
+
     settings, executor = _settings(opts)
     name = f"{'+'.join(methods)}@{'+'.join(datasets)}"
     result = run_sweep(

@@ -17,9 +17,10 @@ from reidbench.data.module import DataModule
 from reidbench.data.validation import validation_split
 from reidbench.evaluation import evaluate
 from reidbench.evaluation.cost import forward_gflops
+from reidbench.factory import BuildInfo, create_loss_terms, create_method, create_tokenizer
 from reidbench.parallel import distributed
 from reidbench.protocol import dump_yaml
-from reidbench.registry import DATASETS, METHODS, load_plugins
+from reidbench.registry import DATASETS, load_plugins
 from reidbench.spec import RunSpec, method_config
 from reidbench.sweeps import liveness
 from reidbench.train import engine
@@ -163,6 +164,8 @@ def _train_and_evaluate(
     dataset = DATASETS.get(spec.dataset).builder(Path(data_root), allow_partial=allow_partial)
     if spec.validation:
         dataset = validation_split(dataset, spec.validation)
+    cfg = method_config(spec.method, spec.protocol.method)
+    tokenizer = create_tokenizer(spec.method, cfg, spec.protocol, dataset.info)
     # each rank gets its slice of the same global batch (and its augmentation draws)
     data = DataModule(
         dataset,
@@ -172,19 +175,17 @@ def _train_and_evaluate(
         rank=distributed.rank(),
         world_size=distributed.world_size(),
         show_progress=show_progress,
+        tokenizer=tokenizer,
     )
-    entry = METHODS.get(spec.method)
-    model = entry.builder(
-        method_config(spec.method, spec.protocol.method), spec.protocol, dataset.info, data.num_classes
-    ).to(device)
+    info = BuildInfo.from_protocol(spec.protocol, dataset.info, data.num_classes, tokenizer)
+    model = create_method(spec.method, cfg, info).to(device)
     if distributed.world_size() > 1:
         model = distributed.sync_batchnorm(model, device)
-    criterion_terms = entry.meta.get("loss_terms")
     criterion = Criterion(
         spec.protocol.loss,
         data.num_classes,
-        _embedding_dim(model, data),
-        criterion_terms(spec.protocol) if criterion_terms else None,
+        model.embed_dim,
+        create_loss_terms(spec.method, cfg, spec.protocol.loss),
     ).to(device)
     params = sum(p.numel() for p in model.parameters())
 
@@ -204,14 +205,3 @@ def _train_and_evaluate(
         train_images_per_s=fit.samples_per_s * len(data.modalities),
     )
     return metrics
-
-
-@torch.no_grad()
-def _embedding_dim(model: torch.nn.Module, data: DataModule) -> int:
-    """Width of the model's embedding, from one evaluation batch of two samples."""
-    was_training = model.training
-    model.eval()
-    batch = next(data.eval_batches("query", 2))
-    dim = model(batch).embedding.shape[1]
-    model.train(was_training)
-    return dim

@@ -27,6 +27,41 @@ def tiny_method(method: str, vocab: Path) -> list[str]:
     }.get(method, [])
 
 
+def caption_tokenizer(vocab: Path):
+    """A caption tokenizer (BERT WordPiece, 77 tokens) over ``vocab``."""
+    from reidbench.data.text import CaptionTokenizer, build_tokenizer
+
+    return CaptionTokenizer(build_tokenizer(str(vocab)))
+
+
+def make_datamodule(spec, dataset):
+    """``spec``'s DataModule on the CPU, with the caption tokenizer its method declares (as the runner)."""
+    import torch
+
+    from reidbench.data.module import DataModule
+    from reidbench.factory import create_tokenizer
+
+    tokenizer = create_tokenizer(spec.method, spec.protocol.method, spec.protocol, dataset.info)
+    return DataModule(dataset, spec.protocol, torch.device("cpu"), show_progress=False, tokenizer=tokenizer)
+
+
+def build_model(spec, dataset, data, **knobs):
+    """``spec``'s model for the DataModule ``data`` as the runner builds it; ``knobs`` change method knobs."""
+    from reidbench.factory import BuildInfo, create_method
+
+    info = BuildInfo.from_protocol(spec.protocol, dataset.info, data.num_classes, data.tokenizer)
+    return create_method(spec.method, {**spec.protocol.method, **knobs}, info)
+
+
+def build_criterion(spec, data, model):
+    """``spec``'s criterion for ``model`` as the runner builds it (the method's extra terms included)."""
+    from reidbench.factory import create_loss_terms
+    from reidbench.train.losses import Criterion
+
+    terms = create_loss_terms(spec.method, spec.protocol.method, spec.protocol.loss)
+    return Criterion(spec.protocol.loss, data.num_classes, model.embed_dim, terms)
+
+
 def random_embedding_map(dataset, draws: int = 5) -> float:
     """Mean mAP of random unit embeddings on the dataset's query / gallery (the chance level)."""
     import torch

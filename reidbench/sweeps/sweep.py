@@ -10,7 +10,6 @@ runner.execute). Failed points are reported at the end; the others still run.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from reidbench.progress import make_progress
 from reidbench.protocol import config_hash
 from reidbench.registry import DATASETS
 from reidbench.runner import RunResult
-from reidbench.spec import RunSpec, make_spec
+from reidbench.spec import RunSpec, grid  # noqa: F401  (grid: made here before, still found here)
 from reidbench.sweeps import liveness
 from reidbench.sweeps.executors import Executor, InProcess, Job, Outcome
 
@@ -61,21 +60,6 @@ class SweepResult:
     reused: int = 0
     running: int = 0  # left to the live runs of another sweep
     parent_run_id: str | None = None
-
-
-def grid(
-    methods: Sequence[str],
-    datasets: Sequence[str],
-    seeds: Sequence[int] | None = None,
-    overrides: Sequence[str] = (),
-) -> list[RunSpec]:
-    """Every method x dataset x seed (default seeds: each protocol's ``seeds``)."""
-    specs = []
-    for method in methods:
-        for dataset in datasets:
-            point_seeds = seeds or make_spec(method, dataset, 0, list(overrides)).protocol.seeds
-            specs += [make_spec(method, dataset, s, list(overrides)) for s in point_seeds]
-    return specs
 
 
 def identity(tags: dict[str, str]) -> tuple[str | None, ...]:
