@@ -6,7 +6,8 @@ Architecture (FLAVA without weight sharing between encoders):
 * image encoder: a ViT (the protocol's backbone) with a learnable mask token; every image modality
   (RGB / NIR / TIR) goes through it;
 * text encoder: BERT from transformers (``text_model``, or random init from a config), WordPiece tokens,
-  captions truncated at ``text_max_len`` = 77;
+  captions truncated at ``text_max_len`` = 77 (the method declares the tokenizer, :func:`mmet_tokenizer`;
+  the DataModule tokenizes each split once and batches carry ``text_ids`` / ``text_mask`` / ``text_words``);
 * multimodal encoder: ``mm_layers`` (6) pre-LN transformer layers over ``[CLS_M; image_to_mm(image
   tokens) per modality; text_to_mm(text tokens)]`` plus a final LayerNorm (padding masked);
 * one shared BNNeck + bias-free linear ID head applied to whichever CLS fits the input: ``mode=image``
