@@ -239,9 +239,11 @@ def run(
 
     Points that already have a FINISHED run with the same config are skipped; interrupted ones resume.
     """
-    from reidbench.sweeps.sweep import grid, sweep_tags
+    from reidbench.spec import grid
 
-    specs = grid(methods, datasets, _seeds(seeds), list(overrides))
+    specs = grid(methods, datasets, _seeds(seeds), list(overrides))  # checked before torch is imported
+    from reidbench.sweeps.sweep import sweep_tags
+
     _sweep(specs, opts, "grid", f"{'+'.join(methods)}@{'+'.join(datasets)}", sweep_tags(specs))
 
 

@@ -10,18 +10,14 @@ the tokens (not in the official code, which gives the fusion layer no way to tel
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 import torch
 from torch import nn
 
-from reidbench.data.types import DatasetInfo
+from methods.early_fusion_config import EarlyFusionConfig
 from reidbench.errors import UserError
+from reidbench.factory import BuildInfo
 from reidbench.nn import BNNeckHead, ModelOutput, build_image_backbone
 from reidbench.nn.tokens import post_norm_stack
-from reidbench.protocol import Protocol
-from reidbench.registry import METHODS
 
 
 class EarlyFusion(nn.Module):
@@ -44,6 +40,7 @@ class EarlyFusion(nn.Module):
         self.head = head
         self.readout, self.token = readout, token
         self.modality_embedding = modality_embedding
+        self.embed_dim: int = head.bn.num_features
 
     def forward(self, batch: dict) -> ModelOutput:
         size = batch[self.modalities[0]].shape[0]
@@ -57,21 +54,10 @@ class EarlyFusion(nn.Module):
         return ModelOutput(embedding=embedding, logits=logits)
 
 
-@dataclass
-class EarlyFusionConfig:
-    depth: int = 1
-    heads: int = 8
-    dim_feedforward: int = 2048
-    dropout: float = 0.1
-    readout: Literal["mean", "token"] = "mean"
-    token: int = 0  # readout=token: position in the concatenated sequence (0 = first modality's CLS)
-    modality_embedding: bool = False
-
-
 def early_fusion_model(
+    backbone: nn.Module,
     modalities: list[str],
     num_classes: int,
-    protocol: Protocol,
     depth: int = 1,
     heads: int = 8,
     dim_feedforward: int = 2048,
@@ -80,8 +66,7 @@ def early_fusion_model(
     token: int = 0,
     modality_embedding: bool = False,
 ) -> EarlyFusion:
-    """Model builder: joint attention over all modalities' backbone tokens."""
-    backbone = build_image_backbone(protocol.backbone, protocol.data.image_size)
+    """Model builder: joint attention over all modalities' tokens of the shared ``backbone``."""
     dim = backbone.dim
     if dim % heads:
         raise UserError(f"early_fusion: backbone width {dim} is not a multiple of method.heads={heads}")
@@ -103,19 +88,12 @@ def early_fusion_model(
     )
 
 
-@METHODS.register(
-    "early_fusion",
-    "all modalities' ViT tokens concatenated into one fusion transformer (GraFT's vanilla-fusion baseline)",
-    config=EarlyFusionConfig,
-)
-def early_fusion(
-    cfg: EarlyFusionConfig, protocol: Protocol, info: DatasetInfo, num_classes: int
-) -> EarlyFusion:
-    """Registered builder: reads the method knobs from ``cfg``."""
+def early_fusion(cfg: EarlyFusionConfig, info: BuildInfo) -> EarlyFusion:
+    """Registered builder: the protocol's backbone, then early fusion with the knobs of ``cfg``."""
     return early_fusion_model(
-        protocol.data.modalities,
-        num_classes,
-        protocol,
+        build_image_backbone(info.backbone, info.image_size),
+        list(info.modalities),
+        info.num_classes,
         cfg.depth,
         cfg.heads,
         cfg.dim_feedforward,

@@ -37,19 +37,15 @@ The official absolute values (RGBNT100): ``optim.lr=2.54e-5 optim.weight_decay=0
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 import torch
 from torch import nn
 
-from reidbench.config import from_dict
-from reidbench.data.types import DatasetInfo
+from methods.graft_config import GraftConfig
 from reidbench.errors import UserError
+from reidbench.factory import BuildInfo
 from reidbench.nn import BNNeckHead, ModelOutput, build_image_backbone
 from reidbench.nn.tokens import post_norm_stack
-from reidbench.protocol import Protocol
-from reidbench.registry import METHODS
+from reidbench.protocol import LossCfg
 from reidbench.train.losses import augmented_triplet
 
 
@@ -83,6 +79,7 @@ class GraFT(nn.Module):
             self.register_buffer("fusion_weights", fusion_weights)
         self.head = head
         self.data_token = data_token
+        self.embed_dim: int = fusion_tokens.shape[1] * fusion_tokens.shape[2]  # F * D
 
     def forward(self, batch: dict) -> ModelOutput:
         present = [m for m in self.modalities if m in batch]  # all of them, except in drop-missing evaluation
@@ -108,23 +105,10 @@ class GraFT(nn.Module):
         return ModelOutput(embedding=embedding, logits=logits, extras={"data_embedding": negative})
 
 
-@dataclass
-class GraftConfig:
-    fusion_tokens: int = 1  # F learnable tokens shared by the modalities (paper: 1)
-    depth: int = 1  # fusion layers per modality (paper: 1; the "scalable" variant: 4)
-    heads: int = 8
-    dim_feedforward: int = 2048
-    dropout: float = 0.1
-    learnable_fusion_weights: bool = False  # official model_lrnable_fusion_avg
-    data_token: int = 0  # backbone output index of the triplet negative (0 = CLS; official data_token_step)
-    triplet_mining: Literal["random", "hard"] = "random"
-    drop_missing: bool = False  # missing-modality evaluation: average the present modalities (else zero-fill)
-
-
 def graft_model(
+    backbone: nn.Module,
     modalities: list[str],
     num_classes: int,
-    protocol: Protocol,
     fusion_tokens: int = 1,
     depth: int = 1,
     heads: int = 8,
@@ -134,12 +118,11 @@ def graft_model(
     data_token: int = 0,
     drop_missing: bool = False,
 ) -> GraFT:
-    """Model builder: GraFT over ``modalities`` with the protocol's backbone."""
+    """Model builder: GraFT over ``modalities`` on the shared token ``backbone``."""
     if fusion_tokens < 1 or depth < 1:
         raise UserError(
             f"graft: method.fusion_tokens ({fusion_tokens}) and method.depth ({depth}) must be >= 1"
         )
-    backbone = build_image_backbone(protocol.backbone, protocol.data.image_size)
     dim = backbone.dim
     if dim % heads:
         raise UserError(f"graft: backbone width {dim} is not a multiple of method.heads={heads}")
@@ -167,65 +150,23 @@ def graft_model(
     )
 
 
-def graft_loss_terms(protocol: Protocol) -> dict:
+def graft_loss_terms(cfg: GraftConfig, loss: LossCfg) -> dict:
     """The ``aug_triplet`` criterion term (weight ``loss.triplet_weight``, margin ``loss.triplet_margin``)."""
-    cfg = from_dict(GraftConfig, protocol.method, "method")
 
     def aug_triplet(out: ModelOutput, labels: torch.Tensor, _: float) -> torch.Tensor:
         return augmented_triplet(
-            out.embedding,
-            out.extras["data_embedding"],
-            labels,
-            cfg.triplet_mining,
-            protocol.loss.triplet_margin,
+            out.embedding, out.extras["data_embedding"], labels, cfg.triplet_mining, loss.triplet_margin
         )
 
-    return {"aug_triplet": (aug_triplet, protocol.loss.triplet_weight)}
+    return {"aug_triplet": (aug_triplet, loss.triplet_weight)}
 
 
-STAGE2_LR_SCALE = 5.7433e-6 / 2.54e-5  # official RGBNT100 stage-2 / stage-1 learning rate
-
-GRAFT_DEFAULTS = {
-    "loss.variant": "ce+aug_triplet+center",
-    "loss.id_weight": 0.5,
-    "loss.triplet_weight": 0.5,
-    "loss.center_weight": 0.0005,
-    "loss.triplet_margin": None,
-    "train.stages": [
-        {
-            "name": "frozen",
-            "epoch_share": 0.4,
-            "freeze": ["backbone"],
-            "label_smoothing": 0.0,
-            "loss": "ce+aug_triplet",
-            "schedule": "warmup_sqrt",
-        },
-        {
-            "name": "unfrozen",
-            "epoch_share": 0.6,
-            "label_smoothing": 0.1,
-            "loss": "ce+aug_triplet+center",
-            "schedule": "constant",
-            "warmup_epochs": 0,
-            "lr_scale": round(STAGE2_LR_SCALE, 4),
-        },
-    ],
-}
-
-
-@METHODS.register(
-    "graft",
-    "GraFT: shared ViT, per-modality fusion layers with shared fusion tokens, augmented triplet, two stages",
-    config=GraftConfig,
-    defaults=GRAFT_DEFAULTS,
-    loss_terms=graft_loss_terms,
-)
-def graft(cfg: GraftConfig, protocol: Protocol, info: DatasetInfo, num_classes: int) -> GraFT:
-    """Registered builder: reads the method knobs from ``cfg``."""
+def graft(cfg: GraftConfig, info: BuildInfo) -> GraFT:
+    """Registered builder: the protocol's backbone, then GraFT with the knobs of ``cfg``."""
     return graft_model(
-        protocol.data.modalities,
-        num_classes,
-        protocol,
+        build_image_backbone(info.backbone, info.image_size),
+        list(info.modalities),
+        info.num_classes,
         cfg.fusion_tokens,
         cfg.depth,
         cfg.heads,

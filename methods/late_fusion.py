@@ -7,18 +7,14 @@ of TOP-ReID / the GraFT table) and ``single_modality`` (one modality alone, RGB 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 import torch
 from torch import nn
 
-from reidbench.data.types import DatasetInfo
+from methods.late_fusion_config import LateFusionConfig, SingleModalityConfig
 from reidbench.errors import UserError
+from reidbench.factory import BuildInfo
 from reidbench.nn import BNNeckHead, ModelOutput, build_image_backbone
 from reidbench.nn.fusion import build_fusion
-from reidbench.protocol import Protocol
-from reidbench.registry import METHODS
 
 
 class LateFusion(nn.Module):
@@ -36,6 +32,7 @@ class LateFusion(nn.Module):
         self.fusion = fusion
         self.head = head
         self.shared = len({id(e) for e in encoders.values()}) == 1 and len(encoders) > 1
+        self.embed_dim: int = head.bn.num_features
 
     def forward(self, batch: dict) -> ModelOutput:
         if self.shared:
@@ -60,66 +57,42 @@ class CLSEncoder(nn.Module):
         return self.backbone.cls(x)
 
 
-@dataclass
-class LateFusionConfig:
-    fusion: Literal["concat", "mean", "max", "attention"] = "concat"
-    shared_backbone: bool = True
-
-
 def late_fusion_model(
-    modalities: list[str],
-    num_classes: int,
-    protocol: Protocol,
-    fusion: str = "concat",
-    shared_backbone: bool = True,
+    backbones: dict[str, nn.Module], num_classes: int, fusion: str = "concat"
 ) -> LateFusion:
-    """Model builder: a late-fusion network over ``modalities`` with the protocol's backbone."""
-    size = tuple(protocol.data.image_size)
-
-    def encoder() -> CLSEncoder:
-        return CLSEncoder(build_image_backbone(protocol.backbone, size))
-
-    shared = encoder() if shared_backbone else None
-    encoders = {m: shared if shared is not None else encoder() for m in modalities}
-    dim = next(iter(encoders.values())).backbone.dim
-    fusion_module, out_dim = build_fusion(fusion, dim, len(modalities))
+    """Model builder: late fusion of the CLS tokens of ``backbones`` (modality -> token backbone; the same
+    object under several modalities is one shared encoder)."""
+    wrapped: dict[int, CLSEncoder] = {}
+    encoders = {m: wrapped.setdefault(id(b), CLSEncoder(b)) for m, b in backbones.items()}
+    dim = next(iter(backbones.values())).dim
+    fusion_module, out_dim = build_fusion(fusion, dim, len(backbones))
     return LateFusion(encoders, fusion_module, BNNeckHead(out_dim, num_classes))
 
 
-@METHODS.register(
-    "late_fusion",
-    "per-modality ViT encoders, embeddings fused (concat|mean|max|attention), BNNeck",
-    config=LateFusionConfig,
-)
-def late_fusion(cfg: LateFusionConfig, protocol: Protocol, info: DatasetInfo, num_classes: int) -> LateFusion:
-    """Registered builder: reads the method knobs from ``cfg``."""
-    return late_fusion_model(protocol.data.modalities, num_classes, protocol, cfg.fusion, cfg.shared_backbone)
+def image_backbones(info: BuildInfo, modalities: list[str], shared: bool) -> dict[str, nn.Module]:
+    """The protocol's backbone for each of ``modalities``: one shared object, or one each (in order)."""
+    if shared:
+        backbone = build_image_backbone(info.backbone, info.image_size)
+        return dict.fromkeys(modalities, backbone)
+    return {m: build_image_backbone(info.backbone, info.image_size) for m in modalities}
 
 
-@METHODS.register(
-    "multi_stream_vit",
-    "a separate ViT per modality, CLS tokens concatenated, BNNeck (TOP-ReID-style multi-stream baseline)",
-)
-def multi_stream_vit(cfg: None, protocol: Protocol, info: DatasetInfo, num_classes: int) -> LateFusion:
+def late_fusion(cfg: LateFusionConfig, info: BuildInfo) -> LateFusion:
+    """Registered builder: shared or separate backbones over the protocol's modalities, fused by ``cfg``."""
+    backbones = image_backbones(info, list(info.modalities), cfg.shared_backbone)
+    return late_fusion_model(backbones, info.num_classes, cfg.fusion)
+
+
+def multi_stream_vit(cfg: None, info: BuildInfo) -> LateFusion:
     """Registered builder: late fusion with separate backbones and concatenation."""
-    return late_fusion_model(protocol.data.modalities, num_classes, protocol, "concat", shared_backbone=False)
+    return late_fusion_model(image_backbones(info, list(info.modalities), False), info.num_classes, "concat")
 
 
-@dataclass
-class SingleModalityConfig:
-    modality: str = "rgb"  # the one modality used; the others are ignored
-
-
-@METHODS.register(
-    "single_modality", "one modality alone (RGB by default): ViT CLS, BNNeck", config=SingleModalityConfig
-)
-def single_modality(
-    cfg: SingleModalityConfig, protocol: Protocol, info: DatasetInfo, num_classes: int
-) -> LateFusion:
+def single_modality(cfg: SingleModalityConfig, info: BuildInfo) -> LateFusion:
     """Registered builder: a one-encoder network on ``cfg.modality``."""
-    if cfg.modality not in protocol.data.modalities:
+    if cfg.modality not in info.modalities:
         raise UserError(
             f"single_modality: method.modality={cfg.modality!r} is not among data.modalities "
-            f"{protocol.data.modalities}"
+            f"{list(info.modalities)}"
         )
-    return late_fusion_model([cfg.modality], num_classes, protocol, "concat")
+    return late_fusion_model(image_backbones(info, [cfg.modality], True), info.num_classes, "concat")

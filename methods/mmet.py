@@ -6,7 +6,8 @@ Architecture (FLAVA without weight sharing between encoders):
 * image encoder: a ViT (the protocol's backbone) with a learnable mask token; every image modality
   (RGB / NIR / TIR) goes through it;
 * text encoder: BERT from transformers (``text_model``, or random init from a config), WordPiece tokens,
-  captions truncated at ``text_max_len`` = 77;
+  captions truncated at ``text_max_len`` = 77 (the method declares the tokenizer, :func:`mmet_tokenizer`;
+  the DataModule tokenizes each split once and batches carry ``text_ids`` / ``text_mask`` / ``text_words``);
 * multimodal encoder: ``mm_layers`` (6) pre-LN transformer layers over ``[CLS_M; image_to_mm(image
   tokens) per modality; text_to_mm(text tokens)]`` plus a final LayerNorm (padding masked);
 * one shared BNNeck + bias-free linear ID head applied to whichever CLS fits the input: ``mode=image``
@@ -41,25 +42,23 @@ batch-hard triplet).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reidbench.config import from_dict
+from methods.mmet_config import MMETConfig
+from reidbench.data.text import CaptionTokenizer, TextVocab, build_tokenizer
 from reidbench.data.types import DatasetInfo
 from reidbench.errors import UserError
+from reidbench.factory import BuildInfo
 from reidbench.nn import BNNeckHead, ModelOutput, build_image_backbone
 from reidbench.nn.masking import block_masks, normalised_patches, whole_word_mask
-from reidbench.nn.text import TextEncoder, build_text_encoder, build_tokenizer
+from reidbench.nn.text import TextEncoder, build_text_encoder
 from reidbench.nn.tokens import PreNormEncoder
-from reidbench.protocol import Protocol
-from reidbench.registry import METHODS
-
-Mode = Literal["multimodal", "image", "text"]
+from reidbench.protocol import LossCfg
 
 
 class MaskedLMHead(nn.Module):
@@ -91,6 +90,8 @@ class MMET(nn.Module):
     """Architecture: ``image_encoder`` / ``text_encoder`` -> (``mm_encoder``) -> CLS -> shared ``head``.
 
     Encoders a mode does not use may be None. ``mm_cls`` (1, 1, D), ``stream_embedding`` (streams, D).
+    Captions arrive tokenized (``text_ids``, ``text_mask``, ``text_words``: the batch contract); ``vocab``
+    describes their tokenizer (for whole-word masking).
     """
 
     def __init__(
@@ -98,7 +99,7 @@ class MMET(nn.Module):
         modalities: list[str],
         image_encoder: nn.Module | None,
         text_encoder: TextEncoder | None,
-        tokenizer: object | None,
+        vocab: TextVocab | None,
         mm_encoder: nn.Module | None,
         image_to_mm: nn.Module | None,
         text_to_mm: nn.Module | None,
@@ -109,7 +110,6 @@ class MMET(nn.Module):
         image_mask_ratio: float = 0.0,
         mask_min_block: int = 16,
         text_mask_prob: float = 0.0,
-        text_max_len: int = 77,
         stream_embedding: nn.Parameter | None = None,
         mlm_head: MaskedLMHead | None = None,
         mpr_head: nn.Module | None = None,
@@ -118,16 +118,17 @@ class MMET(nn.Module):
         super().__init__()
         self.modalities = list(modalities)
         self.drops_missing_modalities = drop_missing  # evaluation leaves absent modalities out of the batch
-        self.image_encoder, self.text_encoder, self.tokenizer = image_encoder, text_encoder, tokenizer
+        self.image_encoder, self.text_encoder, self.vocab = image_encoder, text_encoder, vocab
         self.mm_encoder, self.image_to_mm, self.text_to_mm = mm_encoder, image_to_mm, text_to_mm
         self.mm_cls = (
             nn.Parameter(torch.zeros(1, 1, head.bn.num_features)) if mm_encoder is not None else None
         )
         self.stream_embedding = stream_embedding
         self.head = head
+        self.embed_dim: int = head.bn.num_features
         self.mode, self.eval_mode, self.feature = mode, eval_mode or mode, feature
         self.image_mask_ratio, self.mask_min_block = image_mask_ratio, mask_min_block
-        self.text_mask_prob, self.text_max_len = text_mask_prob, text_max_len
+        self.text_mask_prob = text_mask_prob
         self.mlm_head, self.mpr_head = mlm_head, mpr_head
 
     def forward(self, batch: dict) -> ModelOutput:
@@ -146,7 +147,7 @@ class MMET(nn.Module):
                 ).to(images.device)
             image_tokens = self.image_encoder(images, image_mask)
         if mode in ("text", "multimodal"):
-            ids, attn, mlm_labels = self._tokenize(batch)
+            ids, attn, mlm_labels = self._text(batch)
             text_tokens = self.text_encoder(ids, attn)
         streams = self._streams(mode, present, image_tokens, text_tokens, attn)
         bn_feat, logits = self.head(streams.cls)
@@ -157,29 +158,22 @@ class MMET(nn.Module):
             extras["mlm_loss"] = self._masked_lm(streams.text, mlm_labels)
         return ModelOutput(embedding=embedding, logits=logits, extras=extras)
 
-    @torch.compiler.disable
-    def _tokenize(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        texts = batch.get("text")
-        if texts is None:
+    def _text(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Token ids and attention mask of the batch's captions; whole-word masked in training (then also
+        the MLM labels)."""
+        if "text_ids" not in batch:
             raise UserError(
-                "mmet needs captions: the batch has no 'text' (set data.text=true on a dataset "
+                "mmet needs captions: the batch has no 'text_ids' (set data.text=true on a dataset "
                 "with captions, or method.mode=image)"
             )
-        enc = self.tokenizer(
-            list(texts), padding="longest", truncation=True, max_length=self.text_max_len, return_tensors="pt"
+        ids, attn = batch["text_ids"], batch["text_mask"]
+        if not (self.training and self.text_mask_prob > 0):
+            return ids, attn, None
+        vocab = self.vocab
+        ids, labels = whole_word_mask(
+            ids, batch["text_words"], self.text_mask_prob, vocab.mask_id, vocab.size, vocab.special_ids
         )
-        ids, labels = enc["input_ids"], None
-        if self.training and self.text_mask_prob > 0:
-            ids, labels = whole_word_mask(
-                ids,
-                [enc.word_ids(i) for i in range(len(ids))],
-                self.text_mask_prob,
-                self.tokenizer.mask_token_id,
-                len(self.tokenizer),
-                set(self.tokenizer.all_special_ids),
-            )
-        device = self.head.bn.weight.device
-        return ids.to(device), enc["attention_mask"].to(device), None if labels is None else labels.to(device)
+        return ids, attn, labels
 
     def _streams(
         self,
@@ -231,70 +225,105 @@ class MMET(nn.Module):
         return F.cross_entropy(self.mlm_head(tokens[chosen]).float(), labels[chosen])
 
 
-@dataclass
-class MMETConfig:
-    mode: Mode = "multimodal"  # input that trains the head: image | text | multimodal (image + text)
-    eval_mode: Mode | None = None  # input used for retrieval (None: as mode)
-    mm_layers: int = 6
-    mm_heads: int = 12
-    image_mask_ratio: float = 0.3827  # share of patches masked in training (75 of 196, BEiT blocks); 0: off
-    mask_min_block: int = 16
-    text_mask_prob: float = 0.15  # whole-word masking in training; 0: off
-    feature: Literal["post_bn", "pre_bn"] = "post_bn"  # triplet + retrieval feature (official: post_bn)
-    mlm_weight: float = 1.0
-    mpr_weight: float = 1.0
-    modality_embedding: bool = True  # per-stream embedding into the multimodal encoder
-    text_model: str = "bert-base-uncased"
-    text_pretrained: bool = True
-    text_weights: str | None = None  # local HF directory of the text encoder (wins over the hub)
-    tokenizer: str | None = None  # vocab.txt or tokenizer directory (None: text_weights, else text_model);
-    # a relative path is looked up in the dataset's folder first
-    text_hidden: int | None = None  # sizes of a randomly initialised text encoder (None: BERT-base)
-    text_layers: int | None = None
-    text_heads: int | None = None
-    text_max_len: int = 77
-    drop_missing: bool = False  # missing-modality evaluation: fuse the present streams (else zero-fill)
-
-
-def _terms(protocol: Protocol) -> set[str]:
-    return {t.strip() for s in protocol.resolved_stages() for t in (s.loss or "").split("+")}
-
-
 def mmet_model(
-    modalities: list[str], num_classes: int, protocol: Protocol, cfg: MMETConfig, has_text: bool = True
+    image_encoder: nn.Module | None,
+    text_encoder: TextEncoder | None,
+    modalities: list[str],
+    num_classes: int,
+    vocab: TextVocab | None = None,
+    mode: str = "multimodal",
+    eval_mode: str | None = None,
+    mm_layers: int = 6,
+    mm_heads: int = 12,
+    feature: str = "post_bn",
+    image_mask_ratio: float = 0.0,
+    mask_min_block: int = 16,
+    text_mask_prob: float = 0.0,
+    modality_embedding: bool = True,
+    mlm_head: bool = False,
+    mpr_head: bool = False,
+    drop_missing: bool = False,
 ) -> MMET:
-    """Model builder: MMET over ``modalities`` (+ captions) with the protocol's image backbone."""
-    modes = {cfg.mode, cfg.eval_mode or cfg.mode}
-    if cfg.mode == "image" and modes != {"image"}:
+    """Model builder: MMET over ``modalities`` from an image and a text encoder (either None when no mode
+    uses it); ``vocab``: the captions' tokenizer (text modes); ``mlm_head`` / ``mpr_head``: build the
+    reconstruction heads."""
+    modes = {mode, eval_mode or mode}
+    image, text = image_encoder, text_encoder
+    dim = image.dim if image is not None else text.dim
+    uses_mm = "multimodal" in modes or (image is not None and len(modalities) > 1)
+    if uses_mm and dim % mm_heads:
+        raise UserError(f"mmet: width {dim} is not a multiple of method.mm_heads={mm_heads}")
+    if "text" in modes and text.dim != dim:
         raise UserError(
-            f"mmet: a model trained with method.mode=image has no trained text path for "
-            f"method.eval_mode={cfg.eval_mode}"
+            f"mmet: the shared head takes width {dim} but the text encoder gives {text.dim}; "
+            f"set method.text_hidden={dim}"
         )
-    if cfg.mode == "text" and modes != {"text"}:
-        raise UserError(
-            f"mmet: a model trained with method.mode=text has no trained image path for "
-            f"method.eval_mode={cfg.eval_mode}"
-        )
-    need_text = bool(modes & {"text", "multimodal"})
-    need_image = bool(modes & {"image", "multimodal"})
-    if need_text and not (protocol.data.text and has_text):
+    mm = image_to_mm = text_to_mm = streams = None
+    if uses_mm:
+        mm = PreNormEncoder(dim, mm_layers, mm_heads)
+        image_to_mm = nn.Linear(image.dim, dim)
+        text_to_mm = nn.Linear(text.dim, dim) if "multimodal" in modes else None
+        if modality_embedding:
+            streams = nn.Parameter(torch.zeros(len(modalities) + (text_to_mm is not None), dim))
+    mlm = mpr = None
+    if mlm_head:
+        mlm = MaskedLMHead(dim, vocab.size, text.word_embeddings if text.dim == dim else None)
+    if mpr_head:
+        mpr = nn.Linear(dim, image.patch_size**2 * 3)
+    return MMET(
+        modalities,
+        image,
+        text,
+        vocab,
+        mm,
+        image_to_mm,
+        text_to_mm,
+        BNNeckHead(dim, num_classes),
+        mode,
+        eval_mode,
+        feature,
+        image_mask_ratio,
+        mask_min_block,
+        text_mask_prob,
+        streams,
+        mlm,
+        mpr,
+        drop_missing,
+    )
+
+
+def check_modes(cfg: MMETConfig) -> None:
+    """A model trained on images only (text only) cannot retrieve with text (images)."""
+    for trained, untrained in (("image", "text"), ("text", "image")):
+        if cfg.mode == trained and cfg.modes() != {trained}:
+            raise UserError(
+                f"mmet: a model trained with method.mode={trained} has no trained {untrained} path for "
+                f"method.eval_mode={cfg.eval_mode}"
+            )
+
+
+def mmet(cfg: MMETConfig, info: BuildInfo) -> MMET:
+    """Registered builder: the protocol's image backbone (with a mask token when masking), BERT for the
+    captions, then MMET with the knobs of ``cfg``."""
+    check_modes(cfg)
+    modes = cfg.modes()
+    if cfg.needs_text() and info.text is None:
         raise UserError(
             "mmet with text (method.mode / eval_mode text or multimodal) needs captions: "
-            + ("set data.text=true" if has_text else "this dataset has none; use method.mode=image")
+            + (
+                "set data.text=true"
+                if info.dataset.has_text
+                else "this dataset has none; use method.mode=image"
+            )
         )
-    terms = _terms(protocol)
-    image = text = tokenizer = None
-    if need_image:
-        image = build_image_backbone(
-            protocol.backbone,
-            protocol.data.image_size,
-            mask_token=cfg.image_mask_ratio > 0 and cfg.mode != "text",
-        )
-    if need_text:
-        tokenizer = build_tokenizer(cfg.tokenizer or cfg.text_weights or cfg.text_model)
+    image = text = None
+    if modes & {"image", "multimodal"}:
+        masked = cfg.image_mask_ratio > 0 and cfg.mode != "text"
+        image = build_image_backbone(info.backbone, info.image_size, mask_token=masked)
+    if cfg.needs_text():
         text = build_text_encoder(
             cfg.text_model,
-            len(tokenizer),
+            info.text.size,
             cfg.text_pretrained,
             cfg.text_weights,
             cfg.text_hidden,
@@ -302,54 +331,43 @@ def mmet_model(
             cfg.text_heads,
             max(512, cfg.text_max_len),
         )
-    dim = image.dim if image is not None else text.dim
-    uses_mm = "multimodal" in modes or (need_image and len(modalities) > 1)
-    mm = image_to_mm = text_to_mm = streams = None
-    if uses_mm:
-        if dim % cfg.mm_heads:
-            raise UserError(f"mmet: width {dim} is not a multiple of method.mm_heads={cfg.mm_heads}")
-        mm = PreNormEncoder(dim, cfg.mm_layers, cfg.mm_heads)
-        image_to_mm = nn.Linear(image.dim, dim)
-        text_to_mm = nn.Linear(text.dim, dim) if "multimodal" in modes else None
-        if cfg.modality_embedding:
-            streams = nn.Parameter(torch.zeros(len(modalities) + (text_to_mm is not None), dim))
-    if "text" in modes and text.dim != dim:
-        raise UserError(
-            f"mmet: the shared head takes width {dim} but the text encoder gives {text.dim}; "
-            f"set method.text_hidden={dim}"
-        )
-    mlm = mpr = None
-    if "mlm" in terms and cfg.mode != "image":
-        tied = text.word_embeddings if text.dim == dim else None
-        mlm = MaskedLMHead(dim, len(tokenizer), tied)
-    if "mpr" in terms and cfg.mode != "text":
-        mpr = nn.Linear(dim, image.patch_size**2 * 3)
-    return MMET(
-        modalities,
+    return mmet_model(
         image,
         text,
-        tokenizer,
-        mm,
-        image_to_mm,
-        text_to_mm,
-        BNNeckHead(dim, num_classes),
+        list(info.modalities),
+        info.num_classes,
+        info.text,
         cfg.mode,
         cfg.eval_mode,
+        cfg.mm_layers,
+        cfg.mm_heads,
         cfg.feature,
         cfg.image_mask_ratio,
         cfg.mask_min_block,
         cfg.text_mask_prob,
-        cfg.text_max_len,
-        streams,
-        mlm,
-        mpr,
-        cfg.drop_missing,
+        cfg.modality_embedding,
+        mlm_head="mlm" in info.loss_terms and cfg.mode != "image",
+        mpr_head="mpr" in info.loss_terms and cfg.mode != "text",
+        drop_missing=cfg.drop_missing,
     )
 
 
-def mmet_loss_terms(protocol: Protocol) -> dict:
+def mmet_tokenizer(cfg: MMETConfig, dataset: DatasetInfo) -> CaptionTokenizer | None:
+    """The captions' tokenizer (truncating at ``text_max_len``), None without text; a relative
+    ``method.tokenizer`` that exists in the dataset's folder is read from there (the synthetic set ships
+    its ``vocab.txt``)."""
+    if not cfg.needs_text() or not dataset.has_text:
+        return None
+    source = cfg.tokenizer or cfg.text_weights or cfg.text_model
+    if cfg.tokenizer and dataset.root is not None and not Path(cfg.tokenizer).expanduser().is_absolute():
+        local = Path(dataset.root) / cfg.tokenizer
+        if local.exists():
+            source = str(local)
+    return CaptionTokenizer(build_tokenizer(source), cfg.text_max_len)
+
+
+def mmet_loss_terms(cfg: MMETConfig, loss: LossCfg) -> dict:
     """``mlm`` and ``mpr`` criterion terms, reading the losses the model computed in its forward."""
-    cfg = from_dict(MMETConfig, protocol.method, "method")
 
     def term(key: str, knob: str):
         def fn(out: ModelOutput, labels: torch.Tensor, _: float) -> torch.Tensor:
@@ -366,29 +384,3 @@ def mmet_loss_terms(protocol: Protocol) -> dict:
         "mlm": (term("mlm_loss", "text_mask_prob"), cfg.mlm_weight),
         "mpr": (term("mpr_loss", "image_mask_ratio"), cfg.mpr_weight),
     }
-
-
-MMET_DEFAULTS = {
-    "data.text": True,
-    "loss.variant": "ce+triplet",
-    "loss.label_smoothing": 0.0,
-    "loss.triplet_margin": None,
-}
-
-
-@METHODS.register(
-    "mmet",
-    "MMET: ViT + BERT + multimodal encoder, one shared BNNeck head for image / text / "
-    "image+text CLS, masked multimodal modeling",
-    config=MMETConfig,
-    defaults=MMET_DEFAULTS,
-    loss_terms=mmet_loss_terms,
-)
-def mmet(cfg: MMETConfig, protocol: Protocol, info: DatasetInfo, num_classes: int) -> MMET:
-    """Registered builder: reads the method knobs from ``cfg``; a relative ``method.tokenizer`` that
-    exists in the dataset's folder is read from there (the synthetic set ships its ``vocab.txt``)."""
-    if cfg.tokenizer and info.root is not None and not Path(cfg.tokenizer).expanduser().is_absolute():
-        local = Path(info.root) / cfg.tokenizer
-        if local.exists():
-            cfg = replace(cfg, tokenizer=str(local))
-    return mmet_model(protocol.data.modalities, num_classes, protocol, cfg, info.has_text)

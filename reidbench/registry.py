@@ -1,8 +1,14 @@
-"""Name -> builder registries for methods, datasets and ablations, filled by decorators."""
+"""Name -> builder registries for methods, datasets and ablations, filled by decorators or :meth:`add`.
+
+A builder (or a callable in an entry's metadata) may be given as a ``"module:function"`` reference,
+imported on first use (:func:`resolve`): registering a method then imports neither the method's module nor
+torch, so ``reidbench list`` and config checks start fast.
+"""
 
 from __future__ import annotations
 
 import difflib
+import importlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,12 +18,25 @@ from reidbench.errors import UserError
 
 @dataclass(frozen=True)
 class Entry:
-    """One registered item: its name, builder, a one-line description and free-form metadata."""
+    """One registered item: its name, builder (a callable or a ``"module:function"`` reference), a one-line
+    description and free-form metadata."""
 
     name: str
-    builder: Callable[..., Any]
+    builder: Callable[..., Any] | str
     description: str
     meta: dict[str, Any] = field(default_factory=dict)
+
+    def load(self) -> Callable[..., Any]:
+        """The builder itself (its module imported if it is a reference)."""
+        return resolve(self.builder)
+
+
+def resolve(ref: Callable[..., Any] | str) -> Callable[..., Any]:
+    """``ref`` itself when callable, else the object a ``"module:attribute"`` reference names."""
+    if callable(ref):
+        return ref
+    module, _, attribute = ref.partition(":")
+    return getattr(importlib.import_module(module), attribute)
 
 
 class Registry:
@@ -31,12 +50,16 @@ class Registry:
         """Decorator: register ``builder`` under ``name`` with a one-line description."""
 
         def decorate(builder: Callable) -> Callable:
-            if name in self._entries:
-                raise ValueError(f"{self.kind} {name!r} is registered twice")
-            self._entries[name] = Entry(name, builder, description, dict(meta))
+            self.add(name, builder, description, **meta)
             return builder
 
         return decorate
+
+    def add(self, name: str, builder: Callable | str, description: str, **meta: Any) -> None:
+        """Register ``builder`` (a callable or a ``"module:function"`` reference) under ``name``."""
+        if name in self._entries:
+            raise ValueError(f"{self.kind} {name!r} is registered twice")
+        self._entries[name] = Entry(name, builder, description, dict(meta))
 
     def get(self, name: str) -> Entry:
         """The entry called ``name``; a UserError listing the valid names otherwise."""

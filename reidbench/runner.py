@@ -25,9 +25,10 @@ from reidbench.data.types import Dataset
 from reidbench.data.validation import validation_split
 from reidbench.evaluation import evaluate
 from reidbench.evaluation.cost import count_params, forward_gflops
+from reidbench.factory import BuildInfo, create_loss_terms, create_method, create_tokenizer
 from reidbench.parallel import distributed
 from reidbench.protocol import dump_yaml
-from reidbench.registry import DATASETS, METHODS, load_plugins
+from reidbench.registry import DATASETS, load_plugins
 from reidbench.spec import RunSpec, method_config
 from reidbench.sweeps import liveness
 from reidbench.train import engine
@@ -155,6 +156,8 @@ def _fit_and_evaluate(
     if spec.validation:
         dataset = validation_split(dataset, spec.validation)
     show = ctx.show_progress and distributed.rank() == 0
+    cfg = method_config(spec.method, spec.protocol.method)
+    tokenizer = create_tokenizer(spec.method, cfg, spec.protocol, dataset.info)
     # each rank gets its slice of the same global batch (and its augmentation draws)
     data = DataModule(
         dataset,
@@ -164,18 +167,17 @@ def _fit_and_evaluate(
         rank=distributed.rank(),
         world_size=distributed.world_size(),
         show_progress=show,
+        tokenizer=tokenizer,
     )
-    entry = METHODS.get(spec.method)
-    knobs = method_config(spec.method, spec.protocol.method)
-    model = entry.builder(knobs, spec.protocol, dataset.info, data.num_classes).to(device)
+    info = BuildInfo.from_protocol(spec.protocol, dataset.info, data.num_classes, tokenizer)
+    model = create_method(spec.method, cfg, info).to(device)
     if distributed.world_size() > 1:
         model = distributed.sync_batchnorm(model, device)
-    criterion_terms = entry.meta.get("loss_terms")
     criterion = Criterion(
         spec.protocol.loss,
         data.num_classes,
-        _embedding_dim(model, data),
-        criterion_terms(spec.protocol) if criterion_terms else None,
+        model.embed_dim,
+        create_loss_terms(spec.method, cfg, spec.protocol.loss),
     ).to(device)
     log = _EpochLog(run, ckpt)
     # every rank takes part in a snapshot (it gathers the RNG states); only the lead rank saves it
@@ -191,14 +193,3 @@ def _fit_and_evaluate(
         train_images_per_s=state.samples_per_s * len(data.modalities),
     )
     return metrics
-
-
-@torch.no_grad()
-def _embedding_dim(model: torch.nn.Module, data: DataModule) -> int:
-    """Width of the model's embedding, from one evaluation batch of two samples."""
-    was_training = model.training
-    model.eval()
-    batch = next(data.eval_batches("query", 2))
-    dim = model(batch).embedding.shape[1]
-    model.train(was_training)
-    return dim

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -96,6 +97,21 @@ def make_spec(
     if knobs is not None:  # every knob explicit: the same effective config always has the same hash
         protocol.method = to_dict(knobs)
     return RunSpec(method, dataset, seed, protocol, tuple(overrides), tags, validation)
+
+
+def grid(
+    methods: Sequence[str],
+    datasets: Sequence[str],
+    seeds: Sequence[int] | None = None,
+    overrides: Sequence[str] = (),
+) -> list[RunSpec]:
+    """Every method x dataset x seed (default seeds: each protocol's ``seeds``)."""
+    specs = []
+    for method in methods:
+        for dataset in datasets:
+            point_seeds = seeds or make_spec(method, dataset, 0, list(overrides)).protocol.seeds
+            specs += [make_spec(method, dataset, s, list(overrides)) for s in point_seeds]
+    return specs
 
 
 def method_config(method: str, knobs: dict[str, Any]) -> Any:

@@ -27,6 +27,41 @@ def tiny_method(method: str, vocab: Path) -> list[str]:
     }.get(method, [])
 
 
+def caption_tokenizer(vocab: Path):
+    """A caption tokenizer (BERT WordPiece, 77 tokens) over ``vocab``."""
+    from reidbench.data.text import CaptionTokenizer, build_tokenizer
+
+    return CaptionTokenizer(build_tokenizer(str(vocab)))
+
+
+def make_datamodule(spec, dataset):
+    """``spec``'s DataModule on the CPU, with the caption tokenizer its method declares (as the runner)."""
+    import torch
+
+    from reidbench.data.module import DataModule
+    from reidbench.factory import create_tokenizer
+
+    tokenizer = create_tokenizer(spec.method, spec.protocol.method, spec.protocol, dataset.info)
+    return DataModule(dataset, spec.protocol, torch.device("cpu"), show_progress=False, tokenizer=tokenizer)
+
+
+def build_model(spec, dataset, data, **knobs):
+    """``spec``'s model for the DataModule ``data`` as the runner builds it; ``knobs`` change method knobs."""
+    from reidbench.factory import BuildInfo, create_method
+
+    info = BuildInfo.from_protocol(spec.protocol, dataset.info, data.num_classes, data.tokenizer)
+    return create_method(spec.method, {**spec.protocol.method, **knobs}, info)
+
+
+def build_criterion(spec, data, model):
+    """``spec``'s criterion for ``model`` as the runner builds it (the method's extra terms included)."""
+    from reidbench.factory import create_loss_terms
+    from reidbench.train.losses import Criterion
+
+    terms = create_loss_terms(spec.method, spec.protocol.method, spec.protocol.loss)
+    return Criterion(spec.protocol.loss, data.num_classes, model.embed_dim, terms)
+
+
 def random_embedding_map(dataset, draws: int = 5) -> float:
     """Mean mAP of random unit embeddings on the dataset's query / gallery (the chance level)."""
     import torch
@@ -68,17 +103,13 @@ def assert_method_learns(method: str, dataset, vocab: Path, epochs: int = 6) -> 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the test machine is shared: one thread does not spin-wait
     try:
-        tiny = tiny_method(method, vocab)
-        ctx, cpu = RunContext(Path("unused")), torch.device("cpu")
-        untrained = run_one(
-            make_spec(method, "synthetic", 0, ["train.epochs=0", "train.stages=[]", *tiny]), ctx, cpu
-        )
-        trained = run_one(make_spec(method, "synthetic", 0, [f"train.epochs={epochs}", *tiny]), ctx, cpu)
+        spec = make_spec(method, "synthetic", 0, [f"train.epochs={epochs}", *tiny_method(method, vocab)])
+        untrained = untrained_metrics(spec, dataset)
+        trained = run_one(spec, RunContext(Path("unused")), torch.device("cpu")).metrics
     finally:
         torch.set_num_threads(threads)
     chance = random_embedding_map(dataset)
     assert 0.02 < chance < 0.08
-    trained, untrained = trained.metrics, untrained.metrics
     assert trained["mAP"] > 4 * chance, (method, trained["mAP"], chance)
     assert trained["mAP"] > untrained["mAP"] + 0.05, (method, trained["mAP"], untrained["mAP"])
     return trained
@@ -89,3 +120,12 @@ def evaluate_data(model, data):
     from reidbench.evaluation import evaluate
 
     return evaluate(model, data.eval_set("query"), data.eval_set("gallery"), data.protocol.eval)
+
+
+def untrained_metrics(spec, dataset) -> dict[str, float]:
+    """The metrics of ``spec``'s model at initialisation (seeded as a run seeds it), on the CPU."""
+    from reidbench.runner import seed_everything
+
+    seed_everything(spec.seed)
+    data = make_datamodule(spec, dataset)
+    return evaluate_data(build_model(spec, dataset, data), data)

@@ -8,9 +8,9 @@ import pytest
 from reidbench.data.validation import validation_split
 from reidbench.errors import UserError
 from reidbench.registry import ABLATIONS
+from reidbench.spec import grid
 from reidbench.sweeps import executors
 from reidbench.sweeps.ablation import ablations_dir, find_ablation, load_ablation, register_ablations
-from reidbench.sweeps.sweep import grid
 from reidbench.sweeps.tune import DEFAULT_SPACE, load_space, parse_space
 from tests.conftest import TINY
 from tests.test_cli import run_cli

@@ -7,10 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from reidbench.data.text import build_tokenizer
 from reidbench.errors import UserError
 from reidbench.nn import build_image_backbone
 from reidbench.nn import hub as hub_module
-from reidbench.nn.text import build_text_encoder, build_tokenizer
+from reidbench.nn.text import build_text_encoder
 from reidbench.protocol import BackboneCfg
 from tests.presets import write_vocab
 

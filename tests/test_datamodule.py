@@ -10,10 +10,12 @@ from reidbench.data.augment import augment_numpy
 from reidbench.data.cache import load_split
 from reidbench.data.images import read_image
 from reidbench.data.module import DataModule, resolve_on_device
+from reidbench.data.text import CaptionTokenizer
 from reidbench.data.types import Dataset, DatasetInfo, DatasetSplits, ImageRef, Sample
 from reidbench.protocol import build_protocol
 from reidbench.registry import DATASETS, load_plugins
 from tests.layouts import small_rgbnt201_root
+from tests.presets import caption_tokenizer, write_vocab
 
 load_plugins()
 SMALL_PROTOCOL = [
@@ -53,7 +55,27 @@ def test_eval_batches_are_the_decoded_images_normalised(dataset):
     assert torch.allclose(b["nir"][1], (nir - 0.5) / 0.5, atol=1e-5)
     assert torch.equal(b["tir"], torch.zeros(3, 3, 16, 8))
     assert b["pid"][1] == sample.pid and b["camid"][1] == sample.camid and b["index"].tolist() == [5, 6, 7]
-    assert b["text"][1] == sample.caption and b["rgb"].is_contiguous()
+    assert b["rgb"].is_contiguous() and "text_ids" not in b  # no tokenizer: no captions
+
+
+def test_batches_carry_the_captions_tokenized_as_the_tokenizer_does_per_batch(dataset, tmp_path):
+    tokenizer = caption_tokenizer(write_vocab(tmp_path / "vocab.txt"))
+    short = CaptionTokenizer(tokenizer.tokenizer, max_len=12)  # truncates the longer captions
+    data = make(dataset, "data.text=true", tokenizer=short)
+    assert data.tokenizer is short and not make(dataset, tokenizer=short).tokenizer  # data.text=false: unused
+    batches = [*data.eval_batches("query", 3), next(data.train_batches(0))]
+    splits = [dataset.splits.query] * 3 + [dataset.splits.train]
+    for batch, samples in zip(batches, splits, strict=True):
+        captions = [samples[i].caption or "" for i in batch["index"].tolist()]
+        assert any(captions)
+        enc = short.tokenizer(
+            captions, padding="longest", truncation=True, max_length=12, return_tensors="pt"
+        )
+        assert torch.equal(batch["text_ids"], enc["input_ids"])
+        assert torch.equal(batch["text_mask"], enc["attention_mask"])
+        words = [[-1 if w is None else w for w in enc.word_ids(i)] for i in range(len(captions))]
+        assert batch["text_words"].tolist() == words
+    assert max(len(b["text_ids"][0]) for b in batches) == 12
 
 
 def test_train_batches_are_pk_batches_of_the_cache_augmented_then_normalised(dataset):

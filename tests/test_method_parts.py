@@ -107,22 +107,22 @@ def test_block_mask_covers_the_requested_patches_in_blocks():
 
 def test_whole_word_mask_masks_whole_words_within_the_budget():
     ids = torch.tensor([[2, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 3, 0]])
-    words = [[None, 0, 0, 0, 1, 2, 3, 3, 4, 5, 6, 7, None, None]]  # word 0 = 3 pieces, word 3 = 2 pieces
+    words = torch.tensor([[-1, 0, 0, 0, 1, 2, 3, 3, 4, 5, 6, 7, -1, -1]])  # word 0: 3 pieces, word 3: 2
     torch.manual_seed(0)
     seen_words = set()
     for _ in range(30):
         masked, labels = whole_word_mask(ids, words, 0.3, mask_id=4, vocab_size=30, special_ids={0, 2, 3})
         chosen = (labels[0] != -100).nonzero().flatten().tolist()
         assert 1 <= len(chosen) <= round(0.3 * 11) and torch.equal(labels[0, chosen], ids[0, chosen])
-        picked = {words[0][p] for p in chosen}
+        picked = {int(words[0, p]) for p in chosen}
         for w in picked:  # whole words only
-            assert {p for p, x in enumerate(words[0]) if x == w} <= set(chosen)
+            assert {p for p, x in enumerate(words[0].tolist()) if x == w} <= set(chosen)
         seen_words |= picked
         unchanged = [p for p in range(14) if p not in chosen]
         assert torch.equal(masked[0, unchanged], ids[0, unchanged])  # specials and others untouched
     assert len(seen_words) > 4
     many = torch.randint(5, 30, (200, 12))
-    masked, labels = whole_word_mask(many, [list(range(12))] * 200, 0.5, 4, 30, set())
+    masked, labels = whole_word_mask(many, torch.arange(12).expand(200, -1), 0.5, 4, 30, set())
     picked = labels != -100
     share = (masked[picked] == 4).float().mean().item()
     assert 0.7 < share < 0.9  # 80% [MASK]

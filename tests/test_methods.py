@@ -10,14 +10,25 @@ import torch
 from click.testing import CliRunner
 
 from methods.graft import graft_model
-from methods.mmet import MMETConfig, mmet_model
+from methods.mmet_config import MMETConfig
 from reidbench.data.module import DataModule
+from reidbench.data.types import DatasetInfo
 from reidbench.errors import UserError
+from reidbench.factory import BuildInfo, create_method
+from reidbench.nn import build_image_backbone
 from reidbench.protocol import build_protocol
 from reidbench.registry import METHODS, load_plugins
-from reidbench.spec import make_spec, method_config
+from reidbench.spec import make_spec
 from reidbench.train.losses import Criterion
-from tests.presets import evaluate_data, tiny_method, write_vocab
+from tests.presets import (
+    build_criterion,
+    build_model,
+    caption_tokenizer,
+    evaluate_data,
+    make_datamodule,
+    tiny_method,
+    write_vocab,
+)
 
 ALL = ["early_fusion", "graft", "late_fusion", "mmet", "multi_stream_vit", "single_modality"]
 SMALL = ["sampler.p=3", "sampler.k=2"]
@@ -29,23 +40,31 @@ def vocab(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def datamodules(synthetic_dataset):
-    """Tiny DataModules with 2 and 3 modalities (captions attached)."""
+def datamodules(synthetic_dataset, vocab):
+    """Tiny DataModules with 2 and 3 modalities (captions attached, tokenized)."""
     out = {}
     for mods in (["rgb", "nir"], ["rgb", "nir", "tir"]):
         protocol = build_protocol("synthetic", [*SMALL, f"data.modalities={mods}", "data.text=true"])
-        out[len(mods)] = DataModule(synthetic_dataset, protocol, torch.device("cpu"), show_progress=False)
+        out[len(mods)] = DataModule(
+            synthetic_dataset,
+            protocol,
+            torch.device("cpu"),
+            show_progress=False,
+            tokenizer=caption_tokenizer(vocab),
+        )
     return out
 
 
 def build(method, synthetic_dataset, data, vocab, *overrides):
-    entry = METHODS.get(method)
+    """(spec, model) of ``method`` (tiny) for the DataModule ``data``."""
     mods = f"data.modalities=[{','.join(data.modalities)}]"
     spec = make_spec(method, "synthetic", 0, [*SMALL, mods, *tiny_method(method, vocab), *overrides])
-    model = entry.builder(
-        method_config(method, spec.protocol.method), spec.protocol, synthetic_dataset.info, data.num_classes
-    )
-    return spec.protocol, model, entry
+    return spec, build_model(spec, synthetic_dataset, data)
+
+
+def tiny_backbone(protocol):
+    """The synthetic protocol's tiny ViT."""
+    return build_image_backbone(protocol.backbone, protocol.data.image_size)
 
 
 def test_all_methods_are_registered():
@@ -61,17 +80,16 @@ def test_forward_backward_reaches_every_parameter(
 ):
     data = datamodules[num_modalities]
     extra = ["loss.variant=ce+triplet+mlm+mpr"] if method == "mmet" else []
-    protocol, model, entry = build(method, synthetic_dataset, data, vocab, *extra)
+    spec, model = build(method, synthetic_dataset, data, vocab, *extra)
     batch = next(data.train_batches(0))
     out = model(batch)
     n = len(batch["pid"])
-    assert out.logits.shape == (n, data.num_classes) and out.embedding.shape[0] == n
-    terms = entry.meta.get("loss_terms")
-    criterion = Criterion(
-        protocol.loss, data.num_classes, out.embedding.shape[1], terms(protocol) if terms else None
-    )
+    assert out.logits.shape == (n, data.num_classes) and out.embedding.shape == (n, model.embed_dim)
+    criterion = build_criterion(spec, data, model)
     total = 0.0
-    for stage in protocol.resolved_stages():  # every stage's variant, e.g. GraFT's ce+aug_triplet(+center)
+    for (
+        stage
+    ) in spec.protocol.resolved_stages():  # every stage's variant, e.g. GraFT's ce+aug_triplet(+center)
         losses = criterion(out, batch["pid"], stage.loss, stage.label_smoothing)
         assert torch.isfinite(losses["loss"]) and losses["loss"] > 0
         total = total + losses["loss"]
@@ -126,7 +144,7 @@ def test_graft_parameter_count_at_deit_base(modalities, classes, expected):
         ],
     )
     with torch.device("meta"):
-        model = graft_model(modalities, classes, protocol)
+        model = graft_model(tiny_backbone(protocol), modalities, classes)
     assert abs(_count(model) - expected) / expected < 0.02, _count(model)
 
 
@@ -137,8 +155,11 @@ def test_mmet_parameter_count_at_base_size(tmp_path):
         ["backbone.pretrained=false", "data.image_size=[224,224]", "data.modalities=[rgb]", "data.text=true"],
     )
     cfg = MMETConfig(text_pretrained=False, tokenizer=str(vocab))
+    info = BuildInfo.from_protocol(
+        protocol, DatasetInfo("rgbnt100", ["rgb"], 1039, has_text=True), 1039, caption_tokenizer(vocab)
+    )
     with torch.device("meta"):
-        model = mmet_model(["rgb"], 1039, protocol, cfg)
+        model = create_method("mmet", cfg, info)
     assert model.text_encoder.bert.config.vocab_size == 30522
     assert abs(_count(model) - 241.0) / 241.0 < 0.03, _count(model)
 
@@ -169,18 +190,20 @@ def test_graft_defaults_make_two_stages_within_the_epoch_budget():
 def test_graft_knob_validation():
     protocol = build_protocol("synthetic", [])
     with pytest.raises(UserError, match="data_token"):
-        graft_model(["rgb"], 5, protocol, data_token=40, heads=2)
+        graft_model(tiny_backbone(protocol), ["rgb"], 5, data_token=40, heads=2)
     with pytest.raises(UserError, match="heads"):
-        graft_model(["rgb"], 5, protocol, heads=3)
+        graft_model(tiny_backbone(protocol), ["rgb"], 5, heads=3)
+    with pytest.raises(UserError, match="fusion_tokens"):
+        graft_model(tiny_backbone(protocol), ["rgb"], 5, fusion_tokens=0, heads=2)
 
 
 def test_graft_fusion_weights_fixed_or_learnable(synthetic_dataset):
     protocol = build_protocol("synthetic", [])
-    fixed = graft_model(["rgb", "nir"], 5, protocol, heads=2, dim_feedforward=32)
+    fixed = graft_model(tiny_backbone(protocol), ["rgb", "nir"], 5, heads=2, dim_feedforward=32)
     assert "fusion_weights" not in dict(fixed.named_parameters())
     assert torch.equal(fixed.fusion_weights, torch.tensor([0.5, 0.5]))
     learn = graft_model(
-        ["rgb", "nir"], 5, protocol, heads=2, dim_feedforward=32, learnable_fusion_weights=True
+        tiny_backbone(protocol), ["rgb", "nir"], 5, heads=2, dim_feedforward=32, learnable_fusion_weights=True
     )
     assert dict(learn.named_parameters())["fusion_weights"].requires_grad
 
@@ -189,7 +212,7 @@ def test_graft_fusion_weights_fixed_or_learnable(synthetic_dataset):
 def test_graft_embedding_is_the_weighted_mean_of_per_modality_fusion_outputs():
     protocol = build_protocol("synthetic", [])
     model = graft_model(
-        ["rgb", "nir"], 5, protocol, fusion_tokens=2, heads=2, dim_feedforward=32, data_token=1
+        tiny_backbone(protocol), ["rgb", "nir"], 5, fusion_tokens=2, heads=2, dim_feedforward=32, data_token=1
     ).eval()
     batch = {"rgb": torch.randn(3, 3, 32, 64), "nir": torch.randn(3, 3, 32, 64)}
     out = model(batch)
@@ -206,7 +229,7 @@ def test_graft_embedding_is_the_weighted_mean_of_per_modality_fusion_outputs():
         ]
     expected = (per[0][:, :2].flatten(1) + per[1][:, :2].flatten(1)) / 2
     negative = (flipped[0][:, 1:3].flatten(1) + flipped[1][:, 1:3].flatten(1)) / 2
-    assert out.embedding.shape == (3, 128)
+    assert out.embedding.shape == (3, 128) and model.embed_dim == 128
     assert torch.allclose(out.embedding, expected, atol=1e-5)
     assert torch.allclose(out.extras["data_embedding"], negative, atol=1e-5)
 
@@ -216,6 +239,7 @@ def test_mmet_modes_and_text_errors(synthetic_dataset, datamodules, vocab):
     data = datamodules[2]
     batch = next(data.eval_batches("query", 3))
     base = build_protocol("synthetic", ["data.modalities=[rgb,nir]", "data.text=true"])
+    info = BuildInfo.from_protocol(base, synthetic_dataset.info, 5, data.tokenizer)
     tiny = dict(
         tokenizer=str(vocab),
         text_pretrained=False,
@@ -225,40 +249,66 @@ def test_mmet_modes_and_text_errors(synthetic_dataset, datamodules, vocab):
         mm_layers=1,
         mm_heads=2,
     )
-    model = mmet_model(["rgb", "nir"], 5, base, MMETConfig(**tiny)).eval()
+    model = create_method("mmet", MMETConfig(**tiny), info).eval()
     full = model(batch).embedding
     model.eval_mode = "image"
     image = model(batch).embedding
     model.eval_mode = "text"
     text = model(batch).embedding
     assert not torch.allclose(full, image) and not torch.allclose(full, text)
-    shuffled = dict(batch, text=list(reversed(batch["text"])))
+    shuffled = {k: v.flip(0) if k.startswith("text_") else v for k, v in batch.items()}
     model.eval_mode = "image"
     assert torch.allclose(model(shuffled).embedding, image)  # image mode ignores captions
-    image_only = mmet_model(
-        ["rgb"], 5, replace(base, data=replace(base.data, text=False)), MMETConfig(mode="image")
+    image_only = create_method(
+        "mmet", MMETConfig(mode="image"), replace(info, modalities=("rgb",), text=None)
     )
     assert image_only.text_encoder is None and image_only.mm_encoder is None
     with pytest.raises(UserError, match="data.text=true"):
-        mmet_model(["rgb"], 5, replace(base, data=replace(base.data, text=False)), MMETConfig(**tiny))
+        create_method("mmet", MMETConfig(**tiny), replace(info, text=None))
+    no_captions = replace(synthetic_dataset.info, has_text=False)
     with pytest.raises(UserError, match="has none"):
-        mmet_model(["rgb"], 5, base, MMETConfig(**tiny), has_text=False)
+        create_method("mmet", MMETConfig(**tiny), replace(info, text=None, dataset=no_captions))
     with pytest.raises(UserError, match="needs captions"):
-        mmet_model(["rgb", "nir"], 5, base, MMETConfig(**tiny)).eval()(
-            {k: v for k, v in batch.items() if k != "text"}
+        create_method("mmet", MMETConfig(**tiny), info).eval()(
+            {k: v for k, v in batch.items() if not k.startswith("text_")}
         )
     with pytest.raises(UserError, match="text_hidden=64"):
-        mmet_model(["rgb"], 5, base, MMETConfig(**{**tiny, "text_hidden": 32, "eval_mode": "text"}))
+        create_method("mmet", MMETConfig(**{**tiny, "text_hidden": 32, "eval_mode": "text"}), info)
+    with pytest.raises(UserError, match="no trained text path"):
+        create_method("mmet", MMETConfig(mode="image", eval_mode="multimodal"), info)
+
+
+def test_mmet_reads_tokenized_captions_and_masks_whole_words_in_training(synthetic_dataset, datamodules):
+    data = datamodules[2]
+    batch = next(data.train_batches(0))
+    captions = [synthetic_dataset.splits.train[i].caption or "" for i in batch["index"].tolist()]
+    tokenizer = data.tokenizer.tokenizer
+    enc = tokenizer(captions, padding="longest", truncation=True, max_length=77, return_tensors="pt")
+    assert torch.equal(batch["text_ids"], enc["input_ids"])  # per batch as tokenizing it would give
+    assert torch.equal(batch["text_mask"], enc["attention_mask"])
+    words = torch.tensor([[-1 if w is None else w for w in enc.word_ids(i)] for i in range(len(captions))])
+    assert torch.equal(batch["text_words"], words)
+    spec = make_spec("mmet", "synthetic", 0, [*SMALL, "data.modalities=[rgb,nir]", "loss.variant=ce+mlm"])
+    model = build_model(spec, synthetic_dataset, data)
+    torch.manual_seed(0)
+    ids, mask, labels = model._text(batch)
+    chosen = labels != -100
+    assert (
+        chosen.any() and torch.equal(labels[chosen], batch["text_ids"][chosen]) and mask is batch["text_mask"]
+    )
+    assert (ids[chosen] == data.tokenizer.vocab().mask_id).any() and torch.equal(
+        ids[~chosen], enc["input_ids"][~chosen]
+    )
 
 
 def test_mmet_reconstruction_terms_need_masking(synthetic_dataset, datamodules, vocab):
     data = datamodules[2]
-    protocol, model, entry = build(
+    spec, model = build(
         "mmet", synthetic_dataset, data, vocab, "loss.variant=ce+triplet+mpr", "method.image_mask_ratio=0"
     )
     assert model.mpr_head is not None and model.mlm_head is None  # heads follow the loss variant
     batch = next(data.train_batches(0))
-    criterion = Criterion(protocol.loss, data.num_classes, 64, entry.meta["loss_terms"](protocol))
+    criterion = build_criterion(spec, data, model)
     with pytest.raises(UserError, match="image_mask_ratio"):
         criterion(model(batch), batch["pid"], "ce+triplet+mpr", 0.0)
 
@@ -266,14 +316,14 @@ def test_mmet_reconstruction_terms_need_masking(synthetic_dataset, datamodules, 
 def test_single_modality_rejects_an_absent_modality(synthetic_dataset, datamodules, vocab):
     with pytest.raises(UserError, match="method.modality='tir'"):
         build("single_modality", synthetic_dataset, datamodules[2], vocab, "method.modality=tir")
-    _, model, _ = build("single_modality", synthetic_dataset, datamodules[3], vocab, "method.modality=tir")
+    _, model = build("single_modality", synthetic_dataset, datamodules[3], vocab, "method.modality=tir")
     assert model.modalities == ["tir"]
 
 
 def test_late_fusion_shared_and_separate_backbones(synthetic_dataset, datamodules, vocab):
     data = datamodules[3]
-    _, shared, _ = build("late_fusion", synthetic_dataset, data, vocab, "method.fusion=attention")
-    _, separate, _ = build("multi_stream_vit", synthetic_dataset, data, vocab)
+    _, shared = build("late_fusion", synthetic_dataset, data, vocab, "method.fusion=attention")
+    _, separate = build("multi_stream_vit", synthetic_dataset, data, vocab)
     backbone = sum(p.numel() for p in shared.encoders["rgb"].parameters())
     assert sum(p.numel() for p in separate.encoders.parameters()) == 3 * backbone
     assert sum(p.numel() for p in shared.encoders.parameters()) == backbone
@@ -294,12 +344,9 @@ def test_graft_stage_one_freezes_the_backbone_and_stage_two_trains_it(synthetic_
         0,
         [*SMALL, *tiny_method("graft", vocab), "train.epochs=2", "train.max_steps_per_epoch=2"],
     )
-    data = DataModule(synthetic_dataset, spec.protocol, torch.device("cpu"), show_progress=False)
-    entry = METHODS.get("graft")
-    model = entry.builder(
-        method_config("graft", spec.protocol.method), spec.protocol, synthetic_dataset.info, data.num_classes
-    )
-    criterion = Criterion(spec.protocol.loss, data.num_classes, 64, entry.meta["loss_terms"](spec.protocol))
+    data = make_datamodule(spec, synthetic_dataset)
+    model = build_model(spec, synthetic_dataset, data)
+    criterion = build_criterion(spec, data, model)
 
     def snapshot(module):
         return [p.detach().clone() for p in module.parameters()]
@@ -347,16 +394,11 @@ def test_train_compile_wraps_the_model_in_torch_compile(synthetic_dataset, vocab
         0,
         [*SMALL, "train.epochs=1", "train.max_steps_per_epoch=1", "train.compile=true"],
     )
-    data = DataModule(synthetic_dataset, spec.protocol, torch.device("cpu"), show_progress=False)
-    model = METHODS.get("single_modality").builder(
-        method_config("single_modality", spec.protocol.method),
-        spec.protocol,
-        synthetic_dataset.info,
-        data.num_classes,
-    )
+    data = make_datamodule(spec, synthetic_dataset)
+    model = build_model(spec, synthetic_dataset, data)
     fit(
         model,
-        Criterion(spec.protocol.loss, data.num_classes, 64),
+        Criterion(spec.protocol.loss, data.num_classes, model.embed_dim),
         data,
         spec.protocol,
         torch.device("cpu"),
@@ -368,9 +410,9 @@ def test_train_compile_wraps_the_model_in_torch_compile(synthetic_dataset, vocab
 def test_graft_drop_missing_averages_the_present_modalities():
     protocol = build_protocol("synthetic", [])
     model = graft_model(
+        tiny_backbone(protocol),
         ["rgb", "nir"],
         5,
-        protocol,
         heads=2,
         dim_feedforward=32,
         learnable_fusion_weights=True,
@@ -402,16 +444,11 @@ def test_drop_missing_evaluation_runs_every_setting(method, synthetic_dataset, v
             "eval.cross_modal=[all]",
         ],
     )
-    data = DataModule(synthetic_dataset, spec.protocol, torch.device("cpu"), show_progress=False)
+    data = make_datamodule(spec, synthetic_dataset)
     results = {}
     for drop in (False, True):
         torch.manual_seed(0)
-        model = METHODS.get(method).builder(
-            method_config(method, {**spec.protocol.method, "drop_missing": drop}),
-            spec.protocol,
-            synthetic_dataset.info,
-            data.num_classes,
-        )
+        model = build_model(spec, synthetic_dataset, data, drop_missing=drop)
         results[drop] = evaluate_data(model, data)
     for key in ("mAP", "mAP@no_nir", "mAP@no_rgb", "mAP@rgb->nir", "mAP@nir->rgb"):
         assert 0 <= results[True][key] <= 1

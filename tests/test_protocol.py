@@ -103,13 +103,13 @@ def test_method_settings_apply_to_their_method_only(monkeypatch, tmp_path):
 
 def test_synthetic_vocab_covers_the_captions_and_mmet_finds_it(synthetic_dataset):
     from reidbench.data.synthetic import caption_vocabulary
-    from reidbench.registry import METHODS
-    from reidbench.spec import make_spec, method_config
+    from reidbench.factory import create_tokenizer
+    from reidbench.spec import make_spec
 
     spec = make_spec("mmet", "synthetic", 0)
-    info = synthetic_dataset.info
-    model = METHODS.get("mmet").builder(method_config("mmet", spec.protocol.method), spec.protocol, info, 8)
-    tokenizer = model.tokenizer
+    tokenizer = create_tokenizer(
+        "mmet", spec.protocol.method, spec.protocol, synthetic_dataset.info
+    ).tokenizer
     assert len(tokenizer) == len(caption_vocabulary())
     texts = [s.caption for s in synthetic_dataset.splits.train if s.caption]
     assert texts, "the synthetic dataset carries captions"

@@ -27,14 +27,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from reidbench.data.types import DatasetInfo  # noqa: E402
 from reidbench.evaluation.cost import count_params, forward_gflops, train_step_flops  # noqa: E402
+from reidbench.factory import BuildInfo, create_loss_terms, create_method, create_tokenizer  # noqa: E402
 from reidbench.registry import METHODS, load_plugins  # noqa: E402
-from reidbench.spec import make_spec, method_config  # noqa: E402
+from reidbench.spec import make_spec  # noqa: E402
 from reidbench.train.losses import Criterion  # noqa: E402
 
 # Dense peak TFLOP/s by device-name substring: (bf16 tensor cores, fp32 without TF32).
@@ -97,18 +99,17 @@ def write_vocab(path: Path, size: int) -> Path:
     return path
 
 
-def make_batch(spec, device: torch.device) -> dict:
-    """A PK batch of random images (and captions) in the protocol's shape."""
+def make_batch(spec, device: torch.device, tokenizer=None) -> dict:
+    """A PK batch of random images (and captions, tokenized with ``tokenizer``) in the protocol's shape."""
     p = spec.protocol
     gen = torch.Generator().manual_seed(0)
     n = p.sampler.p * p.sampler.k
     h, w = p.data.image_size
     batch = {m: torch.randn(n, 3, h, w, generator=gen).to(device) for m in p.data.modalities}
     batch["pid"] = torch.arange(p.sampler.p).repeat_interleave(p.sampler.k).to(device)
-    if p.data.text:
-        batch["text"] = [
-            " ".join(WORDS[(i * 7 + j * 3) % len(WORDS)] for j in range(18)) + "." for i in range(n)
-        ]
+    if tokenizer is not None:
+        captions = [" ".join(WORDS[(i * 7 + j * 3) % len(WORDS)] for j in range(18)) + "." for i in range(n)]
+        batch.update(tokenizer.encode(captions, device).batch(torch.arange(n, device=device), np.arange(n)))
     return batch
 
 
@@ -123,14 +124,13 @@ def build(method: str, size: str, device: torch.device, vocab: Path, pk: list[in
     p = spec.protocol
     num_classes = 50
     info = DatasetInfo(dataset, list(p.data.modalities), num_classes, has_text=True)
-    entry = METHODS.get(method)
-    model = entry.builder(method_config(method, p.method), p, info, num_classes).to(device)
-    batch = make_batch(spec, device)
-    with torch.no_grad():
-        dim = model.eval()(batch).embedding.shape[1]
-    model.train()
-    terms = entry.meta.get("loss_terms")
-    criterion = Criterion(p.loss, num_classes, dim, terms(p) if terms else None).to(device)
+    tokenizer = create_tokenizer(method, p.method, p, info)
+    model = create_method(method, p.method, BuildInfo.from_protocol(p, info, num_classes, tokenizer)).to(
+        device
+    )
+    batch = make_batch(spec, device, tokenizer)
+    terms = create_loss_terms(method, p.method, p.loss)
+    criterion = Criterion(p.loss, num_classes, model.embed_dim, terms).to(device)
     stage = p.resolved_stages()[-1]  # the last stage trains everything (GraFT: backbone unfrozen)
     return spec, model, criterion, batch, stage
 

@@ -4,7 +4,9 @@ JPEG decoding never happens in the training loop: every split is decoded once in
 cache (:mod:`reidbench.data.cache`). When the splits fit (``data.on_device``; ``auto``: on a GPU with
 enough free memory) they are copied to the device whole and batches are gathered and augmented there;
 otherwise each batch is cut from the memory-mapped cache on the host (one slice copy per sample, uint8,
-then normalised sample by sample in a few threads: :mod:`reidbench.data.host`) and moved.
+then normalised sample by sample in a few threads: :mod:`reidbench.data.host`) and moved. With a caption
+tokenizer (the method's) each split's captions are tokenized once at set-up, and batches carry them as
+``text_ids`` / ``text_mask`` / ``text_words`` tensors cut to the batch's longest caption.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from reidbench.data.augment import AugmentParams, augment_numpy, augment_torch, 
 from reidbench.data.cache import load_split
 from reidbench.data.host import normalise_numpy, parallel
 from reidbench.data.sampler import PKSampler
+from reidbench.data.text import CaptionTokenizer, TokenizedText
 from reidbench.data.types import Dataset, Sample, relabel
 from reidbench.errors import UserError
 from reidbench.evaluation.features import EvalSet
@@ -32,13 +35,13 @@ COPY_CHUNK = 1024  # samples per host -> device copy when moving a split to the 
 @dataclass
 class EncodedSplit:
     """One split: uint8 images per modality ``(N, 3, H, W)`` (on the device, or memory-mapped on the host)
-    plus label tensors on the device."""
+    plus label tensors and the tokenized captions (when a tokenizer is given) on the device."""
 
     images: dict[str, torch.Tensor]
     pids: torch.Tensor
     camids: torch.Tensor
     sceneids: torch.Tensor
-    captions: list[str | None]
+    text: TokenizedText | None = None
 
     def __len__(self) -> int:
         return len(self.pids)
@@ -55,7 +58,8 @@ def resolve_on_device(setting: bool | str, device: torch.device, nbytes: int) ->
 
 
 class DataModule:
-    """Training and evaluation batches for one dataset under one protocol."""
+    """Training and evaluation batches for one dataset under one protocol; ``tokenizer``: the method's
+    caption tokenizer (used when the protocol attaches captions, ``data.text``)."""
 
     def __init__(
         self,
@@ -66,6 +70,7 @@ class DataModule:
         rank: int = 0,
         world_size: int = 1,
         show_progress: bool = True,
+        tokenizer: CaptionTokenizer | None = None,
     ) -> None:
         cfg = protocol.data
         missing = [m for m in cfg.modalities if m not in dataset.info.modalities]
@@ -77,6 +82,7 @@ class DataModule:
         self.info, self.protocol, self.device = dataset.info, protocol, torch.device(device)
         self.modalities = list(cfg.modalities)
         self.rank, self.world_size, self.seed = rank, world_size, seed
+        self.tokenizer = tokenizer if cfg.text else None
         self.size = (cfg.image_size[0], cfg.image_size[1])
         same_set = dataset.splits.gallery is dataset.splits.query
         splits = ["train", "query"] + ([] if same_set else ["gallery"])
@@ -112,12 +118,15 @@ class DataModule:
             return torch.tensor(values, dtype=torch.long, device=self.device)
 
         images = {m: self._place(arrays[m]) for m in self.modalities}
+        text = None
+        if self.tokenizer is not None:
+            text = self.tokenizer.encode([s.caption or "" for s in samples], self.device)
         return EncodedSplit(
             images,
             labels([s.pid for s in samples]),
             labels([s.camid for s in samples]),
             labels([s.sceneid for s in samples]),
-            [s.caption for s in samples],
+            text,
         )
 
     def _place(self, array: np.ndarray) -> torch.Tensor:
@@ -180,7 +189,7 @@ class DataModule:
             params = self.augment_params(epoch, step)
             index = torch.from_numpy(idx).to(self.device)
             batch: Batch = {m: self.normalise(u8, m) for m, u8 in self._augment(idx, index, params).items()}
-            yield self._labels(batch, self.train, index, pid=self.train_labels[index])
+            yield self._labels(batch, self.train, index, idx, pid=self.train_labels[index])
 
     def _augment(
         self, idx: np.ndarray, index: torch.Tensor, params: AugmentParams
@@ -218,7 +227,7 @@ class DataModule:
                 else:
                     batch[m] = self.normalise(enc.images[m][start:end], m)
             index = torch.arange(start, end, device=self.device)
-            yield self._labels(batch, enc, index, pid=enc.pids[index])
+            yield self._labels(batch, enc, index, np.arange(start, end), pid=enc.pids[index])
 
     def eval_set(self, split: str) -> EvalSet:
         """``split`` (query / gallery) as an evaluation set; on RGBNT201 the gallery is the query set."""
@@ -234,8 +243,11 @@ class DataModule:
             self.device,
         )
 
-    def _labels(self, batch: Batch, enc: EncodedSplit, index: torch.Tensor, pid: torch.Tensor) -> Batch:
+    def _labels(
+        self, batch: Batch, enc: EncodedSplit, index: torch.Tensor, rows: np.ndarray, pid: torch.Tensor
+    ) -> Batch:
+        """Labels (and captions) of the samples ``index`` (``rows`` on the host) added to ``batch``."""
         batch.update(pid=pid, camid=enc.camids[index], sceneid=enc.sceneids[index], index=index)
-        if self.protocol.data.text:
-            batch["text"] = [enc.captions[i] or "" for i in index.tolist()]
+        if enc.text is not None:
+            batch.update(enc.text.batch(index, rows))
         return batch

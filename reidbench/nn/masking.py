@@ -64,45 +64,53 @@ def block_masks(batch: int, grid: tuple[int, int], ratio: float, min_block: int 
 @torch.compiler.disable
 def whole_word_mask(
     input_ids: torch.Tensor,
-    word_ids: list[list[int | None]],
+    word_ids: torch.Tensor,
     prob: float,
     mask_id: int,
     vocab_size: int,
-    special_ids: set[int],
+    special_ids: frozenset[int] | set[int],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """BERT whole-word masking (as HF ``DataCollatorForWholeWordMask``): per caption, whole words are
     picked in random order until ``max(1, round(prob * tokens))`` tokens are covered; picked tokens become
-    [MASK] (80%), a random token (10%) or stay (10%). Returns (masked ids, labels with -100 elsewhere)."""
-    ids = input_ids.clone()
+    [MASK] (80%), a random token (10%) or stay (10%). ``word_ids`` (B, L): the word index of each token,
+    -1 for none (special tokens, padding). Returns (masked ids, labels with -100 elsewhere), on the device
+    of ``input_ids``; the draws come from the global CPU generator."""
+    device = input_ids.device
+    original = input_ids.cpu()
+    ids = original.clone()
     labels = torch.full_like(ids, -100)
     if prob <= 0:
-        return ids, labels
-    for row, words in enumerate(word_ids):
+        return ids.to(device), labels.to(device)
+    for row, (tokens, words) in enumerate(zip(original.tolist(), word_ids.tolist(), strict=True)):
         groups: dict[int, list[int]] = {}
-        for pos, word in enumerate(words):
-            if word is not None and int(input_ids[row, pos]) not in special_ids:
+        for pos, (token, word) in enumerate(zip(tokens, words, strict=True)):
+            if word >= 0 and token not in special_ids:
                 groups.setdefault(word, []).append(pos)
         if not groups:
             continue
-        tokens = sum(len(g) for g in groups.values())
-        budget = max(1, round(prob * tokens))
-        chosen: list[int] = []
-        for k in torch.randperm(len(groups)).tolist():
-            group = list(groups.values())[k]
-            if len(chosen) + len(group) > budget:
-                continue
-            chosen += group
-            if len(chosen) >= budget:
-                break
-        if not chosen:  # every word is longer than the budget: mask the shortest one
-            chosen = min(groups.values(), key=len)
+        chosen = _pick_words(list(groups.values()), prob)
         pos = torch.tensor(chosen)
-        labels[row, pos] = input_ids[row, pos]
+        labels[row, pos] = original[row, pos]
         draw = torch.rand(len(pos))
         ids[row, pos[draw < 0.8]] = mask_id
         rand = pos[(draw >= 0.8) & (draw < 0.9)]
         ids[row, rand] = torch.randint(0, vocab_size, (len(rand),), dtype=ids.dtype)
-    return ids, labels
+    return ids.to(device), labels.to(device)
+
+
+def _pick_words(groups: list[list[int]], prob: float) -> list[int]:
+    """Token positions of whole words (``groups``) taken in random order up to ``round(prob * tokens)``
+    (at least 1); when every word is longer than that, the shortest one."""
+    budget = max(1, round(prob * sum(len(g) for g in groups)))
+    chosen: list[int] = []
+    for k in torch.randperm(len(groups)).tolist():
+        group = groups[k]
+        if len(chosen) + len(group) > budget:
+            continue
+        chosen += group
+        if len(chosen) >= budget:
+            break
+    return chosen or min(groups, key=len)
 
 
 def patchify(images: torch.Tensor, patch: int) -> torch.Tensor:

@@ -10,7 +10,8 @@ import torch
 @dataclass
 class ModelOutput:
     """``embedding``: the retrieval feature (B, D); ``logits``: ID logits in training (B, C);
-    ``extras``: named tensors for method-specific losses (e.g. ``neg_embedding`` for GraFT)."""
+    ``extras``: named tensors for method-specific losses (e.g. GraFT's ``data_embedding``, MMET's
+    ``mlm_loss``). Every architecture says the width of ``embedding`` in its ``embed_dim``."""
 
     embedding: torch.Tensor
     logits: torch.Tensor | None = None

@@ -1,13 +1,13 @@
-"""Text side: a BERT WordPiece tokenizer and a BERT encoder from transformers returning all tokens.
+"""Text side: a BERT encoder from transformers returning all tokens (the tokenizer belongs to the data
+pipeline: :mod:`reidbench.data.text`).
 
-Both load from the hub (needs network or the local cache), from a local Hugging Face directory, or, for
-the tokenizer, from a plain WordPiece ``vocab.txt`` file. A randomly initialised encoder is built from
-a ``BertConfig`` (BERT-base sizes unless given), so nothing is downloaded.
+It loads from the hub (needs network or the local cache) or from a local Hugging Face directory. A
+randomly initialised encoder is built from a ``BertConfig`` (BERT-base sizes unless given), so nothing is
+downloaded.
 """
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 
 import torch
@@ -15,35 +15,6 @@ from torch import nn
 
 from reidbench.errors import UserError
 from reidbench.nn.hub import hub_download
-
-
-def build_tokenizer(source: str, key: str = "method.tokenizer"):
-    """A fast BERT WordPiece tokenizer from a vocab file, a tokenizer directory or a hub name.
-
-    ``key`` is the setting named in error messages.
-    """
-    from transformers import BertTokenizerFast
-
-    path = Path(source).expanduser()
-    hint = f"{key}=PATH (a vocab.txt file or a tokenizer directory)"
-    try:
-        if path.is_file():  # a WordPiece vocabulary, one token a line
-            params = inspect.signature(BertTokenizerFast.__init__).parameters
-            arg = "vocab" if "vocab" in params else "vocab_file"  # transformers >= 5 renamed it
-            tokenizer = BertTokenizerFast(**{arg: str(path)})
-        elif path.is_dir():
-            tokenizer = BertTokenizerFast.from_pretrained(str(path))
-        else:
-            with hub_download(f"tokenizer {source!r}", hint):
-                tokenizer = BertTokenizerFast.from_pretrained(source)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{key}={source}: cannot read a BERT tokenizer there ({exc})") from None
-    if len(tokenizer) <= len(tokenizer.all_special_ids):  # transformers >= 5 builds an empty one from nothing
-        raise UserError(
-            f"tokenizer {source!r}: no WordPiece vocabulary found (offline without a cached copy, "
-            f"or no vocab.txt / tokenizer.json there). Pass {hint}."
-        )
-    return tokenizer
 
 
 class TextEncoder(nn.Module):

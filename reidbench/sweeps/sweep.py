@@ -11,7 +11,6 @@ runner.run_one). Failed points are reported at the end; the others still run.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +20,7 @@ from reidbench import tracking
 from reidbench.context import RunContext, RunResult
 from reidbench.progress import NullProgress, make_progress
 from reidbench.protocol import config_hash
-from reidbench.spec import RunSpec, make_spec
+from reidbench.spec import RunSpec
 from reidbench.sweeps import liveness
 from reidbench.sweeps.executors import Executor, InProcess, Job
 
@@ -53,21 +52,6 @@ class _Plan:
     other: dict[int, tracking.RunRecord] = field(default_factory=dict)
     running: set[int] = field(default_factory=set)
     todo: list[int] = field(default_factory=list)
-
-
-def grid(
-    methods: Sequence[str],
-    datasets: Sequence[str],
-    seeds: Sequence[int] | None = None,
-    overrides: Sequence[str] = (),
-) -> list[RunSpec]:
-    """Every method x dataset x seed (default seeds: each protocol's ``seeds``)."""
-    specs = []
-    for method in methods:
-        for dataset in datasets:
-            point_seeds = seeds or make_spec(method, dataset, 0, list(overrides)).protocol.seeds
-            specs += [make_spec(method, dataset, s, list(overrides)) for s in point_seeds]
-    return specs
 
 
 def identity(tags: dict[str, str]) -> tuple[str | None, ...]:

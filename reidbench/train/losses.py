@@ -104,8 +104,9 @@ class Criterion(nn.Module):
     """Weighted sum of named loss terms, chosen per stage by a variant such as ``ce+triplet+center``.
 
     Built-in terms: ``ce`` (ID cross-entropy with label smoothing on ``logits``), ``triplet``
-    (batch-hard on ``extras['triplet_feat']`` or the embedding) and ``center``. Methods add their own
-    with ``extra_terms`` (name -> fn(output, labels, label_smoothing) -> loss, weight).
+    (batch-hard on the embedding) and ``center`` (on the embedding, ``dim`` wide: the model's
+    ``embed_dim``). Methods add their own with ``extra_terms`` (name -> fn(output, labels,
+    label_smoothing) -> loss, weight).
     """
 
     def __init__(
@@ -151,5 +152,4 @@ class Criterion(nn.Module):
         return F.cross_entropy(out.logits.float(), labels, label_smoothing=smoothing)
 
     def _triplet(self, out: ModelOutput, labels: torch.Tensor, _: float) -> torch.Tensor:
-        feat = out.extras.get("triplet_feat", out.embedding)
-        return batch_hard_triplet(feat, labels, self.cfg.triplet_margin)
+        return batch_hard_triplet(out.embedding, labels, self.cfg.triplet_margin)
