@@ -118,7 +118,12 @@ def make_store(directory: Path) -> str:
             "synthetic",
             seed,
             {**metrics, "params": 2.5e6},
-            history={"train_loss": [3.0, 2.0, 1.5 - 0.1 * seed]},
+            history={
+                "train_ce": [2.0, 1.5, 1.0 - 0.1 * seed],
+                "train_triplet": [1.0, 0.5, 0.5],
+                "train_loss": [3.0, 2.0, 1.5 - 0.1 * seed],
+                "lr": [1e-3, 5e-4, 1e-4],
+            },
         )
     for seed, metrics in GRAFT.items():
         log_run(
@@ -128,7 +133,7 @@ def make_store(directory: Path) -> str:
             "synthetic",
             seed,
             {**metrics, "params": 5e6},
-            history={"train_loss": [3.0, 2.5, 2.0], "mAP": [0.3, 0.5, metrics["mAP"]]},
+            history={"train_loss": [3.0, 2.5, 2.0], "train_ce": [3.0, 2.5, 2.0]},
         )
     for seed, metrics in MMET.items():
         log_run(uri, exp, "mmet", "synthetic", seed, {**metrics, "params": 9e6})
