@@ -20,9 +20,7 @@ DATASETS = ["synthetic", "rgbnt100", "rgbnt201", "msvr310", "rgbn300", "market15
 def current_hashes() -> dict[str, str]:
     """The same points as the recording script, hashed by today's code."""
     out = {f"{m}@{d}": make_spec(m, d, 0).config_hash for m in METHODS for d in DATASETS}
-    out["graft@synthetic:s1:lr"] = make_spec(
-        "graft", "synthetic", 1, ["optim.lr=1e-4", "train.epochs=3"]
-    ).config_hash
+    out["graft@synthetic:s1:lr"] = make_spec("graft", "synthetic", 1, ["optim.lr=1e-4", "train.epochs=3"]).config_hash
     out["late_fusion@synthetic:val"] = make_spec(
         "late_fusion", "synthetic", 0, ["train.epochs=2"], validation=0.2
     ).config_hash
