@@ -167,10 +167,11 @@ def results_figures(runs: pd.DataFrame, metrics: list[str]) -> list[Plot]:
                 ax=ax,
             )
             ax.set_xlabel("")
-            ax.set_ylabel("%")
-            ax.set_title(dataset_name(dataset))
+            ax.set_ylabel(f"{dataset_name(dataset)} (%)")
             ax.tick_params(axis="x", labelrotation=30)
-            ax.legend(title=None, frameon=False, ncols=len(metrics), loc="lower right")
+            handles, labels = ax.get_legend_handles_labels()
+            ax.get_legend().remove()
+            fig.legend(handles, labels, loc="outside upper center", ncols=len(metrics), frameon=False)
         names = ", ".join(metric_label(m).removesuffix(" (%)") for m in metrics)
         caption = (
             f"Results on {dataset_name(dataset)}: {names} (%) per method, bars: "
@@ -282,7 +283,7 @@ def curve_frame(runs: pd.DataFrame, histories: pd.DataFrame) -> pd.DataFrame:
 
     Where a step was logged twice the first value counts.
     """
-    columns = ["run_id", "dataset", "ablation", "value", "label", "seed", "epochs", "recipe"]
+    columns = ["run_id", "dataset", "ablation", "axis", "value", "label", "seed", "epochs", "recipe"]
     if histories.empty:
         return pd.DataFrame(columns=["key", "epoch", "step", "knob", *columns])
     hist = histories.sort_values("timestamp", kind="stable").drop_duplicates(["run_id", "key", "step"])
@@ -308,7 +309,9 @@ def curve_figures(runs: pd.DataFrame, histories: pd.DataFrame) -> list[Plot]:
         if not terms:
             continue
         frame = frame.assign(panel=_panels(frame, bool(ablation)))
-        panels = sorted(dict.fromkeys(frame["panel"]), key=value_key)
+        firsts = frame.drop_duplicates("panel")
+        keys = zip(firsts["label"], firsts["knob"].map(value_key), firsts["panel"], strict=True)
+        panels = [panel for *_, panel in sorted(keys)]
         palette = dict(zip(map(term_name, terms), sns.color_palette("colorblind", len(terms)), strict=True))
         palette["total"] = (0.1, 0.1, 0.1)
         with matplotlib.rc_context(STYLE):
@@ -363,7 +366,7 @@ def _curve_panel(ax, part: pd.DataFrame, terms: list[str], palette: dict) -> Non
         right.set_ylabel("lr", color="0.45")
         right.tick_params(axis="y", colors="0.45", labelsize=6)
         right.grid(False)
-        right.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
+        right.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.1g}"))
 
 
 def _curve_caption(frame: pd.DataFrame, ablation: str, dataset: str, terms: list[str]) -> str:

@@ -82,7 +82,8 @@ class Table:
     columns: list[Column]
     rows: list[Row]
     group_kind: str = "dataset"  # what the column headers are, for CSV ("dataset" / "setting" / "")
-    stated: tuple[str, ...] = ("Seeds",)  # text columns the caption already states when they are constant
+    # Text columns the caption already states (seeds and our backbone, from the runs) when constant.
+    stated: tuple[str, ...] = ("Seeds", "Backbone")
 
     def __post_init__(self) -> None:
         """Drop reported rows and columns without any value (e.g. GFLOPs when no run measured them), and
@@ -352,7 +353,7 @@ def settings_table(
     reported = [g for g in reported if g.dataset == dataset and setting_names([g], cross)]
     metric = metrics[0]
     columns = [Column(metric, dataset, "", "all", "All", metric)] + [
-        Column(f"{metric}@{s}", dataset, "", s, setting_name(s), metric) for s in settings
+        Column(f"{metric}@{s}", dataset, *_setting_header(s), metric) for s in settings
     ]
     rows = _sorted(_rows([*ours, *reported], _row_key, _label, _text), columns)
     kind = "cross" if cross else "missing"
@@ -376,6 +377,15 @@ def settings_table(
         rows,
         "setting",
     )
+
+
+def _setting_header(setting: str) -> tuple[str, str, str]:
+    """(column-group header, group key, sub-header) of a setting's column: missing-modality settings
+    share one ``w/o`` header over the removed modalities, so the columns stay narrow."""
+    name = setting_name(setting)
+    if name.startswith("w/o "):
+        return "w/o", setting, name.removeprefix("w/o ")
+    return "", setting, name
 
 
 def ablation_table(name: str, groups: list[Group], metrics: list[str]) -> Table:
