@@ -141,7 +141,7 @@ def test_cost_table(report):
 
 def test_missing_modality_and_cross_modal_tables(report):
     missing = table(report, "missing_synthetic")
-    assert [c.label for c in missing.columns] == ["All", "w/o TIR", "w/o RGB+NIR"]  # mAP, the first metric
+    assert [(c.header, c.label) for c in missing.columns] == [("", "All"), ("w/o", "TIR"), ("w/o", "RGB+NIR")]
     assert "mAP in % per test-time setting" in missing.caption
     assert [r.label for r in missing.rows] == ["late_fusion", "DeMo†"]  # only rows with such metrics
     cell = row(missing, "late_fusion").cell(column(missing, "mAP@no_tir"))
