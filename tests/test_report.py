@@ -192,6 +192,24 @@ def test_runs_differing_in_config_are_variants_not_averaged():
     assert "1–12 epochs" in lb.caption
 
 
+def test_epochs_are_resolved_from_each_runs_own_stage_params():
+    stages = str(
+        [{"name": "a", "epochs": 2, "epoch_share": None}, {"name": "b", "epochs": None, "epoch_share": 0.5}]
+    )
+    frame = pd.DataFrame(
+        {
+            "run_id": list("abcd"),
+            "tags.method": list("wxyz"),
+            "tags.dataset": ["d"] * 4,
+            "tags.seed": ["0"] * 4,
+            "params.protocol.train.epochs": ["6", "10", "10", None],
+            "params.protocol.train.stages": ["[]", stages, "[{'bogus': 1}]", "[]"],
+            "metrics.mAP": [0.5] * 4,
+        }
+    )
+    assert tidy_runs(frame).runs["epochs"].tolist() == [6, 2 + 5, 0, 0]  # unreadable or unset: unknown
+
+
 def test_cell_and_formatting():
     assert Cell.of([0.6, 0.62, 0.64]).std == pytest.approx(0.02)
     assert math.isnan(Cell.of([0.5]).std) and Cell.of([float("nan"), 0.5]).n == 1

@@ -15,12 +15,14 @@ from pathlib import Path
 import pytest
 
 import cli
+from reidbench import tracking
+from reidbench.errors import UserError
 from reidbench.report import load_report
 from reidbench.report import pdf as pdf_module
 from reidbench.report.formatting import PARTIAL_MARK, PARTIAL_NOTE
-from reidbench.report.latex import table_width
+from reidbench.report.latex import latex_table, table_width
 from reidbench.report.pdf import overfull_boxes
-from tests.report_store import DEMO_EXPERIMENT, make_demo_store
+from tests.report_store import DEMO_EXPERIMENT, log_run, make_demo_store
 from tests.test_report import run_cli
 
 needs_pdflatex = pytest.mark.skipif(
@@ -166,6 +168,16 @@ def test_runs_on_partial_data_are_left_out_unless_asked_for_then_marked(demo_uri
     assert PARTIAL_NOTE in board.caption and "RGBNT201" in board.caption
     assert not any(i == partial for i, _ in board.marks())  # 38.3 on 30 samples is never "best"
     assert any(r.reported for r in board.rows)  # the published RGBNT201 rows it would have stood beside
+    assert r"late\_fusion\textsuperscript{\ddag}" in latex_table(board)
+
+
+def test_only_partial_runs_is_a_user_error(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'p.db'}"
+    exp = tracking.prepare(uri, "p")
+    log_run(uri, exp, "late_fusion", "rgbnt201", 0, {"mAP": 0.383}, tags={"partial_data": "true"})
+    with pytest.raises(UserError, match=r"all 1 finished run\(s\) are on partial data.*--include-partial"):
+        load_report(uri, "p", ["mAP"], None, "none", with_histories=False)
+    assert load_report(uri, "p", ["mAP"], None, "none", with_histories=False, include_partial=True).groups
 
 
 def test_captions_read_the_epochs_the_runs_record(demo_uri):
@@ -177,6 +189,7 @@ def test_captions_read_the_epochs_the_runs_record(demo_uri):
     assert "(Synthetic 6 epochs)" in ablation and "12" not in ablation
     assert "(Synthetic 12 epochs)" in by_name["leaderboard"].caption  # graft: 5 + 7 of 12
     assert "Recipe: demo-tiny." in by_name["leaderboard"].caption
+    assert "Dataset: Synthetic. Device: cpu. Seeds: 3." in by_name["cost"].caption  # constant columns
     backbone = (
         "Backbone: ViT-Ti/16 = vit_tiny_patch16_224 (patch 8, width 64, depth 2, heads 2, from scratch)."
     )

@@ -119,7 +119,13 @@ def load_report(
     reported = [] if reported_mode == "none" else load_published(published or default_path())
     keys = curve_keys(c.removeprefix("metrics.") for c in frame.columns if c.startswith("metrics."))
     histories = tracking.metric_histories(uri, frame["run_id"].tolist(), keys) if with_histories else None
-    return make_report(frame, metrics, reported, reported_mode, histories, include_partial, experiment)
+    report = make_report(frame, metrics, reported, reported_mode, histories, include_partial, experiment)
+    if report.runset.runs.empty:
+        raise UserError(
+            f"experiment {experiment!r}: all {report.runset.partial_left_out} finished run(s) are on partial "
+            "data (tag partial_data=true); --include-partial shows them, marked"
+        )
+    return report
 
 
 def write_report(

@@ -329,15 +329,14 @@ def curve_figures(runs: pd.DataFrame, histories: pd.DataFrame) -> list[Plot]:
 
 
 def _panels(frame: pd.DataFrame, ablation: bool) -> list[str]:
-    """Panel title per row: the method label, or for ablations the knob value (with the method when
-    several methods were ablated)."""
+    """Panel title per row: the method label, or for ablations the knob and its value (with the method
+    when several methods were ablated)."""
     if not ablation:
         return list(frame["label"])
     several = frame["label"].nunique() > 1
-    return [
-        f"{lab}: {knob}" if several else str(knob)
-        for lab, knob in zip(frame["label"], frame["knob"], strict=True)
-    ]
+    axis = axis_label(frame["axis"].iloc[0]).split(" (")[0]  # "fusion tokens (count)" -> "fusion tokens"
+    titles = [f"{axis} {knob_tick_label(str(knob))}" for knob in frame["knob"]]
+    return [f"{lab}: {t}" if several else t for lab, t in zip(frame["label"], titles, strict=True)]
 
 
 def _curve_panel(ax, part: pd.DataFrame, terms: list[str], palette: dict) -> None:

@@ -328,7 +328,7 @@ def cost_table(ours: list[Group], reported: list[Group]) -> Table:
         + (f" {PARTIAL_NOTE}" if any(g.partial for g in ours) else "")
     )
     return Table(
-        "cost", "Cost", caption, "Method", ["Dataset", "Device", "Seeds"], list(COST_COLUMNS), rows, ""
+        "cost", "Cost", caption, "Method", ["Dataset", "Device", "Seeds"], list(COST_COLUMNS), rows, "", ()
     )
 
 
