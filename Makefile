@@ -29,10 +29,13 @@ demo: $(VENV)/.synced
 		$(addprefix --set ,$(DEMO_SET)) --tracking-uri $(DEMO_URI) --experiment demo
 	$(REIDBENCH) report --tracking-uri $(DEMO_URI) --experiment demo --format all --out $(DEMO_OUT)
 
-# The README's table and figure (committed): re-run the demo; results/demo/leaderboard.md is written by the
-# report, the training curves are copied to the top of results/demo/ (figures/ itself is not tracked).
+# The README's table and figures (committed): re-run the demo; results/demo/leaderboard.md is written by the
+# report, the training curves are copied to the top of results/demo/ (figures/ itself is not tracked), and
+# page 1 of report.pdf (compiled by the report: needs pdflatex) is rendered with pdftoppm (poppler-utils).
 demo-figures: demo
 	cp $(DEMO_OUT)/figures/curves_synthetic.png $(DEMO_OUT)/curves_synthetic.png
+	@test -f $(DEMO_OUT)/report.pdf || { echo "no $(DEMO_OUT)/report.pdf: install pdflatex (TeX Live)" >&2; exit 1; }
+	pdftoppm -png -r 100 -f 1 -l 1 -singlefile $(DEMO_OUT)/report.pdf $(DEMO_OUT)/report_page1
 
 test: $(VENV)/.synced
 	$(BIN)/ruff check .

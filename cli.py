@@ -517,8 +517,8 @@ def _knobs(cls: type | None) -> list[str]:
     multiple=True,
     default=("terminal",),
     show_default=True,
-    type=click.Choice(["latex", "markdown", "csv", "terminal", "all"]),
-    help="Output format (repeatable); files go under --out.",
+    type=click.Choice(["latex", "markdown", "csv", "terminal", "pdf", "all"]),
+    help="Output format (repeatable); files go under --out. pdf: report.tex compiled with pdflatex.",
 )
 @click.option(
     "--out",
@@ -552,7 +552,12 @@ def _knobs(cls: type | None) -> list[str]:
     "--plots/--no-plots",
     default=True,
     show_default=True,
-    help="Write ablation plots and training curves (PNG + PDF) when writing files.",
+    help="Write results and ablation plots and training curves (PNG + PDF) when writing files.",
+)
+@click.option(
+    "--include-partial",
+    is_flag=True,
+    help="Also show runs on partial data (tag partial_data=true, from --allow-partial), marked ‡.",
 )
 def report(
     experiment: str,
@@ -563,18 +568,31 @@ def report(
     published: Path | None,
     reported: str,
     plots: bool,
+    include_partial: bool,
 ) -> None:
-    """Leaderboard, cost, missing-modality and ablation tables (+ plots) from the finished MLflow runs."""
+    """Leaderboard, cost, missing-modality and ablation tables (+ figures) from the finished MLflow runs."""
     from reidbench import tracking
     from reidbench.report import load_report, parse_formats, parse_metrics, write_report
+    from reidbench.report.pdf import NO_PDFLATEX, overfull_boxes, pdflatex_available
     from reidbench.report.terminal import print_tables
 
     metric_list = parse_metrics(metrics)
     format_list = parse_formats(formats)
+    if "pdf" in format_list and not pdflatex_available():
+        if "pdf" in formats:  # asked for by name: nothing to fall back on
+            raise UserError(f"--format pdf: {NO_PDFLATEX}")
+        console.print(f"note: {NO_PDFLATEX}. Wrote report.tex, not report.pdf")
+        format_list.remove("pdf")
     files = [f for f in format_list if f != "terminal"]
     uri = tracking_uri or tracking.default_uri()
     result = load_report(
-        uri, experiment, metric_list, published, reported, with_histories=plots and bool(files)
+        uri,
+        experiment,
+        metric_list,
+        published,
+        reported,
+        with_histories=plots and bool(files),
+        include_partial=include_partial,
     )
     if "terminal" in format_list:
         print_tables(console, result.tables)
@@ -583,12 +601,23 @@ def report(
             f"note: {result.runset.superseded} re-run(s) of a seed with an identical config were "
             "superseded by the latest run (not averaged in)"
         )
+    if result.runset.partial_left_out:
+        console.print(
+            f"note: {result.runset.partial_left_out} run(s) on partial data (tag partial_data=true) left out; "
+            "--include-partial shows them, marked ‡"
+        )
     if files:
         written = write_report(result, out, files, metric_list, plots=plots)
         console.print(
             f"wrote {len(written)} files under {out}/ ({', '.join(files)}"
             f"{', figures/' if plots and any(p.parent.name == 'figures' for p in written) else ''})"
         )
+        if "pdf" in files:
+            overfull = overfull_boxes((out / "report.log").read_text(errors="replace"))
+            console.print(
+                f"compiled {out / 'report.pdf'}"
+                + (f"; {len(overfull)} overfull line(s), see report.log" if overfull else "")
+            )
 
 
 def main() -> None:

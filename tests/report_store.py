@@ -95,9 +95,9 @@ def log_run(
         },
     )
     run.log_params({**PARAMS, **(params or {})})
-    for key, values in (history or {}).items():
-        for step, value in enumerate(values):
-            run.log_metrics({key: value}, step=step)
+    history = history or {}
+    for step in range(max(map(len, history.values()), default=0)):
+        run.log_metrics({k: v[step] for k, v in history.items() if step < len(v)}, step=step)
     run.log_metrics(metrics)
     run.finish(status)
     return run.run_id
@@ -118,7 +118,12 @@ def make_store(directory: Path) -> str:
             "synthetic",
             seed,
             {**metrics, "params": 2.5e6},
-            history={"train_loss": [3.0, 2.0, 1.5 - 0.1 * seed]},
+            history={
+                "train_ce": [2.0, 1.5, 1.0 - 0.1 * seed],
+                "train_triplet": [1.0, 0.5, 0.5],
+                "train_loss": [3.0, 2.0, 1.5 - 0.1 * seed],
+                "lr": [1e-3, 5e-4, 1e-4],
+            },
         )
     for seed, metrics in GRAFT.items():
         log_run(
@@ -128,7 +133,7 @@ def make_store(directory: Path) -> str:
             "synthetic",
             seed,
             {**metrics, "params": 5e6},
-            history={"train_loss": [3.0, 2.5, 2.0], "mAP": [0.3, 0.5, metrics["mAP"]]},
+            history={"train_loss": [3.0, 2.5, 2.0], "train_ce": [3.0, 2.5, 2.0]},
         )
     for seed, metrics in MMET.items():
         log_run(uri, exp, "mmet", "synthetic", seed, {**metrics, "params": 9e6})
@@ -163,4 +168,107 @@ def make_store(directory: Path) -> str:
                 params={"protocol.loss.variant": variant},
                 history={"train_loss": [2.0, 1.0]},
             )
+    return uri
+
+
+# --- a store shaped like `make demo`'s (its methods and synthetic-protocol params), three seeds -------------
+DEMO_EXPERIMENT = "demo"
+DEMO_METHODS = {  # method -> (mAP, params, loss terms)
+    "single_modality": (0.246, 1.18e5, ["ce", "triplet"]),
+    "graft": (0.453, 9.61e5, ["ce", "aug_triplet", "center"]),
+    "late_fusion": (0.646, 1.24e5, ["ce", "triplet"]),
+    "mmet": (0.679, 3.12e5, ["ce", "triplet", "itc"]),
+    "early_fusion": (0.763, 3.99e5, ["ce", "triplet"]),
+}
+DEMO_PARAMS = {
+    "protocol.train.epochs": "12",
+    "protocol.train.stages": "[]",
+    "protocol.backbone.name": "vit_tiny_patch16_224",
+    "protocol.backbone.pretrained": "False",
+    "protocol.backbone.patch_size": "8",
+    "protocol.backbone.embed_dim": "64",
+    "protocol.backbone.depth": "2",
+    "protocol.backbone.num_heads": "2",
+}
+# GraFT's two stages as the run path logs them: shares of train.epochs, no epochs of their own.
+GRAFT_STAGES = str(
+    [
+        {"name": "frozen", "epochs": None, "epoch_share": 0.4, "loss": "ce+aug_triplet"},
+        {"name": "unfrozen", "epochs": None, "epoch_share": 0.6, "loss": "ce+aug_triplet+center"},
+    ]
+)
+SETTINGS = ["no_rgb", "no_nir", "no_tir", "no_rgb_nir", "no_rgb_tir", "no_nir_tir"]
+DEMO_SEEDS = (0, 1, 2)
+
+
+def demo_metrics(m_ap: float, params: float, seed: int) -> dict[str, float]:
+    """Final metrics of one demo run: accuracy, missing-modality mAP, cost."""
+    jitter = 0.013 * (seed - 1)
+    accuracy = {"mAP": m_ap + jitter, "rank1": m_ap + 0.05 + jitter, "rank5": 0.9, "rank10": 0.95}
+    missing = {f"mAP@{s}": (m_ap + jitter) * (0.9 - 0.1 * i) for i, s in enumerate(SETTINGS)}
+    cost = {
+        "params": params,
+        "gflops": params * 2.1e-4,
+        "train_images_per_s": 1234.5 + 10 * seed,
+        "train_time_s": 48.3 + 3 * seed,
+    }
+    return {**accuracy, "mINP": m_ap - 0.1, **missing, "mAP@rgb->nir+tir": m_ap / 2, **cost}
+
+
+def demo_history(terms: list[str], epochs: int) -> dict[str, list[float]]:
+    """Per-epoch ``train_<term>``, their sum ``train_loss`` and ``lr``, as the engine logs them."""
+    curves = {f"train_{t}": [(i + 1) * 2.0 / (e + 1) for e in range(epochs)] for i, t in enumerate(terms)}
+    curves["train_loss"] = [sum(c[e] for c in curves.values()) for e in range(epochs)]
+    curves["lr"] = [1e-3 * (1 - e / epochs) for e in range(epochs)]
+    return curves
+
+
+def make_demo_store(directory: Path) -> str:
+    """The demo's five methods x three seeds, a fusion-token ablation run with ``train.epochs=6`` (the
+    protocol YAML says 12), and one RGBNT201 run on partial data; the URI."""
+    uri = f"sqlite:///{directory / 'mlflow.db'}"
+    exp = tracking.prepare(uri, DEMO_EXPERIMENT)
+    for method, (m_ap, params, terms) in DEMO_METHODS.items():
+        stages = {"protocol.train.stages": GRAFT_STAGES} if method == "graft" else {}
+        for seed in DEMO_SEEDS:
+            log_run(
+                uri,
+                exp,
+                method,
+                "synthetic",
+                seed,
+                demo_metrics(m_ap, params, seed),
+                tags={"recipe": "demo-tiny"},
+                params={**DEMO_PARAMS, **stages},
+                history=demo_history(terms, 12),
+            )
+    ablation = {"ablation": "fusion_tokens", "axis": "method.fusion_tokens", "axis_default": "1"}
+    for tokens in (1, 4):
+        for seed in (0, 1):
+            log_run(
+                uri,
+                exp,
+                "graft",
+                "synthetic",
+                seed,
+                {"mAP": 0.4 + 0.01 * tokens + 0.01 * seed, "rank1": 0.5},
+                tags={**ablation, "value": str(tokens)},
+                params={
+                    **DEMO_PARAMS,
+                    "protocol.train.epochs": "6",
+                    "protocol.train.stages": GRAFT_STAGES,
+                    "protocol.method.fusion_tokens": str(tokens),
+                },
+                history=demo_history(["ce", "aug_triplet"], 6),
+            )
+    log_run(
+        uri,
+        exp,
+        "late_fusion",
+        "rgbnt201",
+        0,
+        {"mAP": 0.383, "rank1": 0.41},
+        tags={"partial_data": "true"},
+        params=DEMO_PARAMS,
+    )
     return uri

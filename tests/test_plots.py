@@ -50,7 +50,8 @@ def data_lines(ax) -> list:
 
 
 def test_numeric_ablation_one_panel_per_dataset_mean_line_and_std_band_per_method():
-    [(stem, fig)] = plots.ablation_figures(numeric_ablation(), ["mAP"])
+    [plot] = plots.ablation_figures(numeric_ablation(), ["mAP"])
+    stem, fig = plot.stem, plot.figure
     assert stem == "ablation_fusion_tokens_mAP"
     axes = [ax for ax in fig.axes if ax.get_visible()]
     assert len(axes) == 3  # one panel per dataset (2 x 2 grid, the fourth hidden)
@@ -74,7 +75,7 @@ def test_numeric_ablation_one_panel_per_dataset_mean_line_and_std_band_per_metho
 def test_std_band_is_the_sample_std_over_seeds():
     frame = numeric_ablation()
     frame = frame[(frame["dataset"] == "synthetic") & (frame["method"] == "a")]
-    [(_, fig)] = plots.ablation_figures(frame, ["mAP"])
+    fig = plots.ablation_figures(frame, ["mAP"])[0].figure
     band = next(c for c in fig.axes[0].collections if isinstance(c, PolyCollection))
     ys = band.get_paths()[0].vertices[:, 1]
     values = 100 * (0.4 + 0.01 * 1 + 0.01 * np.array(SEEDS))
@@ -99,7 +100,8 @@ def test_categorical_ablation_is_grouped_bars_with_default_marked():
         for v in ("ce", "ce+triplet", "ce+triplet+center")
         for s in SEEDS
     ]
-    [(stem, fig)] = plots.ablation_figures(runs_frame(rows), ["mAP"])
+    [plot] = plots.ablation_figures(runs_frame(rows), ["mAP"])
+    fig = plot.figure
     ax = fig.axes[0]
     bars = [p for p in ax.patches if isinstance(p, Rectangle) and p.get_height() > 0]
     assert len(bars) == 3 * 2  # 3 variants x 2 methods
@@ -110,7 +112,7 @@ def test_categorical_ablation_is_grouped_bars_with_default_marked():
 
 
 def test_modality_subsets_and_scales():
-    assert plots.value_label("['rgb', 'nir']") == "RGB+NIR"
+    assert plots.knob_tick_label("['rgb', 'nir']") == "RGB+NIR"
     assert plots.numeric_values(pd.Series(["1", "2.5"])).tolist() == [1.0, 2.5]
     assert plots.numeric_values(pd.Series(["True", "False"])) is None
     assert plots.numeric_values(pd.Series(["ce", "1"])) is None
@@ -119,23 +121,62 @@ def test_modality_subsets_and_scales():
     assert plots.log_base(np.array([0.1, 0.2, 0.3])) is None
 
 
-@pytest.mark.slow
-def test_training_curves_mean_over_seeds_with_map_when_evaluated(tmp_path):
-    runs = runs_frame([{"method": m, "dataset": "synthetic", "seed": s} for m in ("a", "b") for s in SEEDS])
+def test_numeric_ablation_caption_names_metric_datasets_seeds_and_default():
+    [plot] = plots.ablation_figures(numeric_ablation().assign(epochs=6, recipe="tiny"), ["mAP"])
+    for needle in ("mAP (%)", "Synthetic, RGBNT100, RGBN300", "n = 3 seeds", "6 epochs", "recipe tiny"):
+        assert needle in plot.caption, needle
+    assert "The default (4): dotted line" in plot.caption and plot.wide
+
+
+def test_results_figure_bars_per_method_and_metric_with_std_error_bars():
+    rows = [
+        {"method": m, "dataset": "synthetic", "seed": s, "mAP": 0.5 + 0.1 * i + 0.01 * s, "rank1": 0.6}
+        for i, m in enumerate(("a", "b"))
+        for s in SEEDS
+    ]
+    [plot] = plots.results_figures(runs_frame(rows), ["mAP", "rank1"])
+    assert plot.stem == "results_synthetic" and not plot.wide  # one panel: one paper column
+    ax = plot.figure.axes[0]
+    bars = sorted(round(p.get_height(), 6) for p in ax.patches if isinstance(p, Rectangle) and p.get_height())
+    assert bars == pytest.approx([51, 60, 60, 61])  # mean over seeds: a, b x mAP, R1
+    spreads = sorted(np.nanmax(line.get_ydata()) - np.nanmin(line.get_ydata()) for line in ax.get_lines())
+    assert spreads == pytest.approx([0, 0, 2, 2])  # ± sample std (1 %) of mAP; R1 does not vary
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b"]
+    for needle in ("Results on Synthetic", "mAP, Rank-1 (%)", "n = 3 seeds", "sample std"):
+        assert needle in plot.caption, needle
+
+
+def curve_histories(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per-epoch loss terms (a: ce + triplet, b: ce + center), their total, lr; one duplicate step."""
     hist = []
     for run_id, method in zip(runs["run_id"], runs["method"], strict=True):
+        other = "train_triplet" if method == "a" else "train_center"
         for epoch in range(4):
-            hist.append((run_id, "train_loss", epoch, 3.0 - epoch * (0.5 if method == "a" else 0.3), epoch))
-            if method == "b":  # evaluated every epoch; the final value is logged again at step 0 later
-                hist.append((run_id, "mAP", epoch, 0.1 * (epoch + 1), epoch))
-        hist.append((run_id, "mAP", 0, 0.4, 99))
-    histories = pd.DataFrame(hist, columns=["run_id", "key", "step", "value", "timestamp"])
-    [(stem, fig)] = plots.curve_figures(runs, histories)
-    assert stem == "curves_synthetic"
-    loss_ax, map_ax = fig.axes
-    assert len(data_lines(loss_ax)) == 2 and len(data_lines(map_ax)) == 1  # only b was evaluated per epoch
-    assert list(data_lines(map_ax)[0].get_ydata()) == pytest.approx([10, 20, 30, 40])
-    assert list(data_lines(loss_ax)[0].get_xdata()) == [1, 2, 3, 4]  # epochs are 1-based
-    paths = plots.save(fig, tmp_path / "figs", stem)
+            ce, extra = 3.0 - 0.5 * epoch, 1.0 - 0.1 * epoch
+            for key, value in (("train_ce", ce), (other, extra), ("train_loss", ce + extra), ("lr", 1e-3)):
+                hist.append((run_id, key, epoch, value, epoch))
+        hist.append((run_id, "train_ce", 0, 99.0, 99))  # logged again later: the first value counts
+        hist.append((run_id, "train_time_s", 0, 60.0, 99))  # a final metric, not a curve
+    return pd.DataFrame(hist, columns=["run_id", "key", "step", "value", "timestamp"])
+
+
+def test_training_curves_are_small_multiples_per_method_with_a_line_per_loss_term(tmp_path):
+    runs = runs_frame([{"method": m, "dataset": "synthetic", "seed": s} for m in ("a", "b") for s in SEEDS])
+    [plot] = plots.curve_figures(runs, curve_histories(runs))
+    assert plot.stem == "curves_synthetic"
+    panels = [ax for ax in plot.figure.axes if ax.get_title()]
+    assert [ax.get_title() for ax in panels] == ["a", "b"]  # one panel per method
+    for ax in panels:
+        lines = data_lines(ax)
+        assert len(lines) == 3  # ce, the method's own term, total
+        ce = next(line for line in lines if line.get_ydata()[0] == pytest.approx(3.0))
+        assert list(ce.get_xdata()) == [1, 2, 3, 4]  # epochs are 1-based; the duplicate step is dropped
+    lr = [line for ax in plot.figure.axes for line in ax.get_lines() if line.get_gid() == plots.LR_GID]
+    assert len(lr) == 2
+    legend = [t.get_text() for t in plot.figure.legends[0].get_texts()]
+    assert legend == ["ce", "center", "triplet", "total"]
+    for needle in ("Training curves on Synthetic", "one panel per method", "n = 3 seeds", "learning rate"):
+        assert needle in plot.caption, needle
+    paths = plots.save(plot.figure, tmp_path / "figs", plot.stem)
     assert [p.name for p in paths] == ["curves_synthetic.png", "curves_synthetic.pdf"]
     assert all(p.stat().st_size > 5000 for p in paths)

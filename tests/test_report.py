@@ -135,20 +135,22 @@ def test_cost_table(report):
     assert late.cell(column(cost, "train_time_s")).mean == pytest.approx(66)
     assert row(cost, "graft†").cell(column(cost, "params")).mean == pytest.approx(101e6)
     md = markdown_table(cost)
-    assert "| late_fusion | Synthetic | cpu | 3 | 2.50 | 310 ± 10 | 1.10 ± 0.100 |" in md
+    assert "| late_fusion | cpu | 3 | 2.50 | 310 | 1.10 |" in md  # one dataset: named in the caption
+    assert "Dataset: Synthetic." in cost.caption and "(minutes)" in cost.caption
 
 
 def test_missing_modality_and_cross_modal_tables(report):
     missing = table(report, "missing_synthetic")
-    assert [c.header for c in missing.columns] == ["All", "All", "w/o TIR", "w/o TIR", "w/o RGB+NIR"]
+    assert [(c.header, c.label) for c in missing.columns] == [("", "All"), ("w/o", "TIR"), ("w/o", "RGB+NIR")]
+    assert "mAP in % per test-time setting" in missing.caption
     assert [r.label for r in missing.rows] == ["late_fusion", "DeMo†"]  # only rows with such metrics
     cell = row(missing, "late_fusion").cell(column(missing, "mAP@no_tir"))
     assert cell.mean == pytest.approx(np.mean([0.5, 0.52, 0.57]))
     assert row(missing, "DeMo†").cell(column(missing, "mAP@no_tir")).mean == pytest.approx(0.40)
     cross = table(report, "cross_synthetic")
-    assert [c.header for c in cross.columns][-1] == "RGB→NIR+TIR"
+    assert [c.label for c in cross.columns][-1] == "RGB→NIR+TIR"
     assert row(cross, "late_fusion").cell(column(cross, "mAP@rgb->nir+tir")).std == pytest.approx(0.05)
-    assert "w/o TIR mAP" in markdown_table(missing)
+    assert "| Method | Backbone | Seeds | All | w/o TIR | w/o RGB+NIR |" in markdown_table(missing)
 
 
 def test_ablation_tables(report):
@@ -188,6 +190,24 @@ def test_runs_differing_in_config_are_variants_not_averaged():
     lb = table(make_report(frame, ["mAP"], []), "leaderboard")
     assert row(lb, "m [train.epochs=12]").cell(column(lb, "mAP", "d")).mean == pytest.approx(0.65)
     assert "1–12 epochs" in lb.caption
+
+
+def test_epochs_are_resolved_from_each_runs_own_stage_params():
+    stages = str(
+        [{"name": "a", "epochs": 2, "epoch_share": None}, {"name": "b", "epochs": None, "epoch_share": 0.5}]
+    )
+    frame = pd.DataFrame(
+        {
+            "run_id": list("abcd"),
+            "tags.method": list("wxyz"),
+            "tags.dataset": ["d"] * 4,
+            "tags.seed": ["0"] * 4,
+            "params.protocol.train.epochs": ["6", "10", "10", None],
+            "params.protocol.train.stages": ["[]", stages, "[{'bogus': 1}]", "[]"],
+            "metrics.mAP": [0.5] * 4,
+        }
+    )
+    assert tidy_runs(frame).runs["epochs"].tolist() == [6, 2 + 5, 0, 0]  # unreadable or unset: unknown
 
 
 def test_cell_and_formatting():
@@ -262,10 +282,14 @@ def test_markdown_and_csv(report, written):
     out, files = written
     md = markdown_table(table(report, "leaderboard"))
     assert "| Method | Backbone | Seeds | Synthetic mAP | Synthetic R1 |" in md
-    assert "| graft | vit_tiny (scratch) | 2 | <u>72.0</u> ± 2.8 | 67.0 ± 1.4 |" in md
+    assert "| graft | vit_tiny | 2 | <u>72.0</u> ± 2.8 | 67.0 ± 1.4 |" in md
+    assert "Backbone: vit_tiny (from scratch)." in table(report, "leaderboard").caption
     assert "| graft† | DeiT-B | 1 | **80.0** | 60.0 |" in md
     assert (out / "leaderboard.md").read_text().startswith("**Leaderboard**")
-    assert "![curves_synthetic](figures/curves_synthetic.png)" in (out / "report.md").read_text()
+    assert (
+        "![curves_synthetic](figures/curves_synthetic.png)\n\n*Training curves on Synthetic"
+        in (out / "report.md").read_text()
+    )
     assert out / "runs.csv" in files and len(pd.read_csv(out / "runs.csv")) == 6 + 12 + 6
     csv = pd.read_csv(out / "leaderboard.csv").set_index(["block", "method"])
     late = csv.loc[("ours", "late_fusion")]
@@ -283,6 +307,7 @@ def test_figures_are_written(written):
     out, files = written
     stems = {p.stem for p in files if p.parent.name == "figures"}
     assert stems == {
+        "results_synthetic",
         "ablation_fusion_tokens_mAP",
         "ablation_loss_mAP",
         "curves_synthetic",

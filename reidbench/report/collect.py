@@ -12,11 +12,16 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from reidbench.report.formatting import Cell
+from reidbench.config import from_dict
+from reidbench.errors import UserError
+from reidbench.protocol import Protocol, TrainCfg
+from reidbench.report.formatting import PARTIAL_MARK, Cell
 
 FAMILY = ["method", "dataset", "ablation", "axis", "value"]
-GROUP = [*FAMILY, "variant"]
+GROUP = [*FAMILY, "variant", "partial"]
 TAGS = ["method", "dataset", "seed", "ablation", "axis", "value", "axis_default", "device"]
+# Backbone params that resize a named architecture, with how the report names them.
+BACKBONE_SIZES = {"patch_size": "patch", "embed_dim": "width", "depth": "depth", "num_heads": "heads"}
 # Params that may differ between the seeds of one group.
 SEED_PARAMS = {"params.seed", "params.protocol.seeds"}
 MAX_VARIANT_KEYS = 3
@@ -31,11 +36,14 @@ class Group:
     cells: dict[str, Cell]
     reported: bool = False
     variant: str = ""
+    partial: bool = False  # trained / evaluated on a dataset whose layout check failed (--allow-partial)
     ablation: str = ""
     axis: str = ""
     value: str = ""
     axis_default: str = ""
     backbone: str = ""
+    backbone_setup: str = ""  # how our runs changed the named backbone ("patch 8, from scratch")
+    recipe: str = ""
     device: str = ""
     epochs: list[int] = field(default_factory=list)
     seeds: list[int] = field(default_factory=list)
@@ -46,8 +54,8 @@ class Group:
 
     @property
     def label(self) -> str:
-        """Method name, with the variant in brackets when there is one."""
-        return f"{self.method} [{self.variant}]" if self.variant else self.method
+        """Method name, with the variant in brackets when there is one, marked when on partial data."""
+        return run_label(self.method, self.variant, self.partial)
 
     @property
     def n(self) -> int:
@@ -61,25 +69,43 @@ class RunSet:
     runs: pd.DataFrame
     metrics: list[str]
     superseded: int = 0  # re-runs of a seed with the same config, replaced by a later run
+    partial_left_out: int = 0  # runs on partial data, not shown (``include_partial=False``)
 
 
-def tidy_runs(frame: pd.DataFrame) -> RunSet:
+def run_label(method: str, variant: str = "", partial: bool = False) -> str:
+    """``method [variant]``, with the partial-data mark when the run saw partial data."""
+    label = f"{method} [{variant}]" if variant else method
+    return label + PARTIAL_MARK if partial else label
+
+
+def tidy_runs(frame: pd.DataFrame, include_partial: bool = False) -> RunSet:
     """Normalise a ``search_runs`` frame: tag and metric columns by plain name, variants, duplicates out.
 
-    Columns of the result: ``run_id, start_time, method, dataset, seed, ablation, axis, value,
-    axis_default, device, variant, label, backbone, epochs`` and one column per metric.
+    Runs tagged ``partial_data=true`` are left out unless ``include_partial`` (then kept as their own
+    groups, labelled with the partial-data mark). Columns of the result: ``run_id, start_time, method,
+    dataset, seed, ablation, axis, value, axis_default, device, partial, recipe, variant, label, backbone,
+    backbone_setup, epochs`` and one column per metric.
     """
     frame = frame.reset_index(drop=True)
+    partial = _text(frame, "tags.partial_data").str.lower() == "true"
+    left_out = 0 if include_partial else int(partial.sum())
+    if left_out:
+        frame, partial = frame[~partial].reset_index(drop=True), partial[~partial].reset_index(drop=True)
     out = pd.DataFrame({"run_id": frame.get("run_id", pd.Series(range(len(frame)))).astype(str)})
     out["start_time"] = pd.to_datetime(frame["start_time"]) if "start_time" in frame else pd.NaT
     for tag in TAGS:
         column = frame.get(f"tags.{tag}")
         out[tag] = column.fillna("").astype(str) if column is not None else ""
     out["seed"] = pd.to_numeric(out["seed"], errors="coerce").fillna(-1).astype(int)
-    out["backbone"] = _backbone(frame)
+    out["partial"] = partial.to_numpy()
+    out["recipe"] = _recipe(frame)
+    out["backbone"] = _text(frame, "params.protocol.backbone.name")
+    out["backbone_setup"] = [_backbone_setup(row) for _, row in frame.iterrows()]
     out["epochs"] = [_epochs(row) for _, row in frame.iterrows()]
     out["variant"] = _variants(frame, out)
-    out["label"] = [f"{m} [{v}]" if v else m for m, v in zip(out["method"], out["variant"], strict=True)]
+    out["label"] = [
+        run_label(*key) for key in zip(out["method"], out["variant"], out["partial"], strict=True)
+    ]
     metrics = sorted(c.removeprefix("metrics.") for c in frame.columns if c.startswith("metrics."))
     for name in metrics:
         out[name] = pd.to_numeric(frame[f"metrics.{name}"], errors="coerce")
@@ -90,30 +116,46 @@ def tidy_runs(frame: pd.DataFrame) -> RunSet:
         .sort_index()
         .reset_index(drop=True)
     )
-    return RunSet(out, metrics, before - len(out))
+    return RunSet(out, metrics, before - len(out), left_out)
 
 
-def _backbone(frame: pd.DataFrame) -> pd.Series:
-    names = frame.get("params.protocol.backbone.name", pd.Series([""] * len(frame))).fillna("").astype(str)
-    scratch = (
-        frame.get("params.protocol.backbone.pretrained", pd.Series([""] * len(frame))).astype(str) == "False"
-    )
-    return pd.Series([f"{n} (scratch)" if s and n else n for n, s in zip(names, scratch, strict=True)])
+def _text(frame: pd.DataFrame, column: str) -> pd.Series:
+    """A column as stripped strings, ``""`` where missing (or the whole column when absent)."""
+    values = frame.get(column, pd.Series([""] * len(frame), index=frame.index, dtype=object))
+    return values.fillna("").astype(str).str.strip()
+
+
+def _recipe(frame: pd.DataFrame) -> pd.Series:
+    """The training recipe a run records: tag ``recipe``, else param ``recipe`` / ``protocol.recipe``."""
+    recipe = _text(frame, "tags.recipe")
+    for column in ("params.recipe", "params.protocol.recipe"):
+        recipe = recipe.where(recipe != "", _text(frame, column))
+    return recipe
+
+
+def _backbone_setup(row: pd.Series) -> str:
+    """How a run changed its named backbone: resized dimensions and ``from scratch``."""
+    parts = [
+        f"{label} {row.get(f'params.protocol.backbone.{key}')}"
+        for key, label in BACKBONE_SIZES.items()
+        if str(row.get(f"params.protocol.backbone.{key}", "None")) not in ("None", "nan", "")
+    ]
+    if str(row.get("params.protocol.backbone.pretrained", "")) == "False":
+        parts.append("from scratch")
+    return ", ".join(parts)
 
 
 def _epochs(row: pd.Series) -> int:
-    """Total epochs of a run from its params (stages with their own ``epochs`` add up); 0 if unknown."""
-    try:
-        default = int(row.get("params.protocol.train.epochs"))
-    except (TypeError, ValueError):
-        return 0
+    """Total epochs of a run, resolved from its own params as the engine resolves them (a stage's
+    ``epochs``, else its ``epoch_share`` of ``train.epochs``, else ``train.epochs``); 0 if unknown."""
     try:
         stages = ast.literal_eval(str(row.get("params.protocol.train.stages", "[]")))
-    except (ValueError, SyntaxError):
-        stages = []
-    if not stages:
-        return default
-    return sum(default if s.get("epochs") is None else int(s["epochs"]) for s in stages)
+        train = from_dict(
+            TrainCfg, {"epochs": int(row.get("params.protocol.train.epochs")), "stages": stages}
+        )
+    except (TypeError, ValueError, SyntaxError, UserError):
+        return 0
+    return sum(stage.epochs for stage in Protocol(dataset="", train=train).resolved_stages())
 
 
 def _variants(frame: pd.DataFrame, tidy: pd.DataFrame) -> list[str]:
@@ -143,13 +185,15 @@ def aggregate(runset: RunSet) -> list[Group]:
     """One Group per method x dataset x ablation point x variant: every metric as mean, sample std, n."""
     groups = []
     for key, rows in runset.runs.groupby(GROUP, sort=True):
-        fields = dict(zip(GROUP, key, strict=True))
+        fields = dict(zip(GROUP, key, strict=True)) | {"partial": bool(key[GROUP.index("partial")])}
         cells = {m: Cell.of(rows[m].to_numpy()) for m in runset.metrics if rows[m].notna().any()}
         groups.append(
             Group(
                 cells=cells,
                 axis_default=str(rows["axis_default"].iloc[0]),
                 backbone=" / ".join(sorted(set(rows["backbone"]) - {""})),
+                backbone_setup=" / ".join(sorted(set(rows["backbone_setup"]) - {""})),
+                recipe=" / ".join(sorted(set(rows["recipe"]) - {""})),
                 device=" / ".join(sorted(set(rows["device"]) - {""})),
                 epochs=sorted(set(int(e) for e in rows["epochs"]) - {0}),
                 seeds=sorted(int(s) for s in rows["seed"]),

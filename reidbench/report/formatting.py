@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +19,14 @@ DATASET_NAMES = {
     "wmveid863": "WMVEID863",
     "synthetic": "Synthetic",
 }
+PARTIAL_MARK = "‡"  # rows / labels of runs on partial data (tag partial_data=true)
+PARTIAL_NOTE = (
+    f"{PARTIAL_MARK} Trained and evaluated on partial data (the dataset's layout check failed; run with "
+    "--allow-partial): not comparable with the other rows and never marked best."
+)
+# timm ViT / DeiT names -> the papers' short names (vit_base_patch16_224 -> ViT-B/16).
+_VIT = re.compile(r"^(vit|deit)_(tiny|small|base|large|huge)_patch(\d+)_\d+")
+_VIT_SIZES = {"tiny": "Ti", "small": "S", "base": "B", "large": "L", "huge": "H"}
 MODALITY_NAMES = {"rgb": "RGB", "nir": "NIR", "tir": "TIR", "text": "Text"}
 
 # Axis keys -> label with unit; others fall back to the key's last part.
@@ -111,6 +120,15 @@ def mean_std(cell: Cell, scale: float = 100.0, decimals: int | None = 1) -> str:
 def dataset_name(name: str) -> str:
     """Display name of a dataset (``rgbnt100`` -> ``RGBNT100``)."""
     return DATASET_NAMES.get(name, name)
+
+
+def backbone_name(name: str) -> str:
+    """Short display name of a backbone: ``vit_tiny_patch16_224`` -> ``ViT-Ti/16``; others unchanged."""
+    match = _VIT.match(name)
+    if not match:
+        return name
+    family = "ViT" if match[1] == "vit" else "DeiT"
+    return f"{family}-{_VIT_SIZES[match[2]]}/{match[3]}"
 
 
 def modality_list(text: str) -> str:

@@ -35,6 +35,7 @@ def results_frame(results: list) -> pd.DataFrame:
 
 def print_results(console: Console, results: list) -> None:
     """Leaderboard (every accuracy metric as mean ± sample std over seeds), cost, and any missing-modality,
-    cross-modal or ablation tables of ``results``."""
-    groups = aggregate(tidy_runs(results_frame(results)))
+    cross-modal or ablation tables of ``results`` (runs on partial data included, marked: they were just
+    asked for)."""
+    groups = aggregate(tidy_runs(results_frame(results), include_partial=True))
     print_tables(console, build_tables(groups, [], list(ACCURACY_METRICS)), caption=False)

@@ -13,9 +13,12 @@ from dataclasses import dataclass, field
 from reidbench.report.collect import Group
 from reidbench.report.formatting import (
     ACCURACY_METRICS,
+    PARTIAL_MARK,
+    PARTIAL_NOTE,
     Cell,
     CellStyle,
     axis_label,
+    backbone_name,
     dataset_name,
     format_cell,
     setting_name,
@@ -51,6 +54,11 @@ class Row:
     groups: dict[str, Group]  # dataset -> group
     text: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def partial(self) -> bool:
+        """Any of the row's groups ran on partial data (not ranked, marked in the label)."""
+        return any(g.partial for g in self.groups.values())
+
     def group(self, column: Column) -> Group | None:
         if column.dataset is None:
             return next(iter(self.groups.values()), None)
@@ -74,16 +82,23 @@ class Table:
     columns: list[Column]
     rows: list[Row]
     group_kind: str = "dataset"  # what the column headers are, for CSV ("dataset" / "setting" / "")
+    # Text columns the caption already states (seeds and our backbone, from the runs) when constant.
+    stated: tuple[str, ...] = ("Seeds", "Backbone")
 
     def __post_init__(self) -> None:
-        """Drop reported rows and columns without any value (e.g. GFLOPs when no run measured them)."""
+        """Drop reported rows and columns without any value (e.g. GFLOPs when no run measured them), and
+        text columns that read the same in every row: their one value goes into the caption instead."""
         self.rows = [r for r in self.rows if not r.reported or any(r.cell(c) for c in self.columns)]
         self.columns = [c for c in self.columns if any(r.cell(c) for r in self.rows)]
-        self.text_columns = [t for t in self.text_columns if any(r.text.get(t) for r in self.rows)]
-
-    @property
-    def has_reported(self) -> bool:
-        return any(r.reported for r in self.rows)
+        kept, notes = [], []
+        for name in self.text_columns:
+            values = {r.text.get(name, "") for r in self.rows}
+            if len(values) > 1:
+                kept.append(name)
+            elif values - {""} and name not in self.stated:
+                notes.append(f"{name}: {values.pop()}.")
+        self.text_columns = kept
+        self.caption = _clean(" ".join([self.caption, *notes]))
 
     def header_groups(self) -> list[tuple[str, int]]:
         """Consecutive columns under one header: ``[(header, count), ...]``."""
@@ -108,7 +123,7 @@ class Table:
             shown = {
                 i: _shown(cell.mean, column)
                 for i, row in enumerate(self.rows)
-                if (cell := row.cell(column)) is not None
+                if not row.partial and (cell := row.cell(column)) is not None
             }
             distinct = sorted(set(shown.values()), reverse=True)
             if len(distinct) < 2:
@@ -163,11 +178,12 @@ def _rows(groups: list[Group], key, label, text) -> list[Row]:
 
 
 def _row_key(g: Group) -> tuple:
-    return (g.reported, g.method, g.variant, g.backbone if g.reported else "")
+    return (g.reported, g.method, g.variant, g.partial, g.backbone if g.reported else "")
 
 
 def _text(groups: list[Group]) -> dict[str, str]:
-    return {"Backbone": " / ".join(sorted({g.backbone for g in groups} - {""})), "Seeds": seeds_text(groups)}
+    names = {g.backbone if g.reported else backbone_name(g.backbone) for g in groups}
+    return {"Backbone": " / ".join(sorted(names - {""})), "Seeds": seeds_text(groups)}
 
 
 def seeds_text(groups: list[Group]) -> str:
@@ -202,18 +218,26 @@ def leaderboard(ours: list[Group], reported: list[Group], metrics: list[str]) ->
     rows = _sorted(_rows(groups, _row_key, _label, _text), columns)
     caption = (
         f"Leaderboard ({', '.join(map(dataset_name, datasets))}), metrics in %. "
-        f"{protocol_sentence(ours)} "
-        f"{REPORTED_NOTE if reported else ''} {marks_note(bool(reported))}"
+        f"{run_settings_sentence(ours)} {notes(ours, bool(reported))}"
     )
     return Table(
         "leaderboard", "Leaderboard", _clean(caption), "Method", ["Backbone", "Seeds"], columns, rows
     )
 
 
-def marks_note(reported: bool) -> str:
+def notes(ours: list[Group], reported: bool) -> str:
+    """The caption's closing notes: reported rows, partial-data rows, and the best / second marks."""
+    partial = any(g.partial for g in ours)
+    return " ".join(
+        [REPORTED_NOTE if reported else "", PARTIAL_NOTE if partial else "", marks_note(reported, partial)]
+    )
+
+
+def marks_note(reported: bool, partial: bool = False) -> str:
     """Which rows the bold / underline marks were chosen among."""
     among = "our rows and the reported rows together" if reported else "our rows"
-    return f"Bold: best, underlined: second best per column among {among}, compared on the means."
+    unless = " except partial-data rows" if partial else ""
+    return f"Bold: best, underlined: second best per column among {among}{unless}, compared on the means."
 
 
 def _label(g: Group) -> str:
@@ -225,20 +249,49 @@ def _datasets(groups: list[Group]) -> list[str]:
     return list(dict.fromkeys(g.dataset for g in sorted(groups, key=lambda g: g.reported)))
 
 
-def protocol_sentence(ours: list[Group]) -> str:
-    """How our numbers were made: seeds, epoch budget, last-epoch reporting."""
-    counts = sorted({g.n for g in ours})
-    n = str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
+def span(values: list[int]) -> str:
+    """``3``, or ``2–3`` for a range of counts."""
+    values = sorted(set(values))
+    return str(values[0]) if len(values) == 1 else f"{values[0]}–{values[-1]}"
+
+
+def epochs_text(groups: list[Group]) -> str:
+    """The epoch budgets the runs record, per dataset: ``Synthetic 6; RGBNT100 50–60``; "" if unknown."""
     budgets = []
-    for dataset in dict.fromkeys(g.dataset for g in ours):
-        epochs = sorted({e for g in ours if g.dataset == dataset for e in g.epochs})
+    for dataset in dict.fromkeys(g.dataset for g in groups):
+        epochs = [e for g in groups if g.dataset == dataset for e in g.epochs]
         if epochs:
-            span = str(epochs[0]) if len(epochs) == 1 else f"{epochs[0]}–{epochs[-1]}"
-            budgets.append(f"{dataset_name(dataset)} {span}")
-    budget = f" ({'; '.join(budgets)} epochs)" if budgets else ""
-    return (
-        f"Ours: mean ± sample std over n = {n} seeds (no std when n = 1); the model after the last epoch "
-        f"of a fixed budget{budget} is evaluated once: no checkpoint is selected on the test set."
+            budgets.append(f"{dataset_name(dataset)} {span(epochs)}")
+    return "; ".join(budgets)
+
+
+def backbone_text(groups: list[Group]) -> str:
+    """Our backbones as the runs record them: ``ViT-Ti/16 = vit_tiny_patch16_224 (patch 8, from scratch)``."""
+    found = dict.fromkeys((g.backbone, g.backbone_setup) for g in groups if g.backbone)
+    described = []
+    for name, setup in found:
+        short = backbone_name(name)
+        text = name if short == name else f"{short} = {name}"
+        described.append(f"{text} ({setup})" if setup else text)
+    return "; ".join(described)
+
+
+def run_settings_sentence(ours: list[Group]) -> str:
+    """How our numbers were made, read from the runs' own params and tags: seeds, epoch budget (last-epoch
+    reporting), recipe and backbone."""
+    if not ours:
+        return ""
+    budget = epochs_text(ours)
+    recipes = sorted({g.recipe for g in ours} - {""})
+    backbones = backbone_text(ours)
+    return " ".join(
+        [
+            f"Ours: mean ± sample std over n = {span([g.n for g in ours])} seeds (no std when n = 1); the "
+            f"model after the last epoch of a fixed budget{f' ({budget} epochs)' if budget else ''} is "
+            "evaluated once: no checkpoint is selected on the test set.",
+            f"Recipe: {', '.join(recipes)}." if recipes else "",
+            f"Backbone: {backbones}." if backbones else "",
+        ]
     )
 
 
@@ -246,11 +299,11 @@ def _clean(text: str) -> str:
     return " ".join(text.split())
 
 
-COST_COLUMNS = [
-    Column("params", None, "", "", "Params (M)", "params_m", 1e-6, None, False, False),
+COST_COLUMNS = [  # short headers: the caption gives the units
+    Column("params", None, "", "", "Params", "params_m", 1e-6, None, False, False),
     Column("gflops", None, "", "", "GFLOPs", "gflops", 1.0, None, False, False),
-    Column("train_images_per_s", None, "", "", "Train img/s", "train_images_per_s", 1.0, 0, False),
-    Column("train_time_s", None, "", "", "Train time (min)", "train_time_min", 1 / 60, None, False),
+    Column("train_images_per_s", None, "", "", "img/s", "train_images_per_s", 1.0, 0, False, False),
+    Column("train_time_s", None, "", "", "Time", "train_time_min", 1 / 60, None, False, False),
 ]
 
 
@@ -268,18 +321,20 @@ def cost_table(ours: list[Group], reported: list[Group]) -> Table:
     ]
     rows.sort(key=lambda r: (r.reported, r.text["Dataset"], r.label))
     caption = (
-        "Cost per method and dataset (ours: mean over seeds). Params: trainable and frozen parameters, "
-        "millions; GFLOPs: forward pass per sample; Train img/s: training throughput, a sample with M "
-        "modalities counting M images; Train time: wall time of the whole training."
+        "Cost per method and dataset (ours: mean over seeds). Params: trainable and frozen parameters "
+        "(millions); GFLOPs: forward pass per sample; img/s: training throughput in images per second, a "
+        "sample with M modalities counting M images; Time: wall time of the whole training (minutes)."
         + (" † Parameters as reported in the papers." if len(groups) > len(ours) else "")
+        + (f" {PARTIAL_NOTE}" if any(g.partial for g in ours) else "")
     )
     return Table(
-        "cost", "Cost", caption, "Method", ["Dataset", "Device", "Seeds"], list(COST_COLUMNS), rows, ""
+        "cost", "Cost", caption, "Method", ["Dataset", "Device", "Seeds"], list(COST_COLUMNS), rows, "", ()
     )
 
 
-def settings_of(groups: list[Group], cross: bool) -> list[str]:
-    """Evaluation settings (``no_rgb`` / ``rgb->nir``) found in the groups' metric names, in display order."""
+def setting_names(groups: list[Group], cross: bool) -> list[str]:
+    """Names of the evaluation settings (``no_rgb`` / ``rgb->nir``) in the groups' metric names, in display
+    order: missing-modality ones, or cross-modal ones when ``cross``."""
     found = {k.split("@", 1)[1] for g in groups for k in g.cells if "@" in k}
     return sorted((s for s in found if ("->" in s) == cross), key=setting_order)
 
@@ -287,17 +342,18 @@ def settings_of(groups: list[Group], cross: bool) -> list[str]:
 def settings_table(
     dataset: str, ours: list[Group], reported: list[Group], metrics: list[str], cross: bool
 ) -> Table | None:
-    """Missing-modality (``cross=False``) or cross-modal table of ``dataset``; None without such metrics."""
-    ours = [g for g in ours if g.dataset == dataset and settings_of([g], cross)]
-    settings = settings_of(ours, cross)
+    """Missing-modality (``cross=False``) or cross-modal table of ``dataset``; None without such metrics.
+
+    One column per setting, of the first of ``metrics`` only (every setting x metric would not fit a page).
+    """
+    ours = [g for g in ours if g.dataset == dataset and setting_names([g], cross)]
+    settings = setting_names(ours, cross)
     if not settings:
         return None
-    reported = [g for g in reported if g.dataset == dataset and settings_of([g], cross)]
-    full = [Column(m, dataset, "All", "all", ACCURACY_METRICS.get(m, m), m) for m in metrics]
-    columns = full + [
-        Column(f"{m}@{s}", dataset, setting_name(s), s, ACCURACY_METRICS.get(m, m), m)
-        for s in settings
-        for m in metrics
+    reported = [g for g in reported if g.dataset == dataset and setting_names([g], cross)]
+    metric = metrics[0]
+    columns = [Column(metric, dataset, "", "all", "All", metric)] + [
+        Column(f"{metric}@{s}", dataset, *_setting_header(s), metric) for s in settings
     ]
     rows = _sorted(_rows([*ours, *reported], _row_key, _label, _text), columns)
     kind = "cross" if cross else "missing"
@@ -308,8 +364,8 @@ def settings_table(
         "(models trained with all modalities)"
     )
     caption = (
-        f"{what}, {dataset_name(dataset)}; All = every modality. Metrics in %. {protocol_sentence(ours)} "
-        f"{REPORTED_NOTE if reported else ''} {marks_note(bool(reported))}"
+        f"{what}, {dataset_name(dataset)}: {ACCURACY_METRICS.get(metric, metric)} in % per test-time "
+        f"setting; All = every modality. {run_settings_sentence(ours)} {notes(ours, bool(reported))}"
     )
     return Table(
         f"{kind}_{dataset}",
@@ -323,6 +379,15 @@ def settings_table(
     )
 
 
+def _setting_header(setting: str) -> tuple[str, str, str]:
+    """(column-group header, group key, sub-header) of a setting's column: missing-modality settings
+    share one ``w/o`` header over the removed modalities, so the columns stay narrow."""
+    name = setting_name(setting)
+    if name.startswith("w/o "):
+        return "w/o", setting, name.removeprefix("w/o ")
+    return "", setting, name
+
+
 def ablation_table(name: str, groups: list[Group], metrics: list[str]) -> Table:
     """Rows = method x knob value (default marked), dataset column groups of ``metrics``."""
     groups = [g for g in groups if g.ablation == name]
@@ -331,18 +396,19 @@ def ablation_table(name: str, groups: list[Group], metrics: list[str]) -> Table:
     columns = metric_columns(datasets, metrics)
 
     def label(g: Group) -> str:
-        return f"{g.value} (default)" if g.value == g.axis_default else g.value
+        text = f"{g.value} (default)" if g.value == g.axis_default else g.value
+        return text + PARTIAL_MARK if g.partial else text
 
     rows = _rows(
         groups,
-        lambda g: (g.method, g.variant, g.value),
+        lambda g: (g.method, g.variant, g.partial, g.value),
         label,
         lambda gs: {"Method": gs[0].label, "Seeds": seeds_text(gs)},
     )
     rows.sort(key=lambda r: (r.text["Method"], value_key(next(iter(r.groups.values())).value)))
     caption = (
-        f"Ablation {name}: {axis} varied, everything else at the protocol's values. Metrics in %. "
-        f"{protocol_sentence(groups)} {marks_note(False)}"
+        f"Ablation {name}: {axis} varied, everything else as the runs record it. Metrics in %. "
+        f"{run_settings_sentence(groups)} {notes(groups, False)}"
     )
     return Table(
         f"ablation_{name}",
