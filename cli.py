@@ -603,7 +603,8 @@ def report(
         )
     if result.runset.partial_left_out:
         console.print(
-            f"note: {result.runset.partial_left_out} run(s) on partial data (tag partial_data=true) left out; "
+            f"note: {result.runset.partial_left_out} run(s) on partial data (tag partial_data=true) "
+            "left out; "
             "--include-partial shows them, marked ‡"
         )
     if files:

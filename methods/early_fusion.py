@@ -21,7 +21,8 @@ from reidbench.nn.tokens import post_norm_stack
 
 
 class EarlyFusion(nn.Module):
-    """Architecture: shared ``backbone`` per modality -> tokens concatenated -> ``encoder`` -> readout -> ``head``."""
+    """Architecture: shared ``backbone`` per modality -> tokens concatenated -> ``encoder`` -> readout ->
+    ``head``."""
 
     def __init__(
         self,

@@ -27,9 +27,10 @@ Center-loss centers are optimised here; the official code never updates them (``
 Training (registration defaults): stage ``frozen`` (40% of train.epochs, backbone frozen, ce+aug_triplet,
 no label smoothing, warmup + inverse-sqrt LR) then stage ``unfrozen`` (60%, everything trained,
 ce+aug_triplet+center, label smoothing 0.1, constant LR without warmup at 0.226 x optim.lr: the official
-5.7433e-6 / 2.54e-5). Every stage gets a fresh optimizer. Note: the official stage 2 restores the stage-1 optimizer
-state from the checkpoint, and ``Optimizer.load_state_dict`` also restores each group's lr, betas and weight
-decay, so the official stage 2 silently ran with stage-1 settings; we use the stage-2 values as written.
+5.7433e-6 / 2.54e-5). Every stage gets a fresh optimizer. Note: the official stage 2 restores the stage-1
+optimizer state from the checkpoint, and ``Optimizer.load_state_dict`` also restores each group's lr,
+betas and weight decay, so the official stage 2 silently ran with stage-1 settings; we use the
+stage-2 values as written.
 One-stage training: ``--set 'train.stages=[]'`` (uses loss.variant = ce+aug_triplet+center).
 The official absolute values (RGBNT100): ``optim.lr=2.54e-5 optim.weight_decay=0.05
 'optim.betas=[0.8391,0.9784]' train.epochs=100 backbone.name=deit_base_distilled_patch16_224``.

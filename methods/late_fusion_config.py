@@ -1,4 +1,5 @@
-"""The late-fusion baselines' knobs and registrations (torch-free; the models are in methods/late_fusion.py)."""
+"""The late-fusion baselines' knobs and registrations (torch-free; the models are in
+methods/late_fusion.py)."""
 
 from __future__ import annotations
 

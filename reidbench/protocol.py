@@ -366,11 +366,13 @@ def _modality_problems(modalities: list[str], available: list[str] | None) -> li
         problems.append(f"data.modalities must name at least one of {', '.join(MODALITIES)}")
     if unknown:
         problems.append(
-            f"data.modalities: {', '.join(map(repr, unknown))} unknown, expected among {', '.join(MODALITIES)}"
+            f"data.modalities: {', '.join(map(repr, unknown))} unknown, "
+            f"expected among {', '.join(MODALITIES)}"
         )
     if absent:
         problems.append(
-            f"data.modalities: the dataset has no {', '.join(absent)} images (it has {', '.join(available or [])})"
+            f"data.modalities: the dataset has no {', '.join(absent)} images "
+            f"(it has {', '.join(available or [])})"
         )
     if len(set(modalities)) != len(modalities):
         problems.append(f"data.modalities lists a modality twice: {modalities!r}")

@@ -35,7 +35,8 @@ def log_run(uri: str, experiment: str, name: str) -> None:
 
 
 def open_study(storage: str) -> None:
-    """What a ``reidbench tune`` worker does to its Optuna storage first: open the shared study, add a trial."""
+    """What a ``reidbench tune`` worker does to its Optuna storage first: open the shared study, add a
+    trial."""
     from reidbench.sweeps.storage import open_study
 
     open_study(storage, "shared").enqueue_trial({"x": 1.0})

@@ -207,7 +207,8 @@ def test_hub_probe_follows_the_https_proxy(monkeypatch):
 
 
 def test_hf_classification_checkpoint_loads_its_backbone(tmp_path):
-    # the official GraFT weights are facebook/deit-base-distilled-patch16-224: a classifier with a teacher head
+    # the official GraFT weights are facebook/deit-base-distilled-patch16-224: a classifier with a teacher
+    # head
     from transformers import DeiTConfig, DeiTForImageClassificationWithTeacher
 
     config = DeiTConfig(

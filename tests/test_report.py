@@ -1,4 +1,5 @@
-"""reidbench report: aggregates over seeds, best / second marks, reported rows, LaTeX / Markdown / CSV output."""
+"""reidbench report: aggregates over seeds, best / second marks, reported rows, LaTeX / Markdown / CSV
+output."""
 
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ def column(tab, key, dataset="synthetic"):
     return next(c for c in tab.columns if c.key == key and c.dataset in (dataset, None))
 
 
-# --- aggregation ----------------------------------------------------------------------------------------------
+# --- aggregation --------------------------------------------------------------------------------------------
 def test_leaderboard_is_mean_sample_std_and_n_over_seeds(report):
     lb = table(report, "leaderboard")
     late = row(lb, "late_fusion")
@@ -166,7 +167,7 @@ def test_ablation_tables(report):
     assert not any(r.label in ("1", "16") for r in table(report, "leaderboard").rows)
 
 
-# --- variants, formatting, published.csv -----------------------------------------------------------------------
+# --- variants, formatting, published.csv --------------------------------------------------------------------
 def test_runs_differing_in_config_are_variants_not_averaged():
     frame = pd.DataFrame(
         {
@@ -256,7 +257,7 @@ def test_bad_published_value_names_file_and_line(tmp_path):
         load_published(path)
 
 
-# --- output formats --------------------------------------------------------------------------------------------
+# --- output formats -----------------------------------------------------------------------------------------
 def test_latex_table(report):
     tex = latex_table(table(report, "leaderboard"))
     for needle in [
@@ -339,7 +340,7 @@ def test_latex_compiles_with_pdflatex(written):
         assert (out / f"{doc}.pdf").stat().st_size > 1000
 
 
-# --- command line ----------------------------------------------------------------------------------------------
+# --- command line -------------------------------------------------------------------------------------------
 def run_cli(monkeypatch, capsys, *args):
     monkeypatch.setattr(sys, "argv", ["reidbench", *args])
     try:

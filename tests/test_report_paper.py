@@ -94,7 +94,7 @@ def tabular_widths(folder: Path, names: list[str]) -> dict[str, float]:
     return {name: float(pt) for name, pt in re.findall(r"^WIDTH (\S+) ([\d.]+)pt", log, re.MULTILINE)}
 
 
-# --- Task A: a paper's page ----------------------------------------------------------------------------------
+# --- Task A: a paper's page ---------------------------------------------------------------------------------
 @needs_pdflatex
 def test_report_and_every_table_alone_fit_a_two_column_page(paper, demo_uri):
     out, text = paper

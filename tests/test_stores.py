@@ -16,7 +16,8 @@ WORKERS = [f"w{i}" for i in range(4)]
 
 
 def test_four_processes_on_fresh_stores_all_finish(tmp_path):
-    """Two rounds of four workers starting together on a fresh MLflow store, then on a fresh Optuna storage."""
+    """Two rounds of four workers starting together on a fresh MLflow store, then on a fresh Optuna
+    storage."""
     import optuna
 
     uris = [f"sqlite:///{tmp_path / f'round{r}' / 'mlflow.db'}" for r in range(2)]

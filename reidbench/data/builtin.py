@@ -35,17 +35,18 @@ SEPARATE_FOLDERS = {"rgb": "RGB", "nir": "NI", "tir": "TI"}  # RGBNT201, Market1
 MSVR_FOLDERS = {"rgb": "vis", "nir": "ni", "tir": "th"}
 
 SOURCES = {
-    "rgbnt201": "RGBNT201 comes from the authors of 'Robust Multi-Modality Person Re-identification' (AAAI'21; "
-    "Google Drive / Baidu links in the TOP-ReID and IEEE READMEs); unpack it so that "
+    "rgbnt201": "RGBNT201 comes from the authors of 'Robust Multi-Modality Person Re-identification' "
+    "(AAAI'21; Google Drive / Baidu links in the TOP-ReID and IEEE READMEs); unpack it so that "
     "<data-root>/RGBNT201/train_171/RGB/ exists.",
     "rgbnt100": "RGBNT100 comes from the HAMNet authors (github.com/ttaalle/multi-modal-vehicle-Re-ID; "
     "Baidu / Google Drive links in the GraFT README); unpack it so that <data-root>/RGBNT100/rgbir/ exists.",
-    "rgbn300": "RGBN300 comes from the HAMNet authors (github.com/ttaalle/multi-modal-vehicle-Re-ID; Baidu code "
-    "11y8, Google Drive copy in the GraFT README); unpack it so that <data-root>/RGBN300/rgbir/ exists.",
+    "rgbn300": "RGBN300 comes from the HAMNet authors (github.com/ttaalle/multi-modal-vehicle-Re-ID; "
+    "Baidu code 11y8, Google Drive copy in the GraFT README); unpack it so that "
+    "<data-root>/RGBN300/rgbir/ exists.",
     "msvr310": "MSVR310 comes from the CCNet authors (github.com/superlollipop123/Cross-directional-Center-"
     "Network-and-MSVR310); unpack it so that <data-root>/MSVR310/bounding_box_train/ exists.",
-    "market1501_mm": "Market1501-MM (Market-1501 with generated NIR/TIR) comes from the IEEE authors (AAAI'22, "
-    "shared next to RGBNT201); unpack it so that <data-root>/Market1501-MM/train/RGB/ exists.",
+    "market1501_mm": "Market1501-MM (Market-1501 with generated NIR/TIR) comes from the IEEE authors "
+    "(AAAI'22, shared next to RGBNT201); unpack it so that <data-root>/Market1501-MM/train/RGB/ exists.",
 }
 
 
@@ -137,7 +138,8 @@ def scan_rgbnt201(data_root: Path) -> Dataset:
 
 
 def scan_msvr310(data_root: Path) -> Dataset:
-    """MSVR310: ``MSVR310/{bounding_box_train,bounding_box_test,query3}/<VVVV>/{vis,ni,th}/`` with scene ids."""
+    """MSVR310: ``MSVR310/{bounding_box_train,bounding_box_test,query3}/<VVVV>/{vis,ni,th}/`` with scene
+    ids."""
     root = dataset_root(
         data_root, "msvr310", ("MSVR310", "msvr310"), "bounding_box_train/, bounding_box_test/ and query3/"
     )
@@ -151,7 +153,8 @@ def scan_msvr310(data_root: Path) -> Dataset:
 
 
 def scan_market1501_mm(data_root: Path) -> Dataset:
-    """Market1501-MM: ``Market1501-MM/{train,query,gallery}/{RGB,NI,TI}/`` (Market-1501 names; -1 junk skipped)."""
+    """Market1501-MM: ``Market1501-MM/{train,query,gallery}/{RGB,NI,TI}/`` (Market-1501 names; -1 junk
+    skipped)."""
     root = dataset_root(
         data_root, "market1501_mm", ("Market1501-MM", "Market1501_MM"), "train/, query/ and gallery/"
     )

@@ -41,7 +41,8 @@ def split_dir(dataset: Dataset, split: str, size: tuple[int, int]) -> Path:
 
 
 def manifest(samples: list[Sample], modalities: list[str], size: tuple[int, int]) -> dict:
-    """What the cache of ``samples`` depends on, summarised by a digest of every file's path, size and mtime."""
+    """What the cache of ``samples`` depends on, summarised by a digest of every file's path, size and
+    mtime."""
     digest = hashlib.sha256(f"v{CACHE_VERSION}|{size}|{modalities}".encode())
     stats: dict[Path, str] = {}
     for sample in samples:

@@ -66,7 +66,8 @@ def _unpaired(
 
 
 def modality_dirs(parent: Path, folders: dict[str, str], problems: Problems) -> dict[str, Path] | None:
-    """The modality folders under ``parent`` (names matched ignoring case); None (and problems) if any is missing."""
+    """The modality folders under ``parent`` (names matched ignoring case); None (and problems) if any is
+    missing."""
     dirs = {m: find_folder(parent, name) for m, name in folders.items()}
     missing = [folders[m] for m, d in dirs.items() if d is None]
     if missing:

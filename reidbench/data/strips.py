@@ -46,7 +46,8 @@ def check_strip_geometry(path: Path, num_tiles: int, problems: Problems) -> None
 
 
 def read_strip_split(folder: Path, modalities: list[str], rule: NameRule, problems: Problems) -> list[Sample]:
-    """Samples of one split folder of strips (tile i = ``modalities[i]``); problems are collected, not raised."""
+    """Samples of one split folder of strips (tile i = ``modalities[i]``); problems are collected, not
+    raised."""
     if not folder.is_dir():
         problems.add(folder, "missing folder")
         return []

@@ -138,7 +138,8 @@ def modality_list(text: str) -> str:
 
 
 def setting_name(setting: str) -> str:
-    """Display name of an evaluation setting: ``no_rgb_nir`` -> ``w/o RGB+NIR``, ``rgb->nir`` -> ``RGB→NIR``."""
+    """Display name of an evaluation setting: ``no_rgb_nir`` -> ``w/o RGB+NIR``, ``rgb->nir`` ->
+    ``RGB→NIR``."""
     if "->" in setting:
         query, gallery = setting.split("->", 1)
         return f"{modality_list(query)}→{modality_list(gallery)}"

@@ -209,7 +209,8 @@ def _ablation_caption(name: str, metric: str, data: pd.DataFrame, numeric: pd.Se
     default = data["axis_default"].iloc[0]
     marked = "dotted line" if numeric is not None else "tick marked (default)"
     return (
-        f"Ablation {name} on {_datasets_text(data)}: {metric_label(metric)} vs {axis}, one colour per method; "
+        f"Ablation {name} on {_datasets_text(data)}: {metric_label(metric)} vs {axis}, "
+        "one colour per method; "
         f"{shape}: ± one sample std; {runs_sentence(data, ['label', 'dataset', 'value'])}"
         + (f" The default ({default}): {marked}." if default else "")
     )
@@ -380,7 +381,8 @@ def _curve_caption(frame: pd.DataFrame, ablation: str, dataset: str, terms: list
 
 
 def save(fig: Figure, out_dir: Path, stem: str) -> list[Path]:
-    """Write ``stem``.png (300 dpi) and ``stem``.pdf under ``out_dir`` (layout is constrained: no tight bbox)."""
+    """Write ``stem``.png (300 dpi) and ``stem``.pdf under ``out_dir`` (layout is constrained: no tight
+    bbox)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.pdf"]
     for path in paths:

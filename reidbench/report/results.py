@@ -1,4 +1,5 @@
-"""Terminal result tables for the runs just finished (``reidbench run``), built like ``reidbench report``'s."""
+"""Terminal result tables for the runs just finished (``reidbench run``), built like ``reidbench
+report``'s."""
 
 from __future__ import annotations
 

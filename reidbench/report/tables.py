@@ -1,5 +1,5 @@
-"""Groups -> Table models (leaderboard, cost, missing-modality, cross-modal, ablations) with best / second marks.
-
+"""Groups -> Table models (leaderboard, cost, missing-modality, cross-modal, ablations) with best / second
+marks.
 A :class:`Table` is format-free: rows (ours first, then the reported block), columns grouped under headers,
 cells as :class:`Cell`. Renderers in latex.py, text.py and terminal.py only lay it out.
 """
