@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from methods.late_fusion import LateFusionConfig, late_fusion
 from reidbench.data.module import DataModule
+from reidbench.factory import BuildInfo, create_method
 from reidbench.protocol import build_protocol
 from reidbench.train.engine import fit, lr_factor
 from reidbench.train.losses import Criterion, batch_hard_triplet
@@ -13,7 +13,8 @@ from tests.presets import evaluate_data
 def _setup(dataset, *overrides):
     protocol = build_protocol("synthetic", [*TINY, *overrides])
     data = DataModule(dataset, protocol, torch.device("cpu"), seed=0, show_progress=False)
-    model = late_fusion(LateFusionConfig(), protocol, dataset.info, data.num_classes)
+    info = BuildInfo.from_protocol(protocol, dataset.info, data.num_classes)
+    model = create_method("late_fusion", {}, info)
     return protocol, data, model
 
 
