@@ -621,6 +621,12 @@ def report(
             )
 
 
+from reidbench.queue.cli import queue, serve  # noqa: E402
+
+cli.add_command(queue)
+cli.add_command(serve)
+
+
 def main() -> None:
     """Console-script entry point: user mistakes end in a one-line message and exit code 2."""
     try:
