@@ -41,9 +41,9 @@ def oom_error(error: str | None) -> bool:
 
 
 def _client(uri: str) -> Any:
-    from mlflow.tracking import MlflowClient
+    from reidbench import tracking
 
-    return MlflowClient(uri)
+    return tracking._client(uri)  # creates / migrates a SQLite store only under its creation lock
 
 
 def job_runs(job: JobRow, with_progress: bool = True) -> JobRuns:
@@ -51,6 +51,11 @@ def job_runs(job: JobRow, with_progress: bool = True) -> JobRuns:
     out = JobRuns(epochs_total=sum(int(p.get("epochs", 0)) for p in job.points))
     if not job.points or not job.tracking_uri or job.started is None:
         return out
+    from reidbench.embedded import sqlite_path
+
+    path = sqlite_path(job.tracking_uri)
+    if path is not None and not path.is_file():
+        return out  # nothing logged yet; never create the store from here
     try:
         client = _client(job.tracking_uri)
         exp = client.get_experiment_by_name(job.experiment or "reidbench")

@@ -66,7 +66,7 @@ def check(kind: str, args: list[str]) -> Submission:
         specs = _specs(kind, params)
     uri = params.get("tracking_uri") or tracking.default_uri()
     uri = _absolute_uri(uri)
-    tracking.check_uri(uri)
+    tracking.prepare(uri, params["experiment"])  # created once here, not by racing jobs and readers
     full = [kind, *args]
     if not params.get("tracking_uri"):
         full += ["--tracking-uri", uri]
