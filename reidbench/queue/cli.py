@@ -254,7 +254,7 @@ def serve(
     stop = threading.Event()
     thread = threading.Thread(target=scheduler.run_forever, args=(stop,), daemon=True, name="scheduler")
     thread.start()
-    app = create_app(store, scheduler, token=token, mlflow_url=mlflow_url)
+    app = create_app(store, scheduler, token=token, mlflow_url=mlflow_url, loopback=is_loopback(host))
     _console().print(f"queue {store.path}: serving http://{host}:{port}/ on {', '.join(units)}")
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning")
