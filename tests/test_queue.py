@@ -231,3 +231,64 @@ def test_server_kill_9_and_restart_keeps_every_job_exactly_once(tmp_path):
             assert len(starts) == 2 and job.attempts == 2
         else:  # adopted or started once: never twice
             assert len(starts) == 1 and job.attempts == 1
+
+
+def test_slurm_launcher_names_the_jobs_and_shows_their_slurm_state(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    # stand-ins for Slurm's commands: they know queue job 1's Slurm job by its name
+    for name, line in (("squeue", "4242|RUNNING"), ("sacct", "4242|COMPLETED")):
+        script = bin_dir / name
+        script.write_text(f'#!/bin/sh\ncase "$*" in *"--name reidbench-q1 "*) echo "{line}";; esac\n')
+        script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    store = Store(tmp_path / "q.db")
+    job_id = _fake(store, "ok", "1")
+    scheduler = Scheduler(store, [], launcher="slurm", child=FAKE, slurm_every_s=0)
+    argv, env = scheduler.command(store.get(job_id), [])
+    assert argv[-4:] == ["--launcher", "slurm", "--slurm-set", "name=reidbench-q1"]
+    assert "CUDA_VISIBLE_DEVICES" not in env or env["CUDA_VISIBLE_DEVICES"] == os.environ.get(
+        "CUDA_VISIBLE_DEVICES"
+    )
+    scheduler.step()
+    scheduler.step()
+    assert store.get(job_id).status == "running"
+    assert store.get(job_id).slurm == "4242 RUNNING"  # squeue's live state wins over sacct's
+    _settle(scheduler, store)
+    assert store.get(job_id).status == "finished" and store.get(job_id).slurm == "4242 RUNNING"
+    (bin_dir / "squeue").write_text("#!/bin/sh\n")  # gone from the queue: sacct's final state
+    from reidbench.queue.slurm_state import slurm_state
+
+    assert slurm_state(job_id) == "4242 COMPLETED"
+
+
+def test_add_for_a_slurm_server_accepts_slurm_options(tmp_path, mlflow_uri):
+    path = tmp_path / "queue.db"
+    args = ["-m", "late_fusion", "-d", "synthetic", "--seeds", "0", "--partition", "gpu", "--slurm-set"]
+    _queue_cli(path, "add", "run", *args, "mem_gb=64", "--tracking-uri", mlflow_uri)
+    (job,) = Store(path).jobs()
+    assert "--partition" in job.args
+    with pytest.raises(UserError, match="not of the form key=value"):
+        _queue_cli(path, "add", "run", "-m", "late_fusion", "-d", "synthetic", "--slurm-set", "novalue")
+
+
+def test_nvml_figures_are_read_per_device(monkeypatch):
+    import types
+
+    from reidbench.queue.placement import read_gpus
+
+    class Mem:
+        total, used = 80 * 2**30, 20 * 2**30
+
+    fake = types.SimpleNamespace(
+        nvmlInit=lambda: None,
+        nvmlShutdown=lambda: None,
+        nvmlDeviceGetHandleByIndex=lambda i: i,
+        nvmlDeviceGetMemoryInfo=lambda h: Mem(),
+        nvmlDeviceGetUtilizationRates=lambda h: types.SimpleNamespace(gpu=10 * h),
+        nvmlDeviceGetName=lambda h: b"NVIDIA H200",
+    )
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    stats = read_gpus(["0", "3"])
+    assert stats["3"] == DeviceStat("3", "NVIDIA H200", 80 * 1024, 20 * 1024, 30.0)
+    assert stats["0"].free_mb == 60 * 1024

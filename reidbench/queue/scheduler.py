@@ -25,6 +25,7 @@ from pathlib import Path
 
 from reidbench.queue import progress
 from reidbench.queue.placement import DeviceStat, choose, read_gpus
+from reidbench.queue.slurm_state import job_name, slurm_state
 from reidbench.queue.store import JobRow, Store
 from reidbench.sweeps.liveness import _process_exists
 
@@ -91,8 +92,10 @@ class Scheduler:
     child: list[str] = field(default_factory=lambda: list(CHILD))
     read_stats: Callable[[list[str]], dict[str, DeviceStat] | None] = read_gpus
     host: str = field(default_factory=socket.gethostname)
+    slurm_every_s: float = 10.0
     procs: dict[int, _Proc] = field(default_factory=dict)
     wake: threading.Event = field(default_factory=threading.Event)
+    _slurm_checked: float = 0.0
 
     # -- the loop -------------------------------------------------------------------------------------
     def run_forever(self, stop: threading.Event) -> None:
@@ -116,7 +119,17 @@ class Scheduler:
                 self._finish(job, self._returncode(job, proc))
             elif job.cancel_requested:
                 self._stop(proc)
+        if self.launcher == "slurm" and time.time() - self._slurm_checked > self.slurm_every_s:
+            self._slurm_checked = time.time()
+            self.refresh_slurm()
         self._place()
+
+    def refresh_slurm(self) -> None:
+        """Store the Slurm ids and states of the running jobs (shown by ``queue ls`` and the page)."""
+        for job in self.store.jobs(("running",)):
+            state = slurm_state(job.id)
+            if state and state != job.slurm:
+                self.store.update(job.id, ("running",), slurm=state)
 
     def recover(self) -> None:
         """After a (re)start: adopt the running jobs whose process lives, settle the others."""
@@ -223,8 +236,8 @@ class Scheduler:
         """The job's argv and environment on ``devices``."""
         env = {**os.environ, **job.env}
         extra: list[str] = []
-        if self.launcher == "slurm":
-            extra = ["--launcher", "slurm"]
+        if self.launcher == "slurm":  # submitit submits the runs; their Slurm name finds them again
+            extra = ["--launcher", "slurm", "--slurm-set", f"name={job_name(job.id)}"]
         elif self.gpus:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
             if job.units > 1:  # the run's own pool starts one DDP process per device
@@ -293,6 +306,8 @@ class Scheduler:
         values = {"status": status, "ended": time.time(), "error": error}
         if runs is not None:
             values.update(map=runs.map, run_ids=runs.run_ids, experiment_id=runs.experiment_id)
+        if self.launcher == "slurm":
+            values["slurm"] = slurm_state(job.id) or job.slurm
         self.store.update(job.id, expect, **values)
 
     def stop_all(self) -> None:

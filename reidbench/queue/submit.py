@@ -61,7 +61,10 @@ def check(kind: str, args: list[str]) -> Submission:
     from reidbench import tracking
     from reidbench.protocol import protocol_file
 
-    cli._executor(params)  # checks --gpus-per-run, --partition, --slurm-set the way the command does
+    # --gpus-per-run, --partition, --slurm-set checked the way the command does (Slurm options for a
+    # job meant for `serve --launcher slurm`)
+    slurm = bool(params.get("partition") or params.get("slurm_set"))
+    cli._executor({**params, "launcher": "slurm" if slurm else "local"})
     with protocol_file(params.get("protocol")):
         specs = _specs(kind, params)
     uri = params.get("tracking_uri") or tracking.default_uri()
