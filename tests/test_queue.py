@@ -292,3 +292,57 @@ def test_nvml_figures_are_read_per_device(monkeypatch):
     stats = read_gpus(["0", "3"])
     assert stats["3"] == DeviceStat("3", "NVIDIA H200", 80 * 1024, 20 * 1024, 30.0)
     assert stats["0"].free_mb == 60 * 1024
+
+
+def test_progress_and_kill_read_and_end_the_jobs_mlflow_runs(tmp_path, mlflow_uri):
+    from mlflow.tracking import MlflowClient
+
+    from reidbench import tracking
+
+    exp = tracking.prepare(mlflow_uri, "reidbench")
+    client = MlflowClient(mlflow_uri)
+    store = Store(tmp_path / "q.db")
+    points = [
+        {"name": "a", "config_hash": "h1", "epochs": 5},
+        {"name": "b", "config_hash": "h2", "epochs": 5},
+    ]
+    job_id = store.add(
+        "run", ["run"], "x", cwd="/", points=points, tracking_uri=mlflow_uri, experiment="reidbench"
+    )
+    store.update(job_id, status="running", started=time.time())
+    done = client.create_run(exp, tags={"run_kind": "run", "config_hash": "h1"})
+    client.log_metric(done.info.run_id, "mAP", 0.25)
+    client.set_terminated(done.info.run_id, "FINISHED")
+    live = client.create_run(exp, tags={"run_kind": "run", "config_hash": "h2"})
+    for step in range(3):  # three epochs done
+        client.log_metric(live.info.run_id, "loss", 1.0 / (step + 1), step=step)
+    other = client.create_run(exp, tags={"run_kind": "run", "config_hash": "not-this-job"})
+    runs = progress.job_runs(store.get(job_id))
+    assert (runs.epochs_done, runs.epochs_total) == (5 + 3, 10)
+    assert runs.map == 0.25 and runs.running == [live.info.run_id]
+    assert progress.end_running(store.get(job_id)) == 1
+    assert client.get_run(live.info.run_id).info.status == "KILLED"
+    assert client.get_run(other.info.run_id).info.status == "RUNNING"
+
+
+def test_queue_logs_prints_and_follows_until_the_job_ends(tmp_path, capsys):
+    store = Store(tmp_path / "q.db")
+    job_id = store.add("run", ["run"], "x", cwd="/")
+    store.update(job_id, status="running")
+    log = store.log_path(job_id)
+    log.parent.mkdir(parents=True)
+    log.write_text("first\n")
+
+    def later():
+        time.sleep(0.8)
+        with log.open("a") as f:
+            f.write("second\n")
+        store.update(job_id, status="finished")
+
+    import threading
+
+    writer = threading.Thread(target=later)
+    writer.start()
+    _queue_cli(tmp_path / "q.db", "logs", str(job_id), "--follow")
+    writer.join()
+    assert capsys.readouterr().out == "first\nsecond\n"

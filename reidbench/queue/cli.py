@@ -148,10 +148,11 @@ def show(store: Store, job_id: int) -> None:
 def cancel(store: Store, job_id: int) -> None:
     """Cancel a job: a queued one at once, a running one is stopped (its whole process group)."""
     import signal
+    import socket
 
     what = store.cancel(job_id)
     job = store.get(job_id)
-    if what == "stopping" and job.pid and job.host == os.uname().nodename:
+    if what == "stopping" and job.pid and job.host == socket.gethostname():
         try:
             os.killpg(job.pid, signal.SIGTERM)
         except ProcessLookupError:

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,7 +103,11 @@ class Scheduler:
         """Recover, then step every ``poll_s`` (sooner when ``wake`` is set) until ``stop`` is set."""
         self.recover()
         while not stop.is_set():
-            self.step()
+            try:
+                self.step()
+            except Exception:  # a busy store or an unreadable MLflow must not stop the queue
+                traceback.print_exc()
+                time.sleep(self.poll_s)
             self.wake.wait(self.poll_s)
             self.wake.clear()
 
