@@ -42,9 +42,7 @@ def queue(ctx: click.Context, queue_path: Path | None) -> None:
     ctx.obj = open_store(queue_path)
 
 
-@queue.command(
-    context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []}
-)
+@queue.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.argument("kind", type=click.Choice(["run", "ablate", "tune"]))
 @click.option("--priority", type=int, default=0, show_default=True, help="Higher starts first.")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)

@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import click
-
 from reidbench.errors import UserError
 
 __all__ = ["KINDS", "Submission", "check"]
@@ -46,10 +44,8 @@ def check(kind: str, args: list[str]) -> Submission:
     if kind not in KINDS:
         raise UserError(f"queue add: unknown command {kind!r}; expected one of {', '.join(KINDS)}")
     command = cli.cli.commands[kind]
-    try:
-        ctx = command.make_context(kind, list(args), resilient_parsing=False)
-    except click.exceptions.Exit:
-        raise UserError(f"queue add {kind}: --help is not a job") from None
+    # parses and checks the options; --help prints the command's help and ends here (click's Exit)
+    ctx = command.make_context(f"reidbench queue add {kind}", list(args))
     params = dict(ctx.params)
     if params.get("gpus"):
         raise UserError(
