@@ -346,3 +346,30 @@ def test_queue_logs_prints_and_follows_until_the_job_ends(tmp_path, capsys):
     _queue_cli(tmp_path / "q.db", "logs", str(job_id), "--follow")
     writer.join()
     assert capsys.readouterr().out == "first\nsecond\n"
+
+
+@pytest.mark.slow
+def test_a_real_job_that_fails_is_marked_with_the_error_its_run_recorded(
+    tmp_path, mlflow_uri, synthetic_dataset
+):
+    from mlflow.tracking import MlflowClient
+
+    from tests.conftest import TINY
+
+    path = tmp_path / "q.db"
+    overrides = [a for o in [*TINY, "optim.lr=1e30"] for a in ("--set", o)]  # the loss goes NaN
+    _queue_cli(path, "add", "run", "-m", "late_fusion", "-d", "synthetic", "--seeds", "0", *overrides,
+               "--tracking-uri", mlflow_uri, "-q")  # fmt: skip
+    store = Store(path)
+    (job,) = store.jobs()
+    scheduler = Scheduler(store, ["cpu0"])  # the real child: python -m reidbench.queue.child
+    _settle(scheduler, store, timeout=300)
+    job = store.get(job.id)
+    assert job.status == "failed", store.log_path(job.id).read_text()
+    client = MlflowClient(mlflow_uri)
+    (run,) = client.search_runs(
+        [client.get_experiment_by_name("reidbench").experiment_id], "tags.run_kind = 'run'"
+    )
+    assert run.info.status == "FAILED"
+    assert job.error == run.data.tags["error"]  # the recorded exception, not a line of the log
+    assert job.run_ids == [run.info.run_id] and job.attempts == 1  # not an OOM: no retry
