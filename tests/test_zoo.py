@@ -210,6 +210,25 @@ def test_eval_on_another_dataset_drops_the_classifier_and_runs(
     assert tags["classifier_dropped"] == "true"
 
 
+def test_eval_on_a_validation_split_of_the_training_ids(trained, monkeypatch, capsys):
+    code, out = run_cli(
+        monkeypatch,
+        capsys,
+        "eval",
+        "--run",
+        trained["plain"].run_id,
+        "--tracking-uri",
+        trained["uri"],
+        "--validation",
+        "0.25",
+    )
+    assert code == 0, out
+    assert "note: ID classifier dropped" in out  # a quarter of the training ids left the training split
+    evals = tracking.find_runs(trained["uri"], "zoo", "tags.split = 'val:0.25'")
+    assert len(evals) == 1 and evals[0].tags["source_run_id"] == trained["plain"].run_id
+    assert 0 < evals[0].metrics["mAP"] <= 1
+
+
 def test_a_flipped_byte_fails_the_checksum_naming_the_file(exported, tmp_path):
     entry = exported["entry"]
     folder = tmp_path / "damaged"

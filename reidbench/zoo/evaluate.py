@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     import torch
 
     from reidbench.data.module import DataModule
+    from reidbench.data.text import CaptionTokenizer
     from reidbench.data.types import Dataset
     from reidbench.evaluation import EvalSet
 
@@ -76,10 +77,10 @@ def from_run(uri: str, run_id: str, work: Path) -> Source:
     """The final weights a finished training run saved (artifact ``model/model.safetensors``), checked
     against the run's ``weights_sha256`` and ``config_hash`` tags; downloaded under ``work``."""
     record = tracking.get_run(uri, run_id)
-    if record.tags.get("run_kind") != "run" or record.status != "FINISHED":
+    if record.tags.get("run_kind") not in ("run", "trial") or record.status != "FINISHED":
         raise UserError(
             f"run {run_id} is a {record.status} {record.tags.get('run_kind', '?')!r} run; --run takes a "
-            "FINISHED training run (tag run_kind=run)"
+            "FINISHED training run (tag run_kind=run, or a tuning trial)"
         )
     path = tracking.download_artifact(uri, run_id, f"{ARTIFACT_DIR}/{WEIGHTS_FILE}", work)
     if path is None:
@@ -107,7 +108,7 @@ def eval_protocol(source: Protocol, dataset: Dataset, overrides: list[str] = ())
     normalisation on the modalities both have; on another dataset that dataset's own evaluation rules
     (junk rule, same-set); then ``overrides`` (``eval.KEY=VALUE`` only)."""
     protocol = copy.deepcopy(source)
-    name = dataset.info.name
+    name = dataset.info.name.split(":", 1)[0]  # a validation split is named DATASET:val
     if name != source.dataset:
         protocol.dataset = name
         protocol.eval = build_protocol(name, dataset_modalities=dataset.info.modalities).eval
@@ -131,6 +132,23 @@ def eval_protocol(source: Protocol, dataset: Dataset, overrides: list[str] = ())
     protocol = from_dict(Protocol, data)
     validate_protocol(protocol, "the --set overrides", dataset.info.modalities)
     return protocol
+
+
+def eval_data(
+    trained: Protocol,
+    dataset: Dataset,
+    device: torch.device,
+    overrides: list[str] = (),
+    tokenizer: CaptionTokenizer | None = None,
+    show_progress: bool = False,
+) -> DataModule:
+    """The eval sets of ``dataset`` built with the ``trained`` protocol's image size and normalisation on
+    the modalities both have (:func:`eval_protocol`), through the DataModule a training run evaluates with:
+    ``data.eval_set("query")`` / ``("gallery")``, under ``data.protocol.eval``."""
+    from reidbench.data.module import DataModule
+
+    protocol = eval_protocol(trained, dataset, overrides)
+    return DataModule(dataset, protocol, device, show_progress=show_progress, tokenizer=tokenizer)
 
 
 def with_absent(data: EvalSet, modalities: tuple[str, ...], drops_missing: bool) -> EvalSet:
@@ -169,10 +187,11 @@ def evaluate_source(
     experiment: str = tracking.DEFAULT_EXPERIMENT,
     show_progress: bool = False,
     say: Any = None,
+    validation: float | None = None,
 ) -> EvalResult:
     """Rebuild ``source``'s model, load its weights, evaluate it on ``dataset`` in every setting its
-    protocol (with ``overrides``) asks for; logged to ``uri`` as a ``run_kind=eval`` run when given."""
-    from reidbench.data.module import DataModule
+    protocol (with ``overrides``) asks for; logged to ``uri`` as a ``run_kind=eval`` run when given.
+    ``validation``: the fraction ``dataset``'s validation split was carved with (recorded), if it is one."""
     from reidbench.evaluation import evaluate
     from reidbench.evaluation.cost import count_params
     from reidbench.factory import BuildInfo, create_method, create_tokenizer
@@ -181,11 +200,11 @@ def evaluate_source(
 
     config, method = source.weights.config, source.weights.method
     trained = source.protocol
-    protocol = eval_protocol(trained, dataset, list(overrides))
     seed_everything(int(config.get("seed", 0)))
     cfg = method_config(method, trained.method)
     tokenizer = create_tokenizer(method, cfg, trained, dataset.info)
-    data: DataModule = DataModule(dataset, protocol, device, show_progress=show_progress, tokenizer=tokenizer)
+    data = eval_data(trained, dataset, device, list(overrides), tokenizer, show_progress)
+    protocol = data.protocol
     build = copy.deepcopy(trained)
     build.backbone.pretrained, build.backbone.weights = False, None  # every weight comes from the file
     info = BuildInfo.from_protocol(build, dataset.info, data.num_classes, tokenizer)
@@ -198,7 +217,8 @@ def evaluate_source(
     modalities = tuple(trained.data.modalities)
     query = with_absent(data.eval_set("query"), modalities, drops)
     gallery = with_absent(data.eval_set("gallery"), modalities, drops)
-    run = _open_eval_run(uri, experiment, source, protocol, load, device) if uri else None
+    split = f"val:{validation}" if validation else "test"
+    run = _open_eval_run(uri, experiment, source, protocol, load, device, split) if uri else None
     try:
         metrics = evaluate(model, query, gallery, protocol.eval)
         metrics["params"] = float(count_params(model))
@@ -213,13 +233,14 @@ def evaluate_source(
 
 
 def _open_eval_run(
-    uri: str, experiment: str, source: Source, protocol: Protocol, load: LoadReport, device: Any
+    uri: str, experiment: str, source: Source, protocol: Protocol, load: LoadReport, device: Any, split: str
 ) -> tracking.Run:
     config = source.weights.config
     tags = {
         "run_kind": "eval",
         "method": source.weights.method,
         "dataset": protocol.dataset,
+        "split": split,
         "source_dataset": str(config["dataset"]),
         "source_config_hash": source.weights.config_hash,
         "source_weights": source.label,
