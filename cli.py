@@ -226,6 +226,14 @@ def _report(result: Any, ctx: Any) -> None:
     metavar="KEY=VALUE",
     help="Override a protocol value, e.g. --set optim.lr=3e-4 (repeatable).",
 )
+@click.option(
+    "--test-on",
+    "test_on",
+    multiple=True,
+    metavar="DATASET",
+    help="Also evaluate the final model on this dataset's query/gallery (repeatable): mAP@to_DATASET, ...",
+)
+@click.option("--merge-sources", is_flag=True, help="Train one model on the union of the --dataset sets.")
 @_execution_options
 @_protocol_option
 def run(
@@ -233,15 +241,19 @@ def run(
     datasets: tuple[str, ...],
     seeds: str | None,
     overrides: tuple[str, ...],
+    test_on: tuple[str, ...],
+    merge_sources: bool,
     **opts: Any,
 ) -> None:
     """Train and evaluate every METHOD x DATASET x SEED and print the result table.
 
     Points that already have a FINISHED run with the same config are skipped; interrupted ones resume.
     """
+    from reidbench.generalisation import merged_name
     from reidbench.spec import grid
 
-    specs = grid(methods, datasets, _seeds(seeds), list(overrides))  # checked before torch is imported
+    datasets = (merged_name(datasets),) if merge_sources else datasets
+    specs = grid(methods, datasets, _seeds(seeds), list(overrides), test_on)  # checked before torch
     from reidbench.sweeps.sweep import sweep_tags
 
     _sweep(specs, opts, "grid", f"{'+'.join(methods)}@{'+'.join(datasets)}", sweep_tags(specs))
