@@ -96,7 +96,10 @@ def crossdomain_table(groups: list[Group], metrics: list[str]) -> Table | None:
 def heatmap(groups: list[Group], metric: str = "mAP") -> tuple[Figure, str] | None:
     """Heatmap of ``metric`` (rows method @ source, columns test sets; in-domain cells outlined) and its
     caption; None when no group was tested on another dataset."""
+    import matplotlib
     import seaborn as sns
+
+    from reidbench.report.plots import PAGE_W, PANEL_W, STYLE
 
     groups = cross_groups(groups)
     if not groups:
@@ -111,29 +114,31 @@ def heatmap(groups: list[Group], metric: str = "mAP") -> tuple[Figure, str] | No
                 values[i, j] = cell.mean * 100
                 std = f"\n±{fmt_number(cell.std * 100)}" if cell.has_std else ""
                 text[i, j] = fmt_number(cell.mean * 100) + std
-    width = max(3.5, 1.3 + 0.9 * len(datasets))
-    fig = Figure(figsize=(width, 0.9 + 0.42 * len(groups)), layout="constrained")
-    ax = fig.subplots()
-    sns.heatmap(
-        values,
-        ax=ax,
-        annot=text,
-        fmt="",
-        cmap="viridis",
-        vmin=0,
-        vmax=100,
-        cbar_kws={"label": f"{ACCURACY_METRICS.get(metric, metric)} (%)"},
-        annot_kws={"fontsize": 7},
-        xticklabels=[source_label(d) for d in datasets],
-        yticklabels=[row_label(g) for g in groups],
-        mask=np.isnan(values),
-    )
-    for i, g in enumerate(groups):
-        j = datasets.index(g.dataset)
-        ax.add_patch(Rectangle((j, i), 1, 1, fill=False, edgecolor="white", linewidth=2))
-    ax.set_xlabel("test set")
-    ax.set_ylabel("")
-    ax.tick_params(axis="x", rotation=0)
+    with matplotlib.rc_context(STYLE):
+        width = PANEL_W if len(datasets) <= 3 else PAGE_W
+        fig = Figure(figsize=(width, 1.0 + 0.3 * len(groups)), layout="constrained")
+        ax = fig.subplots()
+        sns.heatmap(
+            values,
+            ax=ax,
+            annot=text,
+            fmt="",
+            cmap="viridis",
+            vmin=0,
+            vmax=100,
+            cbar_kws={"label": f"{ACCURACY_METRICS.get(metric, metric)} (%)"},
+            annot_kws={"fontsize": 6},
+            xticklabels=[source_label(d) for d in datasets],
+            yticklabels=[row_label(g) for g in groups],
+            mask=np.isnan(values),
+        )
+        for i, g in enumerate(groups):  # the in-domain cell of each row
+            j = datasets.index(g.dataset)
+            ax.add_patch(Rectangle((j, i), 1, 1, fill=False, edgecolor="black", linewidth=1.5))
+        ax.set_xlabel("test set")
+        ax.set_ylabel("")
+        ax.tick_params(axis="x", labelrotation=20)
+        ax.tick_params(axis="y", labelrotation=0)
     seeds = sorted({g.n for g in groups})
     caption = (
         f"Cross-domain {ACCURACY_METRICS.get(metric, metric)} (%): rows method @ training set, columns test "
