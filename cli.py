@@ -303,6 +303,45 @@ def ablate(
 
 
 @cli.command()
+@click.argument("name")
+@click.option("--method", "-m", "methods", multiple=True, help="Run these methods instead of the suite's.")
+@click.option(
+    "--seeds", default=None, help="Comma-separated seeds (default: the suite's, else the protocol's)."
+)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override for every point.")
+@click.option("--skip-missing", is_flag=True, help="Run only the entries whose datasets are all present.")
+@_execution_options
+def suite(
+    name: str,
+    methods: tuple[str, ...],
+    seeds: str | None,
+    overrides: tuple[str, ...],
+    skip_missing: bool,
+    **opts: Any,
+) -> None:
+    """Run suite NAME (benchmarks/suites/NAME.yaml, or a path): grids with their --test-on targets."""
+    from reidbench.sweeps.suite import find_suite, present
+    from reidbench.sweeps.sweep import sweep_tags
+
+    found = find_suite(name)
+    specs = found.specs(list(methods) or None, _seeds(seeds), list(overrides))
+    ctx = _context(opts)
+    kept, missing = present(specs, ctx.data_root, ctx.allow_partial)
+    if missing and not skip_missing:
+        raise UserError(
+            f"suite {found.name!r}: {len(missing)} dataset(s) cannot be read:\n  "
+            + "\n  ".join(missing)
+            + f"\n--skip-missing runs the {len(kept)} of {len(specs)} point(s) whose datasets are present"
+        )
+    for line in missing:
+        console.print(f"skipped (data missing) {line}", highlight=False, markup=False)
+    if not kept:
+        raise UserError(f"suite {found.name!r}: no entry has all its datasets under {ctx.data_root}")
+    specs = kept
+    _sweep(specs, opts, "suite", found.name, sweep_tags(specs, suite=found.name))
+
+
+@cli.command()
 @click.option("--method", "-m", required=True, help="Method name.")
 @click.option(
     "--dataset", "-d", required=True, help="Dataset name (tuned on a validation split of its training ids)."
