@@ -97,6 +97,12 @@ EXECUTION_OPTIONS = [
     ),
     click.option("--keep-checkpoints", is_flag=True, help="Keep the training state of finished runs."),
     click.option(
+        "--save-weights/--no-save-weights",
+        default=True,
+        show_default=True,
+        help="Save each finished run's final weights (safetensors + sha256) and config as MLflow artifacts.",
+    ),
+    click.option(
         "--allow-partial", is_flag=True, help="Use a dataset whose layout check found problems (warns)."
     ),
     click.option(
@@ -176,6 +182,7 @@ def _context(opts: dict[str, Any]) -> Any:
         device=device,
         checkpoint_dir=checkpoint_root(opts["results_dir"]),
         keep_checkpoints=opts["keep_checkpoints"],
+        save_weights=opts["save_weights"],
         show_progress=not opts["quiet"],
         allow_partial=opts["allow_partial"],
     )
@@ -226,6 +233,14 @@ def _report(result: Any, ctx: Any) -> None:
     metavar="KEY=VALUE",
     help="Override a protocol value, e.g. --set optim.lr=3e-4 (repeatable).",
 )
+@click.option(
+    "--test-on",
+    "test_on",
+    multiple=True,
+    metavar="DATASET",
+    help="Also evaluate the final model on this dataset's query/gallery (repeatable): mAP@to_DATASET, ...",
+)
+@click.option("--merge-sources", is_flag=True, help="Train one model on the union of the --dataset sets.")
 @_execution_options
 @_protocol_option
 def run(
@@ -233,18 +248,37 @@ def run(
     datasets: tuple[str, ...],
     seeds: str | None,
     overrides: tuple[str, ...],
+    test_on: tuple[str, ...],
+    merge_sources: bool,
     **opts: Any,
 ) -> None:
     """Train and evaluate every METHOD x DATASET x SEED and print the result table.
 
     Points that already have a FINISHED run with the same config are skipped; interrupted ones resume.
     """
-    from reidbench.spec import grid
-
-    specs = grid(methods, datasets, _seeds(seeds), list(overrides))  # checked before torch is imported
+    specs = run_specs(methods, datasets, seeds, overrides, test_on, merge_sources)  # checked before torch
+    from reidbench.generalisation import merged_name
     from reidbench.sweeps.sweep import sweep_tags
 
+    datasets = (merged_name(datasets),) if merge_sources else datasets
     _sweep(specs, opts, "grid", f"{'+'.join(methods)}@{'+'.join(datasets)}", sweep_tags(specs))
+
+
+def run_specs(
+    methods: tuple[str, ...],
+    datasets: tuple[str, ...],
+    seeds: str | None,
+    overrides: tuple[str, ...],
+    test_on: tuple[str, ...] = (),
+    merge_sources: bool = False,
+    **_: Any,
+) -> list[Any]:
+    """The RunSpecs of ``reidbench run`` from its parsed options (also used by ``queue add run``)."""
+    from reidbench.generalisation import merged_name
+    from reidbench.spec import grid
+
+    datasets = (merged_name(datasets),) if merge_sources else datasets
+    return grid(methods, datasets, _seeds(seeds), list(overrides), test_on)
 
 
 @cli.command()
@@ -280,14 +314,67 @@ def ablate(
     **opts: Any,
 ) -> None:
     """Run ablation NAME (benchmarks/ablations/NAME.yaml, or a path to a YAML file)."""
-    from reidbench.sweeps.ablation import find_ablation
     from reidbench.sweeps.sweep import sweep_tags
+
+    ablation, specs = ablate_specs(name, datasets, values, method, seeds, overrides)
+    tags = sweep_tags(specs, ablation=ablation.name, axis=ablation.axis, axis_default=ablation.default)
+    _sweep(specs, opts, "ablation", ablation.name, tags)
+
+
+def ablate_specs(
+    name: str,
+    datasets: tuple[str, ...],
+    values: str | None,
+    method: str | None,
+    seeds: str | None,
+    overrides: tuple[str, ...],
+    **_: Any,
+) -> tuple[Any, list[Any]]:
+    """The ablation and its RunSpecs from ``reidbench ablate``'s parsed options (also ``queue add``)."""
+    from reidbench.sweeps.ablation import find_ablation
 
     ablation = find_ablation(name)
     value_list = [v.strip() for v in values.split(",") if v.strip()] if values else None
-    specs = ablation.specs(list(datasets) or None, _seeds(seeds), list(overrides), value_list, method)
-    tags = sweep_tags(specs, ablation=ablation.name, axis=ablation.axis, axis_default=ablation.default)
-    _sweep(specs, opts, "ablation", ablation.name, tags)
+    return ablation, ablation.specs(list(datasets) or None, _seeds(seeds), list(overrides), value_list, method)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--method", "-m", "methods", multiple=True, help="Run these methods instead of the suite's.")
+@click.option(
+    "--seeds", default=None, help="Comma-separated seeds (default: the suite's, else the protocol's)."
+)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override for every point.")
+@click.option("--skip-missing", is_flag=True, help="Run only the entries whose datasets are all present.")
+@_execution_options
+def suite(
+    name: str,
+    methods: tuple[str, ...],
+    seeds: str | None,
+    overrides: tuple[str, ...],
+    skip_missing: bool,
+    **opts: Any,
+) -> None:
+    """Run suite NAME (benchmarks/suites/NAME.yaml, or a path): grids with their --test-on targets."""
+    from reidbench.sweeps.suite import find_suite, present
+    from reidbench.sweeps.sweep import sweep_tags
+
+    found = find_suite(name)
+    specs = found.specs(list(methods) or None, _seeds(seeds), list(overrides))
+    ctx = _context(opts)
+    kept, missing = present(specs, ctx.data_root, ctx.allow_partial)
+    if missing and not skip_missing:
+        raise UserError(
+            f"suite {found.name!r}: {len(missing)} dataset(s) cannot be read:\n  "
+            + "\n  ".join(missing)
+            + f"\n--skip-missing runs the {len(kept)} of {len(specs)} point(s) whose datasets are present"
+        )
+    for line in missing:
+        console.print(f"skipped (data missing) {line}", highlight=False, markup=False)
+    if not kept:
+        raise UserError(f"suite {found.name!r}: no entry has all its datasets under {ctx.data_root}")
+    specs = kept
+    _sweep(specs, opts, "suite", found.name, sweep_tags(specs, suite=found.name))
 
 
 @cli.command()
@@ -620,6 +707,11 @@ def report(
                 + (f"; {len(overfull)} overfull line(s), see report.log" if overfull else "")
             )
 
+
+from reidbench.zoo.cli import eval_, zoo_group  # noqa: E402 (the commands of reidbench/zoo)
+
+cli.add_command(eval_)
+cli.add_command(zoo_group)
 
 from reidbench.queue.cli import queue, serve  # noqa: E402
 

@@ -19,7 +19,8 @@ class RunContext:
 
     ``tracking_uri`` None: nothing is logged (tests, benchmarks). ``checkpoint_dir``: the training state is
     saved under ``<checkpoint_dir>/<config_hash>/`` after every epoch, and an interrupted run resumes from
-    there. ``parent_run_id``: the sweep's MLflow parent run, set by the sweep.
+    there. ``save_weights``: a finished, logged run saves its final weights (safetensors, with their sha256)
+    and config under its ``model/`` artifacts. ``parent_run_id``: the sweep's MLflow parent run.
     """
 
     data_root: Path
@@ -31,6 +32,7 @@ class RunContext:
     show_progress: bool = False
     allow_partial: bool = False  # use a dataset whose layout check found problems (warns)
     parent_run_id: str | None = None
+    save_weights: bool = True  # a finished run's final weights and config as MLflow artifacts (model/)
 
     def under(self, parent_run_id: str | None) -> RunContext:
         """The same context for the runs of a sweep whose parent run is ``parent_run_id``."""

@@ -88,22 +88,9 @@ def _specs(kind: str, params: dict[str, Any]) -> list[Any]:
     import cli
 
     if kind == "run":
-        from reidbench.spec import grid
-
-        return grid(params["methods"], params["datasets"], cli._seeds(params["seeds"]), params["overrides"])
+        return cli.run_specs(**params)
     if kind == "ablate":
-        from reidbench.sweeps.ablation import find_ablation
-
-        values = params["values"]
-        value_list = [v.strip() for v in values.split(",") if v.strip()] if values else None
-        ablation = find_ablation(params["name"])
-        return ablation.specs(
-            list(params["datasets"]) or None,
-            cli._seeds(params["seeds"]),
-            list(params["overrides"]),
-            value_list,
-            params["method"],
-        )
+        return cli.ablate_specs(**params)[1]
     from reidbench.spec import make_spec
     from reidbench.sweeps.tune import load_space
 
