@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -33,10 +33,12 @@ class RunSpec:
     overrides: tuple[str, ...] = ()
     tags: dict[str, str] = field(default_factory=dict)  # e.g. ablation / axis / value
     validation: float | None = None  # evaluate on this fraction of training ids (tuning), not the test set
+    prune: Any = None  # a pruning round (prune.schedule.PruneStep): starts from another run's weights
 
     @property
     def name(self) -> str:
-        return f"{self.method}@{self.dataset}{':val' if self.validation else ''}#s{self.seed}"
+        step = f":{self.prune.schedule}-r{self.prune.round}" if self.prune is not None else ""
+        return f"{self.method}@{self.dataset}{':val' if self.validation else ''}{step}#s{self.seed}"
 
     def config(self) -> dict[str, Any]:
         """The fully resolved config (what the hash covers and what is logged)."""
@@ -48,6 +50,8 @@ class RunSpec:
         }
         if self.validation:
             config["validation"] = self.validation
+        if self.prune is not None:
+            config["prune"] = asdict(self.prune)
         return config
 
     @cached_property
