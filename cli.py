@@ -433,9 +433,8 @@ def prune(
     from reidbench.prune.schedule import check_schedule
     from reidbench.spec import grid
 
+    check_schedule(schedule, fraction, rounds, finetune_epochs, finetune_lr)
     bases = grid(methods, datasets, _seeds(seeds), list(overrides))
-    lr = finetune_lr if finetune_lr is not None else 0.1 * bases[0].protocol.optim.lr
-    check_schedule(schedule, fraction, rounds, finetune_epochs, lr)
     from reidbench.prune.study import run_study
 
     ctx = _context(opts)
@@ -445,7 +444,7 @@ def prune(
         fraction,
         rounds,
         finetune_epochs,
-        lr,
+        finetune_lr,
         ctx,
         _executor(opts),
         console=console,

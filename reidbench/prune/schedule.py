@@ -45,7 +45,7 @@ def finetune_overrides(epochs: int, lr: float) -> list[str]:
     ]
 
 
-def check_schedule(schedule: str, fraction: float, rounds: int, epochs: int, lr: float) -> None:
+def check_schedule(schedule: str, fraction: float, rounds: int, epochs: int, lr: float | None) -> None:
     """Refuse a schedule no run could follow, before anything is stored."""
     if schedule not in SCHEDULES:
         raise UserError(f"--schedule {schedule!r}: expected one of {', '.join(SCHEDULES)}")
@@ -53,15 +53,17 @@ def check_schedule(schedule: str, fraction: float, rounds: int, epochs: int, lr:
         raise UserError(f"--fraction {fraction}: the share pruned per round must be in (0, 1), e.g. 0.2")
     if rounds < 1:
         raise UserError(f"--rounds {rounds}: at least one round")
-    if epochs < 1 or not lr > 0:
+    if epochs < 1 or (lr is not None and not lr > 0):
         raise UserError(f"--finetune-epochs {epochs} / --finetune-lr {lr}: need >= 1 epoch and lr > 0")
 
 
 def round_specs(
-    base: RunSpec, schedule: str, fraction: float, rounds: int, epochs: int, lr: float
-) -> list[list[RunSpec]]:
-    """Round 0 (the base spec, tagged as round 0) to ``rounds``: one spec per round."""
+    base: RunSpec, schedule: str, fraction: float, rounds: int, epochs: int, lr: float | None = None
+) -> list[RunSpec]:
+    """Round 0 (the base spec, tagged as round 0) to ``rounds``: one spec per round. ``lr`` None: the
+    fine-tuning lr is 0.1 x the base protocol's ``optim.lr``."""
     check_schedule(schedule, fraction, rounds, epochs, lr)
+    lr = lr if lr is not None else 0.1 * base.protocol.optim.lr
     out = [replace(base, tags={**base.tags, **round_tags(schedule, 0)})]
     overrides = [*base.overrides, *finetune_overrides(epochs, lr)]
     source = base.config_hash

@@ -21,7 +21,7 @@ def run_study(
     fraction: float,
     rounds: int,
     epochs: int,
-    lr: float,
+    lr: float | None,
     ctx: RunContext,
     executor: Any = None,
     **sweep_options: Any,
