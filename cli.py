@@ -97,6 +97,12 @@ EXECUTION_OPTIONS = [
     ),
     click.option("--keep-checkpoints", is_flag=True, help="Keep the training state of finished runs."),
     click.option(
+        "--save-weights/--no-save-weights",
+        default=True,
+        show_default=True,
+        help="Save each finished run's final weights (safetensors + sha256) and config as MLflow artifacts.",
+    ),
+    click.option(
         "--allow-partial", is_flag=True, help="Use a dataset whose layout check found problems (warns)."
     ),
     click.option(
@@ -176,6 +182,7 @@ def _context(opts: dict[str, Any]) -> Any:
         device=device,
         checkpoint_dir=checkpoint_root(opts["results_dir"]),
         keep_checkpoints=opts["keep_checkpoints"],
+        save_weights=opts["save_weights"],
         show_progress=not opts["quiet"],
         allow_partial=opts["allow_partial"],
     )
@@ -695,6 +702,12 @@ def report(
                 f"compiled {out / 'report.pdf'}"
                 + (f"; {len(overfull)} overfull line(s), see report.log" if overfull else "")
             )
+
+
+from reidbench.zoo.cli import eval_, zoo_group  # noqa: E402 (the commands of reidbench/zoo)
+
+cli.add_command(eval_)
+cli.add_command(zoo_group)
 
 
 def main() -> None:

@@ -19,7 +19,8 @@ class RunContext:
 
     ``tracking_uri`` None: nothing is logged (tests, benchmarks). ``checkpoint_dir``: the training state is
     saved under ``<checkpoint_dir>/<config_hash>/`` after every epoch, and an interrupted run resumes from
-    there. ``parent_run_id``: the sweep's MLflow parent run, set by the sweep.
+    there. ``save_weights``: a finished, logged run saves its final weights (safetensors, with their sha256)
+    and config under its ``model/`` artifacts. ``parent_run_id``: the sweep's MLflow parent run.
     """
 
     data_root: Path
@@ -28,6 +29,7 @@ class RunContext:
     device: str = "auto"
     checkpoint_dir: Path | None = None
     keep_checkpoints: bool = False  # keep the training state of finished runs
+    save_weights: bool = True  # a finished run's final weights and config as MLflow artifacts (model/)
     show_progress: bool = False
     allow_partial: bool = False  # use a dataset whose layout check found problems (warns)
     parent_run_id: str | None = None

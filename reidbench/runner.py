@@ -35,6 +35,7 @@ from reidbench.train import engine
 from reidbench.train.checkpoint import Checkpointer
 from reidbench.train.losses import Criterion
 from reidbench.train.state import TrainState
+from reidbench.zoo.weights import log_run_weights
 
 
 def seed_everything(seed: int) -> None:
@@ -192,4 +193,6 @@ def _fit_and_evaluate(
         train_samples_per_s=state.samples_per_s,
         train_images_per_s=state.samples_per_s * len(data.modalities),
     )
+    if run is not None and ctx.save_weights:  # the lead rank's run only
+        log_run_weights(run, model, spec.config())
     return metrics

@@ -57,11 +57,17 @@ class RunSpec:
     @cached_property
     def config_hash(self) -> str:
         """Stable 12-hex-digit hash of :meth:`config` (retired settings at their old value)."""
-        config = self.config()
-        protocol = config["protocol"]
-        for section, values in RETIRED_SETTINGS.items():
-            protocol[section] = {**copy.deepcopy(values), **protocol[section]}
-        return config_hash(config)
+        return hash_config(self.config())
+
+
+def hash_config(config: dict[str, Any]) -> str:
+    """The config hash of a resolved run config (:meth:`RunSpec.config`, or a logged config.yaml read back):
+    retired settings join at their old value."""
+    config = copy.deepcopy(config)
+    protocol = config["protocol"]
+    for section, values in RETIRED_SETTINGS.items():
+        protocol[section] = {**copy.deepcopy(values), **protocol.get(section, {})}
+    return config_hash(config)
 
 
 def default_data_root() -> Path:

@@ -236,6 +236,10 @@ class Run:
     def log_text(self, text: str, artifact_file: str) -> None:
         self.client.log_text(self.run_id, text, artifact_file)
 
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        """Copy the file ``path`` into the run's artifacts (under the folder ``artifact_path``)."""
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
     def set_tags(self, tags: dict[str, str]) -> None:
         for k, v in tags.items():
             self.client.set_tag(self.run_id, k, v)
@@ -371,3 +375,42 @@ def metric_histories(uri: str, run_ids: list[str], keys: list[str]) -> Any:
         for m in client.get_metric_history(run_id, mlflow_key(key))
     ]
     return pd.DataFrame(rows, columns=["run_id", "key", "step", "value", "timestamp"])
+
+
+def get_run(uri: str, run_id: str) -> RunRecord:
+    """The run ``run_id`` of the store at ``uri``; a UserError when the store has no such run."""
+    from mlflow.exceptions import MlflowException
+
+    _check_store(uri)
+    try:
+        r = _client(uri).get_run(run_id)
+    except MlflowException:
+        raise UserError(
+            f"no run {run_id!r} in {uri}: copy the run id from the MLflow UI or `reidbench report`, "
+            "and point --tracking-uri at the store that holds it"
+        ) from None
+    return RunRecord(
+        r.info.run_id,
+        r.info.run_name or "",
+        r.info.status,
+        dict(r.data.tags),
+        {metric_name(k): v for k, v in r.data.metrics.items()},
+        dict(r.data.params),
+    )
+
+
+def run_experiment(uri: str, run_id: str) -> str:
+    """The name of the experiment that holds run ``run_id``."""
+    client = _client(uri)
+    return client.get_experiment(client.get_run(run_id).info.experiment_id).name
+
+
+def download_artifact(uri: str, run_id: str, artifact_path: str, dst: Path) -> Path | None:
+    """Artifact ``artifact_path`` of run ``run_id`` copied under ``dst``; None when the run has none."""
+    from mlflow.exceptions import MlflowException
+
+    dst.mkdir(parents=True, exist_ok=True)
+    try:
+        return Path(_client(uri).download_artifacts(run_id, artifact_path, str(dst)))
+    except (MlflowException, OSError):
+        return None

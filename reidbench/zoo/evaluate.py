@@ -1,0 +1,243 @@
+"""Evaluation only: a trained model (a run's saved weights, a weights file, a zoo entry) scored on a dataset
+in every evaluation setting, logged as an evaluation run (tag ``run_kind=eval``) linked to its training run.
+
+The model is rebuilt from the config saved with its weights (the config hash guards against weights of
+another method or config) and loaded strictly, except for the ID classifier when the dataset's class count
+differs. The data come from the same DataModule / eval_set path as a training run's final evaluation, so
+on the training dataset the metrics are those of the training run.
+"""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from reidbench import tracking
+from reidbench.config import apply_override, from_dict, parse_override, to_dict
+from reidbench.errors import UserError
+from reidbench.protocol import Protocol, SamplerCfg, build_protocol, validate_protocol
+from reidbench.zoo.weights import (
+    ARTIFACT_DIR,
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    LoadReport,
+    Weights,
+    check_config,
+    load_weights_into,
+    read_config,
+    read_weights,
+    sha256_file,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+    from reidbench.data.module import DataModule
+    from reidbench.data.types import Dataset
+    from reidbench.evaluation import EvalSet
+
+DEFAULT_RECIPE = "shared"
+
+
+@dataclass
+class Source:
+    """Trained weights to evaluate and where they came from (``label``: for messages and the run name)."""
+
+    weights: Weights
+    label: str
+    run_id: str | None = None  # the training run, when known
+
+    @property
+    def protocol(self) -> Protocol:
+        return from_dict(Protocol, copy.deepcopy(self.weights.config["protocol"]), "protocol")
+
+
+def recipe_of(config: dict[str, Any], tags: dict[str, str] | None = None) -> str:
+    """The training recipe of a run: its ``recipe`` tag, else the config's ``recipe`` (top level or in the
+    protocol), else ``shared``."""
+    protocol = config.get("protocol") or {}
+    return str((tags or {}).get("recipe") or config.get("recipe") or protocol.get("recipe") or DEFAULT_RECIPE)
+
+
+def from_weights(path: Path, config_path: Path | None = None, label: str | None = None) -> Source:
+    """A weights file; ``config_path`` (default: a config.yaml beside it, when there is one) must describe
+    the same method and config."""
+    weights = read_weights(path)
+    config_path = config_path or (Path(path).parent / CONFIG_FILE)
+    if config_path.is_file():
+        check_config(weights, read_config(config_path), str(config_path))
+    return Source(weights, label or str(path), weights.run_id)
+
+
+def from_run(uri: str, run_id: str, work: Path) -> Source:
+    """The final weights a finished training run saved (artifact ``model/model.safetensors``), checked
+    against the run's ``weights_sha256`` and ``config_hash`` tags; downloaded under ``work``."""
+    record = tracking.get_run(uri, run_id)
+    if record.tags.get("run_kind") != "run" or record.status != "FINISHED":
+        raise UserError(
+            f"run {run_id} is a {record.status} {record.tags.get('run_kind', '?')!r} run; --run takes a "
+            "FINISHED training run (tag run_kind=run)"
+        )
+    path = tracking.download_artifact(uri, run_id, f"{ARTIFACT_DIR}/{WEIGHTS_FILE}", work)
+    if path is None:
+        raise UserError(
+            f"run {run_id} ({record.name}) saved no weights (trained with --no-save-weights, or before runs "
+            "saved them): train it again to evaluate it"
+        )
+    expected = record.tags.get("weights_sha256")
+    if expected and sha256_file(path) != expected:
+        raise UserError(
+            f"checksum mismatch: {ARTIFACT_DIR}/{WEIGHTS_FILE} of run {run_id} has sha256 "
+            f"{sha256_file(path)}, the run recorded {expected}; the artifact store was altered"
+        )
+    weights = read_weights(path)
+    if weights.config_hash != record.tags.get("config_hash"):
+        raise UserError(
+            f"run {run_id}: its weights were trained with config {weights.config_hash}, the run has config "
+            f"{record.tags.get('config_hash')}: the artifacts belong to another run"
+        )
+    return Source(weights, f"run {run_id}", run_id)
+
+
+def eval_protocol(source: Protocol, dataset: Dataset, overrides: list[str] = ()) -> Protocol:
+    """The protocol the eval sets of ``dataset`` are built under: the source protocol's image size and
+    normalisation on the modalities both have; on another dataset that dataset's own evaluation rules
+    (junk rule, same-set); then ``overrides`` (``eval.KEY=VALUE`` only)."""
+    protocol = copy.deepcopy(source)
+    name = dataset.info.name
+    if name != source.dataset:
+        protocol.dataset = name
+        protocol.eval = build_protocol(name, dataset_modalities=dataset.info.modalities).eval
+        common = [m for m in source.data.modalities if m in dataset.info.modalities]
+        if not common:
+            raise UserError(
+                f"dataset {name!r} has none of the modalities the model was trained on "
+                f"({', '.join(source.data.modalities)}); it has {', '.join(dataset.info.modalities)}"
+            )
+        protocol.data.modalities = common
+    protocol.sampler = SamplerCfg(p=1, k=1)  # no training batches are drawn; any dataset size fits
+    bad = [o for o in overrides if not o.split("=", 1)[0].strip().startswith("eval.")]
+    if bad:
+        raise UserError(
+            f"--set {bad[0]}: evaluation takes eval.KEY=VALUE settings only (eval.rerank=true, "
+            "eval.missing_modality=true, eval.cross_modal=[rgb->nir]); the rest is fixed by the trained model"
+        )
+    data = to_dict(protocol)
+    for text in overrides:
+        apply_override(data, *parse_override(text))
+    protocol = from_dict(Protocol, data)
+    validate_protocol(protocol, "the --set overrides", dataset.info.modalities)
+    return protocol
+
+
+def with_absent(data: EvalSet, modalities: tuple[str, ...], drops_missing: bool) -> EvalSet:
+    """``data`` with the model's ``modalities`` it lacks zero-filled in every batch (left out for a model
+    that drops missing modalities), the convention of the missing-modality settings."""
+    absent = [m for m in modalities if m not in data.modalities]
+    if not absent or drops_missing:
+        return data
+
+    def batches(batch_size: int, drop: tuple[str, ...] = ()) -> Any:
+        import torch
+
+        for batch in data.batches(batch_size, drop):
+            like = batch[data.modalities[0]]
+            yield {**batch, **{m: torch.zeros_like(like) for m in absent}}
+
+    return replace(data, batches=batches)
+
+
+@dataclass
+class EvalResult:
+    """Metrics of one evaluation, the MLflow run they were logged to, and what loading dropped."""
+
+    metrics: dict[str, float]
+    run_id: str | None
+    load: LoadReport
+    protocol: Protocol
+
+
+def evaluate_source(
+    source: Source,
+    dataset: Dataset,
+    device: torch.device,
+    overrides: list[str] = (),
+    uri: str | None = None,
+    experiment: str = tracking.DEFAULT_EXPERIMENT,
+    show_progress: bool = False,
+    say: Any = None,
+) -> EvalResult:
+    """Rebuild ``source``'s model, load its weights, evaluate it on ``dataset`` in every setting its
+    protocol (with ``overrides``) asks for; logged to ``uri`` as a ``run_kind=eval`` run when given."""
+    from reidbench.data.module import DataModule
+    from reidbench.evaluation import evaluate
+    from reidbench.evaluation.cost import count_params
+    from reidbench.factory import BuildInfo, create_method, create_tokenizer
+    from reidbench.runner import seed_everything
+    from reidbench.spec import method_config
+
+    config, method = source.weights.config, source.weights.method
+    trained = source.protocol
+    protocol = eval_protocol(trained, dataset, list(overrides))
+    seed_everything(int(config.get("seed", 0)))
+    cfg = method_config(method, trained.method)
+    tokenizer = create_tokenizer(method, cfg, trained, dataset.info)
+    data: DataModule = DataModule(dataset, protocol, device, show_progress=show_progress, tokenizer=tokenizer)
+    build = copy.deepcopy(trained)
+    build.backbone.pretrained, build.backbone.weights = False, None  # every weight comes from the file
+    info = BuildInfo.from_protocol(build, dataset.info, data.num_classes, tokenizer)
+    model = create_method(method, cfg, info)
+    load = load_weights_into(model, source.weights.state, str(source.weights.path))
+    if load.dropped and say is not None:
+        say(load.message)
+    model = model.to(device)
+    drops = getattr(model, "drops_missing_modalities", False)
+    modalities = tuple(trained.data.modalities)
+    query = with_absent(data.eval_set("query"), modalities, drops)
+    gallery = with_absent(data.eval_set("gallery"), modalities, drops)
+    run = _open_eval_run(uri, experiment, source, protocol, load, device) if uri else None
+    try:
+        metrics = evaluate(model, query, gallery, protocol.eval)
+        metrics["params"] = float(count_params(model))
+    except BaseException:
+        if run is not None:
+            run.finish("FAILED")
+        raise
+    if run is not None:
+        run.log_metrics(metrics)
+        run.finish()
+    return EvalResult(metrics, run.run_id if run is not None else None, load, protocol)
+
+
+def _open_eval_run(
+    uri: str, experiment: str, source: Source, protocol: Protocol, load: LoadReport, device: Any
+) -> tracking.Run:
+    config = source.weights.config
+    tags = {
+        "run_kind": "eval",
+        "method": source.weights.method,
+        "dataset": protocol.dataset,
+        "source_dataset": str(config["dataset"]),
+        "source_config_hash": source.weights.config_hash,
+        "source_weights": source.label,
+        "seed": str(config.get("seed", "")),
+        "recipe": recipe_of(config),
+        "git_commit": tracking.git_commit(),
+        "device": str(device),
+    }
+    if source.run_id:
+        tags["source_run_id"] = source.run_id
+    if load.dropped:
+        tags["classifier_dropped"] = "true"
+    name = f"eval {source.weights.method}@{protocol.dataset} <- {config['dataset']}#s{config.get('seed', '')}"
+    run = tracking.Run(uri, tracking.prepare(uri, experiment), name, tags)
+    run.log_params(tracking.flatten({"eval": to_dict(protocol.eval), "modalities": protocol.data.modalities}))
+    return run
+
+
+def download_dir() -> tempfile.TemporaryDirectory:
+    """A temporary folder for downloaded artifacts."""
+    return tempfile.TemporaryDirectory(prefix="reidbench-eval-")
