@@ -53,9 +53,11 @@ def train_step_flops(step: Callable[[], torch.Tensor]) -> float:
 
 
 @torch.no_grad()
-def inference_throughput(model: nn.Module, batch: object, samples: int, repeats: int = 5) -> float:
-    """Samples per second of ``model(batch)`` in evaluation mode: one warm-up call, then the median of
-    ``repeats`` timed calls (CUDA synchronised); ``samples`` is the batch size. The mode is restored."""
+def inference_throughput(
+    model: nn.Module, batch: object, samples: int, repeats: int = 10, warmup: int = 3
+) -> float:
+    """Samples per second of ``model(batch)`` in evaluation mode: ``warmup`` untimed calls, then the median
+    of ``repeats`` timed calls (CUDA synchronised); ``samples`` is the batch size. The mode is restored."""
     import statistics
     import time
 
@@ -66,7 +68,8 @@ def inference_throughput(model: nn.Module, batch: object, samples: int, repeats:
     was_training = model.training
     model.eval()
     try:
-        model(batch)
+        for _ in range(warmup):
+            model(batch)
         times = []
         for _ in range(repeats):
             sync()
