@@ -233,6 +233,14 @@ def _report(result: Any, ctx: Any) -> None:
     metavar="KEY=VALUE",
     help="Override a protocol value, e.g. --set optim.lr=3e-4 (repeatable).",
 )
+@click.option(
+    "--test-on",
+    "test_on",
+    multiple=True,
+    metavar="DATASET",
+    help="Also evaluate the final model on this dataset's query/gallery (repeatable): mAP@to_DATASET, ...",
+)
+@click.option("--merge-sources", is_flag=True, help="Train one model on the union of the --dataset sets.")
 @_execution_options
 @_protocol_option
 def run(
@@ -240,15 +248,19 @@ def run(
     datasets: tuple[str, ...],
     seeds: str | None,
     overrides: tuple[str, ...],
+    test_on: tuple[str, ...],
+    merge_sources: bool,
     **opts: Any,
 ) -> None:
     """Train and evaluate every METHOD x DATASET x SEED and print the result table.
 
     Points that already have a FINISHED run with the same config are skipped; interrupted ones resume.
     """
+    from reidbench.generalisation import merged_name
     from reidbench.spec import grid
 
-    specs = grid(methods, datasets, _seeds(seeds), list(overrides))  # checked before torch is imported
+    datasets = (merged_name(datasets),) if merge_sources else datasets
+    specs = grid(methods, datasets, _seeds(seeds), list(overrides), test_on)  # checked before torch
     from reidbench.sweeps.sweep import sweep_tags
 
     _sweep(specs, opts, "grid", f"{'+'.join(methods)}@{'+'.join(datasets)}", sweep_tags(specs))
@@ -295,6 +307,45 @@ def ablate(
     specs = ablation.specs(list(datasets) or None, _seeds(seeds), list(overrides), value_list, method)
     tags = sweep_tags(specs, ablation=ablation.name, axis=ablation.axis, axis_default=ablation.default)
     _sweep(specs, opts, "ablation", ablation.name, tags)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--method", "-m", "methods", multiple=True, help="Run these methods instead of the suite's.")
+@click.option(
+    "--seeds", default=None, help="Comma-separated seeds (default: the suite's, else the protocol's)."
+)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override for every point.")
+@click.option("--skip-missing", is_flag=True, help="Run only the entries whose datasets are all present.")
+@_execution_options
+def suite(
+    name: str,
+    methods: tuple[str, ...],
+    seeds: str | None,
+    overrides: tuple[str, ...],
+    skip_missing: bool,
+    **opts: Any,
+) -> None:
+    """Run suite NAME (benchmarks/suites/NAME.yaml, or a path): grids with their --test-on targets."""
+    from reidbench.sweeps.suite import find_suite, present
+    from reidbench.sweeps.sweep import sweep_tags
+
+    found = find_suite(name)
+    specs = found.specs(list(methods) or None, _seeds(seeds), list(overrides))
+    ctx = _context(opts)
+    kept, missing = present(specs, ctx.data_root, ctx.allow_partial)
+    if missing and not skip_missing:
+        raise UserError(
+            f"suite {found.name!r}: {len(missing)} dataset(s) cannot be read:\n  "
+            + "\n  ".join(missing)
+            + f"\n--skip-missing runs the {len(kept)} of {len(specs)} point(s) whose datasets are present"
+        )
+    for line in missing:
+        console.print(f"skipped (data missing) {line}", highlight=False, markup=False)
+    if not kept:
+        raise UserError(f"suite {found.name!r}: no entry has all its datasets under {ctx.data_root}")
+    specs = kept
+    _sweep(specs, opts, "suite", found.name, sweep_tags(specs, suite=found.name))
 
 
 @cli.command()

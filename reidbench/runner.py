@@ -21,12 +21,15 @@ import torch
 from reidbench import tracking
 from reidbench.config import to_dict
 from reidbench.context import RunContext, RunResult
+from reidbench.data.merge import merge_datasets
 from reidbench.data.module import DataModule
 from reidbench.data.types import Dataset
 from reidbench.data.validation import validation_split
 from reidbench.evaluation import evaluate
 from reidbench.evaluation.cost import count_params, forward_gflops, inference_throughput
+from reidbench.evaluation.targets import evaluate_targets
 from reidbench.factory import BuildInfo, create_loss_terms, create_method, create_tokenizer
+from reidbench.generalisation import source_names
 from reidbench.parallel import distributed
 from reidbench.protocol import dump_yaml
 from reidbench.prune.rounds import prepare_round
@@ -58,7 +61,11 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 def load_dataset(name: str, data_root: Path, allow_partial: bool = False) -> Dataset:
-    """The dataset's file lists and layout checks (no decoding), scanned once per process."""
+    """The dataset's file lists and layout checks (no decoding), scanned once per process; a merged name
+    (``rgbnt100+msvr310``) gives the union of its sources (:func:`reidbench.data.merge.merge_datasets`)."""
+    sources = source_names(name)
+    if len(sources) > 1:
+        return merge_datasets([load_dataset(source, data_root, allow_partial) for source in sources])
     return _scan(name, Path(data_root).resolve(), allow_partial, os.environ.get("REIDBENCH_CACHE", ""))
 
 
@@ -157,7 +164,8 @@ def _fit_and_evaluate(
     ckpt: Checkpointer | None,
 ) -> dict[str, float]:
     dataset = load_dataset(spec.dataset, ctx.data_root, ctx.allow_partial)
-    if dataset.problems and run is not None:
+    targets = {name: load_dataset(name, ctx.data_root, ctx.allow_partial) for name in spec.test_on}
+    if (dataset.problems or any(t.problems for t in targets.values())) and run is not None:
         run.set_tags({"partial_data": "true"})
     if spec.validation:
         dataset = validation_split(dataset, spec.validation)
@@ -197,6 +205,7 @@ def _fit_and_evaluate(
     with pruning:
         state = engine.fit(model, criterion, data, spec.protocol, device, state, log, show, snapshot)
     metrics = evaluate(model, data.eval_set("query"), data.eval_set("gallery"), spec.protocol.eval)
+    metrics.update(evaluate_targets(model, spec, targets, device, tokenizer, show))
     gflops = forward_gflops(model, next(data.eval_batches("query", 2)))  # inference GFLOPs per sample
     batch = next(data.eval_batches("query", THROUGHPUT_BATCH))
     metrics.update(

@@ -14,6 +14,7 @@ from typing import Any
 
 from reidbench.config import from_dict, to_dict
 from reidbench.errors import UserError
+from reidbench.generalisation import common_modalities, source_names
 from reidbench.protocol import Protocol, active_protocol_file, build_protocol, config_hash
 from reidbench.registry import DATASETS, METHODS, load_plugins
 
@@ -33,12 +34,21 @@ class RunSpec:
     overrides: tuple[str, ...] = ()
     tags: dict[str, str] = field(default_factory=dict)  # e.g. ablation / axis / value
     validation: float | None = None  # evaluate on this fraction of training ids (tuning), not the test set
+    # target dataset -> the modalities it is scored on (those it shares with data.modalities); see
+    # reidbench.generalisation. Empty: in-domain only (and absent from the config, so hashes stay put).
+    test_on: dict[str, tuple[str, ...]] = field(default_factory=dict)
     prune: Any = None  # a pruning round (prune.schedule.PruneStep): starts from another run's weights
 
     @property
+    def datasets(self) -> list[str]:
+        """Every single dataset the run reads: its sources (one, or the merged ones) and its targets."""
+        return list(dict.fromkeys([*source_names(self.dataset), *self.test_on]))
+
+    @property
     def name(self) -> str:
+        targets = f">{','.join(self.test_on)}" if self.test_on else ""
         step = f":{self.prune.schedule}-r{self.prune.round}" if self.prune is not None else ""
-        return f"{self.method}@{self.dataset}{':val' if self.validation else ''}{step}#s{self.seed}"
+        return f"{self.method}@{self.dataset}{':val' if self.validation else ''}{targets}{step}#s{self.seed}"
 
     def config(self) -> dict[str, Any]:
         """The fully resolved config (what the hash covers and what is logged)."""
@@ -50,6 +60,8 @@ class RunSpec:
         }
         if self.validation:
             config["validation"] = self.validation
+        if self.test_on:
+            config["test_on"] = {target: list(mods) for target, mods in self.test_on.items()}
         if self.prune is not None:
             config["prune"] = asdict(self.prune)
         return config
@@ -83,19 +95,28 @@ def make_spec(
     tags: dict[str, str] | None = None,
     validation: float | None = None,
     protocol_path: Path | None = None,
+    test_on: Sequence[str] = (),
 ) -> RunSpec:
     """Resolve method x dataset x seed with overrides into a checked RunSpec.
 
     ``protocol_path``: the user's protocol file (default: the one chosen by ``protocol.protocol_file``,
     else the built-in protocol); its absolute path becomes the run's ``protocol_file`` tag, while the
     config (and hash) hold its resolved content.
+
+    ``dataset`` may name several sources merged for training (``rgbnt100+msvr310``): the protocol is the
+    first source's, the modalities those every source has. ``test_on``: target datasets the final model is
+    also evaluated on, each on the modalities it shares with the training ones (none shared: UserError).
     """
     load_plugins()
     entry = METHODS.get(method)
-    modalities = DATASETS.get(dataset).meta.get("modalities")
+    sources = source_names(dataset)
+    available = [DATASETS.get(name).meta.get("modalities") for name in sources]
+    modalities = available[0]
+    if len(sources) > 1 and all(a is not None for a in available):
+        modalities = [m for m in available[0] if all(m in a for a in available)]
     path = active_protocol_file(protocol_path)
     protocol = build_protocol(
-        dataset,
+        sources[0],
         list(overrides),
         base=entry.meta.get("defaults"),
         method=method,
@@ -106,7 +127,17 @@ def make_spec(
     knobs = method_config(method, protocol.method)  # validate the method knobs early
     if knobs is not None:  # every knob explicit: the same effective config always has the same hash
         protocol.method = to_dict(knobs)
-    return RunSpec(method, dataset, seed, protocol, tuple(overrides), tags, validation)
+    targets = resolve_targets(protocol.data.modalities, test_on)
+    return RunSpec(method, dataset, seed, protocol, tuple(overrides), tags, validation, targets)
+
+
+def resolve_targets(trained: list[str], targets: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """Each target dataset with the modalities it is scored on (checked before anything runs)."""
+    out = {}
+    for target in dict.fromkeys(targets):
+        has = DATASETS.get(target).meta.get("modalities") or list(trained)
+        out[target] = tuple(common_modalities(trained, target, has))
+    return out
 
 
 def grid(
@@ -114,13 +145,15 @@ def grid(
     datasets: Sequence[str],
     seeds: Sequence[int] | None = None,
     overrides: Sequence[str] = (),
+    test_on: Sequence[str] = (),
 ) -> list[RunSpec]:
-    """Every method x dataset x seed (default seeds: each protocol's ``seeds``)."""
+    """Every method x dataset x seed (default seeds: each protocol's ``seeds``); ``test_on``: the target
+    datasets of every point."""
     specs = []
     for method in methods:
         for dataset in datasets:
             point_seeds = seeds or make_spec(method, dataset, 0, list(overrides)).protocol.seeds
-            specs += [make_spec(method, dataset, s, list(overrides)) for s in point_seeds]
+            specs += [make_spec(method, dataset, s, list(overrides), test_on=test_on) for s in point_seeds]
     return specs
 
 

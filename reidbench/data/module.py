@@ -59,7 +59,8 @@ def resolve_on_device(setting: bool | str, device: torch.device, nbytes: int) ->
 
 class DataModule:
     """Training and evaluation batches for one dataset under one protocol; ``tokenizer``: the method's
-    caption tokenizer (used when the protocol attaches captions, ``data.text``)."""
+    caption tokenizer (used when the protocol attaches captions, ``data.text``). ``train=False``: query and
+    gallery only (a target dataset, saved weights): the training split is neither decoded nor sampled."""
 
     def __init__(
         self,
@@ -71,6 +72,7 @@ class DataModule:
         world_size: int = 1,
         show_progress: bool = True,
         tokenizer: CaptionTokenizer | None = None,
+        train: bool = True,
     ) -> None:
         cfg = protocol.data
         missing = [m for m in cfg.modalities if m not in dataset.info.modalities]
@@ -85,21 +87,17 @@ class DataModule:
         self.tokenizer = tokenizer if cfg.text else None
         self.size = (cfg.image_size[0], cfg.image_size[1])
         same_set = dataset.splits.gallery is dataset.splits.query
-        splits = ["train", "query"] + ([] if same_set else ["gallery"])
+        splits = (["train"] if train else []) + ["query"] + ([] if same_set else ["gallery"])
         arrays = {s: load_split(dataset, s, self.size, show_progress) for s in splits}
         nbytes = sum(arrays[s][m].nbytes for s in splits for m in self.modalities)
         self.on_device = resolve_on_device(cfg.on_device, self.device, nbytes)
-        self.train = self._encode(dataset.splits.train, arrays["train"])
         self.query = self._encode(dataset.splits.query, arrays["query"])
         self.gallery = self.query if same_set else self._encode(dataset.splits.gallery, arrays["gallery"])
         # batched gather (augment_torch) where the images live on a GPU, slice copies on the host otherwise
-        self.gather_on_device = self.train.images[self.modalities[0]].device.type != "cpu"
-        labels, self.num_classes = relabel(dataset.splits.train)
-        self.train_labels = torch.tensor(labels, dtype=torch.long, device=self.device)
-        try:
-            self.sampler = PKSampler(labels, protocol.sampler.p, protocol.sampler.k, seed)
-        except ValueError as exc:
-            raise UserError(f"dataset {dataset.info.name!r}: {exc}; set sampler.p (and sampler.k)") from None
+        self.gather_on_device = self.query.images[self.modalities[0]].device.type != "cpu"
+        self.num_classes = 0
+        if train:
+            self._init_train(dataset, arrays["train"])
         self._fill: dict[str, np.ndarray] = {}
         self._scale: dict[str, np.ndarray] = {}
         self._shift: dict[str, np.ndarray] = {}
@@ -112,6 +110,17 @@ class DataModule:
         self._scale_t = {m: torch.from_numpy(v).to(self.device) for m, v in self._scale.items()}
         self._shift_t = {m: torch.from_numpy(v).to(self.device) for m, v in self._shift.items()}
         self._staging: dict[str, np.ndarray] = {}
+
+    def _init_train(self, dataset: Dataset, arrays: dict[str, np.ndarray]) -> None:
+        """The training split, its contiguous labels and the PK sampler over them."""
+        self.train = self._encode(dataset.splits.train, arrays)
+        labels, self.num_classes = relabel(dataset.splits.train)
+        self.train_labels = torch.tensor(labels, dtype=torch.long, device=self.device)
+        sampler = self.protocol.sampler
+        try:
+            self.sampler = PKSampler(labels, sampler.p, sampler.k, self.seed)
+        except ValueError as exc:
+            raise UserError(f"dataset {dataset.info.name!r}: {exc}; set sampler.p (and sampler.k)") from None
 
     def _encode(self, samples: list[Sample], arrays: dict[str, np.ndarray]) -> EncodedSplit:
         def labels(values: list[int]) -> torch.Tensor:

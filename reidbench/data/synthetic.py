@@ -12,6 +12,13 @@ sensor noise, partial occlusion) and degrade one modality: camera 4 films at nig
 camera 3 has a weak thermal contrast. Each sample carries a caption per modality built from a
 random subset of the attributes that modality shows.
 
+A :class:`Domain` says how the identities are filmed. ``domain="shift"`` (the ``synthetic_shift``
+dataset) is a second domain from the same generator: other cameras (numbers 5-8, other scales and
+offsets, night at camera 5, weak thermal contrast at camera 8), another palette for the same colour
+names, dimmer and warmer illumination, weaker heat spots and stripes, and identities whose codes differ
+from every identity of the default dataset: a model trained on one is tested on the other across a
+domain gap (``reidbench run -d synthetic --test-on synthetic_shift``).
+
 The generator writes any of the official layouts (``layout``), so each real loader is tested on files laid
 out exactly like the real download:
 
@@ -65,6 +72,41 @@ LAYOUTS = {  # layout -> (official folder name, modality tags written, camera ra
 
 
 @dataclass(frozen=True)
+class Domain:
+    """How a domain films its identities: cameras, palette, lighting, thermal and stripe contrast."""
+
+    palette: tuple[tuple[float, float, float], ...] = tuple(PALETTE.values())  # colours of PALETTE's names
+    first_camera: int = 1  # camera number (in file names) of the domain's first camera
+    scale: tuple[float, float] = (0.62, 0.06)  # object scale: base + step x camera index
+    offset: tuple[float, float] = (2.0, 0.04)  # horizontal offset: (camera index - centre) x step
+    illumination: tuple[float, float] = (0.75, 1.15)
+    cast: tuple[float, float, float] | None = None  # colour cast of the illumination
+    night_camera: int = 4  # camera index (1-based within the domain) filming at night
+    weak_thermal_camera: int = 3  # camera index with a weak thermal contrast
+    spot_heat: float = 0.7
+    stripe_contrast: float = 0.4
+    distinct_from_base: bool = False  # identity codes differ from every code of the default dataset
+
+
+DOMAINS = {
+    "base": Domain(),
+    "shift": Domain(
+        palette=((0.9, 0.45, 0.1), (0.1, 0.55, 0.55), (0.45, 0.2, 0.75), (0.7, 0.65, 0.4)),
+        first_camera=5,
+        scale=(0.5, 0.08),
+        offset=(2.5, -0.05),
+        illumination=(0.5, 0.9),
+        cast=(1.1, 0.95, 0.75),
+        night_camera=1,
+        weak_thermal_camera=4,
+        spot_heat=0.45,
+        stripe_contrast=0.25,
+        distinct_from_base=True,
+    ),
+}
+
+
+@dataclass(frozen=True)
 class SyntheticConfig:
     """Size and layout of the generated dataset; the defaults make the demo dataset."""
 
@@ -77,17 +119,29 @@ class SyntheticConfig:
     width: int = 64  # width of one modality tile (a strip is 3x wider)
     seed: int = 0
     layout: str = "rgbnt100"
+    domain: str = "base"  # a key of DOMAINS
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
             raise ValueError(f"unknown layout {self.layout!r}; layouts: {', '.join(LAYOUTS)}")
+        if self.domain not in DOMAINS:
+            raise ValueError(f"unknown domain {self.domain!r}; domains: {', '.join(DOMAINS)}")
         low, high = LAYOUTS[self.layout][2]
-        if self.cameras > high - low + 1:
-            raise ValueError(f"layout {self.layout!r} has at most {high - low + 1} cameras")
+        first = DOMAINS[self.domain].first_camera
+        if first + self.cameras - 1 > high:
+            raise ValueError(f"layout {self.layout!r} has cameras {low}..{high}; asked for {first}..")
+
+    @property
+    def style(self) -> Domain:
+        return DOMAINS[self.domain]
 
     def key(self) -> str:
-        """Folder name that changes whenever the config does."""
-        return "synthetic-v2-" + "-".join(str(v) for v in asdict(self).values())
+        """Folder name that changes whenever the config does (the base domain is not named, so the
+        default dataset keeps its folder)."""
+        values = asdict(self)
+        if values["domain"] == "base":
+            del values["domain"]
+        return "synthetic-v2-" + "-".join(str(v) for v in values.values())
 
 
 @dataclass(frozen=True)
@@ -110,12 +164,17 @@ def scenes_of(index: int) -> int:
 def plan(cfg: SyntheticConfig) -> list[Item]:
     """Every sample of ``cfg`` in writing order (identity, camera, image); vehicle-style ids: train odd,
     test even."""
-    codes = identity_codes(cfg.train_ids + cfg.test_ids, cfg.seed)
+    exclude: set[tuple[int, int, int]] = set()
+    if cfg.style.distinct_from_base:
+        base = SyntheticConfig()
+        exclude = set(identity_codes(base.train_ids + base.test_ids, base.seed))
+    codes = identity_codes(cfg.train_ids + cfg.test_ids, cfg.seed, exclude)
     items = []
+    first = cfg.style.first_camera
     for i, code in enumerate(codes):
         train = i < cfg.train_ids
         pid = 2 * i + 1 if train else 2 * (i - cfg.train_ids) + 2
-        for cam in range(1, cfg.cameras + 1):
+        for cam in range(first, first + cfg.cameras):
             for n in range(cfg.per_camera):
                 scene = 2 * i + n % scenes_of(i)
                 items.append(Item("train" if train else "gallery", pid, cam, n, scene, code))
@@ -148,48 +207,62 @@ def _index(item: Item, cfg: SyntheticConfig) -> int:
     return (item.pid - 1) // 2 if item.pid % 2 else cfg.train_ids + item.pid // 2 - 1
 
 
-def identity_codes(num_ids: int, seed: int) -> list[tuple[int, int, int]]:
-    """Distinct (rgb, nir, tir) code triples; each single code is shared by several identities."""
+def identity_codes(
+    num_ids: int, seed: int, exclude: set[tuple[int, int, int]] = frozenset()
+) -> list[tuple[int, int, int]]:
+    """Distinct (rgb, nir, tir) code triples, none in ``exclude``; each single code is shared by several
+    identities."""
     rgb_codes = len(PALETTE) ** 2
     combos = len(STRIPES) * len(SPOT_LAYOUTS) * rgb_codes
-    if num_ids > combos:
-        raise ValueError(f"at most {combos} synthetic identities")
+    if num_ids > combos - len(exclude):
+        raise ValueError(f"at most {combos - len(exclude)} synthetic identities")
     rng = np.random.default_rng(seed)
-    flat = rng.choice(combos, size=num_ids, replace=False)
-    return [
-        (int(i % rgb_codes), int(i // rgb_codes % len(STRIPES)), int(i // rgb_codes // len(STRIPES)))
-        for i in flat
-    ]
+
+    def code(i: int) -> tuple[int, int, int]:
+        return int(i % rgb_codes), int(i // rgb_codes % len(STRIPES)), int(i // rgb_codes // len(STRIPES))
+
+    if not exclude:
+        return [code(i) for i in rng.choice(combos, size=num_ids, replace=False)]
+    allowed = [i for i in range(combos) if code(i) not in exclude]
+    return [code(allowed[i]) for i in rng.choice(len(allowed), size=num_ids, replace=False)]
 
 
 def render_sample(
-    code: tuple[int, int, int], cam: int, rng: np.random.Generator, h: int, w: int
+    code: tuple[int, int, int],
+    cam: int,
+    rng: np.random.Generator,
+    h: int,
+    w: int,
+    style: Domain = DOMAINS["base"],
 ) -> np.ndarray:
-    """One sample as an ``(3 modalities, h, w, 3)`` float array in [0, 1]."""
+    """One sample as an ``(3 modalities, h, w, 3)`` float array in [0, 1]; ``cam``: the camera's 1-based
+    index within the domain ``style``."""
     rgb_code, nir_code, tir_code = code
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     # Object box: camera-dependent scale and offset plus per-image jitter.
-    scale = (0.62 + 0.06 * cam) * rng.uniform(0.9, 1.1)
+    scale = (style.scale[0] + style.scale[1] * cam) * rng.uniform(0.9, 1.1)
     bh, bw = h * min(scale * 1.2, 0.95), w * min(scale, 0.95)
     cy = h / 2 + rng.uniform(-0.08, 0.08) * h
-    cx = w / 2 + (cam - 2) * 0.04 * w + rng.uniform(-0.08, 0.08) * w
+    cx = w / 2 + (cam - style.offset[0]) * style.offset[1] * w + rng.uniform(-0.08, 0.08) * w
     v = (yy - (cy - bh / 2)) / bh  # 0..1 inside the box
     u = (xx - (cx - bw / 2)) / bw
     inside = (u >= 0) & (u < 1) & (v >= 0) & (v < 1)
 
-    colours = list(PALETTE.values())
+    colours = style.palette
     top, bottom = colours[rgb_code // len(PALETTE)], colours[rgb_code % len(PALETTE)]
     background = rng.uniform(0.3, 0.6, size=3)
     rgb = np.broadcast_to(background, (h, w, 3)).copy()
     rgb[inside & (v < 0.5)] = top
     rgb[inside & (v >= 0.5)] = bottom
-    rgb *= rng.uniform(0.75, 1.15)  # illumination
-    if cam == 4:  # night: dark, noisy RGB
+    rgb *= rng.uniform(*style.illumination)  # illumination
+    if style.cast is not None:
+        rgb *= np.asarray(style.cast)
+    if cam == style.night_camera:  # night: dark, noisy RGB
         rgb = rgb * 0.12 + rng.normal(0, 0.06, rgb.shape)
 
     orientation, freq = STRIPES[nir_code]
     phase = {"horizontal": v, "vertical": u, "rising": (u + v) / 2, "falling": (u - v + 1) / 2}[orientation]
-    texture = 0.5 + 0.4 * np.sin(2 * np.pi * freq * phase + rng.uniform(-0.3, 0.3))
+    texture = 0.5 + style.stripe_contrast * np.sin(2 * np.pi * freq * phase + rng.uniform(-0.3, 0.3))
     nir = np.where(inside, texture, 0.25 + 0.1 * rng.random((h, w)))
     nir = np.repeat(nir[..., None], 3, axis=2)
 
@@ -197,8 +270,9 @@ def render_sample(
     for cell in SPOT_LAYOUTS[tir_code]:
         r, c = SPOT_CELLS[cell]
         sy, sx = cy - bh / 2 + (r + 0.5) * bh / 2, cx - bw / 2 + (c + 0.5) * bw / 3
-        heat = heat + 0.7 * np.exp(-(((yy - sy) / (0.16 * bh)) ** 2 + ((xx - sx) / (0.12 * bw)) ** 2))
-    if cam == 3:  # weak thermal contrast
+        spot = np.exp(-(((yy - sy) / (0.16 * bh)) ** 2 + ((xx - sx) / (0.12 * bw)) ** 2))
+        heat = heat + style.spot_heat * spot
+    if cam == style.weak_thermal_camera:  # weak thermal contrast
         heat = 0.35 + 0.3 * (heat - 0.35)
     heat = np.clip(heat, 0, 1)
     tir = np.stack([heat, heat**2, 0.6 * (1 - heat)], axis=2)  # pseudo-colour, as in RGBNT100
@@ -328,7 +402,9 @@ def _write(out: Path, cfg: SyntheticConfig, show_progress: bool) -> None:
     for item in progress_bar(items, "generating synthetic dataset", show_progress):
         key = (item.pid, item.cam, item.n, item.scene)
         if key not in rendered:  # query3 copies reuse the gallery rendering
-            rendered[key] = render_sample(item.code, item.cam, rng, cfg.height, cfg.width)[: len(tags)]
+            local_cam = item.cam - cfg.style.first_camera + 1
+            tiles = render_sample(item.code, local_cam, rng, cfg.height, cfg.width, cfg.style)
+            rendered[key] = tiles[: len(tags)]
             captions_of = captions(item.code, rng)
             split = "train" if item.split == "train" else "test"
             name = item_paths(out, item, cfg.layout)[0][0].name

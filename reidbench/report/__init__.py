@@ -182,6 +182,7 @@ def write_report(
 def _write_figures(report: Report, directory: Path, metrics: list[str]) -> list[tuple]:
     """Results, ablation and curve figures saved under ``directory``: ``(Plot, [png, pdf])`` pairs."""
     from reidbench.report import plots as plotting
+    from reidbench.report.crossdomain import heatmap
     from reidbench.report.pareto import pareto_figures
 
     runs = report.runset.runs
@@ -191,4 +192,7 @@ def _write_figures(report: Report, directory: Path, metrics: list[str]) -> list[
         *pareto_figures(runs, report.pruning_points),
         *plotting.curve_figures(runs, report.histories),
     ]
+    cross = heatmap(report.groups, metrics[0])
+    if cross is not None:
+        made.append(plotting.Plot(f"crossdomain_{metrics[0]}", *cross))
     return [(plot, plotting.save(plot.figure, directory, plot.stem)) for plot in made]

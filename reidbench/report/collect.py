@@ -15,7 +15,7 @@ import pandas as pd
 from reidbench.config import from_dict
 from reidbench.errors import UserError
 from reidbench.protocol import Protocol, TrainCfg
-from reidbench.report.formatting import PARTIAL_MARK, Cell
+from reidbench.report.formatting import MODALITY_NAMES, PARTIAL_MARK, Cell, dataset_name
 
 FAMILY = ["method", "dataset", "ablation", "axis", "value"]
 GROUP = [*FAMILY, "variant", "partial"]
@@ -25,6 +25,7 @@ BACKBONE_SIZES = {"patch_size": "patch", "embed_dim": "width", "depth": "depth",
 # Params that may differ between the seeds of one group.
 SEED_PARAMS = {"params.seed", "params.protocol.seeds"}
 MAX_VARIANT_KEYS = 3
+TEST_ON_PARAM = "params.test_on."  # params.test_on.<target>: the modalities the target is scored on
 
 
 @dataclass
@@ -44,6 +45,7 @@ class Group:
     backbone: str = ""
     backbone_setup: str = ""  # how our runs changed the named backbone ("patch 8, from scratch")
     recipe: str = ""
+    test_on: str = ""  # targets scored on fewer modalities than trained on: "rgbn300: RGB+NIR"
     device: str = ""
     epochs: list[int] = field(default_factory=list)
     seeds: list[int] = field(default_factory=list)
@@ -99,6 +101,7 @@ def tidy_runs(frame: pd.DataFrame, include_partial: bool = False) -> RunSet:
     out["seed"] = pd.to_numeric(out["seed"], errors="coerce").fillna(-1).astype(int)
     out["partial"] = partial.to_numpy()
     out["recipe"] = _recipe(frame)
+    out["test_on"] = [_reduced_targets(row) for _, row in frame.iterrows()]
     out["backbone"] = _text(frame, "params.protocol.backbone.name")
     out["backbone_setup"] = [_backbone_setup(row) for _, row in frame.iterrows()]
     out["epochs"] = [_epochs(row) for _, row in frame.iterrows()]
@@ -133,6 +136,29 @@ def _recipe(frame: pd.DataFrame) -> pd.Series:
     return recipe
 
 
+def _reduced_targets(row: pd.Series) -> str:
+    """The run's ``--test-on`` targets scored on fewer modalities than it trained on (param
+    ``test_on.<target>``): ``rgbn300: RGB+NIR``; "" when none."""
+    trained = _as_list(row.get("params.protocol.data.modalities"))
+    out = []
+    for column in row.index:
+        if column.startswith(TEST_ON_PARAM) and str(row[column]) not in ("", "nan", "None"):
+            scored = _as_list(row[column])
+            if trained and scored != trained:
+                target = dataset_name(column.removeprefix(TEST_ON_PARAM))
+                out.append(f"{target}: {'+'.join(MODALITY_NAMES.get(m, m) for m in scored)}")
+    return ", ".join(out)
+
+
+def _as_list(value: object) -> list[str]:
+    """A list param as MLflow stores it (``"['rgb', 'nir']"``) back as a list; [] when unreadable."""
+    try:
+        parsed = ast.literal_eval(str(value))
+    except (ValueError, SyntaxError):
+        return []
+    return [str(v) for v in parsed] if isinstance(parsed, list | tuple) else []
+
+
 def _backbone_setup(row: pd.Series) -> str:
     """How a run changed its named backbone: resized dimensions and ``from scratch``."""
     parts = [
@@ -160,7 +186,12 @@ def _epochs(row: pd.Series) -> int:
 
 def _variants(frame: pd.DataFrame, tidy: pd.DataFrame) -> list[str]:
     """Per run: ``""`` when its family has one config, else the differing keys with this run's values."""
-    params = [c for c in frame.columns if c.startswith("params.") and c not in SEED_PARAMS]
+    # --test-on targets are no variant: they change what is measured after training, not the training
+    params = [
+        c
+        for c in frame.columns
+        if c.startswith("params.") and c not in SEED_PARAMS and not c.startswith(TEST_ON_PARAM)
+    ]
     labels = [""] * len(frame)
     if not params:
         return labels
@@ -194,6 +225,7 @@ def aggregate(runset: RunSet) -> list[Group]:
                 backbone=" / ".join(sorted(set(rows["backbone"]) - {""})),
                 backbone_setup=" / ".join(sorted(set(rows["backbone_setup"]) - {""})),
                 recipe=" / ".join(sorted(set(rows["recipe"]) - {""})),
+                test_on=" / ".join(sorted(set(rows["test_on"]) - {""})),
                 device=" / ".join(sorted(set(rows["device"]) - {""})),
                 epochs=sorted(set(int(e) for e in rows["epochs"]) - {0}),
                 seeds=sorted(int(s) for s in rows["seed"]),

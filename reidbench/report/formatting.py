@@ -18,6 +18,7 @@ DATASET_NAMES = {
     "market1501_mm": "Market1501-MM",
     "wmveid863": "WMVEID863",
     "synthetic": "Synthetic",
+    "synthetic_shift": "Synthetic-shift",
 }
 PARTIAL_MARK = "‡"  # rows / labels of runs on partial data (tag partial_data=true)
 PARTIAL_NOTE = (
@@ -88,6 +89,10 @@ class CellStyle:
     best: str = "{}"
     second: str = "{}"
     with_std: str = "{mean} ± {std}"
+    noted: str = "{}*"  # a cell marked apart from the ranking (mark=3), e.g. the in-domain cell
+
+
+NOTED = 3  # format_cell's mark for a noted cell
 
 
 PLAIN = CellStyle()
@@ -102,11 +107,13 @@ def format_cell(
     style: CellStyle = PLAIN,
 ) -> str:
     """The one ``mean ± std`` formatter: values times ``scale`` (100: fractions -> %), the mean marked
-    best (``mark=1``) or second (``2``) in ``style``, the std left out when unknown (n < 2) or not wanted."""
+    best (``mark=1``), second (``2``) or noted (``NOTED``) in ``style``, the std left out when unknown
+    (n < 2) or not wanted."""
     if cell is None or not math.isfinite(cell.mean):
         return style.missing
     mean = fmt_number(cell.mean * scale, decimals)
-    mean = style.best.format(mean) if mark == 1 else style.second.format(mean) if mark == 2 else mean
+    marked = {1: style.best, 2: style.second, NOTED: style.noted}.get(mark or 0)
+    mean = marked.format(mean) if marked else mean
     if show_std and cell.has_std:
         return style.with_std.format(mean=mean, std=fmt_number(cell.std * scale, decimals))
     return mean

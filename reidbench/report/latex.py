@@ -84,7 +84,9 @@ def escape(text: str) -> str:
     return _PATTERN.sub(lambda m: _SPECIAL[m.group(0)], text).replace("\n", " ")
 
 
-LATEX = CellStyle("--", r"\textbf{{{}}}", r"\underline{{{}}}", r"{mean}\,{{\scriptsize$\pm${std}}}")
+LATEX = CellStyle(
+    "--", r"\textbf{{{}}}", r"\underline{{{}}}", r"{mean}\,{{\scriptsize$\pm${std}}}", r"\textit{{{}}}"
+)
 
 
 def table_width(table: Table) -> float:

@@ -10,9 +10,11 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from reidbench.generalisation import is_target_metric
 from reidbench.report.collect import Group
 from reidbench.report.formatting import (
     ACCURACY_METRICS,
+    NOTED,
     PARTIAL_MARK,
     PARTIAL_NOTE,
     Cell,
@@ -53,6 +55,7 @@ class Row:
     reported: bool
     groups: dict[str, Group]  # dataset -> group
     text: dict[str, str] = field(default_factory=dict)
+    noted: frozenset[str] = frozenset()  # group keys of the columns whose cell is marked apart (in italics)
 
     @property
     def partial(self) -> bool:
@@ -140,11 +143,17 @@ class Table:
         marks = self.marks()
         return [
             [
-                format_cell(row.cell(c), c.scale, c.decimals, c.show_std, marks.get((i, j)), style)
+                format_cell(row.cell(c), c.scale, c.decimals, c.show_std, self._mark(marks, i, j), style)
                 for j, c in enumerate(self.columns)
             ]
             for i, row in enumerate(self.rows)
         ]
+
+    def _mark(self, marks: dict[tuple[int, int], int], i: int, j: int) -> int | None:
+        """Best / second mark of cell (i, j), else NOTED when its row notes the column."""
+        if (i, j) in marks:
+            return marks[(i, j)]
+        return NOTED if self.columns[j].group_key in self.rows[i].noted else None
 
 
 def _shown(mean: float, column: Column) -> float:
@@ -360,7 +369,7 @@ def cost_table(ours: list[Group], reported: list[Group]) -> Table:
 def setting_names(groups: list[Group], cross: bool) -> list[str]:
     """Names of the evaluation settings (``no_rgb`` / ``rgb->nir``) in the groups' metric names, in display
     order: missing-modality ones, or cross-modal ones when ``cross``."""
-    found = {k.split("@", 1)[1] for g in groups for k in g.cells if "@" in k}
+    found = {k.split("@", 1)[1] for g in groups for k in g.cells if "@" in k and not is_target_metric(k)}
     return sorted((s for s in found if ("->" in s) == cross), key=setting_order)
 
 
@@ -477,4 +486,7 @@ def build_tables(ours: list[Group], reported: list[Group], metrics: list[str]) -
                     tables.append(table)
     for name in dict.fromkeys(g.ablation for g in ours if g.ablation):
         tables.append(ablation_table(name, ours, metrics))
-    return tables
+    from reidbench.report.crossdomain import crossdomain_table  # it builds on this module
+
+    cross = crossdomain_table(ours, metrics)
+    return tables + ([cross] if cross is not None else [])

@@ -9,7 +9,7 @@ from rich.table import Table as RichTable
 from reidbench.report.formatting import CellStyle
 from reidbench.report.tables import Table
 
-RICH = CellStyle("–", "[bold]{}[/]", "[underline]{}[/]", "{mean} ± {std}")
+RICH = CellStyle("–", "[bold]{}[/]", "[underline]{}[/]", "{mean} ± {std}", "[italic]{}[/]")
 
 
 def rich_table(table: Table, caption: bool = True) -> RichTable:

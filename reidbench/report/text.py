@@ -13,7 +13,7 @@ def _md(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-MARKDOWN = CellStyle("–", "**{}**", "<u>{}</u>", "{mean} ± {std}")
+MARKDOWN = CellStyle("–", "**{}**", "<u>{}</u>", "{mean} ± {std}", "*{}*")
 
 
 def markdown_table(table: Table) -> str:
@@ -57,6 +57,8 @@ def csv_records(table: Table) -> list[dict[str, Any]]:
             }
             if table.group_kind == "setting":
                 record["setting"] = key
+            if table.group_kind == "target":  # cross-domain: the test set, and whether it is in-domain
+                record |= {"test_set": key, "in_domain": key == group.dataset}
             if group.ablation:
                 record |= {
                     "ablation": group.ablation,

@@ -12,6 +12,7 @@ datasets and optionally the seeds and base overrides::
     datasets: [rgbnt100, rgbn300]
     seeds: [0, 1, 2]            # optional: else the protocol's seeds
     set: {train.epochs: 60}     # optional: applied to every point
+    test_on: [rgbn300]          # optional: also evaluate every point on these datasets (mAP@to_rgbn300)
 
 A value is either a plain value of the axis or a point that sets several keys at once::
 
@@ -47,6 +48,7 @@ KEYS = {
     "datasets": "the list of datasets",
     "seeds": "optional list of seeds (default: the protocol's seeds)",
     "set": "optional mapping of dotted keys to values applied to every point",
+    "test_on": "optional list of datasets every point is also evaluated on (cross-domain)",
     "name": "optional; must equal the file name",
 }
 REQUIRED = ("method", "axis", "values", "default", "datasets")
@@ -73,6 +75,7 @@ class Ablation:
     base: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     source: str = ""
+    test_on: tuple[str, ...] = ()
 
     def select(self, values: list[str] | None) -> list[Point]:
         """The points named by ``values`` (labels, or new plain values of the axis); all when None."""
@@ -129,7 +132,9 @@ class Ablation:
                 }
                 try:
                     point_seeds = seeds or self.seeds or make_spec(method, dataset, 0, keys).protocol.seeds
-                    specs += [make_spec(method, dataset, s, keys, tags) for s in point_seeds]
+                    specs += [
+                        make_spec(method, dataset, s, keys, tags, test_on=self.test_on) for s in point_seeds
+                    ]
                 except UserError as exc:
                     raise UserError(
                         f"ablation {self.name!r} ({self.source}), value {point.label!r} on {dataset!r}: {exc}"
@@ -204,6 +209,9 @@ def load_ablation(path: Path) -> Ablation:
     ):
         raise fail("seeds", "a non-empty list of integers", seeds)
     base = _keys(data.get("set", {}), "set", fail)
+    test_on = data.get("test_on", [])
+    if not isinstance(test_on, list) or not all(isinstance(d, str) for d in test_on):
+        raise fail("test_on", "a list of dataset names", test_on)
     return Ablation(
         name,
         data["method"],
@@ -215,6 +223,7 @@ def load_ablation(path: Path) -> Ablation:
         base,
         description,
         str(path),
+        tuple(test_on),
     )
 
 

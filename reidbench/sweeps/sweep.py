@@ -18,6 +18,7 @@ from rich.console import Console
 
 from reidbench import tracking
 from reidbench.context import RunContext, RunResult
+from reidbench.errors import UserError
 from reidbench.progress import NullProgress, make_progress
 from reidbench.protocol import config_hash
 from reidbench.spec import RunSpec
@@ -81,7 +82,8 @@ def run_sweep(
     specs = _unique(specs)
     exp_id = tracking.prepare(ctx.tracking_uri, ctx.experiment)
     plan = _plan(specs, ctx, None if retry_running else stale_after_s)
-    check_datasets({specs[i].dataset for i in plan.todo}, ctx)  # a missing download: one error, up front
+    # a missing download: one error, up front (training sets, merged sources and --test-on targets)
+    check_datasets({name for i in plan.todo for name in specs[i].datasets}, ctx)
     parent = (
         _parent(specs, ctx, exp_id, kind, name, parent_tags) if kind != "grid" or len(specs) > 1 else None
     )
@@ -153,11 +155,20 @@ def _running_elsewhere(
 def check_datasets(names: set[str], ctx: RunContext) -> None:
     """Load every dataset once (file lists and layout checks, no decoding): a UserError for a missing or
     mismatching download stops the sweep before it starts instead of failing each of its points. The
-    scan is kept for the runs in this process (runner.load_dataset)."""
+    scan is kept for the runs in this process (runner.load_dataset). Every missing dataset is named in
+    the one error."""
     from reidbench.runner import load_dataset
 
+    problems = []
     for name in sorted(names):
-        load_dataset(name, ctx.data_root, ctx.allow_partial)
+        try:
+            load_dataset(name, ctx.data_root, ctx.allow_partial)
+        except UserError as exc:
+            problems.append(str(exc))
+    if len(problems) == 1:
+        raise UserError(problems[0])
+    if problems:
+        raise UserError(f"{len(problems)} datasets cannot be read:\n  " + "\n  ".join(problems))
 
 
 def _unique(specs: list[RunSpec]) -> list[RunSpec]:
