@@ -49,7 +49,7 @@ prune-demo: $(VENV)/.synced
 		$(REIDBENCH) prune -m graft -d synthetic --seeds $(DEMO_SEEDS) --schedule $$schedule --rounds 4 \
 			--fraction 0.2 --finetune-epochs 2 --tracking-uri $(PRUNE_URI) --experiment prune || exit 1; \
 	done
-	$(REIDBENCH) report --tracking-uri $(PRUNE_URI) --experiment prune --format latex,markdown,csv --out $(PRUNE_OUT)
+	$(REIDBENCH) report --tracking-uri $(PRUNE_URI) --experiment prune --format latex --format markdown --format csv --out $(PRUNE_OUT)
 	cp $(PRUNE_OUT)/figures/pareto_synthetic.png $(DEMO_OUT)/pareto_synthetic.png
 
 test: $(VENV)/.synced
