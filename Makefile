@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 UV := $(PY) -m uv
 
-.PHONY: demo demo-figures prune-demo test test-fast lint bootstrap lock clean
+.PHONY: demo demo-figures zoo prune-demo test test-fast lint bootstrap lock clean
 
 # The small benchmark: each method's tiny config on the synthetic dataset, then the report.
 DEMO_METHODS ?= late_fusion graft early_fusion single_modality mmet
@@ -36,6 +36,17 @@ demo-figures: demo
 	cp $(DEMO_OUT)/figures/curves_synthetic.png $(DEMO_OUT)/curves_synthetic.png
 	@test -f $(DEMO_OUT)/report.pdf || { echo "no $(DEMO_OUT)/report.pdf: install pdflatex (TeX Live)" >&2; exit 1; }
 	pdftoppm -png -r 100 -f 1 -l 1 -singlefile $(DEMO_OUT)/report.pdf $(DEMO_OUT)/report_page1
+
+# The demo's model zoo (committed): a folder per demo model under results/zoo/ (weights, config, model card,
+# SHA256SUMS) and results/zoo.yaml listing them (local-path sources), from the demo store; run after `make demo`.
+# The README's zoo table is `reidbench zoo list --markdown` (printed at the end).
+ZOO_OUT ?= results/zoo
+ZOO_FILE ?= results/zoo.yaml
+
+zoo: $(VENV)/.synced
+	rm -rf $(ZOO_OUT) $(ZOO_FILE)
+	$(REIDBENCH) zoo export --tracking-uri $(DEMO_URI) --experiment demo --out $(ZOO_OUT) --zoo-file $(ZOO_FILE)
+	$(REIDBENCH) zoo list --markdown --zoo-file $(ZOO_FILE)
 
 # The pruning study at demo size: GraFT on the synthetic dataset, both schedules, 4 rounds of 20 % each with
 # 2 fine-tuning epochs; its report (ablation tables with params / non-zero / GFLOPs / samples/s, the Pareto

@@ -29,10 +29,10 @@ class RunContext:
     device: str = "auto"
     checkpoint_dir: Path | None = None
     keep_checkpoints: bool = False  # keep the training state of finished runs
-    save_weights: bool = True  # a finished run's final weights and config as MLflow artifacts (model/)
     show_progress: bool = False
     allow_partial: bool = False  # use a dataset whose layout check found problems (warns)
     parent_run_id: str | None = None
+    save_weights: bool = True  # a finished run's final weights and config as MLflow artifacts (model/)
 
     def under(self, parent_run_id: str | None) -> RunContext:
         """The same context for the runs of a sweep whose parent run is ``parent_run_id``."""

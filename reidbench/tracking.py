@@ -147,12 +147,13 @@ def prepare(uri: str, experiment: str = DEFAULT_EXPERIMENT) -> str:
 def mlflow_key(name: str) -> str:
     """Contract metric name -> a key MLflow accepts (no ``@``, ``>`` or ``+`` allowed there).
 
-    ``mAP@no_tir`` -> ``mAP/no_tir``; ``mAP@rgb->nir+tir`` -> ``mAP/rgb_to_nir.tir``; others unchanged.
+    ``mAP@no_tir`` -> ``mAP/no_tir``; ``mAP@rgb->nir+tir`` -> ``mAP/rgb_to_nir.tir``; a second ``@`` (a
+    setting on a cross-domain target, ``mAP@no_tir@to_rgbn300``) -> ``/``; others unchanged.
     """
     if "@" not in name:
         return name
     metric, setting = name.split("@", 1)
-    return f"{metric}/{setting.replace('->', '_to_').replace('+', '.')}"
+    return f"{metric}/{setting.replace('->', '_to_').replace('+', '.').replace('@', '/')}"
 
 
 def metric_name(key: str) -> str:
@@ -160,7 +161,7 @@ def metric_name(key: str) -> str:
     if "/" not in key:
         return key
     metric, setting = key.split("/", 1)
-    return f"{metric}@{setting.replace('_to_', '->').replace('.', '+')}"
+    return f"{metric}@{setting.replace('_to_', '->').replace('.', '+').replace('/', '@')}"
 
 
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:

@@ -113,7 +113,10 @@ def test_run_trains_evaluates_and_logs_to_mlflow(monkeypatch, capsys, mlflow_uri
         "train_loss",
     } <= set(run.data.metrics)
     assert 0 <= run.data.metrics["mAP"] <= 1
-    assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["config.yaml"]
+    assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["config.yaml", "model"]
+    model = [a.path for a in client.list_artifacts(run.info.run_id, "model")]
+    assert model == ["model/config.yaml", "model/model.safetensors"]
+    assert len(run.data.tags["weights_sha256"]) == 64 and int(run.data.tags["weights_bytes"]) > 0
     history = client.get_metric_history(run.info.run_id, "train_loss")
     assert [m.step for m in history] == [0]
     assert runs[0].data.tags["config_hash"] != runs[1].data.tags["config_hash"]

@@ -226,7 +226,16 @@ def test_cell_and_formatting():
 
 
 def test_metric_names_round_trip_through_mlflow_keys():
-    for name in ["mAP", "train_loss", "mAP@no_rgb_nir", "rank1@rgb->nir+tir", "mAP@rgb+nir->tir"]:
+    names = [
+        "mAP",
+        "train_loss",
+        "mAP@no_rgb_nir",
+        "rank1@rgb->nir+tir",
+        "mAP@rgb+nir->tir",
+        "mAP@to_rgbn300",
+    ]
+    names += ["mAP@no_tir@to_rgbn300", "mINP@rgb->nir+tir@to_synthetic_shift"]  # settings on a target
+    for name in names:
         key = tracking.mlflow_key(name)
         assert not set(key) & set("@>+")
         assert tracking.metric_name(key) == name

@@ -15,7 +15,7 @@ import cli
 from reidbench import tracking
 from reidbench.context import RunContext
 from reidbench.errors import UserError
-from reidbench.runner import run_one
+from reidbench.runner import load_dataset, run_one
 from reidbench.spec import make_spec
 from reidbench.zoo import catalog, evaluate, fetch, weights
 from tests.conftest import TINY
@@ -47,12 +47,14 @@ def run_cli(monkeypatch, capsys, *args, raw=False):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """Two tiny late-fusion runs of one seed, logged: plain, and with re-ranking / missing-modality /
-    cross-modal settings at training time (evaluation does not change training: the same weights)."""
+    cross-modal settings and a cross-domain target (``--test-on synthetic_shift``) at training time
+    (evaluation does not change training: the same weights)."""
     root = tmp_path_factory.mktemp("zoo")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     ctx = RunContext(Path("unused"), tracking_uri=uri, experiment="zoo", device="cpu")
     plain = run_one(make_spec("late_fusion", "synthetic", 0, TINY), ctx)
-    settings = run_one(make_spec("late_fusion", "synthetic", 0, [*TINY, *SETTINGS]), ctx)
+    spec = make_spec("late_fusion", "synthetic", 0, [*TINY, *SETTINGS], test_on=["synthetic_shift"])
+    settings = run_one(spec, ctx)
     return {"root": root, "uri": uri, "plain": plain, "settings": settings}
 
 
@@ -160,7 +162,7 @@ def test_export_get_eval_gives_the_training_runs_final_metrics(trained, exported
 def test_eval_settings_match_the_same_settings_at_training_time(trained, monkeypatch, capsys):
     source = evaluate.from_run(trained["uri"], trained["plain"].run_id, trained["root"] / "dl")
     result = evaluate.evaluate_source(source, _synthetic(), torch.device("cpu"), SETTINGS)
-    at_training = rank_metrics(trained["settings"].metrics)
+    at_training = {k: v for k, v in rank_metrics(trained["settings"].metrics).items() if "@to_" not in k}
     assert {"mAP@rerank", "mAP@no_tir", "mAP@rgb->nir+tir"} <= set(at_training)
     assert rank_metrics(result.metrics) == at_training
 
@@ -179,6 +181,22 @@ def test_eval_settings_match_the_same_settings_at_training_time(trained, monkeyp
     assert "rerank" in out and f"{100 * at_training['mAP@rerank']:.1f}" in out
 
 
+def test_eval_on_another_dataset_matches_the_training_runs_test_on_metrics(trained):
+    from reidbench.generalisation import split_target
+
+    source = evaluate.from_run(trained["uri"], trained["plain"].run_id, trained["root"] / "dl-shift")
+    shift = load_dataset("synthetic_shift", Path("unused"))
+    result = evaluate.evaluate_source(source, shift, torch.device("cpu"), SETTINGS)
+    targets = {k: split_target(k) for k in trained["settings"].metrics}
+    expected = {
+        t[0]: v
+        for k, v in trained["settings"].metrics.items()
+        if (t := targets[k]) and t[1] == "synthetic_shift"
+    }
+    assert {"mAP", "mAP@rerank", "mAP@no_tir"} <= set(expected)
+    assert rank_metrics(result.metrics) == rank_metrics(expected)
+
+
 def test_eval_on_another_dataset_drops_the_classifier_and_runs(
     trained, tmp_path, tmp_path_factory, monkeypatch
 ):
@@ -186,8 +204,6 @@ def test_eval_on_another_dataset_drops_the_classifier_and_runs(
     root = data_root(tmp_path, config, tmp_path_factory.getbasetemp() / "layouts")
     use_counts_of(monkeypatch, "rgbn300", config)
     monkeypatch.setenv("REIDBENCH_CACHE", str(tmp_path / "cache"))
-    from reidbench.runner import load_dataset
-
     dataset = load_dataset("rgbn300", root)
     source = evaluate.from_run(trained["uri"], trained["plain"].run_id, tmp_path / "dl")
     notes = []
@@ -208,6 +224,25 @@ def test_eval_on_another_dataset_drops_the_classifier_and_runs(
     tags = tracking.get_run(trained["uri"], result.run_id).tags
     assert tags["dataset"] == "rgbn300" and tags["source_dataset"] == "synthetic"
     assert tags["classifier_dropped"] == "true"
+
+
+def test_eval_on_a_validation_split_of_the_training_ids(trained, monkeypatch, capsys):
+    code, out = run_cli(
+        monkeypatch,
+        capsys,
+        "eval",
+        "--run",
+        trained["plain"].run_id,
+        "--tracking-uri",
+        trained["uri"],
+        "--validation",
+        "0.25",
+    )
+    assert code == 0, out
+    assert "note: ID classifier dropped" in out  # a quarter of the training ids left the training split
+    evals = tracking.find_runs(trained["uri"], "zoo", "tags.split = 'val:0.25'")
+    assert len(evals) == 1 and evals[0].tags["source_run_id"] == trained["plain"].run_id
+    assert 0 < evals[0].metrics["mAP"] <= 1
 
 
 def test_a_flipped_byte_fails_the_checksum_naming_the_file(exported, tmp_path):
@@ -309,8 +344,6 @@ def test_zoo_list_prints_the_table(exported, monkeypatch, capsys):
 
 
 def _synthetic():
-    from reidbench.runner import load_dataset
-
     return load_dataset("synthetic", Path("unused"))
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from reidbench.report.formatting import format_cell
-from reidbench.zoo.catalog import TABLE_METRICS, ZooEntry
+from reidbench.zoo.catalog import ZooEntry
 
 CARD_FILE = "README.md"
 CHECKSUMS_FILE = "SHA256SUMS"
@@ -38,7 +38,7 @@ def model_card(
         f"| this checkpoint (seed {seed}) |",
         "|---|---|---|",
     ]
-    names = {**TABLE_METRICS, "rank5": "R5", "rank10": "R10"}
+    names = {"rank1": "R1", "rank5": "R5", "rank10": "R10", "mAP": "mAP", "mINP": "mINP"}
     for metric, label in names.items():
         if metric in entry.metrics:
             lines.append(f"| {label} | {format_cell(entry.cell(metric))} | {_pct(shipped.get(metric))} |")

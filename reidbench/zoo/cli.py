@@ -40,6 +40,14 @@ _uri = click.option(
 )
 @click.option("--dataset", "-d", default=None, help="Dataset to evaluate on (default: the training dataset).")
 @click.option(
+    "--validation",
+    type=float,
+    default=None,
+    metavar="FRACTION",
+    help="Evaluate on the validation split of this fraction of the dataset's training identities (as "
+    "`reidbench tune` carves it) instead of the test split (default: the split the model was scored on).",
+)
+@click.option(
     "--set",
     "overrides",
     multiple=True,
@@ -71,6 +79,7 @@ def eval_(
     zoo: str | None,
     config_path: Path | None,
     dataset: str | None,
+    validation: float | None,
     overrides: tuple[str, ...],
     data_root: Path | None,
     tracking_uri: str | None,
@@ -103,6 +112,7 @@ def eval_(
         result = run_evaluation(
             source,
             dataset,
+            validation,
             list(overrides),
             data_root,
             device,
@@ -132,6 +142,7 @@ def zoo_source(name: str, zoo_file: Path | None) -> Any:
 def run_evaluation(
     source: Any,
     dataset: str | None,
+    validation: float | None,
     overrides: list[str],
     data_root: Path | None,
     device: str,
@@ -140,15 +151,20 @@ def run_evaluation(
     uri: str | None,
     experiment: str,
 ) -> Any:
+    from reidbench.data.validation import validation_split
     from reidbench.runner import load_dataset, pick_device
     from reidbench.spec import default_data_root
     from reidbench.zoo.evaluate import evaluate_source
 
     name = dataset or str(source.weights.config["dataset"])
     data = load_dataset(name, data_root or default_data_root(), allow_partial)
+    if validation is None and name == source.weights.config["dataset"]:
+        validation = source.weights.config.get("validation")  # where a tuning trial was scored
+    if validation:
+        data = validation_split(data, validation)
     say = lambda text: console.print(f"note: {text}", highlight=False)  # noqa: E731
     return evaluate_source(
-        source, data, pick_device(device), overrides, uri, experiment, show_progress=not quiet, say=say
+        source, data, pick_device(device), overrides, uri, experiment, not quiet, say, validation
     )
 
 

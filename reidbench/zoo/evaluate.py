@@ -3,8 +3,9 @@ in every evaluation setting, logged as an evaluation run (tag ``run_kind=eval``)
 
 The model is rebuilt from the config saved with its weights (the config hash guards against weights of
 another method or config) and loaded strictly, except for the ID classifier when the dataset's class count
-differs. The data come from the same DataModule / eval_set path as a training run's final evaluation, so
-on the training dataset the metrics are those of the training run.
+differs. The eval sets come from :func:`reidbench.evaluation.targets.target_eval_sets` (the DataModule /
+eval_set path of a training run's final and ``--test-on`` evaluations), so on the training dataset the
+metrics are those of the training run.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from reidbench import tracking
 from reidbench.config import apply_override, from_dict, parse_override, to_dict
 from reidbench.errors import UserError
-from reidbench.protocol import Protocol, SamplerCfg, build_protocol, validate_protocol
+from reidbench.protocol import EvalCfg, Protocol, validate_protocol
 from reidbench.zoo.weights import (
     ARTIFACT_DIR,
     CONFIG_FILE,
@@ -36,9 +37,7 @@ from reidbench.zoo.weights import (
 if TYPE_CHECKING:
     import torch
 
-    from reidbench.data.module import DataModule
     from reidbench.data.types import Dataset
-    from reidbench.evaluation import EvalSet
 
 DEFAULT_RECIPE = "shared"
 
@@ -77,10 +76,10 @@ def from_run(uri: str, run_id: str, work: Path) -> Source:
     """The final weights a finished training run saved (artifact ``model/model.safetensors``), checked
     against the run's ``weights_sha256`` and ``config_hash`` tags; downloaded under ``work``."""
     record = tracking.get_run(uri, run_id)
-    if record.tags.get("run_kind") != "run" or record.status != "FINISHED":
+    if record.tags.get("run_kind") not in ("run", "trial") or record.status != "FINISHED":
         raise UserError(
             f"run {run_id} is a {record.status} {record.tags.get('run_kind', '?')!r} run; --run takes a "
-            "FINISHED training run (tag run_kind=run)"
+            "FINISHED training run (tag run_kind=run, or a tuning trial)"
         )
     path = tracking.download_artifact(uri, run_id, f"{ARTIFACT_DIR}/{WEIGHTS_FILE}", work)
     if path is None:
@@ -103,52 +102,38 @@ def from_run(uri: str, run_id: str, work: Path) -> Source:
     return Source(weights, f"run {run_id}", run_id)
 
 
-def eval_protocol(source: Protocol, dataset: Dataset, overrides: list[str] = ()) -> Protocol:
-    """The protocol the eval sets of ``dataset`` are built under: the source protocol's image size and
-    normalisation on the modalities both have; on another dataset that dataset's own evaluation rules
-    (junk rule, same-set); then ``overrides`` (``eval.KEY=VALUE`` only)."""
-    protocol = copy.deepcopy(source)
-    name = dataset.info.name
-    if name != source.dataset:
-        protocol.dataset = name
-        protocol.eval = build_protocol(name, dataset_modalities=dataset.info.modalities).eval
-        common = [m for m in source.data.modalities if m in dataset.info.modalities]
-        if not common:
-            raise UserError(
-                f"dataset {name!r} has none of the modalities the model was trained on "
-                f"({', '.join(source.data.modalities)}); it has {', '.join(dataset.info.modalities)}"
-            )
-        protocol.data.modalities = common
-    protocol.sampler = SamplerCfg(p=1, k=1)  # no training batches are drawn; any dataset size fits
+def eval_modalities(trained: Protocol, dataset: Dataset) -> list[str]:
+    """The training modalities ``dataset`` has (the others are absent in the missing-modality way)."""
+    common = [m for m in trained.data.modalities if m in dataset.info.modalities]
+    if not common:
+        raise UserError(
+            f"dataset {dataset.info.name!r} has none of the modalities the model was trained on "
+            f"({', '.join(trained.data.modalities)}); it has {', '.join(dataset.info.modalities)}"
+        )
+    return common
+
+
+def eval_cfg(trained: Protocol, trained_on: str, dataset: Dataset, overrides: list[str] = ()) -> EvalCfg:
+    """The evaluation settings on ``dataset``: the trained protocol's on the dataset it was trained on
+    (``trained_on``; a validation split of it included), on another one with that dataset's junk rule and
+    same-set fact (:func:`~reidbench.evaluation.targets.target_eval_cfg`, as ``--test-on``); then the
+    ``overrides`` (``eval.KEY=VALUE`` only: the rest is fixed by the trained model)."""
+    from reidbench.evaluation.targets import target_eval_cfg
+
+    same = dataset.info.name.split(":", 1)[0] == trained_on  # a validation split is named DATASET:val
+    cfg = trained.eval if same else target_eval_cfg(dataset, trained.eval)
     bad = [o for o in overrides if not o.split("=", 1)[0].strip().startswith("eval.")]
     if bad:
         raise UserError(
             f"--set {bad[0]}: evaluation takes eval.KEY=VALUE settings only (eval.rerank=true, "
             "eval.missing_modality=true, eval.cross_modal=[rgb->nir]); the rest is fixed by the trained model"
         )
-    data = to_dict(protocol)
+    data = {"eval": to_dict(cfg)}
     for text in overrides:
         apply_override(data, *parse_override(text))
-    protocol = from_dict(Protocol, data)
-    validate_protocol(protocol, "the --set overrides", dataset.info.modalities)
-    return protocol
-
-
-def with_absent(data: EvalSet, modalities: tuple[str, ...], drops_missing: bool) -> EvalSet:
-    """``data`` with the model's ``modalities`` it lacks zero-filled in every batch (left out for a model
-    that drops missing modalities), the convention of the missing-modality settings."""
-    absent = [m for m in modalities if m not in data.modalities]
-    if not absent or drops_missing:
-        return data
-
-    def batches(batch_size: int, drop: tuple[str, ...] = ()) -> Any:
-        import torch
-
-        for batch in data.batches(batch_size, drop):
-            like = batch[data.modalities[0]]
-            yield {**batch, **{m: torch.zeros_like(like) for m in absent}}
-
-    return replace(data, batches=batches)
+    protocol = replace(trained, eval=from_dict(EvalCfg, data["eval"], "eval"))
+    validate_protocol(protocol, "the --set overrides")
+    return protocol.eval
 
 
 @dataclass
@@ -170,37 +155,43 @@ def evaluate_source(
     experiment: str = tracking.DEFAULT_EXPERIMENT,
     show_progress: bool = False,
     say: Any = None,
+    validation: float | None = None,
 ) -> EvalResult:
     """Rebuild ``source``'s model, load its weights, evaluate it on ``dataset`` in every setting its
-    protocol (with ``overrides``) asks for; logged to ``uri`` as a ``run_kind=eval`` run when given."""
-    from reidbench.data.module import DataModule
+    protocol (with ``overrides``) asks for; logged to ``uri`` as a ``run_kind=eval`` run when given.
+    ``validation``: the fraction ``dataset``'s validation split was carved with (recorded), if it is one."""
+    from reidbench.data.types import relabel
     from reidbench.evaluation import evaluate
     from reidbench.evaluation.cost import count_params
+    from reidbench.evaluation.targets import target_eval_sets
     from reidbench.factory import BuildInfo, create_method, create_tokenizer
     from reidbench.runner import seed_everything
     from reidbench.spec import method_config
 
     config, method = source.weights.config, source.weights.method
     trained = source.protocol
-    protocol = eval_protocol(trained, dataset, list(overrides))
+    modalities = eval_modalities(trained, dataset)
+    settings = eval_cfg(trained, str(config["dataset"]), dataset, list(overrides))
+    name = dataset.info.name.split(":", 1)[0]
+    protocol = replace(
+        trained, dataset=name, eval=settings, data=replace(trained.data, modalities=modalities)
+    )
     seed_everything(int(config.get("seed", 0)))
     cfg = method_config(method, trained.method)
     tokenizer = create_tokenizer(method, cfg, trained, dataset.info)
-    data: DataModule = DataModule(dataset, protocol, device, show_progress=show_progress, tokenizer=tokenizer)
     build = copy.deepcopy(trained)
     build.backbone.pretrained, build.backbone.weights = False, None  # every weight comes from the file
-    info = BuildInfo.from_protocol(build, dataset.info, data.num_classes, tokenizer)
+    info = BuildInfo.from_protocol(build, dataset.info, relabel(dataset.splits.train)[1], tokenizer)
     model = create_method(method, cfg, info)
     shape_like(model, source.weights)
     load = load_weights_into(model, source.weights.state, str(source.weights.path))
     if load.dropped and say is not None:
         say(load.message)
     model = model.to(device)
-    drops = getattr(model, "drops_missing_modalities", False)
-    modalities = tuple(trained.data.modalities)
-    query = with_absent(data.eval_set("query"), modalities, drops)
-    gallery = with_absent(data.eval_set("gallery"), modalities, drops)
-    run = _open_eval_run(uri, experiment, source, protocol, load, device) if uri else None
+    fill = not getattr(model, "drops_missing_modalities", False)
+    query, gallery = target_eval_sets(dataset, trained, modalities, device, tokenizer, fill, show_progress)
+    split = f"val:{validation}" if validation else "test"
+    run = _open_eval_run(uri, experiment, source, protocol, load, device, split) if uri else None
     try:
         metrics = evaluate(model, query, gallery, protocol.eval)
         metrics["params"] = float(count_params(model))
@@ -215,13 +206,14 @@ def evaluate_source(
 
 
 def _open_eval_run(
-    uri: str, experiment: str, source: Source, protocol: Protocol, load: LoadReport, device: Any
+    uri: str, experiment: str, source: Source, protocol: Protocol, load: LoadReport, device: Any, split: str
 ) -> tracking.Run:
     config = source.weights.config
     tags = {
         "run_kind": "eval",
         "method": source.weights.method,
         "dataset": protocol.dataset,
+        "split": split,
         "source_dataset": str(config["dataset"]),
         "source_config_hash": source.weights.config_hash,
         "source_weights": source.label,
