@@ -465,6 +465,82 @@ def tune(
     console.print(f"test it: {best_command(study, method, dataset)}", highlight=False, markup=False)
 
 
+@cli.command()
+@click.option("--method", "-m", "methods", multiple=True, required=True, help="Method name (repeatable).")
+@click.option("--dataset", "-d", "datasets", multiple=True, required=True, help="Dataset name (repeatable).")
+@click.option("--seeds", default=None, help="Comma-separated seeds (default: the protocol's seeds).")
+@click.option(
+    "--schedule",
+    type=click.Choice(["unstructured-l1", "structured"]),
+    default="unstructured-l1",
+    show_default=True,
+    help="unstructured-l1: GraFT's global L1 masks (non-zero weights fall, shapes stay); structured: "
+    "heads and MLP channels removed (params, FLOPs and latency fall).",
+)
+@click.option("--rounds", type=int, default=4, show_default=True, help="Prune + fine-tune rounds.")
+@click.option(
+    "--fraction", type=float, default=0.2, show_default=True, help="Share of what remains pruned per round."
+)
+@click.option(
+    "--finetune-epochs", type=int, default=2, show_default=True, help="Fine-tuning epochs per round."
+)
+@click.option(
+    "--finetune-lr",
+    type=float,
+    default=None,
+    help="Constant fine-tuning learning rate (default: 0.1 x the protocol's optim.lr).",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a protocol value of the base runs (repeatable).",
+)
+@_execution_options
+@_protocol_option
+def prune(
+    methods: tuple[str, ...],
+    datasets: tuple[str, ...],
+    seeds: str | None,
+    schedule: str,
+    rounds: int,
+    fraction: float,
+    finetune_epochs: int,
+    finetune_lr: float | None,
+    overrides: tuple[str, ...],
+    **opts: Any,
+) -> None:
+    """Prune the backbones of trained METHOD x DATASET x SEED models round by round (each round: prune,
+    fine-tune, evaluate; a child run with params, non-zero params, GFLOPs and measured throughput).
+
+    The base runs are trained first unless finished ones exist; finished rounds are skipped, so a stopped
+    study resumes at its next round. `reidbench report` draws the Pareto figures.
+    """
+    from reidbench.prune.schedule import check_schedule
+    from reidbench.spec import grid
+
+    check_schedule(schedule, fraction, rounds, finetune_epochs, finetune_lr)
+    bases = grid(methods, datasets, _seeds(seeds), list(overrides))
+    from reidbench.prune.study import run_study
+
+    ctx = _context(opts)
+    result = run_study(
+        bases,
+        schedule,
+        fraction,
+        rounds,
+        finetune_epochs,
+        finetune_lr,
+        ctx,
+        _executor(opts),
+        console=console,
+        retry_running=opts["retry_running"],
+        stale_after_s=opts["stale_after_min"] * 60,
+    )
+    _report(result, ctx)
+
+
 @cli.command("list")
 @click.argument("what", type=click.Choice(["methods", "datasets", "ablations"]))
 def list_(what: str) -> None:

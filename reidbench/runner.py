@@ -11,6 +11,7 @@ import functools
 import os
 import random
 import traceback
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,12 +26,14 @@ from reidbench.data.module import DataModule
 from reidbench.data.types import Dataset
 from reidbench.data.validation import validation_split
 from reidbench.evaluation import evaluate
-from reidbench.evaluation.cost import count_params, forward_gflops
+from reidbench.evaluation.cost import count_params, forward_gflops, inference_throughput
 from reidbench.evaluation.targets import evaluate_targets
 from reidbench.factory import BuildInfo, create_loss_terms, create_method, create_tokenizer
 from reidbench.generalisation import source_names
 from reidbench.parallel import distributed
 from reidbench.protocol import dump_yaml
+from reidbench.prune.rounds import prepare_round
+from reidbench.prune.unstructured import count_nonzero
 from reidbench.registry import DATASETS, load_plugins
 from reidbench.spec import RunSpec, method_config
 from reidbench.sweeps import liveness
@@ -39,6 +42,8 @@ from reidbench.train.checkpoint import Checkpointer
 from reidbench.train.losses import Criterion
 from reidbench.train.state import TrainState
 from reidbench.zoo.weights import log_run_weights
+
+THROUGHPUT_BATCH = 32  # query samples per timed forward pass (the metric ``throughput``, samples/s)
 
 
 def seed_everything(seed: int) -> None:
@@ -180,6 +185,12 @@ def _fit_and_evaluate(
     )
     info = BuildInfo.from_protocol(spec.protocol, dataset.info, data.num_classes, tokenizer)
     model = create_method(spec.method, cfg, info).to(device)
+    # a pruning round starts from the previous round's weights, pruned; unstructured zeros stay zero
+    pruning = (
+        nullcontext()
+        if spec.prune is None
+        else prepare_round(model, spec.prune, ctx.tracking_uri, ctx.experiment)
+    )
     if distributed.world_size() > 1:
         model = distributed.sync_batchnorm(model, device)
     criterion = Criterion(
@@ -191,13 +202,17 @@ def _fit_and_evaluate(
     log = _EpochLog(run, ckpt)
     # every rank takes part in a snapshot (it gathers the RNG states); only the lead rank saves it
     snapshot = ctx.checkpoint_dir is not None
-    state = engine.fit(model, criterion, data, spec.protocol, device, state, log, show, snapshot)
+    with pruning:
+        state = engine.fit(model, criterion, data, spec.protocol, device, state, log, show, snapshot)
     metrics = evaluate(model, data.eval_set("query"), data.eval_set("gallery"), spec.protocol.eval)
     metrics.update(evaluate_targets(model, spec, targets, device, tokenizer, show))
     gflops = forward_gflops(model, next(data.eval_batches("query", 2)))  # inference GFLOPs per sample
+    batch = next(data.eval_batches("query", THROUGHPUT_BATCH))
     metrics.update(
         params=float(count_params(model)),
+        nonzero_params=float(count_nonzero(model.parameters())),
         gflops=gflops,
+        throughput=inference_throughput(model, batch, len(batch["pid"])),
         train_time_s=state.train_time_s,
         train_samples_per_s=state.samples_per_s,
         train_images_per_s=state.samples_per_s * len(data.modalities),

@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ class RunSpec:
     # target dataset -> the modalities it is scored on (those it shares with data.modalities); see
     # reidbench.generalisation. Empty: in-domain only (and absent from the config, so hashes stay put).
     test_on: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    prune: Any = None  # a pruning round (prune.schedule.PruneStep): starts from another run's weights
 
     @property
     def datasets(self) -> list[str]:
@@ -46,7 +47,8 @@ class RunSpec:
     @property
     def name(self) -> str:
         targets = f">{','.join(self.test_on)}" if self.test_on else ""
-        return f"{self.method}@{self.dataset}{':val' if self.validation else ''}{targets}#s{self.seed}"
+        step = f":{self.prune.schedule}-r{self.prune.round}" if self.prune is not None else ""
+        return f"{self.method}@{self.dataset}{':val' if self.validation else ''}{targets}{step}#s{self.seed}"
 
     def config(self) -> dict[str, Any]:
         """The fully resolved config (what the hash covers and what is logged)."""
@@ -60,6 +62,8 @@ class RunSpec:
             config["validation"] = self.validation
         if self.test_on:
             config["test_on"] = {target: list(mods) for target, mods in self.test_on.items()}
+        if self.prune is not None:
+            config["prune"] = asdict(self.prune)
         return config
 
     @cached_property

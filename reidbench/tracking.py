@@ -411,6 +411,7 @@ def download_artifact(uri: str, run_id: str, artifact_path: str, dst: Path) -> P
     from mlflow.exceptions import MlflowException
 
     dst.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one small file: no bar
     try:
         return Path(_client(uri).download_artifacts(run_id, artifact_path, str(dst)))
     except (MlflowException, OSError):

@@ -50,3 +50,33 @@ def train_step_flops(step: Callable[[], torch.Tensor]) -> float:
     with _counting() as counter:
         step().backward()
     return float(counter.get_total_flops())
+
+
+@torch.no_grad()
+def inference_throughput(
+    model: nn.Module, batch: object, samples: int, repeats: int = 10, warmup: int = 3
+) -> float:
+    """Samples per second of ``model(batch)`` in evaluation mode: ``warmup`` untimed calls, then the median
+    of ``repeats`` timed calls (CUDA synchronised); ``samples`` is the batch size. The mode is restored."""
+    import statistics
+    import time
+
+    def sync() -> None:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+
+    was_training = model.training
+    model.eval()
+    try:
+        for _ in range(warmup):
+            model(batch)
+        times = []
+        for _ in range(repeats):
+            sync()
+            start = time.perf_counter()
+            model(batch)
+            sync()
+            times.append(time.perf_counter() - start)
+    finally:
+        model.train(was_training)
+    return samples / statistics.median(times)

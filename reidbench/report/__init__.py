@@ -2,9 +2,10 @@
 (LaTeX, Markdown, CSV, terminal, a compiled PDF) and figures (results, ablations, training curves).
 
     collect.py    MLflow frame -> tidy runs -> groups (mean, sample std, n over seeds)
-    published.py  results/published.csv -> reported groups
+    published.py  results/published.csv -> reported groups (and the pruning studies' points)
     tables.py     groups -> format-free Table models with best / second marks
-    latex.py, text.py, terminal.py   renderers;   plots.py   figures;   pdf.py   pdflatex
+    latex.py, text.py, terminal.py   renderers;   plots.py   figures;   pareto.py   pruning figures
+    pdf.py        pdflatex
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pandas as pd
 from reidbench.errors import UserError
 from reidbench.report.collect import Group, RunSet, aggregate, tidy_runs
 from reidbench.report.formatting import ACCURACY_METRICS
-from reidbench.report.published import default_path, load_published
+from reidbench.report.published import ReportedPoint, default_path, load_pruning_points, load_published
 from reidbench.report.tables import Table, build_tables
 
 FORMATS = ("latex", "markdown", "csv", "terminal", "pdf")
@@ -35,6 +36,7 @@ class Report:
     tables: list[Table]
     histories: pd.DataFrame = field(default_factory=pd.DataFrame)
     experiment: str = ""
+    pruning_points: list[ReportedPoint] = field(default_factory=list)  # the papers' Pareto points (†)
 
     @property
     def intro(self) -> str:
@@ -120,6 +122,8 @@ def load_report(
     keys = curve_keys(c.removeprefix("metrics.") for c in frame.columns if c.startswith("metrics."))
     histories = tracking.metric_histories(uri, frame["run_id"].tolist(), keys) if with_histories else None
     report = make_report(frame, metrics, reported, reported_mode, histories, include_partial, experiment)
+    if reported_mode != "none":
+        report.pruning_points = load_pruning_points(published or default_path())
     if report.runset.runs.empty:
         raise UserError(
             f"experiment {experiment!r}: all {report.runset.partial_left_out} finished run(s) are on partial "
@@ -179,11 +183,13 @@ def _write_figures(report: Report, directory: Path, metrics: list[str]) -> list[
     """Results, ablation and curve figures saved under ``directory``: ``(Plot, [png, pdf])`` pairs."""
     from reidbench.report import plots as plotting
     from reidbench.report.crossdomain import heatmap
+    from reidbench.report.pareto import pareto_figures
 
     runs = report.runset.runs
     made = [
         *plotting.results_figures(runs, metrics),
         *plotting.ablation_figures(runs, metrics),
+        *pareto_figures(runs, report.pruning_points),
         *plotting.curve_figures(runs, report.histories),
     ]
     cross = heatmap(report.groups, metrics[0])

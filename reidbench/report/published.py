@@ -3,13 +3,16 @@
 One line per method x dataset x evaluation setting; metrics in percent as printed in the paper
 (``<metric>_std`` where the paper gives a std), ``params_m`` in millions. ``setting`` is empty for the
 full-modality protocol, else a missing-modality (``no_rgb``) or cross-modal (``rgb->nir``) setting; its
-metrics become ``mAP@<setting>`` etc. like ours.
+metrics become ``mAP@<setting>`` etc. like ours. Rows with setting ``pruned`` are points of a pruning study
+(``params_m`` counts non-zero weights): they are not leaderboard rows but the reported points of the Pareto
+figure (:func:`load_pruning_points`).
 """
 
 from __future__ import annotations
 
 import csv
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 from reidbench.errors import UserError
@@ -18,6 +21,39 @@ from reidbench.report.formatting import ACCURACY_METRICS, Cell
 
 REQUIRED = ["method", "dataset", "setting", "backbone", "source", "selection", "seeds", "note"]
 PERCENT = list(ACCURACY_METRICS)
+PRUNED = "pruned"  # setting of a pruning study's points
+
+
+@dataclass(frozen=True)
+class ReportedPoint:
+    """One reported (model size, accuracy) point: a pruned model, or the unpruned one it started from."""
+
+    method: str
+    dataset: str
+    params_m: float
+    mAP: float  # percent
+    pruned: bool
+    source: str
+
+
+def load_pruning_points(path: Path) -> list[ReportedPoint]:
+    """The pruning studies' points (setting ``pruned``) plus each studied method's unpruned row."""
+    if not path.is_file():
+        return []
+    with path.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(line for line in fh if not line.startswith("#")))
+    studied = {(r["method"], r["dataset"]) for r in rows if r["setting"].strip() == PRUNED}
+    points = []
+    for n, row in enumerate(rows, start=2):
+        setting = row["setting"].strip()
+        if (row["method"], row["dataset"]) not in studied or setting not in ("", PRUNED):
+            continue
+        params, mAP = _number(row["params_m"], path, n, "params_m"), _number(row["mAP"], path, n, "mAP")
+        if math.isfinite(params) and math.isfinite(mAP):
+            points.append(
+                ReportedPoint(row["method"], row["dataset"], params, mAP, setting == PRUNED, row["source"])
+            )
+    return points
 
 
 def default_path() -> Path:
@@ -41,6 +77,8 @@ def load_published(path: Path) -> list[Group]:
         groups: dict[tuple[str, str, str], Group] = {}
         for row in reader:
             line_no = numbered[reader.line_num - 1][0]
+            if row["setting"].strip() == PRUNED:
+                continue
             key = (row["method"].strip(), row["backbone"].strip(), row["dataset"].strip())
             if not all(key[::2]):
                 raise UserError(f"{path}:{line_no}: method and dataset must not be empty")

@@ -170,6 +170,31 @@ def metric_columns(datasets: list[str], metrics: list[str], suffix: str = "") ->
     ]
 
 
+# What a pruning round costs, next to its metrics: (key, label, CSV name, scale, decimals).
+PRUNING_COSTS = [
+    ("params", "Params", "params_m", 1e-6, 3),
+    ("nonzero_params", "Non-zero", "nonzero_params_m", 1e-6, 3),
+    ("gflops", "GFLOPs", "gflops", 1.0, 3),
+    ("throughput", "Samples/s", "throughput", 1.0, 0),
+]
+
+
+def pruning_columns(datasets: list[str], metrics: list[str]) -> list[Column]:
+    """Per dataset: ``metrics``, then parameters, non-zero parameters (millions), GFLOPs per sample and
+    measured inference samples/s (not ranked: the trade-off is the point)."""
+    return [
+        column
+        for d in datasets
+        for column in [
+            *metric_columns([d], metrics),
+            *(
+                Column(k, d, dataset_name(d), d, label, csv, s, dec, False, False)
+                for k, label, csv, s, dec in PRUNING_COSTS
+            ),
+        ]
+    ]
+
+
 def _rows(groups: list[Group], key, label, text) -> list[Row]:
     """Rows of groups sharing ``key(group)``; each row maps dataset -> group."""
     by_key: dict[tuple, dict[str, Group]] = defaultdict(dict)
@@ -402,7 +427,8 @@ def ablation_table(name: str, groups: list[Group], metrics: list[str]) -> Table:
     groups = [g for g in groups if g.ablation == name]
     axis = groups[0].axis
     datasets = _datasets(groups)
-    columns = metric_columns(datasets, metrics)
+    pruning = name.startswith("prune_")
+    columns = pruning_columns(datasets, metrics) if pruning else metric_columns(datasets, metrics)
 
     def label(g: Group) -> str:
         text = f"{g.value} (default)" if g.value == g.axis_default else g.value
@@ -419,6 +445,15 @@ def ablation_table(name: str, groups: list[Group], metrics: list[str]) -> Table:
         f"Ablation {name}: {axis} varied, everything else as the runs record it. Metrics in %. "
         f"{run_settings_sentence(groups)} {notes(groups, False)}"
     )
+    if pruning:
+        caption = (
+            f"Pruning, schedule {name.removeprefix('prune_')}: round 0 is the trained model, each later "
+            "round prunes the previous one and fine-tunes it. Metrics in %; Params and Non-zero in "
+            "millions (masks keep parameters, only non-zero ones fall); GFLOPs per sample, counted on the "
+            "pruned model; "
+            f"Samples/s: measured inference throughput on the run's device. {run_settings_sentence(groups)} "
+            f"{notes(groups, False)}"
+        )
     return Table(
         f"ablation_{name}",
         f"Ablation: {name} ({axis})",

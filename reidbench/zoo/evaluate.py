@@ -31,6 +31,7 @@ from reidbench.zoo.weights import (
     read_config,
     read_weights,
     sha256_file,
+    shape_like,
 )
 
 if TYPE_CHECKING:
@@ -182,6 +183,7 @@ def evaluate_source(
     build.backbone.pretrained, build.backbone.weights = False, None  # every weight comes from the file
     info = BuildInfo.from_protocol(build, dataset.info, relabel(dataset.splits.train)[1], tokenizer)
     model = create_method(method, cfg, info)
+    shape_like(model, source.weights)
     load = load_weights_into(model, source.weights.state, str(source.weights.path))
     if load.dropped and say is not None:
         say(load.message)

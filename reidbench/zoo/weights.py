@@ -38,6 +38,7 @@ META_CONFIG, META_HASH, META_METHOD, META_RUN, META_ALIASES = (
     "reidbench.run_id",
     "reidbench.aliases",  # JSON {name: name of the stored tensor it shares memory with}
 )
+META_SHAPES = "reidbench.backbone_shapes"  # a pruned model's heads / MLP channels per block (JSON)
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,11 @@ class Weights:
     @property
     def config_hash(self) -> str:
         return self.meta[META_HASH]
+
+    @property
+    def shapes(self) -> dict[str, list[int]] | None:
+        """A pruned model's backbone shapes (:func:`reidbench.prune.structured.structure`), else None."""
+        return json.loads(self.meta[META_SHAPES]) if META_SHAPES in self.meta else None
 
     @property
     def run_id(self) -> str | None:
@@ -187,6 +193,15 @@ class LoadReport:
         )
 
 
+def shape_like(model: nn.Module, weights: Weights) -> None:
+    """Give a freshly built ``model`` the backbone shapes of pruned ``weights`` (nothing for unpruned ones),
+    so that they load strictly."""
+    if weights.shapes:
+        from reidbench.prune.structured import apply_structure
+
+        apply_structure(model, weights.shapes)
+
+
 def load_weights_into(model: nn.Module, state: dict[str, torch.Tensor], where: str) -> LoadReport:
     """Load ``state`` into ``model``: every key must match in name and shape, except the ID classifier,
     which is left at its initialisation when its class count differs (reported)."""
@@ -222,8 +237,13 @@ def log_run_weights(run: tracking.Run, model: nn.Module, config: dict[str, Any])
     """Save a finished run's final weights and config as artifacts ``model/model.safetensors`` and
     ``model/config.yaml``; tags ``weights_sha256``, ``weights_bytes`` and ``weights_save_s``."""
     start = time.perf_counter()
+    meta = {META_RUN: run.run_id}
+    if config.get("prune"):  # a pruning round: structured rounds change the backbone's shapes
+        from reidbench.prune.structured import structure
+
+        meta[META_SHAPES] = json.dumps(structure(model))
     with tempfile.TemporaryDirectory(prefix="reidbench-weights-") as tmp:
-        saved = save_weights(Path(tmp) / WEIGHTS_FILE, model.state_dict(), config, {META_RUN: run.run_id})
+        saved = save_weights(Path(tmp) / WEIGHTS_FILE, model.state_dict(), config, meta)
         (Path(tmp) / CONFIG_FILE).write_text(dump_yaml(config))
         run.log_artifact(saved.path, ARTIFACT_DIR)
         run.log_artifact(Path(tmp) / CONFIG_FILE, ARTIFACT_DIR)
