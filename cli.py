@@ -335,7 +335,8 @@ def ablate_specs(
 
     ablation = find_ablation(name)
     value_list = [v.strip() for v in values.split(",") if v.strip()] if values else None
-    return ablation, ablation.specs(list(datasets) or None, _seeds(seeds), list(overrides), value_list, method)
+    specs = ablation.specs(list(datasets) or None, _seeds(seeds), list(overrides), value_list, method)
+    return ablation, specs
 
 
 @cli.command()
