@@ -59,13 +59,17 @@ def _queue_cli(path: Path, *args: str) -> None:
         (["run", "-m", "late_fusion", "-d", "synthetic", "--seeds", "a,b"], "comma-separated integers"),
         (["run", "-m", "late_fusion", "-d", "synthetic", "--gpus", "0"], "places jobs on GPUs itself"),
         (["run", "-m", "late_fusion", "-d", "synthetic", "--gpus-per-run", "0"], "at least 1"),
+        (["run", "-m", "late_fusion", "-d", "synthetic", "--test-on", "nope"], "unknown dataset 'nope'"),
+        (["run", "-m", "late_fusion", "-d", "synthetic", "--no-such-option"], "No such option"),
         (["ablate", "no_such_ablation"], "no_such_ablation"),
         (["tune", "-m", "late_fusion", "-d", "synthetic", "--trials", "0"], "--trials must be at least 1"),
     ],
 )
 def test_add_fails_like_the_command_and_stores_nothing(tmp_path, args, expected):
     path = tmp_path / "queue.db"
-    with pytest.raises(UserError, match=expected.replace("(", r"\(")):
+    import click
+
+    with pytest.raises((UserError, click.UsageError), match=expected.replace("(", r"\(")):
         _queue_cli(path, "add", *args)
     assert Store(path).jobs() == []
 
