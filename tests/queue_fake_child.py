@@ -2,7 +2,8 @@
 
 ``queue_fake_child.py RESULT MODE [SECONDS]``: appends its pid to RESULT.starts, then
 ``ok`` sleeps SECONDS and exits 0; ``fail`` exits 1 with a RuntimeError whose text mentions CUDA;
-``oom`` exits 1 with an OutOfMemoryError; ``spawn`` starts a grandchild (``sleep``), writes its pid to
+``oom`` exits 1 with an OutOfMemoryError; ``once`` sleeps 120 s on its first start and exits 0 on a
+later one; ``spawn`` starts a grandchild (``sleep``), writes its pid to
 RESULT.grandchild and sleeps. The result file is written like the real child writes it.
 """
 
@@ -28,6 +29,9 @@ elif mode == "fail":
     error, code = "RuntimeError: CUDA error: device-side assert triggered", 1
 elif mode == "oom":
     error, code = "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB", 1
+elif mode == "once":  # the first start waits to be killed, a later one finishes at once
+    if len(Path(f"{result}.starts").read_text().split()) == 1:
+        time.sleep(120)
 elif mode == "spawn":
     grandchild = subprocess.Popen(["sleep", "60"])
     Path(f"{result}.grandchild").write_text(str(grandchild.pid))

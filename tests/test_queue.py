@@ -209,7 +209,8 @@ def test_cancel_stops_the_whole_process_group(tmp_path):
 def test_server_kill_9_and_restart_keeps_every_job_exactly_once(tmp_path):
     path = tmp_path / "q.db"
     store = Store(path)
-    ids = [_fake(store, "ok", "3") for _ in range(4)]
+    victim_id = _fake(store, "once")  # its process is killed while no server runs
+    ids = [victim_id] + [_fake(store, "ok", "4") for _ in range(3)]
     server = [sys.executable, str(HERE / "queue_server.py"), str(path), "2"]
     env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
     first = subprocess.Popen(server, env=env)
@@ -218,8 +219,9 @@ def test_server_kill_9_and_restart_keeps_every_job_exactly_once(tmp_path):
     first.send_signal(signal.SIGKILL)
     first.wait()
     assert all(_alive(pid) for pid in running.values())  # the jobs outlive the server
-    victim_id, victim_pid = sorted(running.items())[0]
-    os.killpg(victim_pid, signal.SIGKILL)  # one dies while no server runs: no result file
+    assert victim_id in running
+    victim_pid = running[victim_id]
+    os.killpg(victim_pid, signal.SIGKILL)  # it dies while no server runs: no result file
     _wait(lambda: not _alive(victim_pid))
     second = subprocess.Popen(server, env=env)
     try:
