@@ -379,3 +379,14 @@ def test_a_real_job_that_fails_is_marked_with_the_error_its_run_recorded(
     assert run.info.status == "FAILED"
     assert job.error == run.data.tags["error"]  # the recorded exception, not a line of the log
     assert job.run_ids == [run.info.run_id] and job.attempts == 1  # not an OOM: no retry
+
+
+def test_secrets_in_the_environment_are_not_written_to_the_queue(monkeypatch):
+    from reidbench.queue.submit import submitter_env
+
+    monkeypatch.setenv("REIDBENCH_SERVE_TOKEN", "s3cret")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "pw")
+    monkeypatch.setenv("REIDBENCH_DATA", "/data")
+    env = submitter_env()
+    assert env["REIDBENCH_DATA"] == "/data"
+    assert "REIDBENCH_SERVE_TOKEN" not in env and "MLFLOW_TRACKING_PASSWORD" not in env

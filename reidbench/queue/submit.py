@@ -19,8 +19,20 @@ from reidbench.errors import UserError
 __all__ = ["KINDS", "Submission", "check"]
 
 KINDS = ("run", "ablate", "tune")
-# what a job's process inherits from the submitter besides the server's environment
+# what a job's process inherits from the submitter besides the server's environment; secrets are never
+# written to the queue file (the server's own environment still reaches the job)
 ENV_PREFIXES = ("REIDBENCH_", "MLFLOW_")
+ENV_SECRET_WORDS = ("TOKEN", "PASSWORD", "SECRET", "KEY")
+ENV_SKIP = ("REIDBENCH_QUEUE",)
+
+
+def submitter_env() -> dict[str, str]:
+    """The submitter's REIDBENCH_* / MLFLOW_* variables a job runs with, without secrets."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if k.startswith(ENV_PREFIXES) and k not in ENV_SKIP and not any(w in k for w in ENV_SECRET_WORDS)
+    }
 
 
 @dataclass
@@ -70,7 +82,7 @@ def check(kind: str, args: list[str]) -> Submission:
     if not params.get("tracking_uri"):
         full += ["--tracking-uri", uri]
     points = [{"name": s.name, "config_hash": s.config_hash, "epochs": _epochs(s)} for s in specs]
-    env = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIXES)}
+    env = submitter_env()
     return Submission(
         kind,
         full,
