@@ -56,18 +56,25 @@ def test_log_tail_returns_new_bytes_from_an_offset(store):
 
 def test_state_changes_need_the_token_and_the_csrf_token(store):
     job = store.add("run", ["run"], "x", cwd="/")
-    client = TestClient(create_app(store, token="s3cret", loopback=False), base_url="http://10.1.2.3")
-    csrf = _csrf(client)
-    assert client.post(f"/jobs/{job}/cancel", data={"csrf": csrf}).status_code == 403  # no token
-    assert client.post(f"/jobs/{job}/cancel", data={"csrf": csrf, "token": "wrong"}).status_code == 403
+    app = create_app(store, token="s3cret", loopback=False)
+    stranger = TestClient(app, base_url="http://10.1.2.3")
+    assert stranger.get("/").status_code == 403  # reads need it too
+    assert stranger.get(f"/jobs/{job}/log").status_code == 403
+    assert stranger.get("/?token=wrong").status_code == 403
+    user = TestClient(app, base_url="http://10.1.2.3")
+    assert user.get("/?token=s3cret", follow_redirects=False).status_code == 303  # sets the cookie
+    csrf = _csrf(user)
+    assert stranger.post(f"/jobs/{job}/cancel", data={"csrf": csrf}).status_code == 403  # no token
+    assert stranger.post(f"/jobs/{job}/cancel", data={"csrf": csrf, "token": "wrong"}).status_code == 403
     assert store.get(job).status == "queued"
-    ok = client.post(f"/jobs/{job}/cancel", data={"csrf": csrf, "token": "s3cret"}, follow_redirects=False)
+    ok = stranger.post(f"/jobs/{job}/cancel", data={"csrf": csrf, "token": "s3cret"}, follow_redirects=False)
     assert ok.status_code == 303 and store.get(job).status == "cancelled"
-    # the cookie set by /?token=... is enough; the CSRF token is still required
-    assert client.get("/?token=s3cret", follow_redirects=False).status_code == 303
-    assert client.post(f"/jobs/{job}/retry", data={}).status_code == 403
-    assert client.post(f"/jobs/{job}/retry", data={"csrf": csrf}, follow_redirects=False).status_code == 303
+    # the cookie is enough as the token; the CSRF token is still required
+    assert user.post(f"/jobs/{job}/retry", data={}).status_code == 403
+    assert user.post(f"/jobs/{job}/retry", data={"csrf": csrf}, follow_redirects=False).status_code == 303
     assert store.get(job).status == "queued"
+    headers = {"X-Reidbench-Token": "s3cret", "X-CSRF-Token": csrf}
+    assert stranger.post(f"/jobs/{job}/cancel", headers=headers, follow_redirects=False).status_code == 303
 
 
 def test_loopback_server_refuses_other_host_names_and_posts_without_csrf(store):

@@ -2,11 +2,11 @@
 
 Security model: the server binds 127.0.0.1 unless told otherwise, and then only answers requests whose
 Host header is a loopback name (a DNS-rebinding page cannot reach it). With a token (mandatory for other
-binds) every request that changes state must carry it (header ``X-Reidbench-Token``, form field
-``token``, or the cookie set by opening ``/?token=...``). Every form carries a CSRF token derived from a
-per-server secret, checked on every POST. Logs are looked up by job id; the only path-taking route
-serves files of the queue's own log dir and answers 404 for anything that resolves outside it. A
-submitted job is checked by the same code as ``queue add`` before it is stored.
+binds) every request must carry it (header ``X-Reidbench-Token``, the cookie set by opening
+``/?token=...``, or for a POST the form field ``token``), those that change state included. Every form
+carries a CSRF token derived from a per-server secret, checked on every POST. Logs are looked up by job
+id; the only path-taking route serves files of the queue's own log dir and answers 404 for anything that
+resolves outside it. A submitted job is checked by the same code as ``queue add`` before it is stored.
 """
 
 from __future__ import annotations
@@ -93,6 +93,22 @@ def create_app(
     csrf = hmac.new(secret, b"csrf", hashlib.sha256).hexdigest()
     cache = _ProgressCache()
     mlflow_url = mlflow_url.rstrip("/")
+
+    if token is not None:  # reads need the token too: logs and command lines are not for everyone
+
+        @app.middleware("http")
+        async def require_token(request: Request, call_next: Any) -> Response:
+            if request.method not in ("GET", "HEAD"):
+                return await call_next(request)  # checked by the handler (form field, header or cookie)
+            given = (
+                request.headers.get("x-reidbench-token")
+                or request.cookies.get(TOKEN_COOKIE)
+                or request.query_params.get("token")
+                or ""
+            )
+            if not hmac.compare_digest(given, token):
+                return PlainTextResponse("missing or wrong token: open /?token=SECRET once", status_code=403)
+            return await call_next(request)
 
     def check_state_change(request: Request, form: dict[str, Any]) -> None:
         if token is not None:
