@@ -131,3 +131,16 @@ def test_page_lists_jobs_with_their_state_and_the_cpu_slots(store):
     assert "http" not in re.sub(r'href="http://127\.0\.0\.1:5000[^"]*"', "", html).replace(
         "http-equiv", ""
     )  # no outside assets
+
+
+def test_gpu_panel_shows_memory_and_utilisation_per_device(store):
+    from reidbench.queue.placement import DeviceStat
+
+    stats = {"0": DeviceStat("0", "NVIDIA H200", 143_771, 71_885, 37.0), "1": DeviceStat("1", "NVIDIA H200")}
+    scheduler = Scheduler(store, ["0", "1"], gpus=True, read_stats=lambda ids: stats)
+    job = store.add("run", ["run"], "x", cwd="/")
+    store.update(job, status="running", devices="1")
+    html = TestClient(create_app(store, scheduler), base_url=BASE).get("/fragment/devices").text
+    gpu0 = html[html.index('id="device-0"') : html.index('id="device-1"')]
+    assert "70.2 / 140.4 GiB" in gpu0 and "37 %" in gpu0 and 'value="50"' in gpu0 and "free" in gpu0
+    assert f'href="/jobs/{job}"' in html[html.index('id="device-1"') :]

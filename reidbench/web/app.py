@@ -158,7 +158,7 @@ def create_app(
                 {
                     "stat": stat,
                     "job": held.get(unit),
-                    "mem_percent": int(100 * stat.used_mb / stat.total_mb) if stat.total_mb else 0,
+                    "mem_percent": round(100 * stat.used_mb / stat.total_mb) if stat.total_mb else 0,
                 }
             )
         return out
