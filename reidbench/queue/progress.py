@@ -9,6 +9,7 @@ config hashes that started after the job did (a point the store already held is 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,21 +65,19 @@ def job_runs(job: JobRow, with_progress: bool = True) -> JobRuns:
     if exp is None:
         return out
     out.experiment_id = exp.experiment_id
-    wanted = {p["config_hash"]: p for p in job.points}
-    runs = client.search_runs(
-        [exp.experiment_id],
-        "tags.run_kind = 'run'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1000,
-    )
+    wanted = {p["config_hash"]: p for p in job.points if re.fullmatch(r"[0-9A-Za-z_-]+", p["config_hash"])}
     latest: dict[str, Any] = {}
-    for run in runs:
-        h = run.data.tags.get("config_hash")
-        if h not in wanted or h in latest:
-            continue
-        started = run.info.start_time / 1000
-        if run.info.status == "FINISHED" or started >= job.started - 5:  # 5 s clock slack
-            latest[h] = run
+    for h in wanted:  # one small query per point: correct however many runs the experiment holds
+        runs = client.search_runs(
+            [exp.experiment_id],
+            f"tags.run_kind = 'run' and tags.config_hash = '{h}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=20,
+        )
+        for run in runs:
+            if run.info.status == "FINISHED" or run.info.start_time / 1000 >= job.started - 5:  # clock slack
+                latest[h] = run
+                break
     maps = []
     for h, run in latest.items():
         out.run_ids.append(run.info.run_id)
