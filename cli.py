@@ -98,9 +98,9 @@ EXECUTION_OPTIONS = [
     click.option("--keep-checkpoints", is_flag=True, help="Keep the training state of finished runs."),
     click.option(
         "--save-weights/--no-save-weights",
-        default=True,
-        show_default=True,
-        help="Save each finished run's final weights (safetensors + sha256) and config as MLflow artifacts.",
+        default=None,
+        help="Save each finished run's final weights (safetensors + sha256) and config as MLflow artifacts "
+        "(default: on; off for tuning trials).",
     ),
     click.option(
         "--allow-partial", is_flag=True, help="Use a dataset whose layout check found problems (warns)."
@@ -165,8 +165,9 @@ def _executor(opts: dict[str, Any]) -> Any:
     )
 
 
-def _context(opts: dict[str, Any]) -> Any:
-    """The RunContext every run of the command gets, from the execution options."""
+def _context(opts: dict[str, Any], save_weights: bool = True) -> Any:
+    """The RunContext every run of the command gets, from the execution options (``save_weights``: the
+    default when neither --save-weights nor --no-save-weights is given)."""
     from reidbench import tracking
     from reidbench.context import RunContext
     from reidbench.spec import default_data_root
@@ -182,7 +183,7 @@ def _context(opts: dict[str, Any]) -> Any:
         device=device,
         checkpoint_dir=checkpoint_root(opts["results_dir"]),
         keep_checkpoints=opts["keep_checkpoints"],
-        save_weights=opts["save_weights"],
+        save_weights=save_weights if opts["save_weights"] is None else opts["save_weights"],
         show_progress=not opts["quiet"],
         allow_partial=opts["allow_partial"],
     )
@@ -445,7 +446,7 @@ def tune(
         method,
         dataset,
         trials,
-        _context(opts),
+        _context(opts, save_weights=False),
         load_space(space),
         storage=storage,
         study_name=study_name,

@@ -120,3 +120,18 @@ def test_run_trains_evaluates_and_logs_to_mlflow(monkeypatch, capsys, mlflow_uri
     history = client.get_metric_history(run.info.run_id, "train_loss")
     assert [m.step for m in history] == [0]
     assert runs[0].data.tags["config_hash"] != runs[1].data.tags["config_hash"]
+
+
+def test_weights_are_saved_by_default_except_for_tuning_trials_unless_asked():
+    def context(command: str, *args: str, save_weights: bool = True):
+        params = (
+            cli.cli.commands[command]
+            .make_context(command, ["-m", "late_fusion", "-d", "synthetic", *args])
+            .params
+        )
+        return cli._context(params, save_weights=save_weights)
+
+    assert context("run").save_weights is True
+    assert context("run", "--no-save-weights").save_weights is False
+    assert context("tune", "--trials", "1", save_weights=False).save_weights is False  # as tune builds it
+    assert context("tune", "--trials", "1", "--save-weights", save_weights=False).save_weights is True
