@@ -257,14 +257,29 @@ def run(
 
     Points that already have a FINISHED run with the same config are skipped; interrupted ones resume.
     """
+    specs = run_specs(methods, datasets, seeds, overrides, test_on, merge_sources)  # checked before torch
+    from reidbench.generalisation import merged_name
+    from reidbench.sweeps.sweep import sweep_tags
+
+    datasets = (merged_name(datasets),) if merge_sources else datasets
+    _sweep(specs, opts, "grid", f"{'+'.join(methods)}@{'+'.join(datasets)}", sweep_tags(specs))
+
+
+def run_specs(
+    methods: tuple[str, ...],
+    datasets: tuple[str, ...],
+    seeds: str | None,
+    overrides: tuple[str, ...],
+    test_on: tuple[str, ...] = (),
+    merge_sources: bool = False,
+    **_: Any,
+) -> list[Any]:
+    """The RunSpecs of ``reidbench run`` from its parsed options (also used by ``queue add run``)."""
     from reidbench.generalisation import merged_name
     from reidbench.spec import grid
 
     datasets = (merged_name(datasets),) if merge_sources else datasets
-    specs = grid(methods, datasets, _seeds(seeds), list(overrides), test_on)  # checked before torch
-    from reidbench.sweeps.sweep import sweep_tags
-
-    _sweep(specs, opts, "grid", f"{'+'.join(methods)}@{'+'.join(datasets)}", sweep_tags(specs))
+    return grid(methods, datasets, _seeds(seeds), list(overrides), test_on)
 
 
 @cli.command()
@@ -300,14 +315,29 @@ def ablate(
     **opts: Any,
 ) -> None:
     """Run ablation NAME (benchmarks/ablations/NAME.yaml, or a path to a YAML file)."""
-    from reidbench.sweeps.ablation import find_ablation
     from reidbench.sweeps.sweep import sweep_tags
+
+    ablation, specs = ablate_specs(name, datasets, values, method, seeds, overrides)
+    tags = sweep_tags(specs, ablation=ablation.name, axis=ablation.axis, axis_default=ablation.default)
+    _sweep(specs, opts, "ablation", ablation.name, tags)
+
+
+def ablate_specs(
+    name: str,
+    datasets: tuple[str, ...],
+    values: str | None,
+    method: str | None,
+    seeds: str | None,
+    overrides: tuple[str, ...],
+    **_: Any,
+) -> tuple[Any, list[Any]]:
+    """The ablation and its RunSpecs from ``reidbench ablate``'s parsed options (also ``queue add``)."""
+    from reidbench.sweeps.ablation import find_ablation
 
     ablation = find_ablation(name)
     value_list = [v.strip() for v in values.split(",") if v.strip()] if values else None
     specs = ablation.specs(list(datasets) or None, _seeds(seeds), list(overrides), value_list, method)
-    tags = sweep_tags(specs, ablation=ablation.name, axis=ablation.axis, axis_default=ablation.default)
-    _sweep(specs, opts, "ablation", ablation.name, tags)
+    return ablation, specs
 
 
 @cli.command()
@@ -760,6 +790,11 @@ from reidbench.zoo.cli import eval_, zoo_group  # noqa: E402 (the commands of re
 
 cli.add_command(eval_)
 cli.add_command(zoo_group)
+
+from reidbench.queue.cli import queue, serve  # noqa: E402
+
+cli.add_command(queue)
+cli.add_command(serve)
 
 
 def main() -> None:
