@@ -43,15 +43,13 @@ class MMETConfig:
         return bool(self.modes() & {"text", "multimodal"})
 
 
-# Every track: captions (the architecture reads them), and ReID fine-tuning on unmasked inputs without the
-# masked-modeling terms, as the official fine-tuning does (FLAVAClassificationLightningModule passes the
-# plain image and text); masked modeling is MMET's pretraining and an ablation axis here (mmet_masking).
+# Every track: captions (the architecture reads them), and ReID fine-tuning on unmasked inputs, as the
+# official fine-tuning does (FLAVAClassificationLightningModule passes the plain image and text); masked
+# modeling (masks + the mlm / mpr loss terms) is MMET's pretraining and an ablation axis here.
 MMET_DEFAULTS = {
     "data.text": True,
     "method.image_mask_ratio": 0.0,
     "method.text_mask_prob": 0.0,
-    "method.mlm_weight": 0.0,
-    "method.mpr_weight": 0.0,
 }
 
 # The official fine-tuning recipe (examples/flava/finetune.py, finetuning/debug_real_market.yaml).
