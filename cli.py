@@ -148,6 +148,26 @@ def _protocol_option(command: Callable) -> Callable:
     )(wrapper)
 
 
+def _recipe_option(command: Callable) -> Callable:
+    """``--recipe shared|official``: the training recipe of every run the command makes."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, recipe: str, **kwargs: Any) -> Any:
+        from reidbench.recipes import recipe_choice
+
+        with recipe_choice(recipe):
+            return command(*args, **kwargs)
+
+    return click.option(
+        "--recipe",
+        type=click.Choice(["shared", "official"]),
+        default="shared",
+        show_default=True,
+        help="shared: the dataset protocol's recipe for every method (the leaderboard's main track); "
+        "official: the method's published recipe (`reidbench list methods --verbose` lists what differs).",
+    )(wrapper)
+
+
 def _executor(opts: dict[str, Any]) -> Any:
     """Where the runs execute, from the execution options (in process, a local GPU pool, Slurm)."""
     from reidbench.sweeps import executors
@@ -244,6 +264,7 @@ def _report(result: Any, ctx: Any) -> None:
 @click.option("--merge-sources", is_flag=True, help="Train one model on the union of the --dataset sets.")
 @_execution_options
 @_protocol_option
+@_recipe_option
 def run(
     methods: tuple[str, ...],
     datasets: tuple[str, ...],
@@ -305,6 +326,7 @@ def run_specs(
 )
 @_execution_options
 @_protocol_option
+@_recipe_option
 def ablate(
     name: str,
     datasets: tuple[str, ...],
@@ -420,6 +442,7 @@ def suite(
 )
 @_execution_options
 @_protocol_option
+@_recipe_option
 def tune(
     method: str,
     dataset: str,
@@ -501,6 +524,7 @@ def tune(
 )
 @_execution_options
 @_protocol_option
+@_recipe_option
 def prune(
     methods: tuple[str, ...],
     datasets: tuple[str, ...],
@@ -545,7 +569,13 @@ def prune(
 
 @cli.command("list")
 @click.argument("what", type=click.Choice(["methods", "datasets", "ablations"]))
-def list_(what: str) -> None:
+@click.option(
+    "--verbose",
+    "-v",
+    is_flag=True,
+    help="methods: also each official recipe and what it still does differently.",
+)
+def list_(what: str, verbose: bool) -> None:
     """List the registered methods, datasets or ablations."""
     from rich.table import Table
 
@@ -567,6 +597,31 @@ def list_(what: str) -> None:
             row.append(", ".join(_knobs(entry.meta.get("config"))))
         table.add_row(*row)
     console.print(table)
+    if what == "methods" and verbose:
+        _list_recipes()
+
+
+def _list_recipes() -> None:
+    """Per method: its official recipe (dotted settings) and what still differs from the official code."""
+    from reidbench.recipes import deviations
+    from reidbench.registry import METHODS
+
+    console.print(
+        "\n[bold]Recipes[/]: --recipe shared (default) trains every method with the dataset protocol's "
+        "recipe; --recipe official adds:"
+    )
+    for entry in METHODS:
+        official = entry.meta.get("official")
+        if official is None:
+            console.print(f"  {entry.name}: no official recipe (a baseline: shared only)", highlight=False)
+            continue
+        settings = ", ".join(f"{k}={v}" for k, v in official.items() if k != "train.stages")
+        stages = official.get("train.stages")
+        if stages:
+            settings += f", train.stages=[{', '.join(s['name'] for s in stages)}]"
+        console.print(f"  [bold]{entry.name}[/]: {settings}", highlight=False, markup=True)
+        for line in deviations(entry.name):
+            console.print(f"    differs from the official code: {line}", highlight=False, markup=False)
 
 
 @cli.group("datasets")

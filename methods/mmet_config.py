@@ -43,12 +43,36 @@ class MMETConfig:
         return bool(self.modes() & {"text", "multimodal"})
 
 
+# Every track: captions (the architecture reads them), and ReID fine-tuning on unmasked inputs, as the
+# official fine-tuning does (FLAVAClassificationLightningModule passes the plain image and text); masked
+# modeling (masks + the mlm / mpr loss terms) is MMET's pretraining and an ablation axis here.
 MMET_DEFAULTS = {
     "data.text": True,
+    "method.image_mask_ratio": 0.0,
+    "method.text_mask_prob": 0.0,
+}
+
+# The official fine-tuning recipe (examples/flava/finetune.py, finetuning/debug_real_market.yaml).
+MMET_OFFICIAL = {
     "loss.variant": "ce+triplet",
     "loss.label_smoothing": 0.0,
-    "loss.triplet_margin": None,
+    "loss.triplet_margin": None,  # soft margin, batch-hard, on the post-BN feature (method.feature)
+    "optim.name": "adamw",
+    "optim.lr": 1.0e-5,
+    "optim.weight_decay": 0.1,
+    "optim.betas": [0.9, 0.98],
+    "optim.eps": 1.0e-6,
 }
+
+MMET_DEVIATIONS = [
+    "no FLAVA pretraining on the synthetic transfer_market images: the backbone and text encoder start "
+    "from the protocol's weights (ImageNet ViT, BERT) or at random on the synthetic protocol",
+    "epochs, warmup and schedule are the protocol's (official: 2,000 warmup steps, cosine to 230,000 steps)",
+    "a PK sampler (the protocol's P x K) where the official loader shuffles at random, which breaks its "
+    "batch-hard triplet (see the reference notes)",
+    "image size and augmentation are the protocol's",
+    "the model after the last epoch is evaluated (official: checkpoints monitored on test mAP)",
+]
 
 METHODS.add(
     "mmet",
@@ -57,6 +81,8 @@ METHODS.add(
     "image+text CLS, masked multimodal modeling",
     config=MMETConfig,
     defaults=MMET_DEFAULTS,
+    official=MMET_OFFICIAL,
+    deviations=MMET_DEVIATIONS,
     loss_terms="methods.mmet:mmet_loss_terms",
     tokenizer="methods.mmet:mmet_tokenizer",
 )

@@ -61,6 +61,7 @@ class OptimCfg:
     lr: float = 3.5e-4
     weight_decay: float = 0.05
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8  # Adam / AdamW epsilon
     momentum: float = 0.9
     grad_clip: float | None = None
 
@@ -83,6 +84,8 @@ class LossCfg:
     triplet_margin: float | None = 0.3  # None: soft margin log(1 + exp(d_ap - d_an))
     label_smoothing: float = 0.1
     center_weight: float = 0.0005
+    # the centers' learning rate, as given for every optimizer: 0.5 is BoT's SGD value; with Adam / AdamW
+    # (a per-coordinate step size) a value near optim.lr is the comparable one (see check_center_lr)
     center_lr: float = 0.5
     center_learnable: bool = True  # false: centers stay at their random init (the official GraFT code)
 
@@ -108,6 +111,7 @@ class StageCfg:
 class TrainCfg:
     epochs: int = 60
     stages: list[StageCfg] = field(default_factory=list)  # empty: one stage with the defaults above
+    allow_random_frozen: bool = False  # run a stage that freezes a randomly initialised backbone anyway
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     compile: bool = False
     max_steps_per_epoch: int | None = None  # cap on PK batches per epoch (tests, quick looks)

@@ -122,6 +122,7 @@ def _open_run(spec: RunSpec, ctx: RunContext, device: torch.device, state: Train
         "dataset": spec.dataset,
         "seed": str(spec.seed),
         "config_hash": spec.config_hash,
+        "recipe": spec.recipe,
         "git_commit": tracking.git_commit(),
         "device": str(device),
         **liveness.owner_tags(),
@@ -131,7 +132,7 @@ def _open_run(spec: RunSpec, ctx: RunContext, device: torch.device, state: Train
         tags["world_size"] = str(distributed.world_size())
     config = spec.config()
     run = tracking.Run(uri, tracking.prepare(uri, ctx.experiment), spec.name, tags, ctx.parent_run_id)
-    run.log_params(tracking.flatten(to_dict(config)))
+    run.log_params({**tracking.flatten(to_dict(config)), "recipe": spec.recipe})
     run.log_text(dump_yaml(config), "config.yaml")
     if state.started:  # resumed into a new store: replay the curves of the finished epochs
         run.set_tags({"resumed_at_epoch": str(state.epoch)})

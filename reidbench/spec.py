@@ -16,11 +16,15 @@ from reidbench.config import from_dict, to_dict
 from reidbench.errors import UserError
 from reidbench.generalisation import common_modalities, source_names
 from reidbench.protocol import Protocol, active_protocol_file, build_protocol, config_hash
+from reidbench.recipes import DEFAULT_RECIPE, active_recipe, recipe_settings
 from reidbench.registry import DATASETS, METHODS, load_plugins
 
 # Protocol settings removed after runs were stored with them, and the value they always had: it joins the
 # hash so that those runs keep their config hash (and stay skipped).
 RETIRED_SETTINGS: dict[str, dict[str, Any]] = {"train": {"eval_every": 0}}
+# Protocol settings added after runs were stored, with their default: at that default they stay out of the
+# hash, so the configs that existed before keep their config hash.
+ADDED_SETTINGS: dict[str, dict[str, Any]] = {"train": {"allow_random_frozen": False}, "optim": {"eps": 1e-8}}
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,7 @@ class RunSpec:
     # reidbench.generalisation. Empty: in-domain only (and absent from the config, so hashes stay put).
     test_on: dict[str, tuple[str, ...]] = field(default_factory=dict)
     prune: Any = None  # a pruning round (prune.schedule.PruneStep): starts from another run's weights
+    recipe: str = DEFAULT_RECIPE  # shared | official (reidbench.recipes); official joins the config
 
     @property
     def datasets(self) -> list[str]:
@@ -64,6 +69,8 @@ class RunSpec:
             config["test_on"] = {target: list(mods) for target, mods in self.test_on.items()}
         if self.prune is not None:
             config["prune"] = asdict(self.prune)
+        if self.recipe != DEFAULT_RECIPE:  # the shared track stays out: its configs keep their old hashes
+            config["recipe"] = self.recipe
         return config
 
     @cached_property
@@ -74,11 +81,15 @@ class RunSpec:
 
 def hash_config(config: dict[str, Any]) -> str:
     """The config hash of a resolved run config (:meth:`RunSpec.config`, or a logged config.yaml read back):
-    retired settings join at their old value."""
+    retired settings join at their old value, added settings at their default leave."""
     config = copy.deepcopy(config)
     protocol = config["protocol"]
     for section, values in RETIRED_SETTINGS.items():
         protocol[section] = {**copy.deepcopy(values), **protocol.get(section, {})}
+    for section, values in ADDED_SETTINGS.items():
+        for key, default in values.items():
+            if protocol.get(section, {}).get(key, default) == default:
+                protocol.get(section, {}).pop(key, None)
     return config_hash(config)
 
 
@@ -96,6 +107,7 @@ def make_spec(
     validation: float | None = None,
     protocol_path: Path | None = None,
     test_on: Sequence[str] = (),
+    recipe: str | None = None,
 ) -> RunSpec:
     """Resolve method x dataset x seed with overrides into a checked RunSpec.
 
@@ -106,9 +118,13 @@ def make_spec(
     ``dataset`` may name several sources merged for training (``rgbnt100+msvr310``): the protocol is the
     first source's, the modalities those every source has. ``test_on``: target datasets the final model is
     also evaluated on, each on the modalities it shares with the training ones (none shared: UserError).
+
+    ``recipe``: ``shared`` or ``official`` (default: the one chosen by ``recipes.recipe_choice``, else
+    shared); see :mod:`reidbench.recipes`.
     """
     load_plugins()
-    entry = METHODS.get(method)
+    recipe = active_recipe(recipe)
+    base = recipe_settings(method, recipe)
     sources = source_names(dataset)
     available = [DATASETS.get(name).meta.get("modalities") for name in sources]
     modalities = available[0]
@@ -118,7 +134,7 @@ def make_spec(
     protocol = build_protocol(
         sources[0],
         list(overrides),
-        base=entry.meta.get("defaults"),
+        base=base,
         method=method,
         path=path,
         dataset_modalities=modalities,
@@ -128,7 +144,27 @@ def make_spec(
     if knobs is not None:  # every knob explicit: the same effective config always has the same hash
         protocol.method = to_dict(knobs)
     targets = resolve_targets(protocol.data.modalities, test_on)
-    return RunSpec(method, dataset, seed, protocol, tuple(overrides), tags, validation, targets)
+    check_trainable(protocol)
+    return RunSpec(
+        method, dataset, seed, protocol, tuple(overrides), tags, validation, targets, recipe=recipe
+    )
+
+
+def check_trainable(protocol: Protocol) -> None:
+    """Refuse a recipe that cannot train what it claims to: a stage that freezes a randomly initialised
+    backbone (it would stay random) unless ``train.allow_random_frozen``."""
+    random_backbone = not protocol.backbone.pretrained and not protocol.backbone.weights
+    if not random_backbone or protocol.train.allow_random_frozen:
+        return
+    for stage in protocol.train.stages:
+        frozen = [name for name in stage.freeze if name.split(".")[0] == "backbone"]
+        if frozen:
+            raise UserError(
+                f"stage {stage.name!r} freezes {frozen[0]!r}, but the backbone is randomly initialised "
+                "(backbone.pretrained=false, no backbone.weights): it would stay random. Give it weights "
+                "(backbone.pretrained=true or backbone.weights=PATH), train without that stage (--recipe "
+                "shared), or --set train.allow_random_frozen=true to run it anyway"
+            )
 
 
 def resolve_targets(trained: list[str], targets: Sequence[str]) -> dict[str, tuple[str, ...]]:

@@ -1,6 +1,10 @@
-"""Config hashes of representative points, recorded before the run-path refactor (tests/data/
-config_hashes.json, written by the code at commit ec80a08): a stored run is recognised by its hash, so a
-change that moves one of them would retrain every finished point of every store."""
+"""Config hashes of representative points (tests/data/config_hashes.json): a stored run is recognised by its
+hash, so a change that moves one of them would retrain every finished point of every store.
+
+Recorded by the code at commit ec80a08 (before the run-path refactor). The recipe tracks (issue 13) moved
+GraFT's and MMET's entries on purpose, and only theirs: their default is now the shared recipe (GraFT: one
+stage, CE + batch-hard triplet; MMET: unmasked fine-tuning), a different training, re-recorded then. Every
+baseline entry is the 2026 original."""
 
 from __future__ import annotations
 

@@ -383,7 +383,7 @@ def test_the_crossdomain_table_marks_the_in_domain_cell_and_averages_seeds():
     )
     assert cells[0][1].mean == pytest.approx(0.42) and cells[1][1].mean == 0.5 and cells[1][1].n == 1
     markdown = markdown_table(table)
-    assert "| late_fusion @ Synthetic | 2 | *63.0* ± 2.8 | 42.0 ± 2.8 |" in markdown
+    assert "| late_fusion @ Synthetic | 2 | *63.0* ± 2.8 [37.6, 88.4] | 42.0 ± 2.8 [16.6, 67.4] |" in markdown
     assert "| mmet @ Synthetic | 1 | *70.0* | 50.0 |" in markdown
     assert r"\textit{63.0}" in latex_table(table)
     records = csv_records(table)

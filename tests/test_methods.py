@@ -164,8 +164,9 @@ def test_mmet_parameter_count_at_base_size(tmp_path):
     assert abs(_count(model) - 241.0) / 241.0 < 0.03, _count(model)
 
 
-def test_graft_defaults_make_two_stages_within_the_epoch_budget():
-    spec = make_spec("graft", "synthetic", 0, ["train.epochs=10", "optim.lr=1e-3"])
+def test_graft_official_recipe_makes_two_stages_within_the_epoch_budget():
+    overrides = ["train.epochs=10", "optim.lr=1e-3", "train.allow_random_frozen=true"]
+    spec = make_spec("graft", "synthetic", 0, overrides, recipe="official")
     first, second = spec.protocol.resolved_stages()
     assert (first.name, first.epochs, first.freeze, first.label_smoothing, first.loss) == (
         "frozen",
@@ -183,8 +184,12 @@ def test_graft_defaults_make_two_stages_within_the_epoch_budget():
     )
     assert abs(second.lr - 1e-3 * 5.7433e-6 / 2.54e-5) < 1e-7 and first.lr == 1e-3
     assert spec.protocol.loss.triplet_margin is None and spec.protocol.loss.id_weight == 0.5
-    single = make_spec("graft", "synthetic", 0, ["train.stages=[]"]).protocol.resolved_stages()
+    single = make_spec(
+        "graft", "synthetic", 0, ["train.stages=[]"], recipe="official"
+    ).protocol.resolved_stages()
     assert len(single) == 1 and single[0].loss == "ce+aug_triplet+center"
+    shared = make_spec("graft", "synthetic", 0).protocol.resolved_stages()
+    assert len(shared) == 1 and shared[0].loss == "ce+triplet" and shared[0].freeze == []
 
 
 def test_graft_knob_validation():
@@ -288,7 +293,8 @@ def test_mmet_reads_tokenized_captions_and_masks_whole_words_in_training(synthet
     assert torch.equal(batch["text_mask"], enc["attention_mask"])
     words = torch.tensor([[-1 if w is None else w for w in enc.word_ids(i)] for i in range(len(captions))])
     assert torch.equal(batch["text_words"], words)
-    spec = make_spec("mmet", "synthetic", 0, [*SMALL, "data.modalities=[rgb,nir]", "loss.variant=ce+mlm"])
+    masked = ["method.text_mask_prob=0.15", "loss.variant=ce+mlm"]  # masked modeling: an ablation point
+    spec = make_spec("mmet", "synthetic", 0, [*SMALL, "data.modalities=[rgb,nir]", *masked])
     model = build_model(spec, synthetic_dataset, data)
     torch.manual_seed(0)
     ids, mask, labels = model._text(batch)

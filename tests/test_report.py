@@ -17,7 +17,7 @@ import cli
 from reidbench import tracking
 from reidbench.errors import UserError
 from reidbench.report import load_report, make_report, parse_metrics, write_report
-from reidbench.report.collect import tidy_runs
+from reidbench.report.collect import Group, tidy_runs
 from reidbench.report.formatting import Cell, mean_std, setting_name
 from reidbench.report.latex import latex_table
 from reidbench.report.published import default_path, load_published
@@ -119,7 +119,7 @@ def test_reported_rows_form_their_own_block_for_matching_datasets(store, report)
     reported = [r for r in lb.rows if r.reported]
     assert [r.label for r in reported] == ["graft†"]  # TOP-ReID is on rgbnt100: no runs of ours there
     assert lb.rows[-1].reported and not lb.rows[0].reported
-    assert reported[0].text == {"Backbone": "DeiT-B", "Seeds": "1"}
+    assert reported[0].text == {"Recipe": "", "Backbone": "DeiT-B", "Seeds": "1"}
     assert "best-epoch-on-test" in lb.caption and "last epoch" in lb.caption
     uri, published = store
     everything = load_report(uri, EXPERIMENT, ["mAP"], published, "all", with_histories=False)
@@ -292,7 +292,7 @@ def test_markdown_and_csv(report, written):
     out, files = written
     md = markdown_table(table(report, "leaderboard"))
     assert "| Method | Backbone | Seeds | Synthetic mAP | Synthetic R1 |" in md
-    assert "| graft | vit_tiny | 2 | <u>72.0</u> ± 2.8 | 67.0 ± 1.4 |" in md
+    assert "| graft | vit_tiny | 2 | <u>72.0</u> ± 2.8 [46.6, 97.4] | 67.0 ± 1.4 [54.3, 79.7] |" in md
     assert "Backbone: vit_tiny (from scratch)." in table(report, "leaderboard").caption
     assert "| graft† | DeiT-B | 1 | **80.0** | 60.0 |" in md
     assert (out / "leaderboard.md").read_text().startswith("**Leaderboard**")
@@ -419,3 +419,51 @@ def test_report_cli_without_finished_runs(store, tmp_path, monkeypatch, capsys):
     )
     code, out = run_cli(monkeypatch, capsys, "report", "--tracking-uri", uri, "--experiment", "failed_only")
     assert code == 2 and "no FINISHED training runs" in out and "1 FAILED" in out
+
+
+# --- significance marks ---------------------------------------------------------------------------------
+def test_stats_match_scipy_on_the_raw_seed_values():
+    from scipy import stats
+
+    from reidbench.report.stats import ci95, welch_p
+
+    a, b = [0.70, 0.72, 0.71, 0.69], [0.66, 0.69, 0.64]
+    ca, cb = Cell.of(a), Cell.of(b)
+    assert abs(welch_p(ca, cb) - stats.ttest_ind(a, b, equal_var=False).pvalue) < 1e-12
+    lo, hi = ci95(ca)
+    half = stats.t.ppf(0.975, 3) * np.std(a, ddof=1) / 2  # sqrt(4) = 2
+    assert abs(lo - (np.mean(a) - half)) < 1e-12 and abs(hi - (np.mean(a) + half)) < 1e-12
+    assert welch_p(Cell.of([0.7]), cb) is None and ci95(Cell.of([0.7])) is None
+
+
+def test_bold_is_shared_within_noise_and_kept_for_a_clear_winner():
+    """Rows A and B within noise of each other (seeds overlap), C clearly below: A and B share bold, C gets
+    the underline. With C far above the others, C alone is bold."""
+    from reidbench.report.tables import Column, Row, Table
+
+    def row(name, values):
+        return Row(name, False, {"synthetic": Group(name, "synthetic", {"mAP": Cell.of(values)})})
+
+    column = Column("mAP", "synthetic", "Synthetic", "synthetic", "mAP", "mAP")
+    noisy = Table(
+        "t",
+        "t",
+        "",
+        "Method",
+        [],
+        [column],
+        [row("A", [0.70, 0.74, 0.66]), row("B", [0.69, 0.73, 0.67]), row("C", [0.50, 0.51, 0.49])],
+    )
+    assert noisy.marks() == {(0, 0): 1, (1, 0): 1, (2, 0): 2} and noisy.tested()
+    clear = Table(
+        "t",
+        "t",
+        "",
+        "Method",
+        [],
+        [column],
+        [row("A", [0.70, 0.71, 0.69]), row("B", [0.69, 0.70, 0.68]), row("C", [0.90, 0.91, 0.89])],
+    )
+    assert clear.marks() == {(2, 0): 1, (0, 0): 2}
+    single = Table("t", "t", "", "Method", [], [column], [row("A", [0.70]), row("B", [0.69])])
+    assert single.marks() == {(0, 0): 1, (1, 0): 2} and not single.tested()  # n = 1: by the means alone

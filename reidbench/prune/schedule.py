@@ -68,9 +68,8 @@ def round_specs(
     overrides = [*base.overrides, *finetune_overrides(epochs, lr)]
     source = base.config_hash
     for r in range(1, rounds + 1):
-        spec = make_spec(
-            base.method, base.dataset, base.seed, overrides, {**base.tags, **round_tags(schedule, r)}
-        )
+        tags = {**base.tags, **round_tags(schedule, r)}
+        spec = make_spec(base.method, base.dataset, base.seed, overrides, tags, recipe=base.recipe)
         spec = replace(spec, prune=PruneStep(schedule, fraction, r, source))
         source = spec.config_hash
         out.append(spec)

@@ -17,7 +17,7 @@ from reidbench.errors import UserError
 from reidbench.protocol import Protocol, TrainCfg
 from reidbench.report.formatting import MODALITY_NAMES, PARTIAL_MARK, Cell, dataset_name
 
-FAMILY = ["method", "dataset", "ablation", "axis", "value"]
+FAMILY = ["method", "dataset", "recipe", "ablation", "axis", "value"]
 GROUP = [*FAMILY, "variant", "partial"]
 TAGS = ["method", "dataset", "seed", "ablation", "axis", "value", "axis_default", "device"]
 # Backbone params that resize a named architecture, with how the report names them.
@@ -224,7 +224,6 @@ def aggregate(runset: RunSet) -> list[Group]:
                 axis_default=str(rows["axis_default"].iloc[0]),
                 backbone=" / ".join(sorted(set(rows["backbone"]) - {""})),
                 backbone_setup=" / ".join(sorted(set(rows["backbone_setup"]) - {""})),
-                recipe=" / ".join(sorted(set(rows["recipe"]) - {""})),
                 test_on=" / ".join(sorted(set(rows["test_on"]) - {""})),
                 device=" / ".join(sorted(set(rows["device"]) - {""})),
                 epochs=sorted(set(int(e) for e in rows["epochs"]) - {0}),

@@ -90,6 +90,7 @@ class CellStyle:
     second: str = "{}"
     with_std: str = "{mean} ± {std}"
     noted: str = "{}*"  # a cell marked apart from the ranking (mark=3), e.g. the in-domain cell
+    interval: str = ""  # appended after mean ± std when n >= 2 (``{lo}``, ``{hi}``: the 95 % t interval)
 
 
 NOTED = 3  # format_cell's mark for a noted cell
@@ -115,7 +116,15 @@ def format_cell(
     marked = {1: style.best, 2: style.second, NOTED: style.noted}.get(mark or 0)
     mean = marked.format(mean) if marked else mean
     if show_std and cell.has_std:
-        return style.with_std.format(mean=mean, std=fmt_number(cell.std * scale, decimals))
+        text = style.with_std.format(mean=mean, std=fmt_number(cell.std * scale, decimals))
+        if style.interval and cell.n >= 2:
+            from reidbench.report.stats import ci95
+
+            lo, hi = ci95(cell)
+            text += style.interval.format(
+                lo=fmt_number(lo * scale, decimals), hi=fmt_number(hi * scale, decimals)
+            )
+        return text
     return mean
 
 

@@ -26,6 +26,7 @@ from reidbench.report.formatting import (
     setting_name,
     setting_order,
 )
+from reidbench.report.stats import testable, tied_with_best
 
 REPORTED_NOTE = (
     "† Reported in the papers (results/published.csv): single runs whose epoch was mostly chosen "
@@ -86,7 +87,7 @@ class Table:
     rows: list[Row]
     group_kind: str = "dataset"  # what the column headers are, for CSV ("dataset" / "setting" / "")
     # Text columns the caption already states (seeds and our backbone, from the runs) when constant.
-    stated: tuple[str, ...] = ("Seeds", "Backbone")
+    stated: tuple[str, ...] = ("Seeds", "Backbone", "Recipe")
 
     def __post_init__(self) -> None:
         """Drop reported rows and columns without any value (e.g. GFLOPs when no run measured them), and
@@ -96,6 +97,8 @@ class Table:
         kept, notes = [], []
         for name in self.text_columns:
             values = {r.text.get(name, "") for r in self.rows}
+            if name == "Recipe":  # the reported rows have none: only ours decide whether it varies
+                values = {r.text.get(name, "") for r in self.rows if not r.reported}
             if len(values) > 1:
                 kept.append(name)
             elif values - {""} and name not in self.stated:
@@ -116,27 +119,42 @@ class Table:
     def marks(self) -> dict[tuple[int, int], int]:
         """``(row, column) -> 1`` (best) or ``2`` (second best) per ranked column, over all rows.
 
-        Means are compared as shown (rounded to the column's precision), so equal-looking numbers tie.
-        A column needs two distinct values for any mark.
+        The best is the highest mean as shown (rounded to the column's precision). Where the best row and
+        another row both have n >= 2 seeds, the other shares the bold unless Welch's t-test puts it below
+        the best (p < 0.05); rows that cannot be tested (n < 2) share it only by an equal shown mean. The
+        underline goes to the highest of the rows left. A column needs two distinct values for any mark.
         """
         out: dict[tuple[int, int], int] = {}
         for j, column in enumerate(self.columns):
             if not column.ranked:
                 continue
-            shown = {
-                i: _shown(cell.mean, column)
+            cells = {
+                i: cell
                 for i, row in enumerate(self.rows)
                 if not row.partial and (cell := row.cell(column)) is not None
             }
-            distinct = sorted(set(shown.values()), reverse=True)
-            if len(distinct) < 2:
+            shown = {i: _shown(cell.mean, column) for i, cell in cells.items()}
+            if len(set(shown.values())) < 2:
                 continue
-            for i, value in shown.items():
-                if value == distinct[0]:
-                    out[(i, j)] = 1
-                elif value == distinct[1]:
-                    out[(i, j)] = 2
+            top = max(shown.values())
+            best = [i for i, v in shown.items() if v == top]
+            lead = cells[best[0]]
+            tied = [i for i in shown if i not in best and tied_with_best(lead, cells[i])]
+            for i in best + tied:
+                out[(i, j)] = 1
+            rest = {i: v for i, v in shown.items() if (i, j) not in out}
+            if rest:
+                second = max(rest.values())
+                out |= {(i, j): 2 for i, v in rest.items() if v == second}
         return out
+
+    def tested(self) -> bool:
+        """Whether any ranked column's best row was tested against another (both with n >= 2)."""
+        return any(
+            sum(testable(row.cell(c)) for row in self.rows if not row.partial) >= 2
+            for c in self.columns
+            if c.ranked
+        )
 
     def formatted(self, style: CellStyle) -> list[list[str]]:
         """Per row, the numeric cells as text in ``style``, best / second marked."""
@@ -212,12 +230,13 @@ def _rows(groups: list[Group], key, label, text) -> list[Row]:
 
 
 def _row_key(g: Group) -> tuple:
-    return (g.reported, g.method, g.variant, g.partial, g.backbone if g.reported else "")
+    return (g.reported, g.method, g.recipe, g.variant, g.partial, g.backbone if g.reported else "")
 
 
 def _text(groups: list[Group]) -> dict[str, str]:
     names = {g.backbone if g.reported else backbone_name(g.backbone) for g in groups}
-    return {"Backbone": " / ".join(sorted(names - {""})), "Seeds": seeds_text(groups)}
+    recipe = "" if groups[0].reported else " / ".join(sorted({g.recipe for g in groups} - {""}))
+    return {"Recipe": recipe, "Backbone": " / ".join(sorted(names - {""})), "Seeds": seeds_text(groups)}
 
 
 def seeds_text(groups: list[Group]) -> str:
@@ -255,7 +274,13 @@ def leaderboard(ours: list[Group], reported: list[Group], metrics: list[str]) ->
         f"{run_settings_sentence(ours)} {notes(ours, bool(reported))}"
     )
     return Table(
-        "leaderboard", "Leaderboard", _clean(caption), "Method", ["Backbone", "Seeds"], columns, rows
+        "leaderboard",
+        "Leaderboard",
+        _clean(caption),
+        "Method",
+        ["Recipe", "Backbone", "Seeds"],
+        columns,
+        rows,
     )
 
 
@@ -268,10 +293,14 @@ def notes(ours: list[Group], reported: bool) -> str:
 
 
 def marks_note(reported: bool, partial: bool = False) -> str:
-    """Which rows the bold / underline marks were chosen among."""
+    """Which rows the bold / underline marks were chosen among, and how ties are decided."""
     among = "our rows and the reported rows together" if reported else "our rows"
     unless = " except partial-data rows" if partial else ""
-    return f"Bold: best, underlined: second best per column among {among}{unless}, compared on the means."
+    return (
+        f"Bold: best per column among {among}{unless}, shared by every row within noise of it (Welch's "
+        "t-test over seeds, p >= 0.05, where both rows have n >= 2 seeds; an equal mean otherwise); "
+        "underlined: the best of the other rows."
+    )
 
 
 def _label(g: Group) -> str:

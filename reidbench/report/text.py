@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from reidbench.report.formatting import CellStyle
+from reidbench.report.stats import ci95
 from reidbench.report.tables import Table
 
 
@@ -13,7 +14,7 @@ def _md(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-MARKDOWN = CellStyle("–", "**{}**", "<u>{}</u>", "{mean} ± {std}", "*{}*")
+MARKDOWN = CellStyle("–", "**{}**", "<u>{}</u>", "{mean} ± {std}", "*{}*", " [{lo}, {hi}]")
 
 
 def markdown_table(table: Table) -> str:
@@ -39,7 +40,8 @@ def csv_records(table: Table) -> list[dict[str, Any]]:
     """One record per row x column group: who / what, then ``<metric>_mean/_std/_n`` in the shown units.
 
     Units follow the column names: accuracy in %, ``params_m`` in millions, ``train_time_min`` in minutes.
-    ``_n`` is the number of seeds (0: not stated by the paper).
+    ``_n`` is the number of seeds (0: not stated by the paper); ``_ci95_low`` / ``_ci95_high`` the 95 % t
+    interval of the mean where n >= 2.
     """
     records = []
     for row in table.rows:
@@ -78,6 +80,9 @@ def csv_records(table: Table) -> list[dict[str, Any]]:
                 record[f"{c.csv}_mean"] = cell.mean * c.scale if ok else math.nan
                 record[f"{c.csv}_std"] = cell.std * c.scale if ok else math.nan
                 record[f"{c.csv}_n"] = cell.n if ok else 0
+                interval = ci95(cell) if ok else None
+                record[f"{c.csv}_ci95_low"] = interval[0] * c.scale if interval else math.nan
+                record[f"{c.csv}_ci95_high"] = interval[1] * c.scale if interval else math.nan
             record |= {"source": group.source, "selection": group.selection, "note": group.note}
             records.append(record)
     return records

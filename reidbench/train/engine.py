@@ -77,7 +77,7 @@ def build_optimizer(
     if opt.name == "sgd":
         return torch.optim.SGD(groups, lr=stage.lr, momentum=opt.momentum)
     cls = torch.optim.AdamW if opt.name == "adamw" else torch.optim.Adam
-    return cls(groups, lr=stage.lr, betas=tuple(opt.betas))
+    return cls(groups, lr=stage.lr, betas=tuple(opt.betas), eps=opt.eps)
 
 
 @dataclass
@@ -204,6 +204,8 @@ def train_epoch(
     use_amp = protocol.train.amp and device.type == "cuda"
     progress = progress or NullProgress()
     model.train()
+    for name in loop.stage.freeze:  # frozen modules run as at inference: no dropout, drop path or BN updates
+        model.get_submodule(name).eval()
     sums: dict[str, float] = {}
     count, t0 = 0, time.perf_counter()
     for batch in data.train_batches(epoch):
