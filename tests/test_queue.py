@@ -61,6 +61,8 @@ def _queue_cli(path: Path, *args: str) -> None:
         (["run", "-m", "late_fusion", "-d", "synthetic", "--gpus-per-run", "0"], "at least 1"),
         (["run", "-m", "late_fusion", "-d", "synthetic", "--test-on", "nope"], "unknown dataset 'nope'"),
         (["run", "-m", "late_fusion", "-d", "synthetic", "--no-such-option"], "No such option"),
+        (["run", "-m", "graft", "-d", "synthetic", "--recipe", "official"], "randomly initialised"),
+        (["run", "-m", "late_fusion", "-d", "synthetic", "--recipe", "official"], "no published recipe"),
         (["ablate", "no_such_ablation"], "no_such_ablation"),
         (["tune", "-m", "late_fusion", "-d", "synthetic", "--trials", "0"], "--trials must be at least 1"),
     ],

@@ -96,7 +96,16 @@ def check(kind: str, args: list[str]) -> Submission:
 
 
 def _specs(kind: str, params: dict[str, Any]) -> list[Any]:
-    """The runs the command would train (for tune: none known in advance; its space is checked)."""
+    """The runs the command would train, under its --protocol and --recipe (tune: none known in advance;
+    its space is checked)."""
+    from reidbench.protocol import protocol_file
+    from reidbench.recipes import recipe_choice
+
+    with protocol_file(params.get("protocol")), recipe_choice(params.get("recipe")):
+        return _command_specs(kind, params)
+
+
+def _command_specs(kind: str, params: dict[str, Any]) -> list[Any]:
     import cli
 
     if kind == "run":
