@@ -180,3 +180,20 @@ def test_on_device_setting_is_type_checked():
 def test_image_refs_are_read_per_modality_file(dataset):
     ref = dataset.splits.train[0].images["tir"]
     assert isinstance(ref, ImageRef) and ref.path.parent.name == "TI"
+
+
+def test_caption_truncation_warns_with_the_share_of_tokens_dropped(tmp_path):
+    from reidbench.data.text import CaptionTokenizer
+    from tests.presets import caption_tokenizer, write_vocab
+
+    base = caption_tokenizer(write_vocab(tmp_path / "vocab.txt"))
+    tokenizer = CaptionTokenizer(base.tokenizer, max_len=6)
+    captions = ["a red car", "a red car with blue stripes and a hot engine", ""]
+    lengths = [len(base.tokenizer(c)["input_ids"]) for c in captions]  # with [CLS] and [SEP]
+    dropped = sum(max(0, n - 6) for n in lengths)
+    assert tokenizer.truncation(captions) == (1, dropped, sum(lengths))
+    with pytest.warns(
+        UserWarning, match=rf"1 of 3 captions are longer than 6 tokens: truncating drops {dropped} "
+    ):
+        text = tokenizer.encode(captions, torch.device("cpu"))
+    assert text.ids.shape[1] == 6

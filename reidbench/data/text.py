@@ -8,6 +8,7 @@ The tokenizer loads from a plain WordPiece ``vocab.txt`` file, a local Hugging F
 from __future__ import annotations
 
 import inspect
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,8 +91,25 @@ class CaptionTokenizer:
         tok = self.tokenizer
         return TextVocab(len(tok), tok.mask_token_id, frozenset(tok.all_special_ids))
 
+    def truncation(self, captions: list[str]) -> tuple[int, int, int]:
+        """What cutting at ``max_len`` drops: (captions cut, tokens dropped, tokens in all captions)."""
+        lengths = [len(ids) for ids in self.tokenizer(captions, truncation=False)["input_ids"]]
+        over = [n - self.max_len for n in lengths if n > self.max_len]
+        return len(over), sum(over), sum(lengths)
+
     def encode(self, captions: list[str], device: torch.device) -> TokenizedText:
-        """``captions`` tokenized together (truncated at ``max_len``), on ``device``."""
+        """``captions`` tokenized together (truncated at ``max_len``; a warning says how much that cut),
+        on ``device``."""
+        cut, dropped, total = self.truncation(captions)
+        if cut:
+            warnings.warn(
+                f"{cut} of {len(captions)} captions are longer than {self.max_len} tokens: truncating drops "
+                f"{dropped} of {total} tokens ({100 * dropped / max(total, 1):.1f} %), the end of a caption "
+                "first (a sample's caption joins its RGB, NIR and TIR captions in that order); raise "
+                "method.text_max_len to keep them",
+                UserWarning,
+                stacklevel=2,
+            )
         enc = self.tokenizer(
             captions, padding="longest", truncation=True, max_length=self.max_len, return_tensors="pt"
         )
