@@ -100,3 +100,21 @@ def test_frozen_modules_run_in_eval_mode_during_training(synthetic_dataset):
     assert seen["backbone"] == {False}  # no drop path, no dropout in the frozen backbone
     assert seen["encoders"] == {True}
     assert all(torch.equal(before[k], v) for k, v in model.backbone.state_dict().items())
+
+
+def test_loss_terms_are_logged_raw_and_the_optimised_loss_is_their_weighted_sum(synthetic_dataset):
+    import torch.nn.functional as F
+
+    from reidbench.train.losses import batch_hard_triplet
+    from tests.presets import build_criterion, build_model, make_datamodule
+
+    spec = make_spec("late_fusion", "synthetic", 0, [*TINY, "loss.id_weight=0.25", "loss.triplet_weight=2.0"])
+    data = make_datamodule(spec, synthetic_dataset)
+    model = build_model(spec, synthetic_dataset, data)
+    batch = next(data.train_batches(0))
+    out = model(batch)
+    losses = build_criterion(spec, data, model)(out, batch["pid"], "ce+triplet", 0.1)
+    ce = F.cross_entropy(out.logits, batch["pid"], label_smoothing=0.1)
+    triplet = batch_hard_triplet(out.embedding, batch["pid"], spec.protocol.loss.triplet_margin)
+    assert torch.allclose(losses["ce"], ce) and torch.allclose(losses["triplet"], triplet)
+    assert torch.allclose(losses["loss"], 0.25 * ce + 2.0 * triplet)

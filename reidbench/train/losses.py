@@ -140,12 +140,14 @@ class Criterion(nn.Module):
     def forward(
         self, out: ModelOutput, labels: torch.Tensor, variant: str, label_smoothing: float
     ) -> dict[str, torch.Tensor]:
-        """Named weighted terms plus their sum under ``loss``."""
-        losses = {}
+        """Each term's raw (unweighted) value by name, and the weighted sum that is optimised under ``loss``
+        (the engine logs every one per epoch: a term too small to matter shows as such)."""
+        losses, weighted = {}, []
         for name in self.parse(variant):
             fn, weight = self.terms[name]
-            losses[name] = weight * fn(out, labels, label_smoothing)
-        losses["loss"] = torch.stack(list(losses.values())).sum()
+            losses[name] = fn(out, labels, label_smoothing)
+            weighted.append(weight * losses[name])
+        losses["loss"] = torch.stack(weighted).sum()
         return losses
 
     def _ce(self, out: ModelOutput, labels: torch.Tensor, smoothing: float) -> torch.Tensor:
