@@ -79,7 +79,9 @@ def test_forward_backward_reaches_every_parameter(
     method, num_modalities, datamodules, synthetic_dataset, vocab
 ):
     data = datamodules[num_modalities]
-    extra = ["loss.variant=ce+triplet+mlm+mpr"] if method == "mmet" else []
+    # MMET's reconstruction heads get gradients only with masking on (the defaults pass inputs unmasked)
+    masking = ["method.image_mask_ratio=0.3827", "method.text_mask_prob=0.15"]
+    extra = ["loss.variant=ce+triplet+mlm+mpr", *masking] if method == "mmet" else []
     spec, model = build(method, synthetic_dataset, data, vocab, *extra)
     batch = next(data.train_batches(0))
     out = model(batch)
@@ -348,7 +350,14 @@ def test_graft_stage_one_freezes_the_backbone_and_stage_two_trains_it(synthetic_
         "graft",
         "synthetic",
         0,
-        [*SMALL, *tiny_method("graft", vocab), "train.epochs=2", "train.max_steps_per_epoch=2"],
+        [
+            *SMALL,
+            *tiny_method("graft", vocab),
+            "train.epochs=2",
+            "train.max_steps_per_epoch=2",
+            "train.allow_random_frozen=true",  # the tiny backbone is random; the stages are under test
+        ],
+        recipe="official",  # GraFT's two stages
     )
     data = make_datamodule(spec, synthetic_dataset)
     model = build_model(spec, synthetic_dataset, data)

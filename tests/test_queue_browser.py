@@ -2,7 +2,8 @@
 
 It submits a tiny synthetic late_fusion run from the form, sees it queued (the one slot is busy with a
 longer run), cancels the longer run with its button (its MLflow run ends KILLED), follows the tiny run's
-log without reloading, and sees the run finish with its mAP. The page is saved as results/queue_page.png.
+log without reloading, and sees the run finish with its mAP. The page is saved as results/queue_page.png
+when REIDBENCH_UPDATE_FIGURES=1.
 """
 
 from __future__ import annotations
@@ -62,10 +63,16 @@ def _wait(driver, predicate, timeout: float, what: str):
     ).until(lambda d: predicate(d), message=what)
 
 
+def _read(driver, read):
+    """``read(driver)``, re-run while the page's refresh replaces the element under it."""
+    return _wait(driver, lambda d: (read(d),), 10, "a stable element")[0]
+
+
 def _status(driver, job_id: int) -> str:
     from selenium.webdriver.common.by import By
 
-    return driver.find_element(By.CSS_SELECTOR, f"#job-{job_id}").get_attribute("data-status")
+    row = f"#job-{job_id}"
+    return _read(driver, lambda d: d.find_element(By.CSS_SELECTOR, row).get_attribute("data-status"))
 
 
 def _submit(driver, base: str, overrides: list[str], seeds: str) -> None:
@@ -122,7 +129,7 @@ def test_submit_watch_cancel_and_follow_in_a_real_browser(tmp_path, synthetic_da
         deadline = time.time() + 120
         while (job1_run() is None or job1_run().info.status != "RUNNING") and time.time() < deadline:
             time.sleep(0.5)
-        driver.find_element(By.CSS_SELECTOR, "#job-1 button.cancel").click()
+        _read(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#job-1 button.cancel").click())
         _wait(driver, lambda d: _status(d, 1) == "cancelled", 60, "job 1 cancelled")
         assert job1_run().info.status == "KILLED"
 
@@ -135,16 +142,17 @@ def test_submit_watch_cancel_and_follow_in_a_real_browser(tmp_path, synthetic_da
 
         driver.get(base + "/")
         _wait(driver, lambda d: _status(d, 2) == "finished", 30, "job 2 finished on the main page")
-        shown = driver.find_element(By.CSS_SELECTOR, "#job-2 td.map").text
+        shown = _read(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#job-2 td.map").text)
         (run,) = client.search_runs(
             [client.get_experiment_by_name("reidbench").experiment_id],
             "attributes.run_name = 'late_fusion@synthetic#s1'",
         )
         assert run.info.status == "FINISHED"
         assert shown == f"{100 * run.data.metrics['mAP']:.1f}"
-        assert "1/1" in driver.find_element(By.CSS_SELECTOR, "#job-2 td.epoch").text
-        assert driver.find_element(By.CSS_SELECTOR, "#job-1 button.retry")  # a cancelled job can be retried
-        out = ROOT / "results" / "queue_page.png"
+        assert "1/1" in _read(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#job-2 td.epoch").text)
+        assert _read(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#job-1 button.retry"))  # retryable
+        update = os.environ.get("REIDBENCH_UPDATE_FIGURES") == "1"
+        out = ROOT / "results" / "queue_page.png" if update else tmp_path / "queue_page.png"
         out.parent.mkdir(exist_ok=True)
         driver.save_screenshot(str(out))
     finally:
