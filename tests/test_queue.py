@@ -218,6 +218,8 @@ def test_server_kill_9_and_restart_keeps_every_job_exactly_once(tmp_path):
     first = subprocess.Popen(server, env=env)
     _wait(lambda: len([j for j in store.jobs(("running",)) if j.pid]) == 2)
     running = {j.id: j.pid for j in store.jobs(("running",))}
+    # both have started (written their start), so the victim's kill ends a first attempt for sure
+    _wait(lambda: all(Path(f"{store.result_path(i)}.starts").exists() for i in running))
     first.send_signal(signal.SIGKILL)
     first.wait()
     assert all(_alive(pid) for pid in running.values())  # the jobs outlive the server
