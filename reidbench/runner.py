@@ -92,6 +92,9 @@ def run_one(spec: RunSpec, ctx: RunContext, device: torch.device | None = None) 
     run = _open_run(spec, ctx, device, state) if ctx.tracking_uri and lead else None
     if run is not None:
         state.run_id = run.run_id
+        replaced = liveness.retire_dead_runs(ctx.tracking_uri, ctx.experiment, spec.config_hash, run.run_id)
+        if replaced:
+            run.set_tags({"replaces": ",".join(replaced)})
     try:
         metrics = _fit_and_evaluate(spec, ctx, device, state, run, ckpt if lead else None)
     except BaseException as exc:

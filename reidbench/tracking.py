@@ -204,6 +204,13 @@ class Run:
         self.run_id: str = self.client.create_run(experiment_id, run_name=name, tags=all_tags).info.run_id
 
     @classmethod
+    def attach(cls, uri: str, run_id: str) -> Run:
+        """An existing run as it is (its status unchanged), to tag or close it."""
+        run = cls.__new__(cls)
+        run.client, run.run_id = _client(uri), run_id
+        return run
+
+    @classmethod
     def reopen(cls, uri: str, run_id: str) -> Run | None:
         """An existing run, set back to RUNNING (to continue an interrupted run); None if it is gone."""
         from mlflow.exceptions import MlflowException
