@@ -28,8 +28,8 @@ from reidbench.data.validation import validation_split
 from reidbench.evaluation import evaluate
 from reidbench.evaluation.cost import count_params, forward_gflops, inference_throughput
 from reidbench.evaluation.targets import evaluate_targets
-from reidbench.factory import BuildInfo, create_loss_terms, create_method, create_tokenizer
 from reidbench.generalisation import source_names
+from reidbench.nn.factory import BuildInfo, create_loss_terms, create_method, create_tokenizer
 from reidbench.parallel import distributed
 from reidbench.protocol import dump_yaml
 from reidbench.prune.rounds import prepare_round

@@ -7,7 +7,7 @@ import logging
 from contextlib import nullcontext
 from typing import Any
 
-from reidbench.embedded import check_sqlite, creation_lock
+from reidbench.util.embedded import check_sqlite, creation_lock
 
 
 def open_study(storage: str, study_name: str, seed: int = 0) -> Any:
