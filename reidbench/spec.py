@@ -36,6 +36,7 @@ ADDED_SETTINGS: dict[str, dict[str, Any]] = {
         "noise_pct": 0.0,
         "noise_seed": 42,
     },
+    "backbone": {"proj_dim": None, "camera_coef": None},
 }
 # The same for the fields of each train.stages entry.
 ADDED_STAGE_SETTINGS: dict[str, Any] = {"warmup_steps": None}

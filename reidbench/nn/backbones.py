@@ -95,13 +95,22 @@ def batch_camids(batch: dict, times: int = 1) -> torch.Tensor | None:
 
 
 def build_image_backbone(
-    cfg: BackboneCfg, image_size: tuple[int, int] | list[int], mask_token: bool = False
-) -> ImageBackbone | HFImageBackbone:
+    cfg: BackboneCfg,
+    image_size: tuple[int, int] | list[int],
+    mask_token: bool = False,
+    num_cameras: int = 0,
+) -> nn.Module:
     """The backbone ``cfg`` describes at ``image_size`` (H, W); sizes set in ``cfg`` override the model's.
 
     ``cfg.weights`` (a local file or directory) wins over ``cfg.pretrained`` (hub download).
+    ``cfg.source``: ``timm`` / ``hf`` (this module) or ``clip`` (:mod:`reidbench.nn.clip`, with a camera
+    embedding over ``num_cameras`` cameras).
     """
     size = (int(image_size[0]), int(image_size[1]))
+    if cfg.source == "clip":
+        from reidbench.nn.clip import build_clip_backbone
+
+        return build_clip_backbone(cfg, size, mask_token, num_cameras)
     if cfg.source == "hf":
         return HFImageBackbone(_hf_vit(cfg, size, mask_token))
     return ImageBackbone(_timm_vit(cfg, size), mask_token)
