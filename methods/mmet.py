@@ -53,8 +53,8 @@ from methods.mmet_config import MMETConfig
 from reidbench.data.text import CaptionTokenizer, TextVocab, build_tokenizer
 from reidbench.data.types import DatasetInfo
 from reidbench.errors import UserError
-from reidbench.nn import BNNeckHead, ModelOutput, build_image_backbone
 from reidbench.nn.factory import BuildInfo
+from reidbench.nn import BNNeckHead, ModelOutput, batch_camids, build_image_backbone
 from reidbench.nn.masking import block_masks, normalised_patches, whole_word_mask
 from reidbench.nn.text import TextEncoder, build_text_encoder
 from reidbench.nn.tokens import PreNormEncoder
@@ -145,7 +145,7 @@ class MMET(nn.Module):
                 image_mask = block_masks(
                     len(images), self.image_encoder.grid, self.image_mask_ratio, self.mask_min_block
                 ).to(images.device)
-            image_tokens = self.image_encoder(images, image_mask)
+            image_tokens = self.image_encoder(images, image_mask, camids=batch_camids(batch, len(present)))
         if mode in ("text", "multimodal"):
             ids, attn, mlm_labels = self._text(batch)
             text_tokens = self.text_encoder(ids, attn)
