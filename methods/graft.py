@@ -43,8 +43,8 @@ from torch import nn
 
 from methods.graft_config import GraftConfig
 from reidbench.errors import UserError
-from reidbench.nn.factory import BuildInfo
 from reidbench.nn import BNNeckHead, ModelOutput, batch_camids, build_image_backbone
+from reidbench.nn.factory import BuildInfo
 from reidbench.nn.tokens import post_norm_stack
 from reidbench.protocol import LossCfg
 from reidbench.train.losses import augmented_triplet

@@ -53,8 +53,8 @@ from methods.mmet_config import MMETConfig
 from reidbench.data.text import CaptionTokenizer, TextVocab, build_tokenizer
 from reidbench.data.types import DatasetInfo
 from reidbench.errors import UserError
-from reidbench.nn.factory import BuildInfo
 from reidbench.nn import BNNeckHead, ModelOutput, batch_camids, build_image_backbone
+from reidbench.nn.factory import BuildInfo
 from reidbench.nn.masking import block_masks, normalised_patches, whole_word_mask
 from reidbench.nn.text import TextEncoder, build_text_encoder
 from reidbench.nn.tokens import PreNormEncoder
