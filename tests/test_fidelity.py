@@ -89,3 +89,72 @@ def test_graft_official_schedule_at_chosen_steps():
         assert schedule.lr(step, 2.54e-5, frozen.lr) == pytest.approx(want, rel=1e-12, abs=1e-20)
     constant = resolve_schedule(spec.protocol.schedule, unfrozen, steps_per_epoch=100)
     assert {constant.lr(s, 5.7433e-6, unfrozen.lr) for s in (0, 1, 1500, 2999)} == {5.7433e-6}
+
+
+@pytest.mark.parametrize(("recipe", "attends"), [("official", True), ("shared", False)])
+def test_mmet_multimodal_output_and_caption_padding(recipe, attends, synthetic_dataset, tmp_path):
+    """Official (FLAVA's forward): the multimodal encoder attends to the padding, so changing only the
+    padding tokens changes the fused embedding; shared: padding is masked, the embedding stays."""
+    import torch
+
+    from tests.presets import build_model, make_datamodule, tiny_method, write_vocab
+
+    spec = make_spec(
+        "mmet", "synthetic", 0, tiny_method("mmet", write_vocab(tmp_path / "v.txt")), recipe=recipe
+    )
+    knobs = spec.protocol.method
+    assert (knobs["mm_attend_padding"], knobs["mm_input"] == "pre_norm") == (attends, attends)
+    assert knobs["text_encoder"] == ("flava" if attends else "bert")
+    data = make_datamodule(spec, synthetic_dataset)
+    torch.manual_seed(0)
+    model = build_model(spec, synthetic_dataset, data).eval()
+    assert model.stream_embedding is not None  # three image modalities: one embedding per stream
+    batch = next(data.train_batches(0))
+    extra = torch.zeros(len(batch["text_ids"]), 4, dtype=batch["text_ids"].dtype)
+    mask = torch.cat([batch["text_mask"], extra.to(batch["text_mask"].dtype)], dim=1)
+    outs = []
+    for token in (0, 7):  # only the four appended padding positions differ
+        ids = torch.cat([batch["text_ids"], extra + token], dim=1)
+        with torch.no_grad():
+            outs.append(model({**batch, "text_ids": ids, "text_mask": mask}).embedding)
+    assert torch.equal(outs[0], outs[1]) != attends
+    if not attends:
+        assert torch.allclose(outs[0], outs[1], atol=1e-6)
+
+
+def test_mmet_official_without_stream_embedding_for_one_image_modality(synthetic_dataset, tmp_path):
+    from tests.presets import build_model, make_datamodule, tiny_method, write_vocab
+
+    overrides = [*tiny_method("mmet", write_vocab(tmp_path / "v.txt")), "data.modalities=[rgb]"]
+    for recipe, has in (("official", False), ("shared", True)):
+        spec = make_spec("mmet", "synthetic", 0, overrides, recipe=recipe)
+        model = build_model(spec, synthetic_dataset, make_datamodule(spec, synthetic_dataset))
+        assert (model.stream_embedding is not None) == has
+
+
+def test_mmet_official_optimiser_groups_and_schedule(synthetic_dataset, tmp_path):
+    from tests.presets import build_model, make_datamodule, tiny_method, write_vocab
+    from tests.test_optim_schedule import hf_cosine
+
+    spec = make_spec(
+        "mmet", "synthetic", 0, tiny_method("mmet", write_vocab(tmp_path / "v.txt")), recipe="official"
+    )
+    model = build_model(spec, synthetic_dataset, make_datamodule(spec, synthetic_dataset))
+    stage = spec.protocol.resolved_stages()[0]
+    groups = resolve_groups(model, spec.protocol.optim, stage)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    # every trainable tensor (biases, LayerNorms, BN weight; not the frozen BN bias) decays at 0.1, lr 1e-5
+    assert [(g.lr, g.weight_decay, len(g.params)) for g in groups] == [(1e-5, 0.1, len(trainable))]
+    assert sum(n.endswith("bias") for n in trainable) > 10
+    shared = make_spec("mmet", "synthetic", 0, tiny_method("mmet", write_vocab(tmp_path / "v.txt")))
+    shared_model = build_model(shared, synthetic_dataset, make_datamodule(shared, synthetic_dataset))
+    exempt = [
+        g for g in resolve_groups(shared_model, shared.protocol.optim, shared.protocol.resolved_stages()[0])
+    ]
+    assert sorted(g.weight_decay for g in exempt) == [0.0, 0.05]
+    schedule = resolve_schedule(spec.protocol.schedule, stage, steps_per_epoch=300)
+    assert schedule.total == 12 * 300
+    for step in [0, 1, 1000, 1999, 2000, 2001, 2800, 3599]:
+        assert schedule.lr(step, 1e-5, stage.lr) == pytest.approx(
+            hf_cosine(step, 1e-5, 2000, 3600), abs=1e-20
+        )
