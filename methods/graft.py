@@ -40,7 +40,7 @@ from methods.graft_config import GRAFT_FIDELITY, GraftConfig
 from reidbench.errors import UserError
 from reidbench.factory import BuildInfo
 from reidbench.fidelity import docstring_table
-from reidbench.nn import BNNeckHead, ModelOutput, build_image_backbone
+from reidbench.nn import BNNeckHead, ModelOutput, batch_camids, build_image_backbone
 from reidbench.nn.tokens import post_norm_stack
 from reidbench.protocol import LossCfg
 from reidbench.train.losses import augmented_triplet
@@ -83,7 +83,8 @@ class GraFT(nn.Module):
     def forward(self, batch: dict) -> ModelOutput:
         present = [m for m in self.modalities if m in batch]  # all of them, except in drop-missing evaluation
         size = batch[present[0]].shape[0]
-        tokens = self.backbone(torch.cat([batch[m] for m in present]))  # one pass for all modalities
+        images = torch.cat([batch[m] for m in present])  # one pass for all modalities
+        tokens = self.backbone(images, camids=batch_camids(batch, len(present)))
         num = self.fusion_tokens.shape[1]
         start = num + self.data_token
         fused, data = [], []

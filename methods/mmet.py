@@ -55,7 +55,7 @@ from reidbench.data.types import DatasetInfo
 from reidbench.errors import UserError
 from reidbench.factory import BuildInfo
 from reidbench.fidelity import docstring_table
-from reidbench.nn import BNNeckHead, ModelOutput, build_image_backbone
+from reidbench.nn import BNNeckHead, ModelOutput, batch_camids, build_image_backbone
 from reidbench.nn.masking import block_masks, normalised_patches, whole_word_mask
 from reidbench.nn.text import TextEncoder, build_text_encoder
 from reidbench.nn.tokens import PreNormEncoder
@@ -153,7 +153,9 @@ class MMET(nn.Module):
                 image_mask = block_masks(
                     len(images), self.image_encoder.grid, self.image_mask_ratio, self.mask_min_block
                 ).to(images.device)
-            image_tokens = self.image_encoder(images, image_mask, final_norm=final_norm)
+            pre = {} if final_norm else {"final_norm": False}  # backbones that offer pre-LN tokens
+            camids = batch_camids(batch, len(present))
+            image_tokens = self.image_encoder(images, image_mask, camids=camids, **pre)
         if mode in ("text", "multimodal"):
             ids, attn, mlm_labels = self._text(batch)
             text_tokens = self.text_encoder(ids, attn, final_norm=final_norm)

@@ -146,10 +146,11 @@ class TrainCfg:
 
 @dataclass
 class BackboneCfg:
-    """Image backbone. ``source`` timm or hf; None sizes keep the model's defaults."""
+    """Image backbone. ``source`` timm, hf or clip (OpenAI CLIP tower, reidbench.nn.clip); None sizes keep
+    the model's defaults."""
 
     name: str = "vit_base_patch16_224"
-    source: Literal["timm", "hf"] = "timm"
+    source: Literal["timm", "hf", "clip"] = "timm"
     pretrained: bool = True
     weights: str | None = None  # local file or HF directory; overrides the hub download
     patch_size: int | None = None
@@ -157,6 +158,8 @@ class BackboneCfg:
     depth: int | None = None
     num_heads: int | None = None
     drop_path: float = 0.1  # stochastic depth (timm backbones; transformers ViT / DeiT have none)
+    proj_dim: int | None = None  # CLIP: width of the projection applied to every token (None: the model's)
+    camera_coef: float | None = None  # CLIP: camera embedding on the CLS token x this (None: 1.0; 0: off)
 
 
 @dataclass

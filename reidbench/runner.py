@@ -168,7 +168,7 @@ def _fit_and_evaluate(
     targets = {name: load_dataset(name, ctx.data_root, ctx.allow_partial) for name in spec.test_on}
     if (dataset.problems or any(t.problems for t in targets.values())) and run is not None:
         run.set_tags({"partial_data": "true"})
-    if spec.validation:
+    if spec.validation is not None:
         dataset = validation_split(dataset, spec.validation)
     show = ctx.show_progress and distributed.rank() == 0
     cfg = method_config(spec.method, spec.protocol.method)

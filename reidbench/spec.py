@@ -36,6 +36,7 @@ ADDED_SETTINGS: dict[str, dict[str, Any]] = {
         "noise_pct": 0.0,
         "noise_seed": 42,
     },
+    "backbone": {"proj_dim": None, "camera_coef": None},
 }
 # Method knobs added since (the method section holds every knob of a method, see make_spec).
 ADDED_SETTINGS["method"] = {
@@ -74,7 +75,8 @@ class RunSpec:
     def name(self) -> str:
         targets = f">{','.join(self.test_on)}" if self.test_on else ""
         step = f":{self.prune.schedule}-r{self.prune.round}" if self.prune is not None else ""
-        return f"{self.method}@{self.dataset}{':val' if self.validation else ''}{targets}{step}#s{self.seed}"
+        val = ":val" if self.validation is not None else ""
+        return f"{self.method}@{self.dataset}{val}{targets}{step}#s{self.seed}"
 
     def config(self) -> dict[str, Any]:
         """The fully resolved config (what the hash covers and what is logged)."""
@@ -84,7 +86,7 @@ class RunSpec:
             "seed": self.seed,
             "protocol": to_dict(self.protocol),
         }
-        if self.validation:
+        if self.validation is not None:
             config["validation"] = self.validation
         if self.test_on:
             config["test_on"] = {target: list(mods) for target, mods in self.test_on.items()}
@@ -148,6 +150,10 @@ def make_spec(
     shared); see :mod:`reidbench.recipes`.
     """
     load_plugins()
+    if validation is not None:  # 0 must never mean "no split" (the run would score the test split)
+        from reidbench.data.validation import check_fraction
+
+        validation = check_fraction(validation)
     recipe = active_recipe(recipe)
     base = recipe_settings(method, recipe)
     sources = source_names(dataset)

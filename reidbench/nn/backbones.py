@@ -1,11 +1,13 @@
 """Image backbones (ViTs from timm or transformers) returning all tokens, prefix tokens first.
 
-Both adapters share one interface: ``forward(x, mask=None) -> (B, T, D)`` tokens after the final
-LayerNorm, ``dim``, ``num_prefix_tokens`` (CLS, plus the distillation token of DeiT-distilled),
+Both adapters share one interface: ``forward(x, mask=None, camids=None) -> (B, T, D)`` tokens after the
+final LayerNorm, ``dim``, ``num_prefix_tokens`` (CLS, plus the distillation token of DeiT-distilled),
 ``patch_size``, ``grid`` (patch rows, columns) and ``cls(x)``. ``mask`` (B, N patches, bool) replaces
-masked patch embeddings by a learnable mask token (built with ``mask_token=True``). ``forward(x, mask,
-final_norm=False)`` returns the tokens before the final LayerNorm (FLAVA feeds those to its multimodal
-encoder) and ``final_norm(tokens)`` applies it.
+masked patch embeddings by a learnable mask token (built with ``mask_token=True``). ``camids`` (B,) are
+the batch's camera ids (``batch["camid"]``, see :func:`batch_camids`): backbones with a camera embedding
+(reidbench.nn.transreid) use them, these two ignore them. ``forward(x, mask, final_norm=False)`` (these
+two) returns the tokens before the final LayerNorm (FLAVA feeds those to its multimodal encoder) and
+``final_norm(tokens)`` applies it.
 
 Inputs may be non-square (256x128, 128x256): a pretrained checkpoint's absolute position embedding is
 resampled (bicubic, antialiased, prefix tokens kept) from its grid to the model's. Weights come from the
@@ -42,7 +44,11 @@ class ImageBackbone(nn.Module):
             nn.init.trunc_normal_(self.mask_token, std=0.02)
 
     def forward(
-        self, x: torch.Tensor, mask: torch.Tensor | None = None, final_norm: bool = True
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        camids: torch.Tensor | None = None,
+        final_norm: bool = True,
     ) -> torch.Tensor:
         """Tokens after the final LayerNorm (``final_norm=False``: before it, the last block's output)."""
         m = self.model
@@ -60,9 +66,9 @@ class ImageBackbone(nn.Module):
         """The final LayerNorm applied to tokens taken before it."""
         return self.model.norm(tokens)
 
-    def cls(self, x: torch.Tensor) -> torch.Tensor:
+    def cls(self, x: torch.Tensor, camids: torch.Tensor | None = None) -> torch.Tensor:
         """The first (CLS) token's output, ``(B, D)``."""
-        return self.forward(x)[:, 0]
+        return self(x, camids=camids)[:, 0]
 
 
 class HFImageBackbone(nn.Module):
@@ -80,7 +86,11 @@ class HFImageBackbone(nn.Module):
         self.mask_token = model.embeddings.mask_token
 
     def forward(
-        self, x: torch.Tensor, mask: torch.Tensor | None = None, final_norm: bool = True
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        camids: torch.Tensor | None = None,
+        final_norm: bool = True,
     ) -> torch.Tensor:
         """Tokens after the final LayerNorm (``final_norm=False``: before it, the last layer's output)."""
         if mask is not None and self.mask_token is None:
@@ -92,19 +102,37 @@ class HFImageBackbone(nn.Module):
         """The final LayerNorm applied to tokens taken before it."""
         return self.model.layernorm(tokens)
 
-    def cls(self, x: torch.Tensor) -> torch.Tensor:
+    def cls(self, x: torch.Tensor, camids: torch.Tensor | None = None) -> torch.Tensor:
         """The first (CLS) token's output, ``(B, D)``."""
-        return self.forward(x)[:, 0]
+        return self(x, camids=camids)[:, 0]
+
+
+def batch_camids(batch: dict, times: int = 1) -> torch.Tensor | None:
+    """The batch's camera ids (``camid``), repeated ``times`` for modalities stacked along the batch
+    (modality-major, as ``torch.cat([batch[m] for m in modalities])``); None when the batch has none."""
+    camids = batch.get("camid")
+    if camids is None:
+        return None
+    return camids.repeat(times) if times > 1 else camids
 
 
 def build_image_backbone(
-    cfg: BackboneCfg, image_size: tuple[int, int] | list[int], mask_token: bool = False
-) -> ImageBackbone | HFImageBackbone:
+    cfg: BackboneCfg,
+    image_size: tuple[int, int] | list[int],
+    mask_token: bool = False,
+    num_cameras: int = 0,
+) -> nn.Module:
     """The backbone ``cfg`` describes at ``image_size`` (H, W); sizes set in ``cfg`` override the model's.
 
     ``cfg.weights`` (a local file or directory) wins over ``cfg.pretrained`` (hub download).
+    ``cfg.source``: ``timm`` / ``hf`` (this module) or ``clip`` (:mod:`reidbench.nn.clip`, with a camera
+    embedding over ``num_cameras`` cameras).
     """
     size = (int(image_size[0]), int(image_size[1]))
+    if cfg.source == "clip":
+        from reidbench.nn.clip import build_clip_backbone
+
+        return build_clip_backbone(cfg, size, mask_token, num_cameras)
     if cfg.source == "hf":
         return HFImageBackbone(_hf_vit(cfg, size, mask_token))
     return ImageBackbone(_timm_vit(cfg, size), mask_token)
