@@ -119,10 +119,11 @@ class TrainCfg:
 
 @dataclass
 class BackboneCfg:
-    """Image backbone. ``source`` timm or hf; None sizes keep the model's defaults."""
+    """Image backbone. ``source`` timm, hf or transreid (a TransReID ViT with a camera embedding,
+    reidbench.nn.transreid); None sizes keep the model's defaults."""
 
     name: str = "vit_base_patch16_224"
-    source: Literal["timm", "hf"] = "timm"
+    source: Literal["timm", "hf", "transreid"] = "timm"
     pretrained: bool = True
     weights: str | None = None  # local file or HF directory; overrides the hub download
     patch_size: int | None = None
@@ -130,6 +131,7 @@ class BackboneCfg:
     depth: int | None = None
     num_heads: int | None = None
     drop_path: float = 0.1
+    camera_coef: float | None = None  # camera embedding x this (None: the backbone's default; 0: off)
 
 
 @dataclass

@@ -30,6 +30,7 @@ from reidbench.evaluation.cost import count_params, forward_gflops, inference_th
 from reidbench.evaluation.targets import evaluate_targets
 from reidbench.factory import BuildInfo, create_loss_terms, create_method, create_tokenizer
 from reidbench.generalisation import source_names
+from reidbench.nn.backbones import checkpoint_digests
 from reidbench.parallel import distributed
 from reidbench.protocol import dump_yaml
 from reidbench.prune.rounds import prepare_round
@@ -186,6 +187,8 @@ def _fit_and_evaluate(
     )
     info = BuildInfo.from_protocol(spec.protocol, dataset.info, data.num_classes, tokenizer)
     model = create_method(spec.method, cfg, info).to(device)
+    if run is not None and (digests := checkpoint_digests(model)):
+        run.set_tags({f"checkpoint_sha256.{name}": sha for name, sha in digests.items()})
     # a pruning round starts from the previous round's weights, pruned; unstructured zeros stay zero
     pruning = (
         nullcontext()

@@ -24,7 +24,11 @@ from reidbench.registry import DATASETS, METHODS, load_plugins
 RETIRED_SETTINGS: dict[str, dict[str, Any]] = {"train": {"eval_every": 0}}
 # Protocol settings added after runs were stored, with their default: at that default they stay out of the
 # hash, so the configs that existed before keep their config hash.
-ADDED_SETTINGS: dict[str, dict[str, Any]] = {"train": {"allow_random_frozen": False}, "optim": {"eps": 1e-8}}
+ADDED_SETTINGS: dict[str, dict[str, Any]] = {
+    "train": {"allow_random_frozen": False},
+    "optim": {"eps": 1e-8},
+    "backbone": {"camera_coef": None},
+}
 
 
 @dataclass(frozen=True)

@@ -95,13 +95,22 @@ def batch_camids(batch: dict, times: int = 1) -> torch.Tensor | None:
 
 
 def build_image_backbone(
-    cfg: BackboneCfg, image_size: tuple[int, int] | list[int], mask_token: bool = False
-) -> ImageBackbone | HFImageBackbone:
+    cfg: BackboneCfg,
+    image_size: tuple[int, int] | list[int],
+    mask_token: bool = False,
+    num_cameras: int = 0,
+) -> nn.Module:
     """The backbone ``cfg`` describes at ``image_size`` (H, W); sizes set in ``cfg`` override the model's.
 
     ``cfg.weights`` (a local file or directory) wins over ``cfg.pretrained`` (hub download).
+    ``cfg.source``: ``timm`` / ``hf`` (this module) or ``transreid`` (:mod:`reidbench.nn.transreid`, with a
+    camera embedding over ``num_cameras`` cameras).
     """
     size = (int(image_size[0]), int(image_size[1]))
+    if cfg.source == "transreid":
+        from reidbench.nn.transreid import build_transreid_backbone
+
+        return build_transreid_backbone(cfg, size, mask_token, num_cameras)
     if cfg.source == "hf":
         return HFImageBackbone(_hf_vit(cfg, size, mask_token))
     return ImageBackbone(_timm_vit(cfg, size), mask_token)
@@ -217,3 +226,13 @@ def resample_position_embedding(
 
 def _pair(value: int | list[int] | tuple[int, int]) -> tuple[int, int]:
     return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+
+
+def checkpoint_digests(model: nn.Module) -> dict[str, str]:
+    """``{module path: sha256}`` of the checkpoint files the model's backbones were loaded from (modules
+    with a ``checkpoint_sha256`` attribute set); the runner logs them as run tags."""
+    return {
+        name or "model": m.checkpoint_sha256
+        for name, m in model.named_modules()
+        if getattr(m, "checkpoint_sha256", None)
+    }
