@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from reidbench.errors import UserError
 from reidbench.nn import build_image_backbone
-from reidbench.nn.backbones import checkpoint_digests
+from reidbench.nn.backbones import weights_tags
 from reidbench.nn.transreid import TransReIDViT
 from reidbench.protocol import BackboneCfg
 
@@ -97,8 +97,14 @@ def test_timm_state_dict_loads_strictly_with_bilinear_positions_and_its_sha256(t
     expected = reference_bilinear(pos[0, 1:].reshape(14, 14, -1), 16, 8).reshape(1, 128, -1)
     assert torch.equal(own["pos_embed"][:, :1], pos[:, :1])
     torch.testing.assert_close(own["pos_embed"][:, 1:], expected, rtol=1e-5, atol=1e-6)
-    assert model.checkpoint_sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
-    assert checkpoint_digests(torch.nn.ModuleDict({"rgb": model})) == {"rgb": model.checkpoint_sha256}
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    tags = {"backbone_weights": str(path), "backbone_weights_sha256": sha}
+    assert model.weights_tags == tags
+    other = build_image_backbone(cfg(path), (256, 128), num_cameras=4)
+    assert weights_tags(torch.nn.ModuleDict({"rgb": model, "nir": other})) == tags  # one file: one set
+    other.weights_tags = {**tags, "backbone_weights_sha256": "0" * 64}
+    both = weights_tags(torch.nn.ModuleDict({"rgb": model, "nir": other}))
+    assert both["backbone_weights_sha256.rgb"] == sha and both["backbone_weights_sha256.nir"] == "0" * 64
     fresh = TransReIDViT((256, 128), 16, **TINY, num_cameras=4)
     fresh.load_state_dict(own, strict=True)  # what the backbone holds is its own strict layout
 

@@ -15,8 +15,8 @@ What makes it TransReID's rather than timm's ViT (read in 924973292/TOP-ReID @92
 
 Weights: timm's ``vit_base_patch16_224`` state dict (``orig_in21k_ft_in1k`` is the file TransReID's
 README points to) from ``backbone.weights=FILE`` (.pth / .bin / .safetensors), or from the hub when
-``backbone.pretrained`` and there is network. The file's sha256 is kept in ``checkpoint_sha256`` (the
-runner logs it as a run tag).
+``backbone.pretrained`` and there is network. The file and its sha256 are kept in ``weights_tags``
+(``backbone_weights``, ``backbone_weights_sha256``; the runner logs them as run tags).
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ class TransReIDViT(nn.Module):
             *[Block(embed_dim, num_heads, 4.0, qkv_bias=True, drop_path=r, norm_layer=norm) for r in rates]
         )
         self.norm = norm(embed_dim)
-        self.checkpoint_sha256: str | None = None
+        self.weights_tags: dict[str, str] = {}  # backbone_weights (file), backbone_weights_sha256
         self._init_weights()
 
     @property
@@ -222,7 +222,8 @@ def build_transreid_backbone(
     path = _checkpoint_file(cfg)
     if path is not None:
         load_timm_vit_state(model, read_state_dict(path), str(path))
-        model.checkpoint_sha256 = sha256_file(path)
+        source = cfg.weights or f"hf-hub:{cfg.name}"
+        model.weights_tags = {"backbone_weights": source, "backbone_weights_sha256": sha256_file(path)}
     return model
 
 

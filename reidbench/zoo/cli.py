@@ -160,8 +160,8 @@ def run_evaluation(
     data = load_dataset(name, data_root or default_data_root(), allow_partial)
     if validation is None and name == source.weights.config["dataset"]:
         validation = source.weights.config.get("validation")  # where a tuning trial was scored
-    if validation:
-        data = validation_split(data, validation)
+    if validation is not None:  # never the test split under a validation name
+        data = validation_split(data, validation, option="--validation")
     say = lambda text: console.print(f"note: {text}", highlight=False)  # noqa: E731
     return evaluate_source(
         source, data, pick_device(device), overrides, uri, experiment, not quiet, say, validation

@@ -190,7 +190,7 @@ def evaluate_source(
     model = model.to(device)
     fill = not getattr(model, "drops_missing_modalities", False)
     query, gallery = target_eval_sets(dataset, trained, modalities, device, tokenizer, fill, show_progress)
-    split = f"val:{validation}" if validation else "test"
+    split = f"val:{validation}" if validation is not None else "test"
     run = _open_eval_run(uri, experiment, source, protocol, load, device, split) if uri else None
     try:
         metrics = evaluate(model, query, gallery, protocol.eval)
