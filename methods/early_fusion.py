@@ -93,7 +93,7 @@ def early_fusion_model(
 def early_fusion(cfg: EarlyFusionConfig, info: BuildInfo) -> EarlyFusion:
     """Registered builder: the protocol's backbone, then early fusion with the knobs of ``cfg``."""
     return early_fusion_model(
-        build_image_backbone(info.backbone, info.image_size),
+        build_image_backbone(info.backbone, info.image_size, num_cameras=info.num_cameras),
         list(info.modalities),
         info.num_classes,
         cfg.depth,

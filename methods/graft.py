@@ -164,7 +164,7 @@ def graft_loss_terms(cfg: GraftConfig, loss: LossCfg) -> dict:
 def graft(cfg: GraftConfig, info: BuildInfo) -> GraFT:
     """Registered builder: the protocol's backbone, then GraFT with the knobs of ``cfg``."""
     return graft_model(
-        build_image_backbone(info.backbone, info.image_size),
+        build_image_backbone(info.backbone, info.image_size, num_cameras=info.num_cameras),
         list(info.modalities),
         info.num_classes,
         cfg.fusion_tokens,

@@ -338,7 +338,9 @@ def mmet(cfg: MMETConfig, info: BuildInfo) -> MMET:
     image = text = None
     if modes & {"image", "multimodal"}:
         masked = cfg.image_mask_ratio > 0 and cfg.mode != "text"
-        image = build_image_backbone(info.backbone, info.image_size, mask_token=masked)
+        image = build_image_backbone(
+            info.backbone, info.image_size, mask_token=masked, num_cameras=info.num_cameras
+        )
     if cfg.needs_text():
         text = build_text_encoder(
             cfg.text_model,
