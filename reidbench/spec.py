@@ -24,7 +24,29 @@ from reidbench.registry import DATASETS, METHODS, load_plugins
 RETIRED_SETTINGS: dict[str, dict[str, Any]] = {"train": {"eval_every": 0}}
 # Protocol settings added after runs were stored, with their default: at that default they stay out of the
 # hash, so the configs that existed before keep their config hash.
-ADDED_SETTINGS: dict[str, dict[str, Any]] = {"train": {"allow_random_frozen": False}, "optim": {"eps": 1e-8}}
+ADDED_SETTINGS: dict[str, dict[str, Any]] = {
+    "train": {"allow_random_frozen": False},
+    "optim": {"eps": 1e-8, "nesterov": False, "no_decay": ["1d"], "groups": []},
+    "schedule": {
+        "warmup_steps": None,
+        "bounds": "per_group",
+        "cosine": "after_warmup",
+        "step_per": "step",
+        "first_epoch": 0,
+        "noise_pct": 0.0,
+        "noise_seed": 42,
+    },
+    "backbone": {"proj_dim": None, "camera_coef": None},
+}
+# Method knobs added since (the method section holds every knob of a method, see make_spec).
+ADDED_SETTINGS["method"] = {
+    "modality_embedding_single": True,
+    "mm_attend_padding": False,
+    "mm_input": "post_norm",
+    "text_encoder": "bert",
+}
+# The same for the fields of each train.stages entry.
+ADDED_STAGE_SETTINGS: dict[str, Any] = {"warmup_steps": None}
 
 
 @dataclass(frozen=True)
@@ -91,6 +113,10 @@ def hash_config(config: dict[str, Any]) -> str:
         for key, default in values.items():
             if protocol.get(section, {}).get(key, default) == default:
                 protocol.get(section, {}).pop(key, None)
+    for stage in protocol.get("train", {}).get("stages", []):
+        for key, default in ADDED_STAGE_SETTINGS.items():
+            if stage.get(key, default) == default:
+                stage.pop(key, None)
     return config_hash(config)
 
 

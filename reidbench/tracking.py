@@ -2,7 +2,7 @@
 
 Default store: ``sqlite:///<cwd>/results/mlflow.db`` (``MLFLOW_TRACKING_URI`` or ``--tracking-uri``
 override it). :func:`check_uri` refuses a URI that cannot work before anything is set up. A SQLite store
-is created and migrated under a file lock next to it (:mod:`reidbench.embedded`), so any number of
+is created and migrated under a file lock next to it (:mod:`reidbench.util.embedded`), so any number of
 processes may open a fresh store at once; :func:`prepare` creates the experiment the same way.
 """
 
@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reidbench.embedded import check_sqlite, creation_lock, sqlite_path
 from reidbench.errors import UserError
+from reidbench.util.embedded import check_sqlite, creation_lock, sqlite_path
 
 DEFAULT_EXPERIMENT = "reidbench"
 MAX_PARAM_LEN = 6000

@@ -167,7 +167,7 @@ def evaluate_source(
     from reidbench.evaluation import evaluate
     from reidbench.evaluation.cost import count_params
     from reidbench.evaluation.targets import target_eval_sets
-    from reidbench.factory import BuildInfo, create_method, create_tokenizer
+    from reidbench.nn.factory import BuildInfo, create_method, create_tokenizer
     from reidbench.runner import seed_everything
     from reidbench.spec import method_config
 
