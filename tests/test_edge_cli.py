@@ -107,3 +107,32 @@ def test_serve_on_a_busy_port_fails_before_starting_a_job(monkeypatch, capsys, t
         code, out = run_cli(monkeypatch, capsys, "serve", "--queue", str(store.path), "--port", str(port))
     assert code == 2 and f"--port {port}: cannot listen there" in out and "serving" not in out
     assert store.get(job).status == "queued"  # no job started
+
+
+BAD_SETS = """
+import sys
+from click.testing import CliRunner
+from cli import cli
+from reidbench.errors import UserError
+
+for args in (
+    ["ablate", "fusion_tokens", "--set", "no_such.key=1"],
+    ["tune", "-m", "graft", "-d", "synthetic", "--trials", "1", "--set", "no_such.key=1"],
+    ["suite", "generalisation", "--set", "no_such.key=1"],
+    ["eval", "--run", "0123abc", "--set", "eval.no_such=1"],
+):
+    bad = CliRunner().invoke(cli, args)
+    assert isinstance(bad.exception, UserError) and "no_such" in str(bad.exception), (args, bad.output)
+print(sorted(m for m in ("torch", "timm", "transformers") if m in sys.modules))
+"""
+
+
+def test_ablate_tune_suite_eval_refuse_a_bad_set_before_importing_torch():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", BAD_SETS], cwd=root, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[-2] == "[]", done.stdout
