@@ -1,4 +1,4 @@
 """Methods: each family registers its builders in reidbench.registry.METHODS from a torch-free
 ``<family>_config`` module (knobs, defaults, ``"module:function"`` references to the builders)."""
 
-from methods import early_fusion_config, graft_config, late_fusion_config, mmet_config  # noqa: F401
+from reidbench.methods import early_fusion_config, graft_config, late_fusion_config, mmet_config  # noqa: F401

@@ -11,9 +11,9 @@ the tokens (not in the official code, which gives the fusion layer no way to tel
 from __future__ import annotations
 
 import torch
+from reidbench.methods.early_fusion_config import EarlyFusionConfig
 from torch import nn
 
-from methods.early_fusion_config import EarlyFusionConfig
 from reidbench.errors import UserError
 from reidbench.nn import BNNeckHead, ModelOutput, batch_camids, build_image_backbone
 from reidbench.nn.factory import BuildInfo

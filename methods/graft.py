@@ -39,9 +39,9 @@ The official absolute values (RGBNT100): ``optim.lr=2.54e-5 optim.weight_decay=0
 from __future__ import annotations
 
 import torch
+from reidbench.methods.graft_config import GraftConfig
 from torch import nn
 
-from methods.graft_config import GraftConfig
 from reidbench.errors import UserError
 from reidbench.nn import BNNeckHead, ModelOutput, batch_camids, build_image_backbone
 from reidbench.nn.factory import BuildInfo

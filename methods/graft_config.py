@@ -68,10 +68,10 @@ GRAFT_DEVIATIONS = [
 
 METHODS.add(
     "graft",
-    "methods.graft:graft",
+    "reidbench.methods.graft:graft",
     "GraFT: shared ViT, per-modality fusion layers with shared fusion tokens, augmented triplet, two stages",
     config=GraftConfig,
     official=GRAFT_OFFICIAL,
     deviations=GRAFT_DEVIATIONS,
-    loss_terms="methods.graft:graft_loss_terms",
+    loss_terms="reidbench.methods.graft:graft_loss_terms",
 )

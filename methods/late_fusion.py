@@ -8,9 +8,9 @@ of TOP-ReID / the GraFT table) and ``single_modality`` (one modality alone, RGB 
 from __future__ import annotations
 
 import torch
+from reidbench.methods.late_fusion_config import LateFusionConfig, SingleModalityConfig
 from torch import nn
 
-from methods.late_fusion_config import LateFusionConfig, SingleModalityConfig
 from reidbench.errors import UserError
 from reidbench.nn import BNNeckHead, ModelOutput, batch_camids, build_image_backbone
 from reidbench.nn.factory import BuildInfo

@@ -47,9 +47,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from reidbench.methods.mmet_config import MMETConfig
 from torch import nn
 
-from methods.mmet_config import MMETConfig
 from reidbench.data.text import CaptionTokenizer, TextVocab, build_tokenizer
 from reidbench.data.types import DatasetInfo
 from reidbench.errors import UserError

@@ -20,6 +20,7 @@ import yaml
 from reidbench.config import apply_override, from_dict, parse_override, to_dict, yaml_problem
 from reidbench.errors import UserError
 from reidbench.train.selectors import FORMS, selector_problem
+from reidbench.util.resources import shipped_dir
 
 MODALITIES = ("rgb", "nir", "tir")
 
@@ -237,9 +238,9 @@ _PROTOCOL_FILE: ContextVar[Path | None] = ContextVar("protocol_file", default=No
 
 
 def protocols_dir() -> Path:
-    """Folder of the protocol YAML files (``REIDBENCH_PROTOCOLS`` or the repo's benchmarks/protocols)."""
+    """Folder of the protocol YAML files (``REIDBENCH_PROTOCOLS``; default: shipped with the package)."""
     env = os.environ.get("REIDBENCH_PROTOCOLS")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "benchmarks" / "protocols"
+    return Path(env) if env else shipped_dir("protocols")
 
 
 @contextmanager

@@ -8,9 +8,9 @@ from dataclasses import replace
 import pytest
 import torch
 from click.testing import CliRunner
+from reidbench.methods.graft import graft_model
+from reidbench.methods.mmet_config import MMETConfig
 
-from methods.graft import graft_model
-from methods.mmet_config import MMETConfig
 from reidbench.data.module import DataModule
 from reidbench.data.types import DatasetInfo
 from reidbench.errors import UserError

@@ -60,7 +60,7 @@ def test_a_plugin_module_taking_a_builtin_name_is_a_one_line_error(tmp_path):
     done = reidbench("--plugins", "clash.py", "list", "methods", cwd=tmp_path)
     assert done.returncode == 2, done.stdout + done.stderr
     out = " ".join((done.stdout + done.stderr).split())
-    assert "methods.late_fusion_config" in out and str(tmp_path / "clash.py") in out
+    assert "reidbench.methods.late_fusion_config" in out and str(tmp_path / "clash.py") in out
     assert "Traceback" not in out
 
 
@@ -174,3 +174,12 @@ def test_the_readme_dataset_plugin_loads_checks_and_builds_a_run(tmp_path, tmp_p
     env = {**os.environ, "REIDBENCH_PLUGINS": str(plugin)}
     spec = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
     assert spec.returncode == 0 and len(spec.stdout.strip()) > 8, spec.stderr
+
+
+def test_the_same_file_registering_again_under_another_module_name_is_kept_once():
+    reg = Registry("thing")
+    reg.add("a", "os.path:join", "x", source="pkg.mod (/src/pkg/mod.py)")
+    reg.add("a", "os.path:join", "x", source="mod (/src/pkg/mod.py)")
+    assert reg.get("a").source == "pkg.mod (/src/pkg/mod.py)" and len(reg) == 1
+    with pytest.raises(RegistrationError):
+        reg.add("a", "os.path:join", "x", source="other (/src/other.py)")
