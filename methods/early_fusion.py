@@ -15,8 +15,8 @@ from torch import nn
 
 from methods.early_fusion_config import EarlyFusionConfig
 from reidbench.errors import UserError
-from reidbench.factory import BuildInfo
 from reidbench.nn import BNNeckHead, ModelOutput, batch_camids, build_image_backbone
+from reidbench.nn.factory import BuildInfo
 from reidbench.nn.tokens import post_norm_stack
 
 
@@ -93,7 +93,7 @@ def early_fusion_model(
 def early_fusion(cfg: EarlyFusionConfig, info: BuildInfo) -> EarlyFusion:
     """Registered builder: the protocol's backbone, then early fusion with the knobs of ``cfg``."""
     return early_fusion_model(
-        build_image_backbone(info.backbone, info.image_size),
+        build_image_backbone(info.backbone, info.image_size, num_cameras=info.num_cameras),
         list(info.modalities),
         info.num_classes,
         cfg.depth,

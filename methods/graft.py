@@ -38,9 +38,9 @@ from torch import nn
 
 from methods.graft_config import GRAFT_FIDELITY, GraftConfig
 from reidbench.errors import UserError
-from reidbench.factory import BuildInfo
 from reidbench.fidelity import docstring_table
 from reidbench.nn import BNNeckHead, ModelOutput, batch_camids, build_image_backbone
+from reidbench.nn.factory import BuildInfo
 from reidbench.nn.tokens import post_norm_stack
 from reidbench.protocol import LossCfg
 from reidbench.train.losses import augmented_triplet
@@ -164,7 +164,7 @@ def graft_loss_terms(cfg: GraftConfig, loss: LossCfg) -> dict:
 def graft(cfg: GraftConfig, info: BuildInfo) -> GraFT:
     """Registered builder: the protocol's backbone, then GraFT with the knobs of ``cfg``."""
     return graft_model(
-        build_image_backbone(info.backbone, info.image_size),
+        build_image_backbone(info.backbone, info.image_size, num_cameras=info.num_cameras),
         list(info.modalities),
         info.num_classes,
         cfg.fusion_tokens,

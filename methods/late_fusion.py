@@ -12,8 +12,8 @@ from torch import nn
 
 from methods.late_fusion_config import LateFusionConfig, SingleModalityConfig
 from reidbench.errors import UserError
-from reidbench.factory import BuildInfo
 from reidbench.nn import BNNeckHead, ModelOutput, batch_camids, build_image_backbone
+from reidbench.nn.factory import BuildInfo
 from reidbench.nn.fusion import build_fusion
 
 
@@ -74,9 +74,12 @@ def late_fusion_model(
 def image_backbones(info: BuildInfo, modalities: list[str], shared: bool) -> dict[str, nn.Module]:
     """The protocol's backbone for each of ``modalities``: one shared object, or one each (in order)."""
     if shared:
-        backbone = build_image_backbone(info.backbone, info.image_size)
+        backbone = build_image_backbone(info.backbone, info.image_size, num_cameras=info.num_cameras)
         return dict.fromkeys(modalities, backbone)
-    return {m: build_image_backbone(info.backbone, info.image_size) for m in modalities}
+    return {
+        m: build_image_backbone(info.backbone, info.image_size, num_cameras=info.num_cameras)
+        for m in modalities
+    }
 
 
 def late_fusion(cfg: LateFusionConfig, info: BuildInfo) -> LateFusion:

@@ -53,9 +53,9 @@ from methods.mmet_config import MMET_FIDELITY, MMETConfig
 from reidbench.data.text import CaptionTokenizer, TextVocab, build_tokenizer
 from reidbench.data.types import DatasetInfo
 from reidbench.errors import UserError
-from reidbench.factory import BuildInfo
 from reidbench.fidelity import docstring_table
 from reidbench.nn import BNNeckHead, ModelOutput, batch_camids, build_image_backbone
+from reidbench.nn.factory import BuildInfo
 from reidbench.nn.masking import block_masks, normalised_patches, whole_word_mask
 from reidbench.nn.text import TextEncoder, build_text_encoder
 from reidbench.nn.tokens import PreNormEncoder
@@ -338,7 +338,9 @@ def mmet(cfg: MMETConfig, info: BuildInfo) -> MMET:
     image = text = None
     if modes & {"image", "multimodal"}:
         masked = cfg.image_mask_ratio > 0 and cfg.mode != "text"
-        image = build_image_backbone(info.backbone, info.image_size, mask_token=masked)
+        image = build_image_backbone(
+            info.backbone, info.image_size, mask_token=masked, num_cameras=info.num_cameras
+        )
     if cfg.needs_text():
         text = build_text_encoder(
             cfg.text_model,

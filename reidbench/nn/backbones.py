@@ -125,14 +125,18 @@ def build_image_backbone(
     """The backbone ``cfg`` describes at ``image_size`` (H, W); sizes set in ``cfg`` override the model's.
 
     ``cfg.weights`` (a local file or directory) wins over ``cfg.pretrained`` (hub download).
-    ``cfg.source``: ``timm`` / ``hf`` (this module) or ``clip`` (:mod:`reidbench.nn.clip`, with a camera
-    embedding over ``num_cameras`` cameras).
+    ``cfg.source``: ``timm`` / ``hf`` (this module), ``clip`` (:mod:`reidbench.nn.clip`) or ``transreid``
+    (:mod:`reidbench.nn.transreid`), the last two with a camera embedding over ``num_cameras`` cameras.
     """
     size = (int(image_size[0]), int(image_size[1]))
     if cfg.source == "clip":
         from reidbench.nn.clip import build_clip_backbone
 
         return build_clip_backbone(cfg, size, mask_token, num_cameras)
+    if cfg.source == "transreid":
+        from reidbench.nn.transreid import build_transreid_backbone
+
+        return build_transreid_backbone(cfg, size, mask_token, num_cameras)
     if cfg.source == "hf":
         return HFImageBackbone(_hf_vit(cfg, size, mask_token))
     return ImageBackbone(_timm_vit(cfg, size), mask_token)
@@ -248,3 +252,13 @@ def resample_position_embedding(
 
 def _pair(value: int | list[int] | tuple[int, int]) -> tuple[int, int]:
     return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+
+
+def weights_tags(model: nn.Module) -> dict[str, str]:
+    """Where the model's pretrained backbones came from: the union of their ``weights_tags``
+    (``backbone_weights``: the file or hub id, ``backbone_weights_sha256``: the file's sha256), which the
+    runner logs as run tags. Backbones loaded from different files are told apart by module path."""
+    found = [(name, m.weights_tags) for name, m in model.named_modules() if getattr(m, "weights_tags", None)]
+    if len({tuple(sorted(tags.items())) for _, tags in found}) <= 1:
+        return dict(found[0][1]) if found else {}
+    return {f"{key}.{name}": value for name, tags in found for key, value in tags.items()}
