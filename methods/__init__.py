@@ -7,4 +7,5 @@ from methods import (  # noqa: F401
     graft_config,
     late_fusion_config,
     mmet_config,
+    top_reid_config,
 )

@@ -39,9 +39,9 @@ from torch import nn
 
 from methods.demo_config import DemoConfig
 from reidbench.errors import UserError
-from reidbench.factory import BuildInfo
 from reidbench.nn import BNNeckHead, ModelOutput, build_image_backbone
 from reidbench.nn.clip import QuickGELU
+from reidbench.nn.factory import BuildInfo
 from reidbench.protocol import LossCfg
 from reidbench.train.losses import batch_hard_triplet
 
