@@ -79,7 +79,7 @@ class HDM(nn.Module):
         out = []
         for query, subset, attn in zip(self.queries, self.subsets, self.attn, strict=True):
             keys = torch.cat([sequences[m] for m in subset], dim=1)
-            q = query.to(keys.dtype).expand(size, 1, -1)
+            q = query.to(keys.dtype).view(1, 1, -1).repeat(size, 1, 1)  # a copy, not a view of the leaf
             out.append(attn(q, keys, keys, need_weights=False)[0][:, 0])
         return torch.stack(out, dim=1)
 
