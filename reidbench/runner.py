@@ -35,7 +35,7 @@ from reidbench.parallel import distributed
 from reidbench.protocol import dump_yaml
 from reidbench.prune.rounds import prepare_round
 from reidbench.prune.unstructured import count_nonzero
-from reidbench.registry import DATASETS, load_plugins
+from reidbench.registry import DATASETS, load_plugins, plugins
 from reidbench.spec import RunSpec, method_config
 from reidbench.sweeps import liveness
 from reidbench.train import engine
@@ -129,6 +129,7 @@ def _open_run(spec: RunSpec, ctx: RunContext, device: torch.device, state: Train
         "recipe": spec.recipe,
         "git_commit": tracking.git_commit(),
         "device": str(device),
+        **plugins.plugin_tags(),
         **liveness.owner_tags(),
         **spec.tags,
     }

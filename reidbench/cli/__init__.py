@@ -22,8 +22,19 @@ __all__ = ["cli", "console", "main"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def cli() -> None:
+@click.option(
+    "--plugins",
+    metavar="MODULE[,MODULE]",
+    default=None,
+    help="Also load methods / datasets from these modules (dotted names on the Python path or .py files); "
+    "added to $REIDBENCH_PLUGINS, so worker, Slurm and queue processes load them too.",
+)
+def cli(plugins: str | None) -> None:
     """reidbench: train and evaluate multimodal ReID methods under one protocol, log to MLflow."""
+    if plugins:
+        from reidbench.registry.plugins import add_requested
+
+        add_requested(plugins)
 
 
 for _command in (
