@@ -30,6 +30,7 @@ from reidbench.errors import UserError
 from reidbench.queue import progress
 from reidbench.queue.placement import DeviceStat
 from reidbench.queue.store import JobRow, Store
+from reidbench.web.results import results_router
 
 __all__ = ["create_app", "is_loopback"]
 
@@ -93,6 +94,7 @@ def create_app(
     csrf = hmac.new(secret, b"csrf", hashlib.sha256).hexdigest()
     cache = _ProgressCache()
     mlflow_url = mlflow_url.rstrip("/")
+    app.include_router(results_router(mlflow_url=mlflow_url))  # /results: the results site, live
 
     if token is not None:  # reads need the token too: logs and command lines are not for everyone
 
