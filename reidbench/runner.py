@@ -28,8 +28,9 @@ from reidbench.data.validation import validation_split
 from reidbench.evaluation import evaluate
 from reidbench.evaluation.cost import count_params, forward_gflops, inference_throughput
 from reidbench.evaluation.targets import evaluate_targets
-from reidbench.factory import BuildInfo, create_loss_terms, create_method, create_tokenizer
 from reidbench.generalisation import source_names
+from reidbench.nn.backbones import weights_tags
+from reidbench.nn.factory import BuildInfo, create_loss_terms, create_method, create_tokenizer
 from reidbench.parallel import distributed
 from reidbench.protocol import dump_yaml
 from reidbench.prune.rounds import prepare_round
@@ -168,7 +169,7 @@ def _fit_and_evaluate(
     targets = {name: load_dataset(name, ctx.data_root, ctx.allow_partial) for name in spec.test_on}
     if (dataset.problems or any(t.problems for t in targets.values())) and run is not None:
         run.set_tags({"partial_data": "true"})
-    if spec.validation:
+    if spec.validation is not None:
         dataset = validation_split(dataset, spec.validation)
     show = ctx.show_progress and distributed.rank() == 0
     cfg = method_config(spec.method, spec.protocol.method)
@@ -186,6 +187,8 @@ def _fit_and_evaluate(
     )
     info = BuildInfo.from_protocol(spec.protocol, dataset.info, data.num_classes, tokenizer)
     model = create_method(spec.method, cfg, info).to(device)
+    if run is not None and (tags := weights_tags(model)):
+        run.set_tags(tags)
     # a pruning round starts from the previous round's weights, pruned; unstructured zeros stay zero
     pruning = (
         nullcontext()

@@ -14,8 +14,8 @@ from methods.mmet_config import MMETConfig
 from reidbench.data.module import DataModule
 from reidbench.data.types import DatasetInfo
 from reidbench.errors import UserError
-from reidbench.factory import BuildInfo, create_method
 from reidbench.nn import build_image_backbone
+from reidbench.nn.factory import BuildInfo, create_method
 from reidbench.protocol import build_protocol
 from reidbench.registry import METHODS, load_plugins
 from reidbench.spec import make_spec

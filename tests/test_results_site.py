@@ -22,7 +22,7 @@ from reidbench.errors import UserError
 from reidbench.report import load_report, write_report
 from reidbench.report.formatting import fmt_number
 from reidbench.report.site import SiteLinks
-from reidbench.web.results import results_router
+from reidbench.web.routes.results import SiteCache, router
 from tests.report_store import (
     DEMO_EXPERIMENT,
     DEMO_PARAMS,
@@ -403,7 +403,8 @@ def test_results_route_rebuilds_when_a_run_finishes(tmp_path):
     exp = tracking.prepare(uri, DEMO_EXPERIMENT)
     log_run(uri, exp, "late_fusion", "synthetic", 0, {"mAP": 0.5, "rank1": 0.6})
     app = FastAPI()
-    app.include_router(results_router(uri, MLFLOW, ttl_s=0.0))
+    app.include_router(router)
+    app.state.results_site = SiteCache(uri, MLFLOW, ttl_s=0.0)
     client = TestClient(app, base_url=BASE)
     before = client.get("/results/demo/").text
     assert "demo_new" not in before

@@ -26,7 +26,7 @@ from reidbench.data.names import (
 )
 from reidbench.data.strips import SPLIT_FOLDERS, find_folder, read_strip_split
 from reidbench.data.synthetic import SyntheticConfig, expected_counts, generate
-from reidbench.data.types import Dataset, DatasetInfo, DatasetSplits, Sample, relabel
+from reidbench.data.types import Dataset, DatasetInfo, DatasetSplits, Sample, count_cameras, relabel
 from reidbench.errors import UserError
 from reidbench.registry import DATASETS
 
@@ -93,6 +93,7 @@ def assemble(
         source=SOURCES.get(name, ""),
         root=root,
         extra={"cam_base": cam_base},
+        num_cameras=count_cameras(train, splits["query"], splits["gallery"]),
     )
     return Dataset(info, DatasetSplits(**splits), dict(folders), list(problems))
 

@@ -208,4 +208,4 @@ def _write_figures(report: Report, directory: Path, metrics: list[str]) -> list[
     cross = heatmap(report.groups, metrics[0])
     if cross is not None:
         made.append(plotting.Plot(f"crossdomain_{metrics[0]}", *cross))
-    return [(plot, plotting.save(plot.figure, directory, plot.stem)) for plot in made]
+    return [(plot, plotting.save_plot(plot, directory)) for plot in made]

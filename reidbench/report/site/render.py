@@ -113,8 +113,7 @@ def write_site(
     if figures is None:
         figures = _write_figures(report, out / "figures", metrics)
         written += [p for _, paths in figures for p in paths]
-    entries = figure_entries(report, figures, out)
-    written += [out / e.csv for e in entries if e.csv]
+    entries = figure_entries(figures, out)
     for name, html in render_site(report, metrics, entries, links or SiteLinks()).items():
         path = out / name
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,8 @@ import re
 
 import pandas as pd
 
-from reidbench.report.collect import GROUP, Group
+from reidbench.report.collect import Group
+from reidbench.report.grouping import group_key
 
 # Where a run records the missing-modality convention it was evaluated under (a tag, or a protocol key).
 CONVENTION_TAG = "tags.missing_convention"
@@ -19,11 +20,10 @@ SAFE = re.compile(r"[^A-Za-z0-9_.@+-]")
 
 
 def group_runs(runs: pd.DataFrame, group: Group) -> pd.DataFrame:
-    """The tidy runs ``group`` aggregates (same method, dataset, recipe, ablation point, variant and
-    partial flag), by seed."""
-    mask = pd.Series(True, index=runs.index)
-    for key in GROUP:
-        mask &= runs[key] == getattr(group, key)
+    """The tidy runs ``group`` aggregates (the report's :func:`~reidbench.report.grouping.group_key`), by
+    seed."""
+    key = group_key(group)
+    mask = [group_key(row) == key for _, row in runs.iterrows()]
     return runs[mask].sort_values("seed", kind="stable")
 
 

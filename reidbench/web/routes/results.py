@@ -4,7 +4,9 @@
 The pages are the same files the static site has, so their relative links work here unchanged; this
 module only decides when to rebuild and serves files of the built folder (nothing outside it: a path that
 resolves elsewhere is a 404). The app's token and loopback rules apply to these routes like to every
-other (they are middleware of the app).
+other (they are middleware of the app). The store is ``$MLFLOW_TRACKING_URI``, else ./results/mlflow.db
+(what ``run`` and ``queue add`` default to); the app's SiteCache (``app.state.results_site``) can name
+another.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ import shutil
 import tempfile
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
+from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
 from reidbench.errors import UserError
@@ -29,6 +33,8 @@ PREFIX = "/results"
 DEFAULT_EXPERIMENT = "reidbench"
 MLFLOW_DEFAULT = "Default"  # the experiment MLflow creates in every store; reidbench logs elsewhere
 QUEUE_FROM_SITE = "../../"  # the queue page, relative to /results/<experiment>/
+router = APIRouter()
+_MAKING = threading.Lock()
 
 
 @dataclass
@@ -43,8 +49,13 @@ class SiteCache:
     at most every ``ttl_s``)."""
 
     def __init__(self, tracking_uri: str | None, mlflow_url: str | None, ttl_s: float = 3.0) -> None:
+        from reidbench.report.site.render import check_url
+
+        if mlflow_url:
+            check_url(mlflow_url, "--mlflow-url")
         self.uri, self.mlflow_url, self.ttl_s = tracking_uri, mlflow_url, ttl_s
         self.root = Path(tempfile.mkdtemp(prefix="reidbench-site-"))
+        weakref.finalize(self, shutil.rmtree, self.root, True)
         self.built: dict[str, _Built] = {}
         self.lock = threading.Lock()
 
@@ -109,48 +120,50 @@ def _message(text: str, status: int) -> HTMLResponse:
     return HTMLResponse(body, status_code=status)
 
 
-def results_router(
-    tracking_uri: str | None = None, mlflow_url: str | None = None, ttl_s: float = 3.0
-) -> APIRouter:
-    """The /results routes over the MLflow store at ``tracking_uri`` (default: ``$MLFLOW_TRACKING_URI``,
-    else ./results/mlflow.db), run pages linked to the MLflow UI at ``mlflow_url``; the store is looked
-    at again at most every ``ttl_s``."""
-    from reidbench.report.site.render import check_url
+def site_cache(request: Request) -> SiteCache:
+    """The app's SiteCache (made on first use, linking runs to the page's MLflow UI)."""
+    with _MAKING:
+        cache = getattr(request.app.state, "results_site", None)
+        if cache is None:
+            web = getattr(request.app.state, "web", None)
+            cache = request.app.state.results_site = SiteCache(None, web.mlflow_url if web else None)
+    return cache
 
-    if mlflow_url:
-        check_url(mlflow_url, "--mlflow-url")
-    router = APIRouter()
-    cache = SiteCache(tracking_uri, mlflow_url, ttl_s)
 
-    @router.get(PREFIX)
-    @router.get(PREFIX + "/")
-    def results_home() -> Response:
-        try:
-            names = cache.experiments()
-        except UserError as exc:
-            return _message(str(exc), 404)
-        if not names:
-            return _message(f"no experiments in {cache.tracking_uri()}: train something first", 404)
-        chosen = DEFAULT_EXPERIMENT if DEFAULT_EXPERIMENT in names else names[0]
-        return RedirectResponse(f"{PREFIX}/{quote(chosen, safe='')}/", status_code=307)
+Cache = Annotated[SiteCache, Depends(site_cache)]
 
-    @router.get(PREFIX + "/{experiment}")
-    def results_experiment(experiment: str) -> Response:
-        return RedirectResponse(f"{PREFIX}/{quote(experiment, safe='')}/", status_code=307)
 
-    @router.get(PREFIX + "/{experiment}/{path:path}")
-    def results_file(experiment: str, path: str) -> Response:
-        try:
-            names = cache.experiments()
-            if experiment not in names:
-                return _message(f"no experiment {experiment!r} here; experiments: {', '.join(names)}", 404)
-            folder = cache.folder(experiment).resolve()
-        except UserError as exc:
-            return _message(str(exc), 404)
-        target = (folder / (path or "index.html")).resolve()
-        if not target.is_relative_to(folder) or not target.is_file():
-            raise HTTPException(404, "no such page")
-        media = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
-        return FileResponse(target, media_type=media)
+@router.get(PREFIX)
+@router.get(PREFIX + "/")
+def results_home(cache: Cache) -> Response:
+    """To the default experiment's site (``reidbench``, else the first experiment of the store)."""
+    try:
+        names = cache.experiments()
+    except UserError as exc:
+        return _message(str(exc), 404)
+    if not names:
+        return _message(f"no experiments in {cache.tracking_uri()}: train something first", 404)
+    chosen = DEFAULT_EXPERIMENT if DEFAULT_EXPERIMENT in names else names[0]
+    return RedirectResponse(f"{PREFIX}/{quote(chosen, safe='')}/", status_code=307)
 
-    return router
+
+@router.get(PREFIX + "/{experiment}")
+def results_experiment(experiment: str) -> Response:
+    return RedirectResponse(f"{PREFIX}/{quote(experiment, safe='')}/", status_code=307)
+
+
+@router.get(PREFIX + "/{experiment}/{path:path}")
+def results_file(experiment: str, path: str, cache: Cache) -> Response:
+    """A file of ``experiment``'s site (index.html for the folder), built or rebuilt first if need be."""
+    try:
+        names = cache.experiments()
+        if experiment not in names:
+            return _message(f"no experiment {experiment!r} here; experiments: {', '.join(names)}", 404)
+        folder = cache.folder(experiment).resolve()
+    except UserError as exc:
+        return _message(str(exc), 404)
+    target = (folder / (path or "index.html")).resolve()
+    if not target.is_relative_to(folder) or not target.is_file():
+        raise HTTPException(404, "no such page")
+    media = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
+    return FileResponse(target, media_type=media)
