@@ -11,10 +11,10 @@ the tokens (not in the official code, which gives the fusion layer no way to tel
 from __future__ import annotations
 
 import torch
-from reidbench.methods.early_fusion_config import EarlyFusionConfig
 from torch import nn
 
 from reidbench.errors import UserError
+from reidbench.methods.early_fusion_config import EarlyFusionConfig
 from reidbench.nn import BNNeckHead, ModelOutput, batch_camids, build_image_backbone
 from reidbench.nn.factory import BuildInfo
 from reidbench.nn.tokens import post_norm_stack
@@ -93,7 +93,7 @@ def early_fusion_model(
 def early_fusion(cfg: EarlyFusionConfig, info: BuildInfo) -> EarlyFusion:
     """Registered builder: the protocol's backbone, then early fusion with the knobs of ``cfg``."""
     return early_fusion_model(
-        build_image_backbone(info.backbone, info.image_size),
+        build_image_backbone(info.backbone, info.image_size, num_cameras=info.num_cameras),
         list(info.modalities),
         info.num_classes,
         cfg.depth,

@@ -8,10 +8,10 @@ of TOP-ReID / the GraFT table) and ``single_modality`` (one modality alone, RGB 
 from __future__ import annotations
 
 import torch
-from reidbench.methods.late_fusion_config import LateFusionConfig, SingleModalityConfig
 from torch import nn
 
 from reidbench.errors import UserError
+from reidbench.methods.late_fusion_config import LateFusionConfig, SingleModalityConfig
 from reidbench.nn import BNNeckHead, ModelOutput, batch_camids, build_image_backbone
 from reidbench.nn.factory import BuildInfo
 from reidbench.nn.fusion import build_fusion
@@ -74,9 +74,12 @@ def late_fusion_model(
 def image_backbones(info: BuildInfo, modalities: list[str], shared: bool) -> dict[str, nn.Module]:
     """The protocol's backbone for each of ``modalities``: one shared object, or one each (in order)."""
     if shared:
-        backbone = build_image_backbone(info.backbone, info.image_size)
+        backbone = build_image_backbone(info.backbone, info.image_size, num_cameras=info.num_cameras)
         return dict.fromkeys(modalities, backbone)
-    return {m: build_image_backbone(info.backbone, info.image_size) for m in modalities}
+    return {
+        m: build_image_backbone(info.backbone, info.image_size, num_cameras=info.num_cameras)
+        for m in modalities
+    }
 
 
 def late_fusion(cfg: LateFusionConfig, info: BuildInfo) -> LateFusion:

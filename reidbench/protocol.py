@@ -147,20 +147,24 @@ class TrainCfg:
 
 @dataclass
 class BackboneCfg:
-    """Image backbone. ``source`` timm, hf or clip (OpenAI CLIP tower, reidbench.nn.clip); None sizes keep
-    the model's defaults."""
+    """Image backbone. ``source`` timm, hf, clip (OpenAI CLIP tower, reidbench.nn.clip) or transreid (a
+    TransReID ViT with a camera embedding, reidbench.nn.transreid); None sizes keep the model's defaults."""
 
     name: str = "vit_base_patch16_224"
-    source: Literal["timm", "hf", "clip"] = "timm"
+    source: Literal["timm", "hf", "clip", "transreid"] = "timm"
     pretrained: bool = True
     weights: str | None = None  # local file or HF directory; overrides the hub download
     patch_size: int | None = None
     embed_dim: int | None = None
     depth: int | None = None
     num_heads: int | None = None
-    drop_path: float = 0.1  # stochastic depth (timm backbones; transformers ViT / DeiT have none)
+    drop_path: float = (
+        0.1  # stochastic depth (timm and TransReID backbones; transformers ViT / DeiT have none)
+    )
     proj_dim: int | None = None  # CLIP: width of the projection applied to every token (None: the model's)
-    camera_coef: float | None = None  # CLIP: camera embedding on the CLS token x this (None: 1.0; 0: off)
+    # camera embedding x this (None: the backbone's default, CLIP 1.0 on the CLS token, TransReID 3.0 on
+    # every token; 0: off)
+    camera_coef: float | None = None
 
 
 @dataclass

@@ -29,6 +29,7 @@ from reidbench.evaluation import evaluate
 from reidbench.evaluation.cost import count_params, forward_gflops, inference_throughput
 from reidbench.evaluation.targets import evaluate_targets
 from reidbench.generalisation import source_names
+from reidbench.nn.backbones import weights_tags
 from reidbench.nn.factory import BuildInfo, create_loss_terms, create_method, create_tokenizer
 from reidbench.parallel import distributed
 from reidbench.protocol import dump_yaml
@@ -92,6 +93,9 @@ def run_one(spec: RunSpec, ctx: RunContext, device: torch.device | None = None) 
     run = _open_run(spec, ctx, device, state) if ctx.tracking_uri and lead else None
     if run is not None:
         state.run_id = run.run_id
+        replaced = liveness.retire_dead_runs(ctx.tracking_uri, ctx.experiment, spec.config_hash, run.run_id)
+        if replaced:
+            run.set_tags({"replaces": ",".join(replaced)})
     try:
         metrics = _fit_and_evaluate(spec, ctx, device, state, run, ckpt if lead else None)
     except BaseException as exc:
@@ -187,6 +191,8 @@ def _fit_and_evaluate(
     )
     info = BuildInfo.from_protocol(spec.protocol, dataset.info, data.num_classes, tokenizer)
     model = create_method(spec.method, cfg, info).to(device)
+    if run is not None and (tags := weights_tags(model)):
+        run.set_tags(tags)
     # a pruning round starts from the previous round's weights, pruned; unstructured zeros stay zero
     pruning = (
         nullcontext()

@@ -48,8 +48,11 @@ def list_(what: str, verbose: bool) -> None:
 
 
 def _list_recipes() -> None:
-    """Per method: its official recipe (dotted settings) and what still differs from the official code."""
-    from reidbench.recipes import deviations
+    """Per method: its official recipe (dotted settings) and its fidelity table (reidbench.fidelity)."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from reidbench import fidelity
     from reidbench.registry import METHODS
 
     console.print(
@@ -65,8 +68,15 @@ def _list_recipes() -> None:
         stages = official.get("train.stages")
         if stages:
             settings += f", train.stages=[{', '.join(s['name'] for s in stages)}]"
-        console.print(f"  [bold]{entry.name}[/]: {settings}", highlight=False, markup=True)
-        for line in deviations(entry.name):
+        console.print(f"  [bold]{entry.name}[/]: {escape(settings)}", highlight=False, markup=True)
+        table = Table(title=f"{entry.name}: fidelity to the official code", show_lines=True)
+        for column in ("setting", "official code", "--recipe official", "--recipe shared"):
+            table.add_column(column)
+        for row in fidelity.rows(entry.name):
+            table.add_row(row.setting, row.official, *(fidelity.cell(row, r) for r in fidelity.TRACKS))
+        if table.row_count:
+            console.print(table)
+        for line in entry.meta.get("deviations") or []:
             console.print(f"    differs from the official code: {line}", highlight=False, markup=False)
 
 

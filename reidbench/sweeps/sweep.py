@@ -28,7 +28,7 @@ from reidbench.util.progress import NullProgress, make_progress
 IDENTITY_TAGS = ("ablation", "axis", "value", "axis_default")
 FINISHED_RUNS = "tags.run_kind = 'run' and attributes.status = 'FINISHED'"
 RUNNING_RUNS = "tags.run_kind = 'run' and attributes.status = 'RUNNING'"
-STALE_AFTER_S = 3 * 3600.0  # a RUNNING run on another host without a heartbeat for this long: crashed
+STALE_AFTER_S = liveness.STALE_AFTER_S  # a RUNNING run elsewhere without a heartbeat this long: crashed
 
 
 @dataclass

@@ -26,14 +26,14 @@ from fastapi.templating import Jinja2Templates
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from reidbench.queue.store import Store
-from reidbench.web.routes import api, jobs, logs, pages
+from reidbench.web.routes import api, jobs, logs, pages, results
 from reidbench.web.security import LOOPBACK_NAMES, add_token_check, is_loopback
 from reidbench.web.state import WebState
 
 __all__ = ["ROUTERS", "create_app", "is_loopback"]
 
 HERE = Path(__file__).parent
-ROUTERS: tuple[APIRouter, ...] = (pages.router, jobs.router, logs.router, api.router)
+ROUTERS: tuple[APIRouter, ...] = (pages.router, jobs.router, logs.router, api.router, results.router)
 
 
 def create_app(
