@@ -22,12 +22,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.top_reid_config import TopReIDConfig
+from methods.top_reid_config import TOP_REID_FIDELITY, TopReIDConfig
 from reidbench.errors import UserError
-from reidbench.factory import BuildInfo
+from reidbench.fidelity import docstring_table
 from reidbench.nn import BNNeckHead, ModelOutput, batch_camids, build_image_backbone
+from reidbench.nn.factory import BuildInfo
 from reidbench.protocol import LossCfg
 from reidbench.train.losses import batch_hard_triplet
+
+__doc__ += docstring_table(TOP_REID_FIDELITY)
 
 
 class CLSCrossAttention(nn.Module):

@@ -278,12 +278,23 @@ def protocol_path(dataset: str, path: Path | None = None) -> Path:
         return Path(path)
     found = protocols_dir() / f"{dataset}.yaml"
     if not found.is_file():
+        found = _registered_protocol(dataset) or found
+    if not found.is_file():
         known = sorted(p.stem for p in protocols_dir().glob("*.yaml"))
         raise UserError(
             f"no protocol file {found} for dataset {dataset!r}. Protocols: {', '.join(known)}; "
             f"or pass your own with --protocol PATH."
         )
     return found
+
+
+def _registered_protocol(dataset: str) -> Path | None:
+    """The protocol file a (plugin) dataset names at registration (``protocol=PATH``), if any."""
+    from reidbench.registry import DATASETS, load_plugins
+
+    load_plugins()
+    path = DATASETS.get(dataset).meta.get("protocol") if dataset in DATASETS else None
+    return Path(path) if path else None
 
 
 def load_protocol_dict(dataset: str, path: Path | None = None) -> dict[str, Any]:

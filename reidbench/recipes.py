@@ -5,7 +5,8 @@ recipe (its one stage, optimiser, schedule, epochs, augmentation and loss: ID CE
 retrieval embedding); the method contributes its architecture and the settings the architecture needs
 (registration ``defaults``, e.g. MMET's captions). ``official``: the method's published recipe on top
 (registration ``official``), as close to the official code as the data allows; what still differs is listed
-in the registration's ``deviations`` (``reidbench list methods --verbose``). Torch-free.
+in the registration's ``fidelity`` rows (:mod:`reidbench.fidelity`; ``reidbench list methods --verbose``).
+Torch-free.
 
 A recipe is a mapping of dotted protocol keys. Besides the loss, data and stage keys, it can state:
 
@@ -83,5 +84,8 @@ def recipe_settings(method: str, recipe: str, dataset: str | None = None) -> dic
 
 
 def deviations(method: str) -> list[str]:
-    """What ``method``'s official track still does differently from the official code."""
-    return list(METHODS.get(method).meta.get("deviations") or [])
+    """What ``method``'s official track still does differently from the official code (its fidelity rows
+    that differ, :mod:`reidbench.fidelity`, then any plain ``deviations`` lines it registered)."""
+    from reidbench.fidelity import deviations as differing
+
+    return differing(method) + list(METHODS.get(method).meta.get("deviations") or [])

@@ -29,14 +29,14 @@ from reidbench.evaluation import evaluate
 from reidbench.evaluation.cost import count_params, forward_gflops, inference_throughput
 from reidbench.evaluation.missing import declared_conventions, model_conventions, resolve_conventions
 from reidbench.evaluation.targets import evaluate_targets
-from reidbench.factory import BuildInfo, create_loss_terms, create_method, create_tokenizer
 from reidbench.generalisation import source_names
 from reidbench.nn.backbones import weights_tags
+from reidbench.nn.factory import BuildInfo, create_loss_terms, create_method, create_tokenizer
 from reidbench.parallel import distributed
 from reidbench.protocol import dump_yaml
 from reidbench.prune.rounds import prepare_round
 from reidbench.prune.unstructured import count_nonzero
-from reidbench.registry import DATASETS, load_plugins
+from reidbench.registry import DATASETS, load_plugins, plugins
 from reidbench.spec import RunSpec, method_config
 from reidbench.sweeps import liveness
 from reidbench.train import engine
@@ -94,6 +94,9 @@ def run_one(spec: RunSpec, ctx: RunContext, device: torch.device | None = None) 
     run = _open_run(spec, ctx, device, state) if ctx.tracking_uri and lead else None
     if run is not None:
         state.run_id = run.run_id
+        replaced = liveness.retire_dead_runs(ctx.tracking_uri, ctx.experiment, spec.config_hash, run.run_id)
+        if replaced:
+            run.set_tags({"replaces": ",".join(replaced)})
     try:
         metrics = _fit_and_evaluate(spec, ctx, device, state, run, ckpt if lead else None)
     except BaseException as exc:
@@ -127,6 +130,7 @@ def _open_run(spec: RunSpec, ctx: RunContext, device: torch.device, state: Train
         "recipe": spec.recipe,
         "git_commit": tracking.git_commit(),
         "device": str(device),
+        **plugins.plugin_tags(),
         **liveness.owner_tags(),
         **spec.tags,
     }

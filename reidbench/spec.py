@@ -39,6 +39,13 @@ ADDED_SETTINGS: dict[str, dict[str, Any]] = {
     "backbone": {"proj_dim": None, "camera_coef": None},
     "eval": {"missing_conventions": []},
 }
+# Method knobs added since (the method section holds every knob of a method, see make_spec).
+ADDED_SETTINGS["method"] = {
+    "modality_embedding_single": True,
+    "mm_attend_padding": False,
+    "mm_input": "post_norm",
+    "text_encoder": "bert",
+}
 # The same for the fields of each train.stages entry.
 ADDED_STAGE_SETTINGS: dict[str, Any] = {"warmup_steps": None}
 

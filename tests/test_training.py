@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from reidbench.data.module import DataModule
-from reidbench.factory import BuildInfo, create_method
+from reidbench.nn.factory import BuildInfo, create_method
 from reidbench.protocol import build_protocol
 from reidbench.train.engine import fit
 from reidbench.train.losses import Criterion, batch_hard_triplet

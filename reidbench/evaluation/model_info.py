@@ -24,7 +24,7 @@ from torch import nn
 from reidbench.data.checks import EXPECTED_COUNTS
 from reidbench.data.types import DatasetInfo
 from reidbench.evaluation.cost import forward_gflops
-from reidbench.factory import BuildInfo, create_method
+from reidbench.nn.factory import BuildInfo, create_method
 from reidbench.spec import make_spec
 
 RANDOM_WEIGHTS = ["backbone.pretrained=false", "backbone.weights=null"]

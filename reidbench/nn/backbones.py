@@ -5,7 +5,9 @@ final LayerNorm, ``dim``, ``num_prefix_tokens`` (CLS, plus the distillation toke
 ``patch_size``, ``grid`` (patch rows, columns) and ``cls(x)``. ``mask`` (B, N patches, bool) replaces
 masked patch embeddings by a learnable mask token (built with ``mask_token=True``). ``camids`` (B,) are
 the batch's camera ids (``batch["camid"]``, see :func:`batch_camids`): backbones with a camera embedding
-(reidbench.nn.transreid) use them, these two ignore them.
+(reidbench.nn.transreid) use them, these two ignore them. ``forward(x, mask, final_norm=False)`` (these
+two) returns the tokens before the final LayerNorm (FLAVA feeds those to its multimodal encoder) and
+``final_norm(tokens)`` applies it.
 
 Inputs may be non-square (256x128, 128x256): a pretrained checkpoint's absolute position embedding is
 resampled (bicubic, antialiased, prefix tokens kept) from its grid to the model's. Weights come from the
@@ -42,17 +44,27 @@ class ImageBackbone(nn.Module):
             nn.init.trunc_normal_(self.mask_token, std=0.02)
 
     def forward(
-        self, x: torch.Tensor, mask: torch.Tensor | None = None, camids: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        camids: torch.Tensor | None = None,
+        final_norm: bool = True,
     ) -> torch.Tensor:
+        """Tokens after the final LayerNorm (``final_norm=False``: before it, the last block's output)."""
         m = self.model
-        if mask is None:
+        if mask is None and final_norm:
             return m.forward_features(x)
-        if self.mask_token is None:
+        if mask is not None and self.mask_token is None:
             raise RuntimeError("this backbone was built without a mask token (mask_token=True)")
         x = m.patch_embed(x)
-        x = torch.where(mask[..., None], self.mask_token.to(x.dtype), x)
-        x = m.norm_pre(m.patch_drop(m._pos_embed(x)))  # the rest of timm's forward_features
-        return m.norm(m.blocks(x))
+        if mask is not None:
+            x = torch.where(mask[..., None], self.mask_token.to(x.dtype), x)
+        x = m.blocks(m.norm_pre(m.patch_drop(m._pos_embed(x))))  # the rest of timm's forward_features
+        return m.norm(x) if final_norm else x
+
+    def final_norm(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The final LayerNorm applied to tokens taken before it."""
+        return self.model.norm(tokens)
 
     def cls(self, x: torch.Tensor, camids: torch.Tensor | None = None) -> torch.Tensor:
         """The first (CLS) token's output, ``(B, D)``."""
@@ -74,11 +86,21 @@ class HFImageBackbone(nn.Module):
         self.mask_token = model.embeddings.mask_token
 
     def forward(
-        self, x: torch.Tensor, mask: torch.Tensor | None = None, camids: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        camids: torch.Tensor | None = None,
+        final_norm: bool = True,
     ) -> torch.Tensor:
+        """Tokens after the final LayerNorm (``final_norm=False``: before it, the last layer's output)."""
         if mask is not None and self.mask_token is None:
             raise RuntimeError("this backbone was built without a mask token (mask_token=True)")
-        return self.model(pixel_values=x, bool_masked_pos=mask).last_hidden_state
+        out = self.model(pixel_values=x, bool_masked_pos=mask, output_hidden_states=not final_norm)
+        return out.last_hidden_state if final_norm else out.hidden_states[-1]
+
+    def final_norm(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The final LayerNorm applied to tokens taken before it."""
+        return self.model.layernorm(tokens)
 
     def cls(self, x: torch.Tensor, camids: torch.Tensor | None = None) -> torch.Tensor:
         """The first (CLS) token's output, ``(B, D)``."""

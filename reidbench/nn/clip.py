@@ -163,8 +163,8 @@ class CLIPBackbone(nn.Module):
     """The CLIP visual tower with an optional camera embedding on the CLS token (see the module doc).
 
     ``visual`` holds exactly the ``visual.*`` parameters of an OpenAI CLIP checkpoint (it loads strictly);
-    ``camera_embed`` (cameras, width) and ``mask_token`` are ours. ``weights_tags``: where the weights came
-    from and their sha256 (the runner tags the run with them).
+    ``camera_embed`` (cameras, width) and ``mask_token`` are ours. ``checkpoint_sha256``: the sha256 of the
+    checkpoint file the tower was loaded from (None: random init); the runner tags the run with it.
     """
 
     def __init__(
@@ -189,19 +189,16 @@ class CLIPBackbone(nn.Module):
         self.mask_token = nn.Parameter(torch.zeros(1, 1, width)) if mask_token else None
         if self.mask_token is not None:
             nn.init.trunc_normal_(self.mask_token, std=0.02)
-        self.weights_tags: dict[str, str] = {}
+        self.checkpoint_sha256: str | None = None
 
     def camera_shift(self, camids: torch.Tensor | None) -> torch.Tensor | None:
-        """``camera_coef * camera_embed[camids]`` (B, width), or None without ids or a camera table."""
+        """``camera_coef * camera_embed[camids]`` (B, width), or None without ids or a camera table. Ids
+        outside the table (another dataset's cameras, in a cross-domain test) get no camera term."""
         if camids is None or self.camera_embed is None:
             return None
-        cameras = self.camera_embed.shape[0]
-        if camids.numel() and (int(camids.min()) < 0 or int(camids.max()) >= cameras):
-            raise ValueError(
-                f"camera id {int(camids.max())} outside the backbone's {cameras} camera embeddings "
-                f"(ids 0..{cameras - 1}); turn the camera embedding off with backbone.camera_coef=0"
-            )
-        return self.camera_coef * self.camera_embed[camids]
+        known = (camids >= 0) & (camids < self.camera_embed.shape[0])
+        rows = self.camera_embed[camids.clamp(0, self.camera_embed.shape[0] - 1)]
+        return self.camera_coef * rows * known[:, None].to(rows.dtype)
 
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor | None = None, camids: torch.Tensor | None = None
@@ -232,14 +229,10 @@ def build_clip_backbone(
             f"backbone.name={cfg.name!r} is not a CLIP model (backbone.source=clip); "
             f"CLIP models: {', '.join(CLIP_MODELS)}"
         )
-    state, tags = None, {}
+    state, path = None, None
     if cfg.weights or cfg.pretrained:
         path = _local_file(cfg.weights) if cfg.weights else hub_checkpoint(arch.hub)
         state = openai_visual_state(read_checkpoint(path), f"backbone weights {path}")
-        tags = {
-            "backbone_weights": cfg.weights or f"hf-hub:{arch.hub}",
-            "backbone_weights_sha256": _sha256(path),
-        }
     size = _tower_size(cfg, arch, state)
     grid = (int(image_size[0]) // size["patch"], int(image_size[1]) // size["patch"])
     tower = VisionTower(
@@ -247,10 +240,10 @@ def build_clip_backbone(
     )
     if state is not None:
         state["positional_embedding"] = resize_position_embedding(state["positional_embedding"], grid)
-        _load_strictly(tower, state, tags["backbone_weights"])
+        _load_strictly(tower, state, str(path))
     coef = 1.0 if cfg.camera_coef is None else cfg.camera_coef
     backbone = CLIPBackbone(tower, num_cameras, coef, mask_token)
-    backbone.weights_tags = tags
+    backbone.checkpoint_sha256 = _sha256(path) if path is not None else None
     return backbone
 
 

@@ -12,11 +12,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from reidbench.report.formatting import PARTIAL_MARK
+
 FAMILY = ["method", "dataset", "recipe", "ablation", "axis", "value"]  # what a run *is*, before its config
 GROUP_KEY = [*FAMILY, "variant", "partial"]  # runs of one group are seeds of one config
 SERIES_KEY = ["method", "recipe", "variant", "partial"]  # one table row / figure series across datasets
 DEFAULT_RECIPE = "shared"
-PARTIAL_MARK = "‡"  # rows / labels of runs on partial data (tag partial_data=true)
 
 # Params that identify a run's lineage, not its setting: they differ between the seeds of one group by
 # construction (a pruning round names the config hash of the seed's previous round) and never make a variant.

@@ -10,8 +10,8 @@ import time
 from contextlib import nullcontext
 from typing import Any
 
-from reidbench.embedded import check_sqlite, creation_lock
 from reidbench.errors import UserError
+from reidbench.util.embedded import check_sqlite, creation_lock
 
 # SQLAlchemy database URLs Optuna's RDB storage takes: dialect[+driver]://...
 _RDB_URL = re.compile(r"^(sqlite|postgresql|postgres|mysql|mariadb|oracle|mssql)(\+[A-Za-z0-9_]+)?://")

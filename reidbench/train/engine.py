@@ -16,13 +16,13 @@ from reidbench.data.module import DataModule
 from reidbench.errors import UserError
 from reidbench.nn.output import ModelOutput
 from reidbench.parallel import distributed
-from reidbench.progress import NullProgress, make_progress
 from reidbench.protocol import Protocol, StageCfg
 from reidbench.train.checkpoint import capture_rng, restore_rng
 from reidbench.train.losses import Criterion
 from reidbench.train.optim import build_optimizer
 from reidbench.train.schedule import Schedule, resolve_schedule
 from reidbench.train.state import TrainState
+from reidbench.util.progress import NullProgress, make_progress
 
 EpochHook = Callable[[TrainState], None]
 PROGRESS_COLUMNS = (TextColumn("loss {task.fields[loss]:.3f}"), TextColumn("{task.fields[ips]:.0f} img/s"))

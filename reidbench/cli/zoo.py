@@ -1,4 +1,4 @@
-"""Click commands ``reidbench eval`` and ``reidbench zoo export|list|get`` (registered in cli.py)."""
+"""``reidbench eval`` and ``reidbench zoo export|list|get``."""
 
 from __future__ import annotations
 
@@ -7,12 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
+from reidbench.cli.common import console
 from reidbench.errors import UserError
-
-console = Console(width=None if sys.stdout.isatty() else 120)
 
 _zoo_file = click.option(
     "--zoo-file",
