@@ -23,6 +23,12 @@ from reidbench.train.selectors import FORMS, selector_problem
 from reidbench.util.resources import shipped_dir
 
 MODALITIES = ("rgb", "nir", "tir")
+# what an absent modality becomes at test time (reidbench.evaluation.missing), in a caption's words
+MISSING_CONVENTIONS = {
+    "zero": "input zero-filled after normalisation (mid-grey)",
+    "drop": "left out, the model fuses the present modalities",
+    "reconstruct": "left out, the model rebuilds it from the present modalities",
+}
 
 
 @dataclass
@@ -178,6 +184,9 @@ class EvalCfg:
     rerank_k2: int = 6
     rerank_lambda: float = 0.3
     missing_modality: bool = False  # also evaluate every non-empty proper subset of the modalities
+    # ... under these conventions (zero | drop | reconstruct; []: the method's own; [all]: every one it
+    # supports); see reidbench.evaluation.missing
+    missing_conventions: list[str] = field(default_factory=list)
     cross_modal: list[str] = field(
         default_factory=list
     )  # e.g. ["rgb->nir+tir"]; ["all"]: each one vs the rest
@@ -409,6 +418,12 @@ def _value_problems(p: Protocol) -> list[str]:
         problems.append(f"data.image_size must be [height, width], got {p.data.image_size!r}")
     if not p.seeds:
         problems.append("seeds must list at least one seed, got []")
+    unknown = [c for c in p.eval.missing_conventions if c not in MISSING_CONVENTIONS]
+    if unknown and p.eval.missing_conventions != ["all"]:
+        problems.append(
+            f"eval.missing_conventions: {', '.join(map(repr, unknown))} unknown, expected among "
+            f"{', '.join(MISSING_CONVENTIONS)} or [all]"
+        )
     return problems
 
 

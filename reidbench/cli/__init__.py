@@ -12,6 +12,7 @@ import click
 from rich.text import Text
 
 from reidbench.cli.common import console
+from reidbench.cli.info import info
 from reidbench.cli.listing import datasets_group, list_
 from reidbench.cli.queue import queue, serve
 from reidbench.cli.report import report
@@ -45,6 +46,7 @@ for _command in (
     tune,
     prune,
     list_,
+    info,
     datasets_group,
     report,
     eval_,
