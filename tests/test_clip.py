@@ -129,7 +129,8 @@ def test_openai_layout_loads_strictly_and_matches_the_plain_reference(tmp_path):
     torch.save(state, path)
     backbone = build_image_backbone(clip_cfg(str(path)), SIZE, num_cameras=3).eval()
     assert (backbone.dim, backbone.grid, backbone.patch_size) == (PROJ, (6, 3), 8)
-    assert backbone.checkpoint_sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert backbone.weights_tags == {"backbone_weights": str(path), "backbone_weights_sha256": sha}
     x = torch.randn(2, 3, *SIZE)
     camids = torch.tensor([2, 0])
     with torch.no_grad():
@@ -205,7 +206,7 @@ def test_loading_is_strict_and_sizes_must_agree(tmp_path):
     with pytest.raises(UserError, match="backbone.embed_dim=64 but the checkpoint has 32"):
         build_image_backbone(clip_cfg(str(tmp_path / "ok.pt"), embed_dim=64), SIZE)
     (tmp_path / "junk.pt").write_text("not a checkpoint")
-    with pytest.raises(UserError, match="not a CLIP checkpoint"):
+    with pytest.raises(UserError, match="cannot read a checkpoint"):
         build_image_backbone(clip_cfg(str(tmp_path / "junk.pt")), SIZE)
     with pytest.raises(UserError, match="no such file"):
         build_image_backbone(clip_cfg(str(tmp_path / "absent.pt")), SIZE)
