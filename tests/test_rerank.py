@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from reidbench.evaluation import k_reciprocal_rerank
+from reidbench.evaluation import k_reciprocal_rerank, rerank
 from reidbench.evaluation.gemm import matmul_nt
 from reidbench.evaluation.rerank import (
     _distance_operands,
+    _finish_knn,
     _knn,
     _order_by_value_then_index,
     _stable_order,
@@ -49,6 +50,17 @@ def dense_rerank(qf: np.ndarray, gf: np.ndarray, k1: int, k2: int, lam: float) -
     return ((1 - lam) * jaccard + lam * o[:num_q])[:, num_q:]
 
 
+@pytest.fixture(params=["compiled", "torch"])
+def backend(request, monkeypatch):
+    """Both CPU paths: the compiled kernels (numba) and the torch code (also the GPU path)."""
+    if request.param == "compiled":
+        pytest.importorskip("numba")
+        assert rerank._compiled_path() is not None
+    else:
+        monkeypatch.setattr(rerank, "_compiled_path", lambda: None)
+    return request.param
+
+
 def features(rng: np.random.Generator, n: int, dim: int, quantised: bool) -> np.ndarray:
     """Quantised: small dyadic values (exact distances, many exact ties) with duplicated images.
 
@@ -66,7 +78,7 @@ def features(rng: np.random.Generator, n: int, dim: int, quantised: bool) -> np.
 @pytest.mark.parametrize(
     ("quantised", "dtype"), [(True, np.float64), (True, np.float32), (False, np.float64)]
 )
-def test_matches_dense_reference(quantised, dtype):
+def test_matches_dense_reference(quantised, dtype, backend):
     """Quantised features are exact in float32 too (same ties), so float32 runs the CPU fast paths."""
     rng = np.random.default_rng(1 if quantised else 2)
     for _ in range(6):
@@ -86,7 +98,7 @@ def test_matches_dense_reference(quantised, dtype):
         np.testing.assert_allclose(got.numpy(), want, atol=2e-6)
 
 
-def test_defaults_float32_numpy_input():
+def test_defaults_float32_numpy_input(backend):
     rng = np.random.default_rng(3)
     f = features(rng, 150, 16, quantised=False).astype(np.float32)
     want = dense_rerank(f[:50], f[50:], 20, 6, 0.3)
@@ -95,7 +107,7 @@ def test_defaults_float32_numpy_input():
 
 
 @pytest.mark.parametrize(("k1", "k2", "lam"), [(1, 1, 0.0), (3, 1, 1.0), (500, 3, 0.5), (5, 500, 0.3)])
-def test_edge_parameters(k1, k2, lam):
+def test_edge_parameters(k1, k2, lam, backend):
     rng = np.random.default_rng(k1 + k2)
     f = features(rng, 40, 4, quantised=True)
     want = dense_rerank(f[:10], f[10:], k1, k2, lam)
@@ -119,6 +131,73 @@ def test_knn_tiles_and_boundary_ties_are_exact(dtype):
         np.testing.assert_array_equal(nn.numpy(), want)
         np.testing.assert_allclose(nn_o.numpy(), np.take_along_axis(o.numpy(), want, 1), rtol=1e-6)
         np.testing.assert_allclose(out.clamp(min=0).numpy(), d[:20, 20:].numpy())  # written unclamped
+
+
+@pytest.mark.parametrize("quantised", [False, True])
+def test_field_settings_k1_50_k2_15(quantised, backend):
+    """TransReID / TOP-ReID settings (k1=50, k2=15, lambda=0.3) against the dense reference."""
+    rng = np.random.default_rng(7)
+    f = features(rng, 230, 6, quantised)
+    want = dense_rerank(f[:50], f[50:], 50, 15, 0.3)
+    got = k_reciprocal_rerank(torch.from_numpy(f[:50]), torch.from_numpy(f[50:]), k1=50, k2=15, chunk_size=64)
+    np.testing.assert_allclose(got.numpy(), want, atol=1e-6)
+    f32 = f.astype(np.float32)  # float32 features: the fast paths, same neighbours on these features
+    got = k_reciprocal_rerank(f32[:50], f32[50:], k1=50, k2=15, chunk_size=100)
+    np.testing.assert_allclose(got.numpy(), want, atol=2e-6)
+
+
+@pytest.mark.parametrize(("num_q", "num_g"), [(1, 1), (1, 37), (37, 1), (2, 3), (60, 5)])
+def test_edge_sizes_with_k1_beyond_n(num_q, num_g, backend):
+    """Query-only and gallery-only sized problems, k1 > N, duplicated images and exact ties."""
+    rng = np.random.default_rng(num_q * 100 + num_g)
+    f = features(rng, num_q + num_g, 3, quantised=True)
+    if num_q + num_g > 2:  # (with two images only, a duplicate leaves no distance to normalise by)
+        f[-1] = f[0]  # a duplicate across query and gallery
+    for k1, k2 in [(50, 15), (2, 1)]:
+        want = dense_rerank(f[:num_q], f[num_q:], k1, k2, 0.3)
+        got = k_reciprocal_rerank(f[:num_q], f[num_q:], k1=k1, k2=k2, chunk_size=16)
+        np.testing.assert_allclose(got.numpy(), want, atol=1e-6)
+
+
+def test_compiled_path_equals_torch_path_and_keeps_thread_count(monkeypatch):
+    """The two CPU paths agree at the field's settings; the compiled one gives the same bits at one
+    and two threads and restores PyTorch's thread count."""
+    cpu = pytest.importorskip("reidbench.evaluation.rerank_cpu")
+    rng = np.random.default_rng(8)
+    f = torch.from_numpy(features(rng, 400, 32, quantised=False).astype(np.float32))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        two = k_reciprocal_rerank(f[:90], f[90:], k1=50, k2=15, chunk_size=128)
+        assert torch.get_num_threads() == 2
+        torch.set_num_threads(1)
+        one = k_reciprocal_rerank(f[:90], f[90:], k1=50, k2=15, chunk_size=128)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one, two)
+    assert rerank._compiled_path() is cpu
+    monkeypatch.setattr(rerank, "_compiled_path", lambda: None)
+    slow = k_reciprocal_rerank(f[:90], f[90:], k1=50, k2=15, chunk_size=128)
+    np.testing.assert_allclose(one.numpy(), slow.numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_compiled_knn_heaps_and_boundary_ties_are_exact(dtype):
+    cpu = pytest.importorskip("reidbench.evaluation.rerank_cpu")
+    rng = np.random.default_rng(9)
+    f = torch.from_numpy(rng.integers(-1, 2, (120, 3)).astype(dtype))  # very many ties
+    sq = (f * f).sum(1)
+    d = torch.clamp(sq[:, None] + sq[None, :] - 2 * f @ f.T, min=0)
+    o = d / d.max(1, keepdim=True).values
+    want = np.argsort(o.numpy(), axis=1, kind="stable")[:, :9]
+    operands = _distance_operands(f[:20], f[20:])
+    for block, threads in [(7, 1), (16, 2), (64, 2), (500, 1)]:
+        out = torch.empty(20, 100, dtype=torch.float32)
+        best = cpu.knn_heaps(*operands, 10, block, 20, out, threads)
+        nn, nn_o, _ = _finish_knn(*best, *operands, 9, block)
+        np.testing.assert_array_equal(nn.numpy(), want)
+        np.testing.assert_allclose(nn_o.numpy(), np.take_along_axis(o.numpy(), want, 1), rtol=1e-6)
+        np.testing.assert_allclose(out.clamp(min=0).numpy(), d[:20, 20:].numpy())
 
 
 def test_validation():

@@ -214,6 +214,22 @@ def _knn(
         if a < num_q and be > num_q:
             qe, g0 = min(ae, num_q), max(b, num_q)
             out[a:qe, g0 - num_q : be - num_q] = d[: qe - a, g0 - b :]
+    return _finish_knn(best_v, best_i, row_max, lhs, rhs, k, block)
+
+
+def _finish_knn(
+    best_v: torch.Tensor,
+    best_i: torch.Tensor,
+    row_max: torch.Tensor,
+    lhs: torch.Tensor,
+    rhs: torch.Tensor,
+    k: int,
+    block: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Order each row's kept top-(k+1) squared distances ``best_v`` (items ``best_i``) by (o, index)
+    with ``o = max(d, 0) / row_max``; recompute the rows whose k-th and (k+1)-th ``o`` tie exactly.
+    Returns (neighbour indices [n, k], their ``o`` values, row maxima clamped above 0)."""
+    n, kk = best_v.shape
     row_max.clamp_(min=torch.finfo(row_max.dtype).tiny)
     o = (best_v.clamp(min=0) / row_max[:, None]).abs_()  # abs: -0.0 -> +0.0 for the bit-pattern sort
     if o.dtype == torch.float32:
@@ -309,8 +325,17 @@ def k_reciprocal_rerank(
     k_half = min(round(k1 / 2) + 1, n)
     k_qe = min(k2, n)
 
-    # 1. Nearest neighbours by the row-max-normalised distance; row maxima; query rows of o.
     block = chunk_size or _BLOCK
+    cpu = _compiled_path() if device.type == "cpu" else None
+    if cpu is not None:
+        threads = torch.get_num_threads()
+        with cpu.one_torch_thread():
+            best = cpu.knn_heaps(lhs, rhs, min(k_all + 1, n), block, num_q, out, threads)
+            nn, nn_o, row_max = _finish_knn(*best, lhs, rhs, k_all, block)
+            cpu.sparse_rerank(nn, nn_o, feats, row_max, (k_fwd, k_half, k_qe), lambda_value, out, threads)
+        return out
+
+    # 1. Nearest neighbours by the row-max-normalised distance; row maxima; query rows of o.
     nn, nn_o, row_max = _knn(lhs, rhs, k_all, block, num_q, out)
 
     # 2. k-reciprocal sets with their 1/2 expansion, and the Gaussian weights: sparse rows of V.
@@ -326,6 +351,15 @@ def k_reciprocal_rerank(
     # 4. Jaccard distance over shared non-zeros, mixed with o (from the distances in out) into out.
     _jaccard_mix(out, v_idx, v_val, row_max[:num_q].to(out.dtype), lambda_value)
     return out
+
+
+def _compiled_path():  # noqa: ANN202 - returns a module or None
+    """The compiled CPU path (``rerank_cpu``), or None where numba is not installed."""
+    try:
+        from reidbench.evaluation import rerank_cpu
+    except ImportError:
+        return None
+    return rerank_cpu
 
 
 def _expanded_sets(nn: torch.Tensor, k_fwd: int, k_half: int) -> torch.Tensor:

@@ -1,0 +1,218 @@
+"""Compiled (numba) CPU kernels of k-reciprocal re-ranking; the definitions are in ``rerank.py``.
+
+Each kernel is a plain loop over a range of rows, compiled once (``cache=True``) and run without the
+GIL, so that :mod:`reidbench.evaluation.rerank` can hand ranges of rows to its own threads, which
+take the next range when they finish one (no barrier where a descheduled thread stalls the others).
+Sparse rows are CSR triples ``(indptr, cols, vals)``; scratch arrays of length N are stamped with the
+row number instead of being cleared.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+_OPTS = {"nogil": True, "cache": True, "boundscheck": False}
+
+
+@njit(**_OPTS)
+def _sift_down(hv, hi, v, j):  # pragma: no cover - compiled
+    """Replace the root of the max-heap ``(hv, hi)`` (ordered by (value, index)) by ``(v, j)``."""
+    k = hv.shape[0]
+    p = 0
+    while True:
+        c = 2 * p + 1
+        if c >= k:
+            break
+        if c + 1 < k and (hv[c + 1] > hv[c] or (hv[c + 1] == hv[c] and hi[c + 1] > hi[c])):
+            c += 1
+        if hv[c] > v or (hv[c] == v and hi[c] > j):
+            hv[p], hi[p] = hv[c], hi[c]
+            p = c
+        else:
+            break
+    hv[p], hi[p] = v, j
+
+
+@njit(**_OPTS)
+def scan_tile(d, a, b, diagonal, hv, hi, row_max):  # pragma: no cover - compiled
+    """Merge a tile ``d`` of squared distances (rows ``a..``, columns ``b..``) into the per-row heaps of
+    the smallest ``(max(d, 0), index)`` and into the row maxima of the raw ``d``; an off-diagonal tile
+    also serves its columns (the matrix is symmetric)."""
+    h, w = d.shape
+    for r in range(h):
+        i = a + r
+        m = row_max[i]
+        for c in range(w):
+            x = d[r, c]
+            if x > m:
+                m = x
+            v = x if x > 0 else x * 0
+            j = b + c
+            if v < hv[i, 0] or (v == hv[i, 0] and j < hi[i, 0]):
+                _sift_down(hv[i], hi[i], v, j)
+            if not diagonal:
+                if x > row_max[j]:
+                    row_max[j] = x
+                if v < hv[j, 0] or (v == hv[j, 0] and i < hi[j, 0]):
+                    _sift_down(hv[j], hi[j], v, i)
+        row_max[i] = m
+
+
+@njit(**_OPTS)
+def reciprocal(nn, k, out, size):  # pragma: no cover - compiled
+    """``R(i, k)``: the first ``k`` neighbours ``j`` of each row ``i`` that list ``i`` among their own
+    first ``k`` (in neighbour order), into ``out[i, :size[i]]``."""
+    for i in range(nn.shape[0]):
+        s = 0
+        for a in range(k):
+            j = nn[i, a]
+            for b in range(k):
+                if nn[j, b] == i:
+                    out[i, s] = j
+                    s += 1
+                    break
+        size[i] = s
+
+
+@njit(**_OPTS)
+def expand(lo, hi, r_set, r_size, h_set, h_size, indptr, cols):  # pragma: no cover - compiled
+    """Expanded sets of rows ``lo..hi``: ``R(i, k1)`` plus every ``R(c, h)``, ``c`` in ``R(i, k1)``,
+    sharing more than 2/3 of its members with ``R(i, k1)``. With ``cols`` empty only the sizes are
+    written (into ``indptr[i + 1]``); otherwise the members go to ``cols[indptr[i]:]``, ascending."""
+    n = r_set.shape[0]
+    in_r = np.zeros(n, np.int64)
+    seen = np.zeros(n, np.int64)
+    buf = np.empty(r_set.shape[1] * (1 + h_set.shape[1]), np.int64)
+    fill = cols.shape[0] > 0
+    for i in range(lo, hi):
+        stamp = i + 1
+        t = 0
+        for a in range(r_size[i]):
+            in_r[r_set[i, a]] = stamp
+            seen[r_set[i, a]] = stamp
+            buf[t] = r_set[i, a]
+            t += 1
+        for a in range(r_size[i]):
+            c = r_set[i, a]
+            shared = 0
+            for b in range(h_size[c]):
+                if in_r[h_set[c, b]] == stamp:
+                    shared += 1
+            if 3 * shared > 2 * h_size[c]:
+                for b in range(h_size[c]):
+                    y = h_set[c, b]
+                    if seen[y] != stamp:
+                        seen[y] = stamp
+                        buf[t] = y
+                        t += 1
+        if fill:
+            cols[indptr[i] : indptr[i] + t] = np.sort(buf[:t])
+        else:
+            indptr[i + 1] = t
+
+
+@njit(fastmath=True, **_OPTS)
+def _sq_dist(feats, i, j):  # pragma: no cover - compiled
+    """``||x_i - x_j||^2`` accumulated in float64 (reassociated: SIMD)."""
+    s = 0.0
+    for t in range(feats.shape[1]):
+        e = np.float64(feats[i, t]) - np.float64(feats[j, t])
+        s += e * e
+    return s
+
+
+@njit(**_OPTS)
+def weights(lo, hi, indptr, cols, nn, nn_o, feats, row_max, vals):  # pragma: no cover - compiled
+    """``V[i, j] = exp(-o(i, j)) / sum_j' exp(-o(i, j'))`` over the members ``j`` of rows ``lo..hi``;
+    ``o`` from the neighbour lists where listed, from the features otherwise."""
+    n = nn.shape[0]
+    where = np.zeros(n, np.int64)
+    pos = np.zeros(n, np.int64)
+    for i in range(lo, hi):
+        stamp = i + 1
+        for b in range(nn.shape[1]):
+            where[nn[i, b]] = stamp
+            pos[nn[i, b]] = b
+        total = 0.0
+        for p in range(indptr[i], indptr[i + 1]):
+            j = cols[p]
+            if where[j] == stamp:
+                o = np.float64(nn_o[i, pos[j]])
+            else:
+                o = _sq_dist(feats, i, j) / row_max[i]
+            w = np.exp(-o)
+            vals[p] = w
+            total += w
+        # A row without members (exact duplicates listed before it) stays empty: V = 0 as in the paper.
+        for p in range(indptr[i], indptr[i + 1]):
+            vals[p] = vals[p] / total
+
+
+@njit(**_OPTS)
+def query_expand(lo, hi, indptr, cols, vals, nbrs, out_ptr, out_cols, out_vals):  # pragma: no cover
+    """Rows ``lo..hi`` of ``mean(V[j] for j in nbrs[i])`` (sparse row merge). With ``out_cols`` empty
+    only the row sizes are written (into ``out_ptr[i + 1]``)."""
+    n = nbrs.shape[0]
+    k = nbrs.shape[1]
+    seen = np.zeros(n, np.int64)
+    acc = np.zeros(n, np.float64)
+    fill = out_cols.shape[0] > 0
+    for i in range(lo, hi):
+        stamp = i + 1
+        t = out_ptr[i] if fill else 0
+        for b in range(k):
+            r = nbrs[i, b]
+            for p in range(indptr[r], indptr[r + 1]):
+                c = cols[p]
+                if seen[c] != stamp:
+                    seen[c] = stamp
+                    acc[c] = 0.0
+                    if fill:
+                        out_cols[t] = c
+                    t += 1
+                acc[c] += vals[p]
+        if fill:
+            for p in range(out_ptr[i], t):
+                out_vals[p] = acc[out_cols[p]] / k
+        else:
+            out_ptr[i + 1] = t
+
+
+@njit(**_OPTS)
+def transpose(lo, hi, indptr, cols, vals, n):  # pragma: no cover - compiled
+    """Rows ``lo..hi`` of a CSR matrix as CSC over ``n`` columns: ``(col_ptr, rows - lo, vals)``."""
+    ptr = np.zeros(n + 1, np.int64)
+    for p in range(indptr[lo], indptr[hi]):
+        ptr[cols[p] + 1] += 1
+    for c in range(n):
+        ptr[c + 1] += ptr[c]
+    nxt = ptr[:-1].copy()
+    rows = np.empty(indptr[hi] - indptr[lo], np.int64)
+    out = np.empty(indptr[hi] - indptr[lo], vals.dtype)
+    for i in range(lo, hi):
+        for p in range(indptr[i], indptr[i + 1]):
+            q = nxt[cols[p]]
+            rows[q], out[q] = i - lo, vals[p]
+            nxt[cols[p]] = q + 1
+    return ptr, rows, out
+
+
+@njit(**_OPTS)
+def jaccard_mix(lo, hi, indptr, cols, vals, g_ptr, g_rows, g_vals, q_max, lam, out):  # pragma: no cover
+    """Query rows ``lo..hi`` of ``out`` (squared distances to the gallery) become
+    ``(1 - lam) * (1 - m / (2 - m)) + lam * max(out, 0) / q_max`` with ``m[i, j] = sum_l min(V[i, l],
+    V[j, l])``, joined over the gallery rows (CSC ``g_*``) that are non-zero in each column of row i."""
+    m = np.zeros(out.shape[1], np.float64)
+    for i in range(lo, hi):
+        for p in range(indptr[i], indptr[i + 1]):
+            a = vals[p]
+            c = cols[p]
+            for t in range(g_ptr[c], g_ptr[c + 1]):
+                b = g_vals[t]
+                m[g_rows[t]] += a if a < b else b
+        for j in range(out.shape[1]):
+            x = out[i, j]
+            o = (x if x > 0 else 0.0) / q_max[i]
+            out[i, j] = (1.0 - lam) * (1.0 - m[j] / (2.0 - m[j])) + lam * o
+            m[j] = 0.0
