@@ -15,8 +15,8 @@ from torch import nn
 
 from methods.early_fusion_config import EarlyFusionConfig
 from reidbench.errors import UserError
-from reidbench.factory import BuildInfo
-from reidbench.nn import BNNeckHead, ModelOutput, build_image_backbone
+from reidbench.nn import BNNeckHead, ModelOutput, batch_camids, build_image_backbone
+from reidbench.nn.factory import BuildInfo
 from reidbench.nn.tokens import post_norm_stack
 
 
@@ -45,7 +45,8 @@ class EarlyFusion(nn.Module):
 
     def forward(self, batch: dict) -> ModelOutput:
         size = batch[self.modalities[0]].shape[0]
-        tokens = self.backbone(torch.cat([batch[m] for m in self.modalities]))  # (M*B, T, D)
+        images = torch.cat([batch[m] for m in self.modalities])
+        tokens = self.backbone(images, camids=batch_camids(batch, len(self.modalities)))  # (M*B, T, D)
         tokens = tokens.view(len(self.modalities), size, *tokens.shape[1:]).transpose(0, 1)  # (B, M, T, D)
         if self.modality_embedding is not None:
             tokens = tokens + self.modality_embedding.to(tokens.dtype)[None, :, None]
@@ -92,7 +93,7 @@ def early_fusion_model(
 def early_fusion(cfg: EarlyFusionConfig, info: BuildInfo) -> EarlyFusion:
     """Registered builder: the protocol's backbone, then early fusion with the knobs of ``cfg``."""
     return early_fusion_model(
-        build_image_backbone(info.backbone, info.image_size),
+        build_image_backbone(info.backbone, info.image_size, num_cameras=info.num_cameras),
         list(info.modalities),
         info.num_classes,
         cfg.depth,

@@ -12,8 +12,8 @@ from torch import nn
 
 from methods.late_fusion_config import LateFusionConfig, SingleModalityConfig
 from reidbench.errors import UserError
-from reidbench.factory import BuildInfo
-from reidbench.nn import BNNeckHead, ModelOutput, build_image_backbone
+from reidbench.nn import BNNeckHead, ModelOutput, batch_camids, build_image_backbone
+from reidbench.nn.factory import BuildInfo
 from reidbench.nn.fusion import build_fusion
 
 
@@ -37,10 +37,12 @@ class LateFusion(nn.Module):
     def forward(self, batch: dict) -> ModelOutput:
         if self.shared:
             size = batch[self.modalities[0]].shape[0]
-            cls = self.encoders[self.modalities[0]](torch.cat([batch[m] for m in self.modalities]))
+            camids = batch_camids(batch, len(self.modalities))
+            cls = self.encoders[self.modalities[0]](torch.cat([batch[m] for m in self.modalities]), camids)
             feats = cls.view(len(self.modalities), size, -1).transpose(0, 1)
         else:
-            feats = torch.stack([self.encoders[m](batch[m]) for m in self.modalities], dim=1)
+            camids = batch_camids(batch)
+            feats = torch.stack([self.encoders[m](batch[m], camids) for m in self.modalities], dim=1)
         embedding = self.fusion(feats)
         _, logits = self.head(embedding)
         return ModelOutput(embedding=embedding, logits=logits)
@@ -53,8 +55,8 @@ class CLSEncoder(nn.Module):
         super().__init__()
         self.backbone = backbone
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone.cls(x)
+    def forward(self, x: torch.Tensor, camids: torch.Tensor | None = None) -> torch.Tensor:
+        return self.backbone.cls(x, camids)
 
 
 def late_fusion_model(
@@ -72,9 +74,12 @@ def late_fusion_model(
 def image_backbones(info: BuildInfo, modalities: list[str], shared: bool) -> dict[str, nn.Module]:
     """The protocol's backbone for each of ``modalities``: one shared object, or one each (in order)."""
     if shared:
-        backbone = build_image_backbone(info.backbone, info.image_size)
+        backbone = build_image_backbone(info.backbone, info.image_size, num_cameras=info.num_cameras)
         return dict.fromkeys(modalities, backbone)
-    return {m: build_image_backbone(info.backbone, info.image_size) for m in modalities}
+    return {
+        m: build_image_backbone(info.backbone, info.image_size, num_cameras=info.num_cameras)
+        for m in modalities
+    }
 
 
 def late_fusion(cfg: LateFusionConfig, info: BuildInfo) -> LateFusion:

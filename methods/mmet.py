@@ -9,7 +9,8 @@ Architecture (FLAVA without weight sharing between encoders):
   captions truncated at ``text_max_len`` = 77 (the method declares the tokenizer, :func:`mmet_tokenizer`;
   the DataModule tokenizes each split once and batches carry ``text_ids`` / ``text_mask`` / ``text_words``);
 * multimodal encoder: ``mm_layers`` (6) pre-LN transformer layers over ``[CLS_M; image_to_mm(image
-  tokens) per modality; text_to_mm(text tokens)]`` plus a final LayerNorm (padding masked);
+  tokens) per modality; text_to_mm(text tokens)]`` plus a final LayerNorm (caption padding masked unless
+  ``mm_attend_padding``);
 * one shared BNNeck + bias-free linear ID head applied to whichever CLS fits the input: ``mode=image``
   -> the image CLS (or CLS_M over the image modalities when there are several), ``text`` -> the text
   CLS, ``multimodal`` -> CLS_M. ``eval_mode`` evaluates a trained model on another input (the
@@ -30,14 +31,13 @@ outputs when it is used). Their heads exist only if a stage's loss variant names
 ReID losses (official ``make_loss``): CE without label smoothing + soft-margin batch-hard triplet, both on
 the post-BN feature (``feature=post_bn``, also the retrieval feature; ``pre_bn`` is the usual BNNeck use).
 
-Deviations from the official code: FLAVA-pretrained weights are unavailable, so the image encoder starts
-from the protocol's backbone weights and the text encoder from BERT; the multimodal encoder reads the
-unimodal tokens after their final LayerNorm (FLAVA: before it), so no parameter goes unused; the
-contrastive / ITM pretraining heads are not built; with several image modalities, a learned per-stream
-embedding (``modality_embedding``, zero-initialised) tells the multimodal encoder the streams apart.
-Official fine-tuning recipe: ``optim.lr=1e-5 optim.weight_decay=0.1 'optim.betas=[0.9,0.98]'`` with
-cosine decay after warmup, PK batches 16 x 4 (the official random shuffling cannot feed its
-batch-hard triplet).
+Multimodal forward, a recipe setting (``method.*``): ``--recipe official`` runs the official FLAVA forward
+(``mm_attend_padding=true``: the multimodal encoder attends to the padded caption, as ``encode_mm`` passes
+no attention mask; ``mm_input=pre_norm``: it reads each encoder's tokens before the final LayerNorm;
+``text_encoder=flava``: FLAVA's pre-LN text encoder with dropout 0; no stream embedding with one image
+modality). ``--recipe shared`` keeps a documented improvement: padding masked, post-LN tokens (no parameter
+unused), BERT. The contrastive / ITM pretraining heads are not built. Every setting against the official
+code, per track, is in the table below (generated from the registration's fidelity rows).
 """
 
 from __future__ import annotations
@@ -49,16 +49,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.mmet_config import MMETConfig
+from methods.mmet_config import MMET_FIDELITY, MMETConfig
 from reidbench.data.text import CaptionTokenizer, TextVocab, build_tokenizer
 from reidbench.data.types import DatasetInfo
 from reidbench.errors import UserError
-from reidbench.factory import BuildInfo
-from reidbench.nn import BNNeckHead, ModelOutput, build_image_backbone
+from reidbench.fidelity import docstring_table
+from reidbench.nn import BNNeckHead, ModelOutput, batch_camids, build_image_backbone
+from reidbench.nn.factory import BuildInfo
 from reidbench.nn.masking import block_masks, normalised_patches, whole_word_mask
 from reidbench.nn.text import TextEncoder, build_text_encoder
 from reidbench.nn.tokens import PreNormEncoder
 from reidbench.protocol import LossCfg
+
+__doc__ += docstring_table(MMET_FIDELITY)
 
 
 class MaskedLMHead(nn.Module):
@@ -114,8 +117,11 @@ class MMET(nn.Module):
         mlm_head: MaskedLMHead | None = None,
         mpr_head: nn.Module | None = None,
         drop_missing: bool = False,
+        attend_padding: bool = False,
+        mm_input: str = "post_norm",
     ) -> None:
         super().__init__()
+        self.attend_padding, self.mm_input = attend_padding, mm_input
         self.modalities = list(modalities)
         self.drops_missing_modalities = drop_missing  # evaluation leaves absent modalities out of the batch
         self.image_encoder, self.text_encoder, self.vocab = image_encoder, text_encoder, vocab
@@ -137,6 +143,8 @@ class MMET(nn.Module):
         images = image_mask = ids = attn = mlm_labels = None
         image_tokens = text_tokens = None
         present = [m for m in self.modalities if m in batch]  # all of them, except in drop-missing evaluation
+        uses_mm = mode == "multimodal" or (mode == "image" and len(self.modalities) > 1)
+        final_norm = not (uses_mm and self.mm_input == "pre_norm")  # FLAVA: the mm encoder reads pre-LN
         if mode in ("image", "multimodal"):
             if not present:
                 raise UserError(f"mmet ({mode} mode) got none of its image modalities {self.modalities}")
@@ -145,10 +153,12 @@ class MMET(nn.Module):
                 image_mask = block_masks(
                     len(images), self.image_encoder.grid, self.image_mask_ratio, self.mask_min_block
                 ).to(images.device)
-            image_tokens = self.image_encoder(images, image_mask)
+            pre = {} if final_norm else {"final_norm": False}  # backbones that offer pre-LN tokens
+            camids = batch_camids(batch, len(present))
+            image_tokens = self.image_encoder(images, image_mask, camids=camids, **pre)
         if mode in ("text", "multimodal"):
             ids, attn, mlm_labels = self._text(batch)
-            text_tokens = self.text_encoder(ids, attn)
+            text_tokens = self.text_encoder(ids, attn, final_norm=final_norm)
         streams = self._streams(mode, present, image_tokens, text_tokens, attn)
         bn_feat, logits = self.head(streams.cls)
         embedding = bn_feat if self.feature == "post_bn" else streams.cls
@@ -203,6 +213,8 @@ class MMET(nn.Module):
             pads.append(attn == 0)
         cls = self.mm_cls.expand(size, -1, -1).to(parts[0].dtype)
         pad = torch.cat([torch.zeros(size, 1, dtype=torch.bool, device=cls.device), *pads], dim=1)
+        if self.attend_padding:  # the official FLAVA forward: encode_mm passes no attention mask
+            pad = None
         out = self.mm_encoder(torch.cat([cls, *parts], dim=1), pad)
         tokens = image.shape[1] * num
         image_out = (
@@ -243,10 +255,15 @@ def mmet_model(
     mlm_head: bool = False,
     mpr_head: bool = False,
     drop_missing: bool = False,
+    modality_embedding_single: bool = True,
+    attend_padding: bool = False,
+    mm_input: str = "post_norm",
 ) -> MMET:
     """Model builder: MMET over ``modalities`` from an image and a text encoder (either None when no mode
     uses it); ``vocab``: the captions' tokenizer (text modes); ``mlm_head`` / ``mpr_head``: build the
-    reconstruction heads."""
+    reconstruction heads; ``attend_padding``: the multimodal encoder sees the caption padding (no mask);
+    ``mm_input``: the unimodal tokens it reads, after (``post_norm``) or before (``pre_norm``) their final
+    LayerNorm; ``modality_embedding_single``: a stream embedding also with one image modality."""
     modes = {mode, eval_mode or mode}
     image, text = image_encoder, text_encoder
     dim = image.dim if image is not None else text.dim
@@ -263,7 +280,7 @@ def mmet_model(
         mm = PreNormEncoder(dim, mm_layers, mm_heads)
         image_to_mm = nn.Linear(image.dim, dim)
         text_to_mm = nn.Linear(text.dim, dim) if "multimodal" in modes else None
-        if modality_embedding:
+        if modality_embedding and (modality_embedding_single or len(modalities) > 1):
             streams = nn.Parameter(torch.zeros(len(modalities) + (text_to_mm is not None), dim))
     mlm = mpr = None
     if mlm_head:
@@ -289,6 +306,8 @@ def mmet_model(
         mlm,
         mpr,
         drop_missing,
+        attend_padding,
+        mm_input,
     )
 
 
@@ -319,7 +338,9 @@ def mmet(cfg: MMETConfig, info: BuildInfo) -> MMET:
     image = text = None
     if modes & {"image", "multimodal"}:
         masked = cfg.image_mask_ratio > 0 and cfg.mode != "text"
-        image = build_image_backbone(info.backbone, info.image_size, mask_token=masked)
+        image = build_image_backbone(
+            info.backbone, info.image_size, mask_token=masked, num_cameras=info.num_cameras
+        )
     if cfg.needs_text():
         text = build_text_encoder(
             cfg.text_model,
@@ -330,6 +351,7 @@ def mmet(cfg: MMETConfig, info: BuildInfo) -> MMET:
             cfg.text_layers,
             cfg.text_heads,
             max(512, cfg.text_max_len),
+            cfg.text_encoder,
         )
     return mmet_model(
         image,
@@ -349,6 +371,9 @@ def mmet(cfg: MMETConfig, info: BuildInfo) -> MMET:
         mlm_head="mlm" in info.loss_terms and cfg.mode != "image",
         mpr_head="mpr" in info.loss_terms and cfg.mode != "text",
         drop_missing=cfg.drop_missing,
+        modality_embedding_single=cfg.modality_embedding_single,
+        attend_padding=cfg.mm_attend_padding,
+        mm_input=cfg.mm_input,
     )
 
 

@@ -19,6 +19,7 @@ import yaml
 
 from reidbench.config import apply_override, from_dict, parse_override, to_dict, yaml_problem
 from reidbench.errors import UserError
+from reidbench.train.selectors import FORMS, selector_problem
 
 MODALITIES = ("rgb", "nir", "tir")
 
@@ -56,6 +57,19 @@ class SamplerCfg:
 
 
 @dataclass
+class ParamGroupCfg:
+    """A parameter-group rule (reidbench.train.optim): the model's tensors matching any selector of
+    ``match`` get the rule's settings; rules apply in order, a later one overriding what an earlier set."""
+
+    name: str = ""  # shown in the resolved groups
+    match: list[str] = field(default_factory=list)  # selectors: all, bias, norm, 1d, backbone, in:M, re:RX
+    lr: float | None = None  # absolute learning rate
+    lr_scale: float | None = None  # x the stage's learning rate
+    weight_decay: float | None = None  # absolute weight decay
+    weight_decay_scale: float | None = None  # x the stage's weight decay
+
+
+@dataclass
 class OptimCfg:
     name: Literal["adamw", "adam", "sgd"] = "adamw"
     lr: float = 3.5e-4
@@ -63,15 +77,27 @@ class OptimCfg:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8  # Adam / AdamW epsilon
     momentum: float = 0.9
+    nesterov: bool = False  # SGD only
     grad_clip: float | None = None
+    no_decay: list[str] = field(default_factory=lambda: ["1d"])  # selectors of tensors without decay
+    groups: list[ParamGroupCfg] = field(default_factory=list)  # per-group rules, in order
 
 
 @dataclass
 class ScheduleCfg:
+    """The learning-rate schedule (reidbench.train.schedule states every formula)."""
+
     kind: Literal["cosine", "constant", "warmup_sqrt"] = "cosine"
     warmup_epochs: float = 1.0
-    warmup_factor: float = 0.01  # lr multiplier at step 0 of the warmup
+    warmup_steps: int | None = None  # warmup in optimiser steps (wins over warmup_epochs)
+    warmup_factor: float = 0.01  # lr multiplier at t = 0 of the warmup
     min_lr_factor: float = 0.0  # cosine floor as a fraction of lr
+    bounds: Literal["per_group", "shared"] = "per_group"  # factors x each group's lr, or x the stage lr
+    cosine: Literal["after_warmup", "whole"] = "after_warmup"  # cosine over [warmup, total) or [0, total)
+    step_per: Literal["step", "epoch"] = "step"  # t counts optimiser steps, or epochs (set once per epoch)
+    first_epoch: int = 0  # t of a stage's first epoch when step_per=epoch (1: loops counting from 1)
+    noise_pct: float = 0.0  # > 0: lr x (1 + n), n ~ N(0, 1) redrawn until |n| < noise_pct, for t < total
+    noise_seed: int = 42  # n is drawn from a torch.Generator seeded noise_seed + t
 
 
 @dataclass
@@ -105,6 +131,7 @@ class StageCfg:
     freeze: list[str] = field(default_factory=list)  # module names of the model to freeze (e.g. backbone)
     schedule: Literal["cosine", "constant", "warmup_sqrt"] | None = None
     warmup_epochs: float | None = None  # None: schedule.warmup_epochs
+    warmup_steps: int | None = None  # None: schedule.warmup_steps (either one wins over warmup_epochs)
 
 
 @dataclass
@@ -119,17 +146,24 @@ class TrainCfg:
 
 @dataclass
 class BackboneCfg:
-    """Image backbone. ``source`` timm or hf; None sizes keep the model's defaults."""
+    """Image backbone. ``source`` timm, hf, clip (OpenAI CLIP tower, reidbench.nn.clip) or transreid (a
+    TransReID ViT with a camera embedding, reidbench.nn.transreid); None sizes keep the model's defaults."""
 
     name: str = "vit_base_patch16_224"
-    source: Literal["timm", "hf"] = "timm"
+    source: Literal["timm", "hf", "clip", "transreid"] = "timm"
     pretrained: bool = True
     weights: str | None = None  # local file or HF directory; overrides the hub download
     patch_size: int | None = None
     embed_dim: int | None = None
     depth: int | None = None
     num_heads: int | None = None
-    drop_path: float = 0.1
+    drop_path: float = (
+        0.1  # stochastic depth (timm and TransReID backbones; transformers ViT / DeiT have none)
+    )
+    proj_dim: int | None = None  # CLIP: width of the projection applied to every token (None: the model's)
+    # camera embedding x this (None: the backbone's default, CLIP 1.0 on the CLS token, TransReID 3.0 on
+    # every token; 0: off)
+    camera_coef: float | None = None
 
 
 @dataclass
@@ -188,9 +222,17 @@ class Protocol:
                 freeze=list(s.freeze),
                 schedule=self.schedule.kind if s.schedule is None else s.schedule,
                 warmup_epochs=self.schedule.warmup_epochs if s.warmup_epochs is None else s.warmup_epochs,
+                warmup_steps=_stage_warmup_steps(s, self.schedule),
             )
             for s in stages
         ]
+
+
+def _stage_warmup_steps(stage: StageCfg, schedule: ScheduleCfg) -> int | None:
+    """A stage's warmup in steps: its own, else (unless it sets warmup_epochs) the schedule's."""
+    if stage.warmup_steps is not None or stage.warmup_epochs is not None:
+        return stage.warmup_steps
+    return schedule.warmup_steps
 
 
 # Sections every protocol file must have (a missing one would silently fall back to the defaults).
@@ -227,12 +269,23 @@ def protocol_path(dataset: str, path: Path | None = None) -> Path:
         return Path(path)
     found = protocols_dir() / f"{dataset}.yaml"
     if not found.is_file():
+        found = _registered_protocol(dataset) or found
+    if not found.is_file():
         known = sorted(p.stem for p in protocols_dir().glob("*.yaml"))
         raise UserError(
             f"no protocol file {found} for dataset {dataset!r}. Protocols: {', '.join(known)}; "
             f"or pass your own with --protocol PATH."
         )
     return found
+
+
+def _registered_protocol(dataset: str) -> Path | None:
+    """The protocol file a (plugin) dataset names at registration (``protocol=PATH``), if any."""
+    from reidbench.registry import DATASETS, load_plugins
+
+    load_plugins()
+    path = DATASETS.get(dataset).meta.get("protocol") if dataset in DATASETS else None
+    return Path(path) if path else None
 
 
 def load_protocol_dict(dataset: str, path: Path | None = None) -> dict[str, Any]:
@@ -321,6 +374,10 @@ def _value_problems(p: Protocol) -> list[str]:
         ("optim.weight_decay", p.optim.weight_decay, ">=0"),
         ("loss.center_lr", p.loss.center_lr, ">0"),
         ("schedule.warmup_epochs", p.schedule.warmup_epochs, ">=0"),
+        ("schedule.warmup_steps", p.schedule.warmup_steps, "int>=0?"),
+        ("schedule.warmup_factor", p.schedule.warmup_factor, ">=0"),
+        ("schedule.min_lr_factor", p.schedule.min_lr_factor, ">=0"),
+        ("schedule.noise_pct", p.schedule.noise_pct, ">=0"),
         ("eval.batch_size", p.eval.batch_size, "int>=1"),
         ("eval.max_rank", p.eval.max_rank, "int>=1"),
         *((f"data.image_size.{i}", v, "int>=1") for i, v in enumerate(p.data.image_size)),
@@ -333,10 +390,20 @@ def _value_problems(p: Protocol) -> list[str]:
             (f"{key}.lr", stage.lr, ">0?"),
             (f"{key}.lr_scale", stage.lr_scale, ">0"),
             (f"{key}.warmup_epochs", stage.warmup_epochs, ">=0?"),
+            (f"{key}.warmup_steps", stage.warmup_steps, "int>=0?"),
+        ]
+    for i, group in enumerate(p.optim.groups):
+        key = f"optim.groups.{i}"
+        checks += [
+            (f"{key}.lr", group.lr, ">0?"),
+            (f"{key}.lr_scale", group.lr_scale, ">0?"),
+            (f"{key}.weight_decay", group.weight_decay, ">=0?"),
+            (f"{key}.weight_decay_scale", group.weight_decay_scale, ">=0?"),
         ]
     problems = [
         f"{key} must be {_RULES[rule]}, got {value!r}" for key, value, rule in checks if _bad(value, rule)
     ]
+    problems += _group_problems(p.optim) + _schedule_problems(p)
     if len(p.data.image_size) != 2:
         problems.append(f"data.image_size must be [height, width], got {p.data.image_size!r}")
     if not p.seeds:
@@ -344,9 +411,39 @@ def _value_problems(p: Protocol) -> list[str]:
     return problems
 
 
+def _schedule_problems(p: Protocol) -> list[str]:
+    """Warmup in optimiser steps where the schedule counts epochs."""
+    if p.schedule.step_per != "epoch":
+        return []
+    keys = ["schedule"] if p.schedule.warmup_steps is not None else []
+    keys += [f"train.stages.{i}" for i, s in enumerate(p.train.stages) if s.warmup_steps is not None]
+    return [
+        f"{key}.warmup_steps is set but schedule.step_per=epoch counts epochs; use warmup_epochs"
+        for key in keys
+    ]
+
+
+def _group_problems(optim: OptimCfg) -> list[str]:
+    """Unknown selectors, and group rules that set nothing or set a value both ways."""
+    problems = [f"optim.no_decay: {why}" for why in map(selector_problem, optim.no_decay) if why is not None]
+    for i, g in enumerate(optim.groups):
+        key = f"optim.groups.{i}"
+        if not g.match:
+            problems.append(f"{key}.match must list at least one selector ({FORMS})")
+        problems += [f"{key}.match: {why}" for why in map(selector_problem, g.match) if why is not None]
+        if g.lr is not None and g.lr_scale is not None:
+            problems.append(f"{key} sets both lr and lr_scale; keep one")
+        if g.weight_decay is not None and g.weight_decay_scale is not None:
+            problems.append(f"{key} sets both weight_decay and weight_decay_scale; keep one")
+        if all(v is None for v in (g.lr, g.lr_scale, g.weight_decay, g.weight_decay_scale)):
+            problems.append(f"{key} sets none of lr, lr_scale, weight_decay, weight_decay_scale")
+    return problems
+
+
 _RULES = {
     "int>=1": "an integer >= 1",
     "int>=1?": "null or an integer >= 1",
+    "int>=0?": "null or an integer >= 0",
     ">0": "a finite number > 0",
     ">0?": "null or a finite number > 0",
     ">=0": "a finite number >= 0",
@@ -359,7 +456,7 @@ def _bad(value: Any, rule: str) -> bool:
         return not rule.endswith("?")
     if not math.isfinite(value):
         return True
-    return value <= 0 if ">0" in rule else value < (1 if "int" in rule else 0)
+    return value <= 0 if ">0" in rule else value < (1 if "int>=1" in rule else 0)
 
 
 def _modality_problems(modalities: list[str], available: list[str] | None) -> list[str]:

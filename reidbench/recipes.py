@@ -5,7 +5,31 @@ recipe (its one stage, optimiser, schedule, epochs, augmentation and loss: ID CE
 retrieval embedding); the method contributes its architecture and the settings the architecture needs
 (registration ``defaults``, e.g. MMET's captions). ``official``: the method's published recipe on top
 (registration ``official``), as close to the official code as the data allows; what still differs is listed
-in the registration's ``deviations`` (``reidbench list methods --verbose``). Torch-free.
+in the registration's ``fidelity`` rows (:mod:`reidbench.fidelity`; ``reidbench list methods --verbose``).
+Torch-free.
+
+A recipe is a mapping of dotted protocol keys. Besides the loss, data and stage keys, it can state:
+
+* the optimiser exactly (:mod:`reidbench.train.optim`): ``optim.name`` (sgd / adam / adamw),
+  ``optim.lr``, ``optim.weight_decay``, ``optim.momentum``, ``optim.nesterov``, ``optim.betas``,
+  ``optim.eps``; which tensors decay, ``optim.no_decay`` (selectors; ``[]``: all decay); per-group rules
+  ``optim.groups`` (``[{name, match: [selectors], lr | lr_scale, weight_decay | weight_decay_scale}]``,
+  applied in order; selectors: all, bias, norm, 1d, backbone, in:MODULE, re:REGEX);
+* the schedule as the official code computes it (:mod:`reidbench.train.schedule`): ``schedule.kind``
+  (cosine / constant / warmup_sqrt), ``schedule.step_per`` (step / epoch), ``schedule.first_epoch``,
+  ``schedule.warmup_epochs`` or ``schedule.warmup_steps``, ``schedule.warmup_factor`` (the warmup's start),
+  ``schedule.min_lr_factor`` (cosine floor), ``schedule.bounds`` (per_group / shared),
+  ``schedule.cosine`` (after_warmup / whole), ``schedule.noise_pct`` and ``schedule.noise_seed``; per
+  stage ``train.stages[i].{schedule, warmup_epochs, warmup_steps, lr, lr_scale, weight_decay}``;
+* the backbone: ``backbone.name``, ``backbone.source`` (timm / hf), ``backbone.weights`` (a local
+  checkpoint), ``backbone.drop_path`` (stochastic depth; timm backbones only);
+* method knobs (``method.*``) where the official forward differs from the shared one (MMET).
+
+The shared track's own choices, stated once: AdamW (lr and weight decay per dataset protocol, betas 0.9 /
+0.999, eps 1e-8); biases and other 1-D tensors (norm weights) without weight decay (``optim.no_decay:
+[1d]``); one cosine schedule stepped per optimiser step, warmup from 0.01 x lr over
+``schedule.warmup_epochs``, cosine from the warmup's end to 0, no noise; timm ViT-B/16 with stochastic
+depth 0.1.
 """
 
 from __future__ import annotations
@@ -58,5 +82,8 @@ def recipe_settings(method: str, recipe: str) -> dict[str, Any]:
 
 
 def deviations(method: str) -> list[str]:
-    """What ``method``'s official track still does differently from the official code."""
-    return list(METHODS.get(method).meta.get("deviations") or [])
+    """What ``method``'s official track still does differently from the official code (its fidelity rows
+    that differ, :mod:`reidbench.fidelity`, then any plain ``deviations`` lines it registered)."""
+    from reidbench.fidelity import deviations as differing
+
+    return differing(method) + list(METHODS.get(method).meta.get("deviations") or [])

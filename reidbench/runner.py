@@ -28,13 +28,14 @@ from reidbench.data.validation import validation_split
 from reidbench.evaluation import evaluate
 from reidbench.evaluation.cost import count_params, forward_gflops, inference_throughput
 from reidbench.evaluation.targets import evaluate_targets
-from reidbench.factory import BuildInfo, create_loss_terms, create_method, create_tokenizer
 from reidbench.generalisation import source_names
+from reidbench.nn.backbones import weights_tags
+from reidbench.nn.factory import BuildInfo, create_loss_terms, create_method, create_tokenizer
 from reidbench.parallel import distributed
 from reidbench.protocol import dump_yaml
 from reidbench.prune.rounds import prepare_round
 from reidbench.prune.unstructured import count_nonzero
-from reidbench.registry import DATASETS, load_plugins
+from reidbench.registry import DATASETS, load_plugins, plugins
 from reidbench.spec import RunSpec, method_config
 from reidbench.sweeps import liveness
 from reidbench.train import engine
@@ -92,6 +93,9 @@ def run_one(spec: RunSpec, ctx: RunContext, device: torch.device | None = None) 
     run = _open_run(spec, ctx, device, state) if ctx.tracking_uri and lead else None
     if run is not None:
         state.run_id = run.run_id
+        replaced = liveness.retire_dead_runs(ctx.tracking_uri, ctx.experiment, spec.config_hash, run.run_id)
+        if replaced:
+            run.set_tags({"replaces": ",".join(replaced)})
     try:
         metrics = _fit_and_evaluate(spec, ctx, device, state, run, ckpt if lead else None)
     except BaseException as exc:
@@ -125,6 +129,7 @@ def _open_run(spec: RunSpec, ctx: RunContext, device: torch.device, state: Train
         "recipe": spec.recipe,
         "git_commit": tracking.git_commit(),
         "device": str(device),
+        **plugins.plugin_tags(),
         **liveness.owner_tags(),
         **spec.tags,
     }
@@ -168,7 +173,7 @@ def _fit_and_evaluate(
     targets = {name: load_dataset(name, ctx.data_root, ctx.allow_partial) for name in spec.test_on}
     if (dataset.problems or any(t.problems for t in targets.values())) and run is not None:
         run.set_tags({"partial_data": "true"})
-    if spec.validation:
+    if spec.validation is not None:
         dataset = validation_split(dataset, spec.validation)
     show = ctx.show_progress and distributed.rank() == 0
     cfg = method_config(spec.method, spec.protocol.method)
@@ -186,6 +191,8 @@ def _fit_and_evaluate(
     )
     info = BuildInfo.from_protocol(spec.protocol, dataset.info, data.num_classes, tokenizer)
     model = create_method(spec.method, cfg, info).to(device)
+    if run is not None and (tags := weights_tags(model)):
+        run.set_tags(tags)
     # a pruning round starts from the previous round's weights, pruned; unstructured zeros stay zero
     pruning = (
         nullcontext()

@@ -24,7 +24,29 @@ from reidbench.registry import DATASETS, METHODS, load_plugins
 RETIRED_SETTINGS: dict[str, dict[str, Any]] = {"train": {"eval_every": 0}}
 # Protocol settings added after runs were stored, with their default: at that default they stay out of the
 # hash, so the configs that existed before keep their config hash.
-ADDED_SETTINGS: dict[str, dict[str, Any]] = {"train": {"allow_random_frozen": False}, "optim": {"eps": 1e-8}}
+ADDED_SETTINGS: dict[str, dict[str, Any]] = {
+    "train": {"allow_random_frozen": False},
+    "optim": {"eps": 1e-8, "nesterov": False, "no_decay": ["1d"], "groups": []},
+    "schedule": {
+        "warmup_steps": None,
+        "bounds": "per_group",
+        "cosine": "after_warmup",
+        "step_per": "step",
+        "first_epoch": 0,
+        "noise_pct": 0.0,
+        "noise_seed": 42,
+    },
+    "backbone": {"proj_dim": None, "camera_coef": None},
+}
+# Method knobs added since (the method section holds every knob of a method, see make_spec).
+ADDED_SETTINGS["method"] = {
+    "modality_embedding_single": True,
+    "mm_attend_padding": False,
+    "mm_input": "post_norm",
+    "text_encoder": "bert",
+}
+# The same for the fields of each train.stages entry.
+ADDED_STAGE_SETTINGS: dict[str, Any] = {"warmup_steps": None}
 
 
 @dataclass(frozen=True)
@@ -53,7 +75,8 @@ class RunSpec:
     def name(self) -> str:
         targets = f">{','.join(self.test_on)}" if self.test_on else ""
         step = f":{self.prune.schedule}-r{self.prune.round}" if self.prune is not None else ""
-        return f"{self.method}@{self.dataset}{':val' if self.validation else ''}{targets}{step}#s{self.seed}"
+        val = ":val" if self.validation is not None else ""
+        return f"{self.method}@{self.dataset}{val}{targets}{step}#s{self.seed}"
 
     def config(self) -> dict[str, Any]:
         """The fully resolved config (what the hash covers and what is logged)."""
@@ -63,7 +86,7 @@ class RunSpec:
             "seed": self.seed,
             "protocol": to_dict(self.protocol),
         }
-        if self.validation:
+        if self.validation is not None:
             config["validation"] = self.validation
         if self.test_on:
             config["test_on"] = {target: list(mods) for target, mods in self.test_on.items()}
@@ -90,6 +113,10 @@ def hash_config(config: dict[str, Any]) -> str:
         for key, default in values.items():
             if protocol.get(section, {}).get(key, default) == default:
                 protocol.get(section, {}).pop(key, None)
+    for stage in protocol.get("train", {}).get("stages", []):
+        for key, default in ADDED_STAGE_SETTINGS.items():
+            if stage.get(key, default) == default:
+                stage.pop(key, None)
     return config_hash(config)
 
 
@@ -123,6 +150,10 @@ def make_spec(
     shared); see :mod:`reidbench.recipes`.
     """
     load_plugins()
+    if validation is not None:  # 0 must never mean "no split" (the run would score the test split)
+        from reidbench.data.validation import check_fraction
+
+        validation = check_fraction(validation)
     recipe = active_recipe(recipe)
     base = recipe_settings(method, recipe)
     sources = source_names(dataset)

@@ -2,7 +2,7 @@
 
 Default store: ``sqlite:///<cwd>/results/mlflow.db`` (``MLFLOW_TRACKING_URI`` or ``--tracking-uri``
 override it). :func:`check_uri` refuses a URI that cannot work before anything is set up. A SQLite store
-is created and migrated under a file lock next to it (:mod:`reidbench.embedded`), so any number of
+is created and migrated under a file lock next to it (:mod:`reidbench.util.embedded`), so any number of
 processes may open a fresh store at once; :func:`prepare` creates the experiment the same way.
 """
 
@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reidbench.embedded import check_sqlite, creation_lock, sqlite_path
 from reidbench.errors import UserError
+from reidbench.util.embedded import check_sqlite, creation_lock, sqlite_path
 
 DEFAULT_EXPERIMENT = "reidbench"
 MAX_PARAM_LEN = 6000
@@ -204,6 +204,13 @@ class Run:
         self.run_id: str = self.client.create_run(experiment_id, run_name=name, tags=all_tags).info.run_id
 
     @classmethod
+    def attach(cls, uri: str, run_id: str) -> Run:
+        """An existing run as it is (its status unchanged), to tag or close it."""
+        run = cls.__new__(cls)
+        run.client, run.run_id = _client(uri), run_id
+        return run
+
+    @classmethod
     def reopen(cls, uri: str, run_id: str) -> Run | None:
         """An existing run, set back to RUNNING (to continue an interrupted run); None if it is gone."""
         from mlflow.exceptions import MlflowException
@@ -305,7 +312,8 @@ def copy_run(
 
     Used when a sweep point was already trained under another sweep identity (same config hash).
     """
-    run = Run(uri, experiment_id, name, {**tags, "reused_from": source.run_id}, parent_run_id)
+    origin = source.tags.get("reused_from") or source.run_id  # a copy of a copy points at the trained run
+    run = Run(uri, experiment_id, name, {**tags, "reused_from": origin}, parent_run_id)
     run.log_params(source.params)
     run.log_metrics(source.metrics)
     run.finish()
@@ -376,6 +384,21 @@ def metric_histories(uri: str, run_ids: list[str], keys: list[str]) -> Any:
         for m in client.get_metric_history(run_id, mlflow_key(key))
     ]
     return pd.DataFrame(rows, columns=["run_id", "key", "step", "value", "timestamp"])
+
+
+MAX_REUSE_HOPS = 16
+
+
+def origin_run(uri: str, run_id: str) -> RunRecord:
+    """The run that trained what ``run_id`` holds: ``run_id`` itself, or (a copy made by a sweep reusing a
+    finished point) the run its ``reused_from`` tag names, followed through copies of copies."""
+    record = get_run(uri, run_id)
+    for _ in range(MAX_REUSE_HOPS):
+        source = record.tags.get("reused_from")
+        if not source or source == record.run_id:
+            return record
+        record = get_run(uri, source)
+    raise UserError(f"run {run_id}: its reused_from tags form a chain longer than {MAX_REUSE_HOPS} runs")
 
 
 def get_run(uri: str, run_id: str) -> RunRecord:

@@ -39,7 +39,7 @@ def make_datamodule(spec, dataset):
     import torch
 
     from reidbench.data.module import DataModule
-    from reidbench.factory import create_tokenizer
+    from reidbench.nn.factory import create_tokenizer
 
     tokenizer = create_tokenizer(spec.method, spec.protocol.method, spec.protocol, dataset.info)
     return DataModule(dataset, spec.protocol, torch.device("cpu"), show_progress=False, tokenizer=tokenizer)
@@ -47,7 +47,7 @@ def make_datamodule(spec, dataset):
 
 def build_model(spec, dataset, data, **knobs):
     """``spec``'s model for the DataModule ``data`` as the runner builds it; ``knobs`` change method knobs."""
-    from reidbench.factory import BuildInfo, create_method
+    from reidbench.nn.factory import BuildInfo, create_method
 
     info = BuildInfo.from_protocol(spec.protocol, dataset.info, data.num_classes, data.tokenizer)
     return create_method(spec.method, {**spec.protocol.method, **knobs}, info)
@@ -55,7 +55,7 @@ def build_model(spec, dataset, data, **knobs):
 
 def build_criterion(spec, data, model):
     """``spec``'s criterion for ``model`` as the runner builds it (the method's extra terms included)."""
-    from reidbench.factory import create_loss_terms
+    from reidbench.nn.factory import create_loss_terms
     from reidbench.train.losses import Criterion
 
     terms = create_loss_terms(spec.method, spec.protocol.method, spec.protocol.loss)

@@ -5,6 +5,7 @@ import sys
 import pytest
 
 import cli
+from reidbench.cli.common import build_context
 from tests.conftest import TINY
 
 
@@ -129,7 +130,7 @@ def test_weights_are_saved_by_default_except_for_tuning_trials_unless_asked():
             .make_context(command, ["-m", "late_fusion", "-d", "synthetic", *args])
             .params
         )
-        return cli._context(params, save_weights=save_weights)
+        return build_context(params, save_weights=save_weights)
 
     assert context("run").save_weights is True
     assert context("run", "--no-save-weights").save_weights is False

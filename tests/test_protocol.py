@@ -103,7 +103,7 @@ def test_method_settings_apply_to_their_method_only(monkeypatch, tmp_path):
 
 def test_synthetic_vocab_covers_the_captions_and_mmet_finds_it(synthetic_dataset):
     from reidbench.data.synthetic import caption_vocabulary
-    from reidbench.factory import create_tokenizer
+    from reidbench.nn.factory import create_tokenizer
     from reidbench.spec import make_spec
 
     spec = make_spec("mmet", "synthetic", 0)

@@ -189,7 +189,9 @@ def test_captions_read_the_epochs_the_runs_record(demo_uri):
     assert "(Synthetic 6 epochs)" in ablation and "12" not in ablation
     assert "(Synthetic 12 epochs)" in by_name["leaderboard"].caption  # graft: 5 + 7 of 12
     assert "Recipe: demo-tiny." in by_name["leaderboard"].caption
-    assert "Dataset: Synthetic. Device: cpu. Seeds: 3." in by_name["cost"].caption  # constant columns
+    assert (
+        "Dataset: Synthetic. Recipe: demo-tiny. Device: cpu. Seeds: 3." in by_name["cost"].caption
+    )  # constant
     backbone = (
         "Backbone: ViT-Ti/16 = vit_tiny_patch16_224 (patch 8, width 64, depth 2, heads 2, from scratch)."
     )

@@ -2,9 +2,9 @@ import pytest
 import torch
 
 from reidbench.data.module import DataModule
-from reidbench.factory import BuildInfo, create_method
+from reidbench.nn.factory import BuildInfo, create_method
 from reidbench.protocol import build_protocol
-from reidbench.train.engine import fit, lr_factor
+from reidbench.train.engine import fit
 from reidbench.train.losses import Criterion, batch_hard_triplet
 from tests.conftest import TINY
 from tests.presets import evaluate_data
@@ -68,14 +68,6 @@ def test_fit_runs_stages_and_freezes(synthetic_dataset):
     assert any(not torch.equal(a, b) for a, b in zip(before, after, strict=True))  # stage 2 trained them
     metrics = evaluate_data(model, data)
     assert 0 <= metrics["mAP"] <= 1 and metrics["num_valid_queries"] == 96
-
-
-def test_lr_schedule_warmup_and_cosine():
-    assert lr_factor("cosine", 0, 100, 10, 0.01, 0.0) == 0.01
-    assert lr_factor("cosine", 10, 100, 10, 0.01, 0.0) == 1.0
-    assert abs(lr_factor("cosine", 55, 100, 10, 0.01, 0.0) - 0.5) < 1e-9
-    assert lr_factor("constant", 90, 100, 10, 0.01, 0.0) == 1.0
-    assert abs(lr_factor("warmup_sqrt", 40, 100, 10, 0.01, 0.0) - 0.5) < 1e-9
 
 
 def test_batch_hard_triplet_by_hand():

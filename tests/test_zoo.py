@@ -348,7 +348,7 @@ def _synthetic():
 
 
 def _build(spec):
-    from reidbench.factory import BuildInfo, create_method
+    from reidbench.nn.factory import BuildInfo, create_method
     from reidbench.spec import method_config
 
     dataset = _synthetic()

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from reidbench.data.types import DatasetInfo  # noqa: E402
 from reidbench.evaluation.cost import count_params, forward_gflops, train_step_flops  # noqa: E402
-from reidbench.factory import BuildInfo, create_loss_terms, create_method, create_tokenizer  # noqa: E402
+from reidbench.nn.factory import BuildInfo, create_loss_terms, create_method, create_tokenizer  # noqa: E402
 from reidbench.registry import METHODS, load_plugins  # noqa: E402
 from reidbench.spec import make_spec  # noqa: E402
 from reidbench.train.losses import Criterion  # noqa: E402

@@ -19,7 +19,7 @@ import torch
 from reidbench import tracking
 from reidbench.data.module import DataModule
 from reidbench.evaluation import evaluate
-from reidbench.factory import BuildInfo, create_method, create_tokenizer
+from reidbench.nn.factory import BuildInfo, create_method, create_tokenizer
 from reidbench.registry import DATASETS, load_plugins
 from reidbench.spec import make_spec, method_config
 from reidbench.zoo.weights import log_run_weights

@@ -9,7 +9,7 @@ from PIL import Image, UnidentifiedImageError
 
 from reidbench.data.types import ImageRef, Sample
 from reidbench.errors import UserError
-from reidbench.progress import progress_bar
+from reidbench.util.progress import progress_bar
 
 SHOWN = 20  # unreadable files quoted in an error message (`reidbench datasets prepare` lists them all)
 

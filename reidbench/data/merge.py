@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from reidbench.data.types import Dataset, DatasetInfo, DatasetSplits, Sample, relabel
+from reidbench.data.types import Dataset, DatasetInfo, DatasetSplits, Sample, count_cameras, relabel
 from reidbench.generalisation import merged_name
 
 SPLITS = ("train", "query", "gallery")
@@ -64,6 +64,7 @@ def merge_datasets(datasets: list[Dataset]) -> Dataset:
             "roots": [str(d.info.root) for d in datasets],
             "cam_base": first.extra.get("cam_base", 1),
         },
+        num_cameras=count_cameras(*splits.values()),
     )
     folders = {f"{d.info.name}/{split}": path for d in datasets for split, path in d.folders.items()}
     return Dataset(info, DatasetSplits(**splits), folders, [p for d in datasets for p in d.problems])

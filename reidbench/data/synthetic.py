@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from reidbench.progress import progress_bar
+from reidbench.util.progress import progress_bar
 
 PALETTE = {
     "red": (0.85, 0.15, 0.15),

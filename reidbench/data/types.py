@@ -52,6 +52,12 @@ class DatasetInfo:
     source: str = ""  # where the official download comes from
     root: Path | None = None
     extra: dict = field(default_factory=dict)  # e.g. cam_base: camera number of camid 0 in file names
+    num_cameras: int = 0  # 1 + the largest camid of any split (camera embeddings size by it); 0: unknown
+
+
+def count_cameras(*splits: list[Sample]) -> int:
+    """How many camera ids ``splits`` span: 1 + the largest (0-based) camid, 0 when there are no samples."""
+    return 1 + max((s.camid for split in splits for s in split), default=-1)
 
 
 def relabel(samples: list[Sample]) -> tuple[list[int], int]:

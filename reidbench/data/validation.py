@@ -16,24 +16,61 @@ import numpy as np
 from reidbench.data.types import Dataset, DatasetSplits, Sample
 from reidbench.errors import UserError
 
+MIN_VALIDATION_IDS = 2  # a query needs a positive of its own identity and a negative of another one
+MIN_TRAINING_IDS = 1
 
-def validation_split(dataset: Dataset, fraction: float = 0.2, seed: int = 0) -> Dataset:
+
+def check_fraction(fraction: float | None, option: str = "--val-fraction") -> float | None:
+    """``fraction`` itself when it is None or in the open interval (0, 1), else UserError naming ``option``.
+
+    Every path that carves a validation split checks its fraction here (0 must never mean "no split": a
+    run would then score the test split under a validation name)."""
+    if fraction is None:
+        return None
+    if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < fraction < 1:
+        raise UserError(
+            f"{option}: a validation fraction must be a number strictly between 0 and 1 (a share of the "
+            f"training identities), got {fraction!r}"
+        )
+    return float(fraction)
+
+
+def validation_ids(num_ids: int, fraction: float, name: str, option: str = "--val-fraction") -> int:
+    """How many of ``num_ids`` training identities a validation split of ``fraction`` takes: at least
+    :data:`MIN_VALIDATION_IDS`, leaving at least :data:`MIN_TRAINING_IDS` for training, else UserError."""
+    check_fraction(fraction, option)
+    wanted = round(fraction * num_ids)
+    if wanted < MIN_VALIDATION_IDS:
+        raise UserError(
+            f"{option} {fraction}: dataset {name!r} has {num_ids} training identities, so the validation "
+            f"split would hold {wanted} (at least {MIN_VALIDATION_IDS} needed); use a larger fraction"
+        )
+    if num_ids - wanted < MIN_TRAINING_IDS:
+        raise UserError(
+            f"{option} {fraction}: dataset {name!r} has {num_ids} training identities and the validation "
+            f"split would take all of them (none left to train on); use a smaller fraction"
+        )
+    return wanted
+
+
+def validation_split(
+    dataset: Dataset, fraction: float = 0.2, seed: int = 0, option: str = "--val-fraction"
+) -> Dataset:
     """``dataset`` with ``fraction`` of its training identities moved into a validation query / gallery.
 
-    The same (dataset, fraction, seed) always gives the same split; the test split is not used.
+    The same (dataset, fraction, seed) always gives the same split; the test split is not used: query and
+    gallery are a strict subset of the training identities, and at least one identity is left to train.
     """
-    if not 0 < fraction < 1:
-        raise UserError(f"validation fraction must be in (0, 1), got {fraction}")
     by_id: dict[int, list[Sample]] = defaultdict(list)
     for sample in dataset.splits.train:
         by_id[sample.pid].append(sample)
     ids = sorted(by_id)
-    wanted = max(1, round(fraction * len(ids)))
+    wanted = validation_ids(len(ids), fraction, dataset.info.name, option)
     eligible = [pid for pid in ids if _split_identity(by_id[pid]) is not None]
     if len(eligible) < wanted:
         raise UserError(
-            f"dataset {dataset.info.name!r}: a validation split of {fraction:.0%} needs {wanted} "
-            f"training identities seen by two or more cameras with spare images, found "
+            f"{option} {fraction}: dataset {dataset.info.name!r}: a validation split of {fraction:.0%} "
+            f"needs {wanted} training identities seen by two or more cameras with spare images, found "
             f"{len(eligible)}; use a smaller fraction"
         )
     chosen = set(np.random.default_rng(seed).choice(eligible, wanted, replace=False).tolist())

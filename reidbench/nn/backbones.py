@@ -1,9 +1,13 @@
 """Image backbones (ViTs from timm or transformers) returning all tokens, prefix tokens first.
 
-Both adapters share one interface: ``forward(x, mask=None) -> (B, T, D)`` tokens after the final
-LayerNorm, ``dim``, ``num_prefix_tokens`` (CLS, plus the distillation token of DeiT-distilled),
+Both adapters share one interface: ``forward(x, mask=None, camids=None) -> (B, T, D)`` tokens after the
+final LayerNorm, ``dim``, ``num_prefix_tokens`` (CLS, plus the distillation token of DeiT-distilled),
 ``patch_size``, ``grid`` (patch rows, columns) and ``cls(x)``. ``mask`` (B, N patches, bool) replaces
-masked patch embeddings by a learnable mask token (built with ``mask_token=True``).
+masked patch embeddings by a learnable mask token (built with ``mask_token=True``). ``camids`` (B,) are
+the batch's camera ids (``batch["camid"]``, see :func:`batch_camids`): backbones with a camera embedding
+(reidbench.nn.transreid) use them, these two ignore them. ``forward(x, mask, final_norm=False)`` (these
+two) returns the tokens before the final LayerNorm (FLAVA feeds those to its multimodal encoder) and
+``final_norm(tokens)`` applies it.
 
 Inputs may be non-square (256x128, 128x256): a pretrained checkpoint's absolute position embedding is
 resampled (bicubic, antialiased, prefix tokens kept) from its grid to the model's. Weights come from the
@@ -39,20 +43,32 @@ class ImageBackbone(nn.Module):
         if self.mask_token is not None:
             nn.init.trunc_normal_(self.mask_token, std=0.02)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        camids: torch.Tensor | None = None,
+        final_norm: bool = True,
+    ) -> torch.Tensor:
+        """Tokens after the final LayerNorm (``final_norm=False``: before it, the last block's output)."""
         m = self.model
-        if mask is None:
+        if mask is None and final_norm:
             return m.forward_features(x)
-        if self.mask_token is None:
+        if mask is not None and self.mask_token is None:
             raise RuntimeError("this backbone was built without a mask token (mask_token=True)")
         x = m.patch_embed(x)
-        x = torch.where(mask[..., None], self.mask_token.to(x.dtype), x)
-        x = m.norm_pre(m.patch_drop(m._pos_embed(x)))  # the rest of timm's forward_features
-        return m.norm(m.blocks(x))
+        if mask is not None:
+            x = torch.where(mask[..., None], self.mask_token.to(x.dtype), x)
+        x = m.blocks(m.norm_pre(m.patch_drop(m._pos_embed(x))))  # the rest of timm's forward_features
+        return m.norm(x) if final_norm else x
 
-    def cls(self, x: torch.Tensor) -> torch.Tensor:
+    def final_norm(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The final LayerNorm applied to tokens taken before it."""
+        return self.model.norm(tokens)
+
+    def cls(self, x: torch.Tensor, camids: torch.Tensor | None = None) -> torch.Tensor:
         """The first (CLS) token's output, ``(B, D)``."""
-        return self.forward(x)[:, 0]
+        return self(x, camids=camids)[:, 0]
 
 
 class HFImageBackbone(nn.Module):
@@ -69,24 +85,58 @@ class HFImageBackbone(nn.Module):
         self.grid = (size[0] // self.patch_size, size[1] // self.patch_size)
         self.mask_token = model.embeddings.mask_token
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        camids: torch.Tensor | None = None,
+        final_norm: bool = True,
+    ) -> torch.Tensor:
+        """Tokens after the final LayerNorm (``final_norm=False``: before it, the last layer's output)."""
         if mask is not None and self.mask_token is None:
             raise RuntimeError("this backbone was built without a mask token (mask_token=True)")
-        return self.model(pixel_values=x, bool_masked_pos=mask).last_hidden_state
+        out = self.model(pixel_values=x, bool_masked_pos=mask, output_hidden_states=not final_norm)
+        return out.last_hidden_state if final_norm else out.hidden_states[-1]
 
-    def cls(self, x: torch.Tensor) -> torch.Tensor:
+    def final_norm(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The final LayerNorm applied to tokens taken before it."""
+        return self.model.layernorm(tokens)
+
+    def cls(self, x: torch.Tensor, camids: torch.Tensor | None = None) -> torch.Tensor:
         """The first (CLS) token's output, ``(B, D)``."""
-        return self.forward(x)[:, 0]
+        return self(x, camids=camids)[:, 0]
+
+
+def batch_camids(batch: dict, times: int = 1) -> torch.Tensor | None:
+    """The batch's camera ids (``camid``), repeated ``times`` for modalities stacked along the batch
+    (modality-major, as ``torch.cat([batch[m] for m in modalities])``); None when the batch has none."""
+    camids = batch.get("camid")
+    if camids is None:
+        return None
+    return camids.repeat(times) if times > 1 else camids
 
 
 def build_image_backbone(
-    cfg: BackboneCfg, image_size: tuple[int, int] | list[int], mask_token: bool = False
-) -> ImageBackbone | HFImageBackbone:
+    cfg: BackboneCfg,
+    image_size: tuple[int, int] | list[int],
+    mask_token: bool = False,
+    num_cameras: int = 0,
+) -> nn.Module:
     """The backbone ``cfg`` describes at ``image_size`` (H, W); sizes set in ``cfg`` override the model's.
 
     ``cfg.weights`` (a local file or directory) wins over ``cfg.pretrained`` (hub download).
+    ``cfg.source``: ``timm`` / ``hf`` (this module), ``clip`` (:mod:`reidbench.nn.clip`) or ``transreid``
+    (:mod:`reidbench.nn.transreid`), the last two with a camera embedding over ``num_cameras`` cameras.
     """
     size = (int(image_size[0]), int(image_size[1]))
+    if cfg.source == "clip":
+        from reidbench.nn.clip import build_clip_backbone
+
+        return build_clip_backbone(cfg, size, mask_token, num_cameras)
+    if cfg.source == "transreid":
+        from reidbench.nn.transreid import build_transreid_backbone
+
+        return build_transreid_backbone(cfg, size, mask_token, num_cameras)
     if cfg.source == "hf":
         return HFImageBackbone(_hf_vit(cfg, size, mask_token))
     return ImageBackbone(_timm_vit(cfg, size), mask_token)
@@ -202,3 +252,13 @@ def resample_position_embedding(
 
 def _pair(value: int | list[int] | tuple[int, int]) -> tuple[int, int]:
     return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+
+
+def weights_tags(model: nn.Module) -> dict[str, str]:
+    """Where the model's pretrained backbones came from: the union of their ``weights_tags``
+    (``backbone_weights``: the file or hub id, ``backbone_weights_sha256``: the file's sha256), which the
+    runner logs as run tags. Backbones loaded from different files are told apart by module path."""
+    found = [(name, m.weights_tags) for name, m in model.named_modules() if getattr(m, "weights_tags", None)]
+    if len({tuple(sorted(tags.items())) for _, tags in found}) <= 1:
+        return dict(found[0][1]) if found else {}
+    return {f"{key}.{name}": value for name, tags in found for key, value in tags.items()}

@@ -52,10 +52,9 @@ def source_weights(step: PruneStep, uri: str | None, experiment: str, work: Path
         experiment,
         f"tags.config_hash = '{step.source}' and tags.run_kind = 'run' and attributes.status = 'FINISHED'",
     )
-    for record in found:
-        run_id = record.tags.get("reused_from", record.run_id)
+    for record in found:  # the trained run first: its copies hold no artifacts of their own
         if "weights_sha256" in record.tags:
-            return from_run(uri, run_id, work).weights
+            return from_run(uri, tracking.origin_run(uri, record.run_id).run_id, work).weights
     raise UserError(
         f"round {step.round} of {step.schedule} starts from the finished run with config {step.source}, "
         f"but experiment {experiment!r} has none with saved weights: run the study from round 0 "

@@ -27,7 +27,7 @@ def run(args: list[str]) -> tuple[int, str | None]:
     """Run ``reidbench ARGS``; (exit code, error or None)."""
     import click
 
-    import cli
+    from reidbench import cli
     from reidbench.errors import UserError
 
     try:

@@ -52,7 +52,7 @@ def job_runs(job: JobRow, with_progress: bool = True) -> JobRuns:
     out = JobRuns(epochs_total=sum(int(p.get("epochs", 0)) for p in job.points))
     if not job.points or not job.tracking_uri or job.started is None:
         return out
-    from reidbench.embedded import sqlite_path
+    from reidbench.util.embedded import sqlite_path
 
     path = sqlite_path(job.tracking_uri)
     if path is not None and not path.is_file():

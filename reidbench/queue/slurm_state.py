@@ -7,8 +7,7 @@ submitit's folders.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
+from reidbench.sweeps.slurm_end import command_lines as _lines
 
 __all__ = ["job_name", "slurm_state"]
 
@@ -16,16 +15,6 @@ __all__ = ["job_name", "slurm_state"]
 def job_name(job_id: int) -> str:
     """The Slurm job name of queue job ``job_id``."""
     return f"reidbench-q{int(job_id)}"
-
-
-def _lines(argv: list[str]) -> list[str]:
-    if shutil.which(argv[0]) is None:
-        return []
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=20, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    return [line.strip() for line in done.stdout.splitlines() if line.strip()] if done.returncode == 0 else []
 
 
 def slurm_state(job_id: int) -> str | None:

@@ -51,7 +51,8 @@ class Submission:
 
 def check(kind: str, args: list[str]) -> Submission:
     """Parse and check ``reidbench KIND ARGS...``; a UserError (or click's usage error) when it would fail."""
-    import cli
+    from reidbench import cli
+    from reidbench.cli.common import build_executor
 
     if kind not in KINDS:
         raise UserError(f"queue add: unknown command {kind!r}; expected one of {', '.join(KINDS)}")
@@ -72,7 +73,7 @@ def check(kind: str, args: list[str]) -> Submission:
     # --gpus-per-run, --partition, --slurm-set checked the way the command does (Slurm options for a
     # job meant for `serve --launcher slurm`)
     slurm = bool(params.get("partition") or params.get("slurm_set"))
-    cli._executor({**params, "launcher": "slurm" if slurm else "local"})
+    build_executor({**params, "launcher": "slurm" if slurm else "local"})
     with protocol_file(params.get("protocol")):
         specs = _specs(kind, params)
     uri = params.get("tracking_uri") or tracking.default_uri()
@@ -106,12 +107,12 @@ def _specs(kind: str, params: dict[str, Any]) -> list[Any]:
 
 
 def _command_specs(kind: str, params: dict[str, Any]) -> list[Any]:
-    import cli
+    from reidbench.cli.runs import ablate_specs, run_specs
 
     if kind == "run":
-        return cli.run_specs(**params)
+        return run_specs(**params)
     if kind == "ablate":
-        return cli.ablate_specs(**params)[1]
+        return ablate_specs(**params)[1]
     from reidbench.spec import make_spec
     from reidbench.sweeps.tune import load_space
 

@@ -16,9 +16,9 @@ from reidbench.config import from_dict
 from reidbench.errors import UserError
 from reidbench.protocol import Protocol, TrainCfg
 from reidbench.report.formatting import MODALITY_NAMES, PARTIAL_MARK, Cell, dataset_name
+from reidbench.report.grouping import FAMILY, GROUP_KEY, LINEAGE_PARAMS, series_label, variant_text
 
-FAMILY = ["method", "dataset", "recipe", "ablation", "axis", "value"]
-GROUP = [*FAMILY, "variant", "partial"]
+GROUP = GROUP_KEY
 TAGS = ["method", "dataset", "seed", "ablation", "axis", "value", "axis_default", "device"]
 # Backbone params that resize a named architecture, with how the report names them.
 BACKBONE_SIZES = {"patch_size": "patch", "embed_dim": "width", "depth": "depth", "num_heads": "heads"}
@@ -58,6 +58,12 @@ class Group:
     def label(self) -> str:
         """Method name, with the variant in brackets when there is one, marked when on partial data."""
         return run_label(self.method, self.variant, self.partial)
+
+    @property
+    def series(self) -> str:
+        """The label naming everything that sets this group's series apart, recipe included (tables without a
+        recipe column, figures): :func:`reidbench.report.grouping.series_label`."""
+        return series_label(self.method, self.recipe, self.variant, self.partial)
 
     @property
     def n(self) -> int:
@@ -107,19 +113,28 @@ def tidy_runs(frame: pd.DataFrame, include_partial: bool = False) -> RunSet:
     out["epochs"] = [_epochs(row) for _, row in frame.iterrows()]
     out["variant"] = _variants(frame, out)
     out["label"] = [
-        run_label(*key) for key in zip(out["method"], out["variant"], out["partial"], strict=True)
+        series_label(*key)
+        for key in zip(out["method"], out["recipe"], out["variant"], out["partial"], strict=True)
     ]
     metrics = sorted(c.removeprefix("metrics.") for c in frame.columns if c.startswith("metrics."))
     for name in metrics:
         out[name] = pd.to_numeric(frame[f"metrics.{name}"], errors="coerce")
     before = len(out)
-    out = (
-        out.sort_values("start_time", kind="stable")
-        .drop_duplicates([*GROUP, "seed"], keep="last")
-        .sort_index()
-        .reset_index(drop=True)
-    )
+    out = _latest_per_seed(out)
     return RunSet(out, metrics, before - len(out), left_out)
+
+
+def _latest_per_seed(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per group and seed: the latest run's values, a metric it did not measure (a target of an
+    earlier ``--test-on`` run of the same config) taken from the latest run that did."""
+    key = [*GROUP, "seed"]
+    ordered = runs.sort_values("start_time", kind="stable")
+    if not ordered.duplicated(key).any():
+        return runs.reset_index(drop=True)
+    ordered = ordered.assign(test_on=ordered["test_on"].replace("", None), _order=ordered.index)
+    merged = ordered.groupby(key, sort=False, dropna=False).last().reset_index()
+    merged["test_on"] = merged["test_on"].fillna("")
+    return merged.sort_values("_order").drop(columns="_order")[list(runs.columns)].reset_index(drop=True)
 
 
 def _text(frame: pd.DataFrame, column: str) -> pd.Series:
@@ -190,7 +205,10 @@ def _variants(frame: pd.DataFrame, tidy: pd.DataFrame) -> list[str]:
     params = [
         c
         for c in frame.columns
-        if c.startswith("params.") and c not in SEED_PARAMS and not c.startswith(TEST_ON_PARAM)
+        if c.startswith("params.")
+        and c not in SEED_PARAMS
+        and c not in LINEAGE_PARAMS
+        and not c.startswith(TEST_ON_PARAM)
     ]
     labels = [""] * len(frame)
     if not params:
@@ -204,12 +222,8 @@ def _variants(frame: pd.DataFrame, tidy: pd.DataFrame) -> list[str]:
         shown = differing[:MAX_VARIANT_KEYS]
         more = ", …" if len(differing) > MAX_VARIANT_KEYS else ""
         for i in index:
-            labels[i] = ", ".join(f"{_short(c)}={family.at[i, c]}" for c in shown) + more
+            labels[i] = ", ".join(variant_text(c, family.at[i, c]) for c in shown) + more
     return labels
-
-
-def _short(param: str) -> str:
-    return param.removeprefix("params.").removeprefix("protocol.")
 
 
 def aggregate(runset: RunSet) -> list[Group]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
@@ -36,7 +37,7 @@ def targets_of(group: Group) -> list[str]:
 def cross_groups(groups: list[Group]) -> list[Group]:
     """Our (not reported) groups measured on at least one target, by source then method."""
     kept = [g for g in groups if not g.reported and targets_of(g)]
-    return sorted(kept, key=lambda g: (g.dataset, g.ablation, g.value, g.label))
+    return sorted(kept, key=lambda g: (g.dataset, g.ablation, g.value, g.series))
 
 
 def matrix_cell(group: Group, column: str, metric: str) -> Cell | None:
@@ -49,7 +50,7 @@ def matrix_cell(group: Group, column: str, metric: str) -> Cell | None:
 def row_label(group: Group) -> str:
     """``method @ Source`` (with the ablation value when the group is an ablation point)."""
     value = f" ({group.ablation}={group.value})" if group.ablation else ""
-    return f"{group.label}{value} @ {source_label(group.dataset)}"
+    return f"{group.series}{value} @ {source_label(group.dataset)}"
 
 
 def columns_of(groups: list[Group]) -> list[str]:
@@ -93,9 +94,10 @@ def crossdomain_table(groups: list[Group], metrics: list[str]) -> Table | None:
     return Table(NAME, title, caption, "Method @ training set", ["Seeds"], columns, rows, "target")
 
 
-def heatmap(groups: list[Group], metric: str = "mAP") -> tuple[Figure, str] | None:
-    """Heatmap of ``metric`` (rows method @ source, columns test sets; in-domain cells outlined) and its
-    caption; None when no group was tested on another dataset."""
+def heatmap(groups: list[Group], metric: str = "mAP") -> tuple[Figure, str, pd.DataFrame] | None:
+    """Heatmap of ``metric`` (rows method @ source, columns test sets; in-domain cells outlined), its
+    caption and the plotted numbers (row, test set, mean, std, n; in %); None when no group was tested on
+    another dataset."""
     import matplotlib
     import seaborn as sns
 
@@ -107,11 +109,23 @@ def heatmap(groups: list[Group], metric: str = "mAP") -> tuple[Figure, str] | No
     datasets = columns_of(groups)
     values = np.full((len(groups), len(datasets)), np.nan)
     text = np.full(values.shape, "", dtype=object)
+    numbers = []
     for i, g in enumerate(groups):
         for j, d in enumerate(datasets):
             cell = matrix_cell(g, d, metric)
             if cell is not None and np.isfinite(cell.mean):
                 values[i, j] = cell.mean * 100
+                numbers.append(
+                    {
+                        "series": row_label(g),
+                        "test_set": d,
+                        "in_domain": d == g.dataset,
+                        "metric": metric,
+                        "mean": cell.mean * 100,
+                        "std": cell.std * 100,
+                        "n": cell.n,
+                    }
+                )
                 std = f"\n±{fmt_number(cell.std * 100)}" if cell.has_std else ""
                 text[i, j] = fmt_number(cell.mean * 100) + std
     with matplotlib.rc_context(STYLE):
@@ -144,4 +158,4 @@ def heatmap(groups: list[Group], metric: str = "mAP") -> tuple[Figure, str] | No
         f"Cross-domain {ACCURACY_METRICS.get(metric, metric)} (%): rows method @ training set, columns test "
         f"sets, the in-domain cell outlined; mean (± sample std) over {'–'.join(map(str, seeds))} seed(s)."
     )
-    return fig, caption
+    return fig, caption, pd.DataFrame(numbers)

@@ -44,14 +44,17 @@ def prune_rounds(runs: pd.DataFrame) -> pd.DataFrame:
     rounds = runs[runs["ablation"].str.startswith(PRUNE_PREFIX)].copy()
     rounds["schedule"] = rounds["ablation"].str.removeprefix(PRUNE_PREFIX)
     rounds["round"] = pd.to_numeric(rounds["value"], errors="coerce").astype("Int64")
+    if "label" not in rounds:  # the series label of tidy runs (recipe, variant such as the fraction)
+        rounds["label"] = rounds["method"]
     if "throughput" in rounds:
         rounds["latency_ms"] = 1000.0 / rounds["throughput"]
     return rounds
 
 
 def summarise(rounds: pd.DataFrame, column: str, metric: str = "mAP") -> pd.DataFrame:
-    """Per method x dataset x schedule x round: mean and sample std of ``column`` and ``metric``, seeds."""
-    grouped = rounds.groupby(["method", "dataset", "schedule", "round"], sort=True)
+    """Per series (method, recipe, variant: the report's group key) x dataset x schedule x round: mean and
+    sample std of ``column`` and ``metric``, seeds."""
+    grouped = rounds.groupby(["label", "dataset", "schedule", "round"], sort=True)
     out = grouped.agg(
         x=(column, "mean"),
         x_std=(column, "std"),
@@ -80,15 +83,35 @@ def pareto_figures(runs: pd.DataFrame, reported: list[ReportedPoint], metric: st
                 if ax.get_legend() is not None:
                     ax.get_legend().remove()
             fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 4), frameon=False)
-        out.append(Plot(f"pareto_{dataset}", fig, _caption(dataset, frame, costs, metric, points)))
+        caption = _caption(dataset, frame, costs, metric, points)
+        out.append(Plot(f"pareto_{dataset}", fig, caption, _numbers(frame, costs, metric)))
     return out
+
+
+def _numbers(frame: pd.DataFrame, costs: list[str], metric: str) -> pd.DataFrame:
+    """The points of every panel as plotted: cost axis and value (its unit), ``metric`` in %, n."""
+    parts = []
+    for cost in costs:
+        column, label, scale = COSTS[cost]
+        part = summarise(frame, column, metric).rename(columns={"label": "series"})
+        parts.append(
+            part.assign(
+                cost=label,
+                x=part["x"] * scale,
+                x_std=part["x_std"] * scale,
+                y=part["y"] * 100,
+                y_std=part["y_std"] * 100,
+                metric=metric,
+            )
+        )
+    return pd.concat(parts, ignore_index=True)
 
 
 def _panel(ax, frame: pd.DataFrame, cost: str, metric: str, points: list[ReportedPoint]) -> None:
     column, label, scale = COSTS[cost]
     summary = summarise(frame, column, metric)
     markers = dict(zip(sorted(summary["schedule"].unique()), "os^Dv", strict=False))
-    for (method, schedule), part in summary.groupby(["method", "schedule"], sort=True):
+    for (series, schedule), part in summary.groupby(["label", "schedule"], sort=True):
         ax.errorbar(
             part["x"] * scale,
             part["y"] * 100,
@@ -97,7 +120,7 @@ def _panel(ax, frame: pd.DataFrame, cost: str, metric: str, points: list[Reporte
             marker=markers[schedule],
             linestyle=":",
             capsize=2,
-            label=f"{method} ({schedule})",
+            label=f"{series} ({schedule})",
         )
     front = pareto_front(summary["x"].to_numpy(), summary["y"].to_numpy())
     ax.step(
@@ -131,7 +154,7 @@ def _caption(dataset: str, frame: pd.DataFrame, costs: list[str], metric: str, p
     axes = ", ".join(COSTS[c][1] for c in costs)
     text = (
         f"Pruning on {dataset_name(dataset)}: {metric} against {axes}; schedules {schedules}, rounds 0 "
-        f"(unpruned) to {rounds}; points: {runs_sentence(frame, ['method', 'schedule', 'round'])} Dashed: "
+        f"(unpruned) to {rounds}; points: {runs_sentence(frame, ['label', 'schedule', 'round'])} Dashed: "
         "the Pareto front of our points."
     )
     if points:

@@ -9,7 +9,7 @@ what a figure shows, from the runs' own records: metric, dataset, seeds, epochs 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -54,16 +54,26 @@ LR_GID = "lr"  # gid of the learning-rate line on a curve panel's right axis
 
 @dataclass
 class Plot:
-    """One figure: file stem, the matplotlib figure, and its caption."""
+    """One figure: file stem, the matplotlib figure, its caption, and the numbers it plots (one row per
+    point / bar / line vertex: the series, where it sits, mean, sample std, n), saved as ``stem``.csv."""
 
     stem: str
     figure: Figure
     caption: str
+    data: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def wide(self) -> bool:
         """Wider than one paper column: set across both (``figure*``)."""
         return self.figure.get_figwidth() > PANEL_W + 0.01
+
+
+def plotted(data: pd.DataFrame, by: list[str], y: str = "y") -> pd.DataFrame:
+    """What a figure plots from ``data``: per ``by`` the mean, sample std (empty when n = 1) and n of ``y``
+    (as the error bars / bands show them: seaborn's ``errorbar="sd"``)."""
+    grouped = data.dropna(subset=[y]).groupby(by, sort=True)[y]
+    out = grouped.agg(mean="mean", std="std", n="count").reset_index()
+    return out
 
 
 def metric_label(metric: str) -> str:
@@ -177,7 +187,8 @@ def results_figures(runs: pd.DataFrame, metrics: list[str]) -> list[Plot]:
             f"Results on {dataset_name(dataset)}: {names} (%) per method, bars: "
             f"{runs_sentence(frame, ['label'])} Error bars: ± one sample std."
         )
-        out.append(Plot(f"results_{dataset}", fig, caption))
+        numbers = plotted(data.assign(dataset=dataset), ["dataset", "label", "metric"])
+        out.append(Plot(f"results_{dataset}", fig, caption, numbers.rename(columns={"label": "series"})))
     return out
 
 
@@ -199,7 +210,11 @@ def ablation_figures(runs: pd.DataFrame, metrics: list[str]) -> list[Plot]:
                 fig = _numeric_ablation(data, numeric) if numeric is not None else _categorical_ablation(data)
                 for ax in fig.axes:
                     ax.set_ylabel(metric_label(metric))
-            out.append(Plot(f"ablation_{name}_{metric}", fig, _ablation_caption(name, metric, data, numeric)))
+            caption = _ablation_caption(name, metric, data, numeric)
+            numbers = plotted(data.assign(metric=metric), ["dataset", "label", "axis", "value", "metric"])
+            out.append(
+                Plot(f"ablation_{name}_{metric}", fig, caption, numbers.rename(columns={"label": "series"}))
+            )
     return out
 
 
@@ -325,7 +340,10 @@ def curve_figures(runs: pd.DataFrame, histories: pd.DataFrame) -> list[Plot]:
                 handles, list(palette), loc="outside lower center", ncols=min(len(palette), 6), frameon=False
             )
         stem = f"curves_{ablation}_{dataset}" if ablation else f"curves_{dataset}"
-        out.append(Plot(stem, fig, _curve_caption(frame, ablation, dataset, terms)))
+        numbers = plotted(
+            frame.assign(term=frame["key"].map(term_name)), ["dataset", "panel", "term", "epoch"], "value"
+        )
+        out.append(Plot(stem, fig, _curve_caption(frame, ablation, dataset, terms), numbers))
     return out
 
 
@@ -380,11 +398,19 @@ def _curve_caption(frame: pd.DataFrame, ablation: str, dataset: str, terms: list
     )
 
 
-def save(fig: Figure, out_dir: Path, stem: str) -> list[Path]:
+def save(fig: Figure, out_dir: Path, stem: str, data: pd.DataFrame | None = None) -> list[Path]:
     """Write ``stem``.png (300 dpi) and ``stem``.pdf under ``out_dir`` (layout is constrained: no tight
-    bbox)."""
+    bbox), and ``stem``.csv with the plotted numbers when ``data`` is given (metrics in % as plotted)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.pdf"]
     for path in paths:
         fig.savefig(path, dpi=300)
+    if data is not None:
+        paths.append(out_dir / f"{stem}.csv")
+        data.to_csv(paths[-1], index=False)
     return paths
+
+
+def save_plot(plot: Plot, out_dir: Path) -> list[Path]:
+    """:func:`save` of ``plot`` with its numbers: [png, pdf, csv]."""
+    return save(plot.figure, out_dir, plot.stem, plot.data)

@@ -26,6 +26,7 @@ from reidbench.report.formatting import (
     setting_name,
     setting_order,
 )
+from reidbench.report.grouping import series_key
 from reidbench.report.stats import testable, tied_with_best
 
 REPORTED_NOTE = (
@@ -230,7 +231,7 @@ def _rows(groups: list[Group], key, label, text) -> list[Row]:
 
 
 def _row_key(g: Group) -> tuple:
-    return (g.reported, g.method, g.recipe, g.variant, g.partial, g.backbone if g.reported else "")
+    return (g.reported, *series_key(g), g.backbone if g.reported else "")
 
 
 def _text(groups: list[Group]) -> dict[str, str]:
@@ -378,20 +379,34 @@ def cost_table(ours: list[Group], reported: list[Group]) -> Table:
             _label(g),
             g.reported,
             {g.dataset: g},
-            {"Dataset": dataset_name(g.dataset), "Device": g.device, "Seeds": seeds_text([g])},
+            {
+                "Dataset": dataset_name(g.dataset),
+                "Recipe": "" if g.reported else g.recipe,
+                "Device": g.device,
+                "Seeds": seeds_text([g]),
+            },
         )
         for g in groups
     ]
-    rows.sort(key=lambda r: (r.reported, r.text["Dataset"], r.label))
+    rows.sort(key=lambda r: (r.reported, r.text["Dataset"], r.label, r.text["Recipe"]))
     caption = (
-        "Cost per method and dataset (ours: mean over seeds). Params: trainable and frozen parameters "
+        "Cost per method, recipe and dataset (ours: mean over seeds). Params: trainable and frozen "
+        "parameters "
         "(millions); GFLOPs: forward pass per sample; img/s: training throughput in images per second, a "
         "sample with M modalities counting M images; Time: wall time of the whole training (minutes)."
         + (" † Parameters as reported in the papers." if len(groups) > len(ours) else "")
         + (f" {PARTIAL_NOTE}" if any(g.partial for g in ours) else "")
     )
     return Table(
-        "cost", "Cost", caption, "Method", ["Dataset", "Device", "Seeds"], list(COST_COLUMNS), rows, "", ()
+        "cost",
+        "Cost",
+        caption,
+        "Method",
+        ["Dataset", "Recipe", "Device", "Seeds"],
+        list(COST_COLUMNS),
+        rows,
+        "",
+        (),
     )
 
 
@@ -435,7 +450,7 @@ def settings_table(
         f"{'Cross-modal' if cross else 'Missing modality'} ({dataset_name(dataset)})",
         _clean(caption),
         "Method",
-        ["Backbone", "Seeds"],
+        ["Recipe", "Backbone", "Seeds"],
         columns,
         rows,
         "setting",
@@ -465,9 +480,9 @@ def ablation_table(name: str, groups: list[Group], metrics: list[str]) -> Table:
 
     rows = _rows(
         groups,
-        lambda g: (g.method, g.variant, g.partial, g.value),
+        lambda g: (*series_key(g), g.value),
         label,
-        lambda gs: {"Method": gs[0].label, "Seeds": seeds_text(gs)},
+        lambda gs: {"Method": gs[0].series, "Seeds": seeds_text(gs)},
     )
     rows.sort(key=lambda r: (r.text["Method"], value_key(next(iter(r.groups.values())).value)))
     caption = (

@@ -19,16 +19,16 @@ from rich.console import Console
 from reidbench import tracking
 from reidbench.context import RunContext, RunResult
 from reidbench.errors import UserError
-from reidbench.progress import NullProgress, make_progress
 from reidbench.protocol import config_hash
 from reidbench.spec import RunSpec
 from reidbench.sweeps import liveness
 from reidbench.sweeps.executors import Executor, InProcess, Job
+from reidbench.util.progress import NullProgress, make_progress
 
 IDENTITY_TAGS = ("ablation", "axis", "value", "axis_default")
 FINISHED_RUNS = "tags.run_kind = 'run' and attributes.status = 'FINISHED'"
 RUNNING_RUNS = "tags.run_kind = 'run' and attributes.status = 'RUNNING'"
-STALE_AFTER_S = 3 * 3600.0  # a RUNNING run on another host without a heartbeat for this long: crashed
+STALE_AFTER_S = liveness.STALE_AFTER_S  # a RUNNING run elsewhere without a heartbeat this long: crashed
 
 
 @dataclass

@@ -16,7 +16,8 @@ A search space file maps dotted protocol keys to distributions::
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import shlex
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,10 @@ from rich.console import Console
 
 from reidbench import tracking
 from reidbench.context import RunContext
+from reidbench.data.validation import check_fraction
 from reidbench.errors import UserError
-from reidbench.runner import pick_device, run_one
 from reidbench.spec import make_spec
-from reidbench.sweeps.storage import open_study
+from reidbench.sweeps.storage import check_storage, open_study, process_seed
 
 DEFAULT_SPACE: dict[str, dict[str, Any]] = {
     "optim.lr": {"type": "loguniform", "low": 1e-5, "high": 1e-3},
@@ -150,6 +151,40 @@ def _overrides(values: dict[str, Any]) -> list[str]:
     return [f"{k}={json.dumps(v)}" for k, v in values.items()]
 
 
+def check_study_name(name: str | None) -> str | None:
+    """``name`` unless it is empty or blank (Optuna would store an unnamed study no worker can join)."""
+    if name is not None and not name.strip():
+        raise UserError("--study: expected a study name, got an empty one (default: METHOD@DATASET)")
+    return name
+
+
+def check_data(dataset: str, ctx: RunContext, fraction: float) -> None:
+    """Load ``dataset`` and carve its validation split once, before the first trial: missing data or a
+    fraction the dataset cannot take is one error, not a failed trial per proposal."""
+    from reidbench.data.validation import validation_split
+    from reidbench.runner import load_dataset
+
+    validation_split(load_dataset(dataset, ctx.data_root, ctx.allow_partial), fraction)
+
+
+def run_args(overrides: list[str] | tuple[str, ...]) -> list[str]:
+    """The options besides --method / --dataset that reproduce this process's settings in ``reidbench run``:
+    the active --recipe and --protocol and every --set."""
+    from reidbench.protocol import active_protocol_file
+    from reidbench.recipes import DEFAULT_RECIPE, active_recipe
+
+    args = []
+    recipe = active_recipe(None)
+    if recipe != DEFAULT_RECIPE:
+        args += ["--recipe", recipe]
+    path = active_protocol_file(None)
+    if path is not None:
+        args += ["--protocol", str(Path(path).resolve())]
+    for override in overrides:
+        args += ["--set", override]
+    return args
+
+
 def tune(
     method: str,
     dataset: str,
@@ -164,13 +199,25 @@ def tune(
     fraction: float = 0.2,
     console: Console | None = None,
 ) -> Any:
-    """Run ``trials`` Optuna trials (maximising validation mAP) and return the study."""
+    """Run ``trials`` Optuna trials (maximising validation mAP) and return the study.
+
+    Everything is checked before the first trial (keys, fraction, data, storage); a trial that fails makes
+    the whole call raise :class:`TrialsFailed` after the others ran (the reason of each is kept)."""
+    if trials < 1:
+        raise UserError(f"--trials: expected at least 1 trial, got {trials}")
+    check_study_name(study_name)
+    fraction = check_fraction(fraction)
     base = [*overrides, "eval.same_set=false"]  # the validation query and gallery are separate sets
     for param in space:  # check every key before the first trial
-        make_spec(method, dataset, seed, [*base, *_overrides({param.key: param.example()})])
-    storage = storage or default_storage()
+        make_spec(
+            method, dataset, seed, [*base, *_overrides({param.key: param.example()})], validation=fraction
+        )
+    storage = check_storage(storage or default_storage())
+    check_data(dataset, ctx, fraction)
     exp_id = tracking.prepare(ctx.tracking_uri, ctx.experiment)
-    study = open_study(storage, study_name or f"{method}@{dataset}", seed)
+    study = open_study(storage, study_name or f"{method}@{dataset}", process_seed(seed))
+    if "run_args" not in study.user_attrs:  # what `best_command` reproduces
+        study.set_user_attr("run_args", run_args(overrides))
     parent = _parent(study, ctx, exp_id, method, dataset, storage)
     trial_ctx = ctx.under(parent.run_id)
     objective = _Objective(method, dataset, seed, base, fraction, space, trial_ctx, study.study_name, console)
@@ -186,12 +233,25 @@ def tune(
             {"best_trial": str(best.number), **{f"best.{k}": str(v) for k, v in best.params.items()}}
         )
     parent.finish()
+    if objective.failures:
+        raise TrialsFailed(study, objective.failures, trials)
     return study
+
+
+class TrialsFailed(UserError):
+    """Some trials of this process failed: the study (still usable) and each failure's reason."""
+
+    def __init__(self, study: Any, failures: list[str], trials: int) -> None:
+        self.study = study
+        self.failures = failures
+        shown = "\n  ".join(failures[:5]) + ("\n  ..." if len(failures) > 5 else "")
+        super().__init__(f"{len(failures)} of {trials} trial(s) failed:\n  {shown}")
 
 
 @dataclass
 class _Objective:
-    """One trial: the suggested values as overrides, a run on the validation split, its mAP."""
+    """One trial: the suggested values as overrides, a run on the validation split, its mAP. A failure is
+    recorded (trial number and reason) and raised again for Optuna to mark the trial FAILED."""
 
     method: str
     dataset: str
@@ -202,15 +262,29 @@ class _Objective:
     ctx: RunContext
     study_name: str
     console: Console | None = None
+    failures: list[str] = field(default_factory=list)
 
     def __call__(self, trial: Any) -> float:
+        try:
+            return self._run(trial)
+        except Exception as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            self.failures.append(f"trial {trial.number}: {type(exc).__name__}: {reason}")
+            (self.console or Console(quiet=True)).print(
+                f"trial {trial.number} failed: {reason}", highlight=False, markup=False
+            )
+            raise
+
+    def _run(self, trial: Any) -> float:
+        from reidbench.runner import pick_device, run_one
+
         console = self.console or Console(quiet=True)
         values = {p.key: p.suggest(trial) for p in self.space}
         tags = {"run_kind": "trial", "study": self.study_name, "trial": str(trial.number)}
         overrides = [*self.base, *_overrides(values)]
         spec = make_spec(self.method, self.dataset, self.seed, overrides, tags, validation=self.fraction)
         shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
-        console.print(f"trial {trial.number}: {shown}", highlight=False)
+        console.print(f"trial {trial.number}: {shown}", highlight=False, markup=False)
         result = run_one(spec, self.ctx, pick_device(self.ctx.device))
         trial.set_user_attr("mlflow_run_id", result.run_id)
         console.print(
@@ -243,6 +317,17 @@ def _parent(
 
 
 def best_command(study: Any, method: str, dataset: str) -> str:
-    """The ``reidbench run`` command line that trains the best trial's setting on the test protocol."""
-    sets = " ".join(f"--set {o}" for o in _overrides(study.best_trial.params))
-    return f"reidbench run --method {method} --dataset {dataset} {sets}"
+    """The ``reidbench run`` command line that trains the best trial's setting on the test protocol: the
+    study's --recipe, --protocol and --set, then the best trial's values (shell-quoted)."""
+    args = [
+        "reidbench",
+        "run",
+        "--method",
+        method,
+        "--dataset",
+        dataset,
+        *study.user_attrs.get("run_args", []),
+    ]
+    for override in _overrides(study.best_trial.params):
+        args += ["--set", override]
+    return shlex.join(args)

@@ -3,7 +3,6 @@ checkpoint + resume, and DDP (one run on several processes, see reidbench.parall
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,30 +16,16 @@ from reidbench.data.module import DataModule
 from reidbench.errors import UserError
 from reidbench.nn.output import ModelOutput
 from reidbench.parallel import distributed
-from reidbench.progress import NullProgress, make_progress
-from reidbench.protocol import Protocol, ScheduleCfg, StageCfg
+from reidbench.protocol import Protocol, StageCfg
 from reidbench.train.checkpoint import capture_rng, restore_rng
 from reidbench.train.losses import Criterion
+from reidbench.train.optim import build_optimizer
+from reidbench.train.schedule import Schedule, resolve_schedule
 from reidbench.train.state import TrainState
+from reidbench.util.progress import NullProgress, make_progress
 
 EpochHook = Callable[[TrainState], None]
 PROGRESS_COLUMNS = (TextColumn("loss {task.fields[loss]:.3f}"), TextColumn("{task.fields[ips]:.0f} img/s"))
-
-
-def lr_factor(
-    kind: str, step: int, total: int, warmup: int, warmup_factor: float, min_factor: float
-) -> float:
-    """LR multiplier at ``step`` of ``total``: linear warmup, then cosine / constant / inverse-sqrt."""
-    if step < warmup:
-        return warmup_factor + (1 - warmup_factor) * step / warmup
-    if kind == "constant":
-        return 1.0
-    if kind == "warmup_sqrt":  # GraFT: lr * sqrt(warmup / step), last 10% linear to 0
-        base = math.sqrt(max(warmup, 1) / max(step, 1))
-        tail = int(0.9 * total)
-        return base * (1 - (step - tail) / max(total - tail, 1)) if step >= tail else base
-    progress = min((step - warmup) / max(total - warmup, 1), 1.0)
-    return min_factor + (1 - min_factor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def set_frozen(model: nn.Module, names: list[str]) -> None:
@@ -55,31 +40,6 @@ def set_frozen(model: nn.Module, names: list[str]) -> None:
         module.requires_grad_(False)
 
 
-def build_optimizer(
-    model: nn.Module, criterion: nn.Module, protocol: Protocol, stage: StageCfg
-) -> torch.optim.Optimizer:
-    """A fresh optimizer over the trainable parameters (biases and norms without weight decay)."""
-    decay, no_decay = [], []
-    for param in model.parameters():
-        if param.requires_grad:
-            (no_decay if param.ndim <= 1 else decay).append(param)
-    groups = [
-        {"params": decay, "weight_decay": stage.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-        {
-            "params": [p for p in criterion.parameters() if p.requires_grad],
-            "weight_decay": 0.0,
-            "lr": protocol.loss.center_lr,
-        },
-    ]
-    groups = [g for g in groups if g["params"]]
-    opt = protocol.optim
-    if opt.name == "sgd":
-        return torch.optim.SGD(groups, lr=stage.lr, momentum=opt.momentum)
-    cls = torch.optim.AdamW if opt.name == "adamw" else torch.optim.Adam
-    return cls(groups, lr=stage.lr, betas=tuple(opt.betas), eps=opt.eps)
-
-
 @dataclass
 class StageLoop:
     """One stage set up for training: its forward (DDP-wrapped, compiled), a fresh optimizer, the LR
@@ -89,22 +49,16 @@ class StageLoop:
     forward: Callable[[dict], ModelOutput]
     optimizer: torch.optim.Optimizer
     base_lrs: list[float]
+    schedule: Schedule
     total_steps: int
-    warmup_steps: int
     step: int = 0
+    first_epoch: int = 0  # the run's epoch index at which this stage starts
 
-    def apply_lr(self, schedule: ScheduleCfg) -> None:
-        """Set every group's learning rate for the current step."""
-        factor = lr_factor(
-            self.stage.schedule,
-            self.step,
-            self.total_steps,
-            self.warmup_steps,
-            schedule.warmup_factor,
-            schedule.min_lr_factor,
-        )
+    def apply_lr(self, epoch: int) -> None:
+        """Set every group's learning rate for the current step of the stage's ``epoch``-th epoch (from 0)."""
+        t = self.schedule.t(self.step, epoch)
         for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
-            group["lr"] = base * factor
+            group["lr"] = self.schedule.lr(t, base, self.stage.lr)
 
 
 def start_stage(
@@ -127,8 +81,8 @@ def start_stage(
         forward,
         optimizer,
         [g["lr"] for g in optimizer.param_groups],
+        resolve_schedule(protocol.schedule, stage, steps_per_epoch),
         stage.epochs * steps_per_epoch,
-        int(stage.warmup_epochs * steps_per_epoch),
     )
 
 
@@ -163,6 +117,7 @@ def fit(
                 offset += stage.epochs
                 continue
             loop = start_stage(model, criterion, protocol, stage, device, steps)
+            loop.first_epoch = offset
             first = 0
             if resume is not None:
                 if state.epoch > offset:  # interrupted inside this stage
@@ -209,7 +164,7 @@ def train_epoch(
     sums: dict[str, float] = {}
     count, t0 = 0, time.perf_counter()
     for batch in data.train_batches(epoch):
-        loop.apply_lr(protocol.schedule)
+        loop.apply_lr(epoch - loop.first_epoch)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
             out = loop.forward(batch)
         labels = batch["pid"]

@@ -75,12 +75,15 @@ def from_weights(path: Path, config_path: Path | None = None, label: str | None 
 def from_run(uri: str, run_id: str, work: Path) -> Source:
     """The final weights a finished training run saved (artifact ``model/model.safetensors``), checked
     against the run's ``weights_sha256`` and ``config_hash`` tags; downloaded under ``work``."""
+    asked = run_id
     record = tracking.get_run(uri, run_id)
     if record.tags.get("run_kind") not in ("run", "trial") or record.status != "FINISHED":
         raise UserError(
             f"run {run_id} is a {record.status} {record.tags.get('run_kind', '?')!r} run; --run takes a "
             "FINISHED training run (tag run_kind=run, or a tuning trial)"
         )
+    record = tracking.origin_run(uri, run_id)  # a reused point's copy holds no artifacts: its origin does
+    run_id = record.run_id
     path = tracking.download_artifact(uri, run_id, f"{ARTIFACT_DIR}/{WEIGHTS_FILE}", work)
     if path is None:
         raise UserError(
@@ -99,7 +102,7 @@ def from_run(uri: str, run_id: str, work: Path) -> Source:
             f"run {run_id}: its weights were trained with config {weights.config_hash}, the run has config "
             f"{record.tags.get('config_hash')}: the artifacts belong to another run"
         )
-    return Source(weights, f"run {run_id}", run_id)
+    return Source(weights, f"run {asked}", asked)
 
 
 def eval_modalities(trained: Protocol, dataset: Dataset) -> list[str]:
@@ -164,7 +167,7 @@ def evaluate_source(
     from reidbench.evaluation import evaluate
     from reidbench.evaluation.cost import count_params
     from reidbench.evaluation.targets import target_eval_sets
-    from reidbench.factory import BuildInfo, create_method, create_tokenizer
+    from reidbench.nn.factory import BuildInfo, create_method, create_tokenizer
     from reidbench.runner import seed_everything
     from reidbench.spec import method_config
 
@@ -190,7 +193,7 @@ def evaluate_source(
     model = model.to(device)
     fill = not getattr(model, "drops_missing_modalities", False)
     query, gallery = target_eval_sets(dataset, trained, modalities, device, tokenizer, fill, show_progress)
-    split = f"val:{validation}" if validation else "test"
+    split = f"val:{validation}" if validation is not None else "test"
     run = _open_eval_run(uri, experiment, source, protocol, load, device, split) if uri else None
     try:
         metrics = evaluate(model, query, gallery, protocol.eval)

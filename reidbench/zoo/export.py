@@ -106,6 +106,7 @@ def _copy_artifacts(uri: str, run_id: str, tags: dict[str, str], folder: Path) -
     run saved none."""
     from reidbench.zoo.evaluate import download_dir
 
+    run_id = tracking.origin_run(uri, run_id).run_id  # a reused point's copy: the artifacts are its origin's
     with download_dir() as tmp:
         weights = tracking.download_artifact(uri, run_id, f"{ARTIFACT_DIR}/{WEIGHTS_FILE}", Path(tmp))
         config = tracking.download_artifact(uri, run_id, f"{ARTIFACT_DIR}/{CONFIG_FILE}", Path(tmp))

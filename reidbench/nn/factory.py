@@ -35,6 +35,11 @@ class BuildInfo:
     loss_terms: frozenset[str] = frozenset()  # every loss term the protocol's stages name
     text: TextVocab | None = None  # set when batches carry tokenized captions (text_ids, text_mask, ...)
 
+    @property
+    def num_cameras(self) -> int:
+        """How many camera ids the dataset has (camera embeddings size by it; 0: unknown)."""
+        return self.dataset.num_cameras
+
     @classmethod
     def from_protocol(
         cls,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from reidbench.cli.common import console
 from reidbench.errors import UserError
 from reidbench.queue.store import Store, default_queue_path
 
@@ -26,12 +27,6 @@ QUEUE_OPTION = click.option(
 def open_store(path: Path | None) -> Store:
     """The queue at ``path`` (default: :func:`default_queue_path`)."""
     return Store(path or default_queue_path())
-
-
-def _console():
-    import cli
-
-    return cli.console
 
 
 @click.group()
@@ -66,7 +61,7 @@ def add(store: Store, kind: str, priority: int, args: tuple[str, ...]) -> None:
         tracking_uri=sub.tracking_uri,
         experiment=sub.experiment,
     )
-    _console().print(f"queued job {job_id}: {sub.summary} ({len(sub.points) or 'a study of'} run(s))")
+    console.print(f"queued job {job_id}: {sub.summary} ({len(sub.points) or 'a study of'} run(s))")
 
 
 def _fmt_time(t: float | None) -> str:
@@ -103,7 +98,7 @@ def ls(store: Store, statuses: tuple[str, ...], limit: int | None) -> None:
             "" if job.map is None else f"{100 * job.map:.1f}",
             (job.error or "")[:80],
         )
-    _console().print(table)
+    console.print(table)
 
 
 @queue.command()
@@ -137,7 +132,7 @@ def show(store: Store, job_id: int) -> None:
     if job.error:
         lines.append(f"error      {job.error}")
     for line in lines:
-        _console().print(line, highlight=False, markup=False)
+        console.print(line, highlight=False, markup=False)
 
 
 @queue.command()
@@ -155,7 +150,7 @@ def cancel(store: Store, job_id: int) -> None:
             os.killpg(job.pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
-    _console().print(f"job {job_id}: {'cancelled' if what == 'cancelled' else 'stopping'}")
+    console.print(f"job {job_id}: {'cancelled' if what == 'cancelled' else 'stopping'}")
 
 
 @queue.command()
@@ -164,7 +159,7 @@ def cancel(store: Store, job_id: int) -> None:
 def retry(store: Store, job_id: int) -> None:
     """Queue a failed or cancelled job again (same id, same command line)."""
     store.retry(job_id)
-    _console().print(f"job {job_id}: queued again")
+    console.print(f"job {job_id}: queued again")
 
 
 @queue.command()
@@ -255,7 +250,7 @@ def serve(
     thread = threading.Thread(target=scheduler.run_forever, args=(stop,), daemon=True, name="scheduler")
     thread.start()
     app = create_app(store, scheduler, token=token, mlflow_url=mlflow_url, loopback=is_loopback(host))
-    _console().print(f"queue {store.path}: serving http://{host}:{port}/ on {', '.join(units)}")
+    console.print(f"queue {store.path}: serving http://{host}:{port}/ on {', '.join(units)}")
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:

@@ -1,4 +1,4 @@
-"""Click commands ``reidbench eval`` and ``reidbench zoo export|list|get`` (registered in cli.py)."""
+"""``reidbench eval`` and ``reidbench zoo export|list|get``."""
 
 from __future__ import annotations
 
@@ -7,12 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
+from reidbench.cli.common import console
 from reidbench.errors import UserError
-
-console = Console(width=None if sys.stdout.isatty() else 120)
 
 _zoo_file = click.option(
     "--zoo-file",
@@ -160,8 +158,8 @@ def run_evaluation(
     data = load_dataset(name, data_root or default_data_root(), allow_partial)
     if validation is None and name == source.weights.config["dataset"]:
         validation = source.weights.config.get("validation")  # where a tuning trial was scored
-    if validation:
-        data = validation_split(data, validation)
+    if validation is not None:  # never the test split under a validation name
+        data = validation_split(data, validation, option="--validation")
     say = lambda text: console.print(f"note: {text}", highlight=False)  # noqa: E731
     return evaluate_source(
         source, data, pick_device(device), overrides, uri, experiment, not quiet, say, validation

@@ -1,0 +1,122 @@
+"""DeMo: paper-size parameter count and descriptor (the official code's figures), the HDM's modality
+subsets, the ATMoE's gating, the loss over every supervised pair, per-dataset settings; learning on the
+synthetic data (slow)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from methods.demo import ATMoE, DeMo, demo_loss_terms, modality_subsets, supervised_pairs
+from methods.demo_config import DemoConfig
+from reidbench.nn.backbones import build_image_backbone
+from reidbench.protocol import BackboneCfg, LossCfg
+from reidbench.spec import make_spec
+
+MODS = ["rgb", "nir", "tir"]
+TINY_CLIP = BackboneCfg(
+    name="ViT-B-16",
+    source="clip",
+    pretrained=False,
+    embed_dim=32,
+    depth=1,
+    num_heads=2,
+    patch_size=8,
+    proj_dim=32,
+)
+
+
+def tiny_demo(**knobs) -> DeMo:
+    torch.manual_seed(0)
+    return DeMo(build_image_backbone(TINY_CLIP, (32, 16), num_cameras=2), MODS, 5, DemoConfig(**knobs))
+
+
+def batch(size: int = 4) -> dict:
+    g = torch.Generator().manual_seed(1)
+    out = {m: torch.randn(size, 3, 32, 16, generator=g) for m in MODS}
+    out["camid"] = torch.arange(size) % 2
+    return out
+
+
+def test_paper_size_matches_the_official_count_and_descriptor():
+    """RGBNT201 config (171 ids, 4 cameras, HEAD 4, DIRECT 1): the official model as built has 98,798,080
+    parameters (sota-methods.md section 7) and a 5120-d test descriptor."""
+    cfg = BackboneCfg(name="ViT-B-16", source="clip", pretrained=False)
+    model = DeMo(
+        build_image_backbone(cfg, (256, 128), num_cameras=4), MODS, 171, DemoConfig(heads=4, direct=True)
+    )
+    assert sum(p.numel() for p in model.parameters()) == 98_798_080
+    assert model.embed_dim == 5120
+    parts = {n: sum(p.numel() for p in m.parameters()) for n, m in model.named_children()}
+    assert parts["hdm"] == 7_354_368 + 7 * 512 and parts["moe"] == 2_360_832 + 469_504
+
+
+def test_modality_subsets_in_the_official_order():
+    assert modality_subsets(3) == [(0,), (1,), (2,), (0, 1), (0, 2), (1, 2), (0, 1, 2)]
+    assert modality_subsets(2) == [(0,), (1,), (0, 1)]
+
+
+def test_each_hdm_query_reads_only_its_subsets_modalities():
+    model = tiny_demo().eval()
+    a, b = batch(), batch()
+    b["tir"] = torch.randn_like(b["tir"])
+    with torch.no_grad():
+        feats = [model.hdm(model.encode(inputs)[1]) for inputs in (a, b)]
+    unchanged = [i for i, s in enumerate(modality_subsets(3)) if 2 not in s]  # r, n, rn
+    torch.testing.assert_close(feats[0][:, unchanged], feats[1][:, unchanged])
+    assert not torch.allclose(feats[0][:, 2], feats[1][:, 2])
+
+
+def test_atmoe_gates_are_a_softmax_per_head_and_weigh_expert_major_outputs():
+    moe = ATMoE(16, 7, 4).eval()
+    feats = torch.randn(3, 7, 16)
+    with torch.no_grad():
+        gates, out = moe.gates(feats), moe(feats)
+    assert gates.shape == (3, 4, 7)
+    torch.testing.assert_close(gates.sum(-1), torch.ones(3, 4))
+    # expert e of head h: gate[h, e] * expert(chunk h of feature e), at columns e*16 + h*4 .. +4
+    e, h = 5, 2
+    with torch.no_grad():
+        plain = gates[:, h, e, None] * moe.experts[h][e](feats[:, e, h * 4 : (h + 1) * 4])
+    torch.testing.assert_close(out[:, e * 16 + h * 4 : e * 16 + (h + 1) * 4], plain)
+
+
+@pytest.mark.parametrize(("direct", "pairs"), [(True, ["moe", "concat"]), (False, ["moe", *MODS])])
+def test_the_loss_sums_every_supervised_pair(direct, pairs):
+    from reidbench.train.losses import batch_hard_triplet
+
+    model = tiny_demo(direct=direct).train()
+    out = model(batch())
+    assert supervised_pairs(out) == pairs and out.embedding.shape == (4, 3 * 32 + 7 * 32)
+    labels = torch.tensor([0, 0, 1, 1])
+    terms = demo_loss_terms(DemoConfig(), LossCfg(id_weight=0.25, triplet_margin=None))
+    ce_fn, ce_weight = terms["ce"]
+    tri_fn, _ = terms["triplet"]
+    plain_ce = sum(torch.nn.functional.cross_entropy(out.extras[f"logits:{p}"], labels) for p in pairs)
+    plain_tri = sum(batch_hard_triplet(out.extras[f"feat:{p}"], labels, None) for p in pairs)
+    torch.testing.assert_close(ce_fn(out, labels, 0.0), plain_ce)
+    torch.testing.assert_close(tri_fn(out, labels, 0.0), plain_tri)
+    assert ce_weight == 0.25
+
+
+def test_descriptor_choices_and_ablation_switches():
+    assert tiny_demo(descriptor="moe").embed_dim == 7 * 32
+    assert tiny_demo(descriptor="concat", hdm=False, atm=False).embed_dim == 3 * 32
+    with pytest.raises(Exception, match="atm=true needs method.hdm=true"):
+        tiny_demo(hdm=False)
+
+
+def test_per_dataset_settings_and_clip_backbone_reach_the_spec():
+    p201, p100 = make_spec("demo", "rgbnt201", 0).protocol, make_spec("demo", "rgbnt100", 0).protocol
+    assert (p201.method["heads"], p201.method["direct"]) == (4, True)
+    assert (p100.method["heads"], p100.method["direct"]) == (8, False)
+    assert (p201.backbone.source, p201.backbone.name) == ("clip", "ViT-B-16")
+    tiny = make_spec("demo", "synthetic", 0).protocol
+    assert (tiny.backbone.embed_dim, tiny.backbone.proj_dim) == (64, 64)
+
+
+@pytest.mark.slow
+def test_demo_learns_on_synthetic_shared_track(synthetic_dataset, tmp_path):
+    from tests.presets import assert_method_learns, write_vocab
+
+    assert_method_learns("demo", synthetic_dataset, write_vocab(tmp_path / "vocab.txt"))
