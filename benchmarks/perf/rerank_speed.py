@@ -38,12 +38,17 @@ def dense_re_ranking(
     qf: np.ndarray, gf: np.ndarray, k1: int = 20, k2: int = 6, lambda_value: float = 0.3
 ) -> np.ndarray:
     """The usual dense implementation (Zhong et al. reference code, as copied into torchreid and
-    TransReID), on features: N x N squared Euclidean distances, row-max normalised, full argsort."""
-    feat = np.concatenate([qf, gf]).astype(np.float32)
+    TransReID), on features: N x N squared Euclidean distances, row-max normalised, full argsort; the
+    distances in the features' dtype (float64 here: two float32 codes order near-ties differently),
+    built in place (one N x N temporary)."""
+    feat = np.concatenate([qf, gf])
     query_num = qf.shape[0]
     all_num = feat.shape[0]
     sq = np.square(feat).sum(1)
-    original_dist = sq[:, None] + sq[None, :] - 2.0 * (feat @ feat.T)
+    original_dist = feat @ feat.T
+    original_dist *= -2.0
+    original_dist += sq[:, None]
+    original_dist += sq[None, :]
     np.maximum(original_dist, 0, out=original_dist)
     original_dist /= original_dist.max(axis=1, keepdims=True)
     V = np.zeros_like(original_dist, dtype=np.float32)
@@ -94,6 +99,7 @@ def dense_re_ranking(
 def worker(args: argparse.Namespace) -> None:
     """Run one implementation; save its matrix; print a JSON line with time and peak memory."""
     qf, gf, *_ = market_like(args.num_q, args.num_g, dim=args.dim, seed=args.seed, noise=args.noise)
+    qf, gf = qf.astype(args.dtype), gf.astype(args.dtype)
     warm = 0.0
     if args.worker == "ours":
         import torch
@@ -125,9 +131,16 @@ def run_worker(kind: str, cell: dict, args: argparse.Namespace, out: str) -> dic
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(cell["threads"])
     env["PYTHONPATH"] = str(HERE.parents[1]) + os.pathsep + env.get("PYTHONPATH", "")
-    flags = {**cell, "dim": args.dim, "seed": args.seed, "noise": args.noise, "lam": args.lam}
+    flags = {
+        **cell,
+        "dim": args.dim,
+        "seed": args.seed,
+        "noise": args.noise,
+        "lam": args.lam,
+        "dtype": args.dtype,
+    }
     cmd = [sys.executable, __file__, "--worker", kind, "--out", out]
-    for key in ("num_q", "num_g", "dim", "seed", "noise", "k1", "k2", "lam", "threads"):
+    for key in ("num_q", "num_g", "dim", "seed", "noise", "k1", "k2", "lam", "threads", "dtype"):
         cmd += [f"--{key.replace('_', '-')}", str(flags[key])]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -204,6 +217,12 @@ def main() -> None:
         action="store_true",
         help="run the dense code once per (N, k1, k2) (1st thread count, no background) and reuse it",
     )
+    p.add_argument(
+        "--dtype",
+        default="float64",
+        choices=["float64", "float32"],
+        help="features (both implementations); float32 codes may order near-tied neighbours differently",
+    )
     p.add_argument("--dim", type=int, default=768)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--noise", type=float, default=2.5)
@@ -219,7 +238,7 @@ def main() -> None:
         return
     print(
         f"CPU: {cpu_name()}, {os.cpu_count()} cores; load avg at start {os.getloadavg()[0]:.1f}; "
-        f"lambda {args.lam}"
+        f"lambda {args.lam}; features {args.dtype}"
     )
     print(
         "| N | k1, k2 | threads | background process | ours | dense NumPy | speed-up (wall) | "
