@@ -76,7 +76,8 @@ def _list_recipes() -> None:
             table.add_column(column)
         for row in fidelity.rows(entry.name):
             table.add_row(row.setting, row.official, *(fidelity.cell(row, r) for r in fidelity.TRACKS))
-        console.print(table)
+        if table.row_count:
+            console.print(table)
         for line in entry.meta.get("deviations") or []:
             console.print(f"    differs from the official code: {line}", highlight=False, markup=False)
 

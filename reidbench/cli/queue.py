@@ -49,7 +49,7 @@ def add(store: Store, kind: str, priority: int, args: tuple[str, ...]) -> None:
 
     Options of the queue itself (--priority) go before KIND.
     """
-    from reidbench.queue.submit import check
+    from reidbench.cli.submit import check
 
     sub = check(kind, list(args))
     job_id = store.add(
@@ -285,7 +285,11 @@ def serve(
     stop = threading.Event()
     thread = threading.Thread(target=scheduler.run_forever, args=(stop,), daemon=True, name="scheduler")
     thread.start()
-    app = create_app(store, scheduler, token=token, mlflow_url=mlflow_url, loopback=is_loopback(host))
+    from reidbench.cli.submit import check
+
+    app = create_app(
+        store, scheduler, token=token, mlflow_url=mlflow_url, loopback=is_loopback(host), check=check
+    )
     console.print(f"queue {store.path}: serving http://{host}:{port}/ on {', '.join(units)}", markup=False)
     try:
         uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])

@@ -26,8 +26,9 @@ __all__ = ["report"]
     multiple=True,
     default=("terminal",),
     show_default=True,
-    type=click.Choice(["latex", "markdown", "csv", "terminal", "pdf", "all"]),
-    help="Output format (repeatable); files go under --out. pdf: report.tex compiled with pdflatex.",
+    type=click.Choice(["latex", "markdown", "csv", "terminal", "pdf", "html", "json", "all"]),
+    help="Output format (repeatable); files go under --out. pdf: report.tex compiled with pdflatex; "
+    "html: a static results site (index.html, + results.json); json: results.json.",
 )
 @click.option(
     "--out",
@@ -68,6 +69,7 @@ __all__ = ["report"]
     is_flag=True,
     help="Also show runs on partial data (tag partial_data=true, from --allow-partial), marked ‡.",
 )
+@click.option("--mlflow-url", default=None, help="MLflow UI the html site links each run to (optional).")
 def report(
     experiment: str,
     tracking_uri: str | None,
@@ -78,6 +80,7 @@ def report(
     reported: str,
     plots: bool,
     include_partial: bool,
+    mlflow_url: str | None,
 ) -> None:
     """Leaderboard, cost, missing-modality and ablation tables (+ figures) from the finished MLflow runs."""
     from reidbench import tracking
@@ -117,7 +120,7 @@ def report(
             "--include-partial shows them, marked ‡"
         )
     if files:
-        written = write_report(result, out, files, metric_list, plots=plots)
+        written = write_report(result, out, files, metric_list, plots=plots, mlflow_url=mlflow_url)
         console.print(
             f"wrote {len(written)} files under {out}/ ({', '.join(files)}"
             f"{', figures/' if plots and any(p.parent.name == 'figures' for p in written) else ''})"

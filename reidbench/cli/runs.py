@@ -120,6 +120,7 @@ def ablate(
     """Run ablation NAME (benchmarks/ablations/NAME.yaml, or a path to a YAML file)."""
     ablation, specs = ablate_specs(name, datasets, values, method, seeds, overrides)
     from reidbench.sweeps.sweep import sweep_tags  # after the checks: it imports torch
+
     tags = sweep_tags(specs, ablation=ablation.name, axis=ablation.axis, axis_default=ablation.default)
     sweep_and_report(specs, opts, "ablation", ablation.name, tags)
 
@@ -165,6 +166,7 @@ def suite(
     found = find_suite(name)
     specs = found.specs(list(methods) or None, parse_seeds(seeds), list(overrides))
     from reidbench.sweeps.sweep import sweep_tags  # after the checks: it imports torch
+
     ctx = build_context(opts)
     kept, missing = present(specs, ctx.data_root, ctx.allow_partial)
     if missing and not skip_missing:

@@ -39,6 +39,7 @@ from reidbench.errors import UserError
 from reidbench.registry import ABLATIONS
 from reidbench.spec import RunSpec
 from reidbench.util.files import read_yaml
+from reidbench.util.resources import shipped_dir
 
 KEYS = {
     "description": "one line shown by `reidbench list ablations`",
@@ -155,9 +156,9 @@ def _as_overrides(keys: dict[str, Any]) -> list[str]:
 
 
 def ablations_dir() -> Path:
-    """Folder of the ablation YAML files (``REIDBENCH_ABLATIONS`` or the repo's benchmarks/ablations)."""
+    """Folder of the ablation YAML files (``REIDBENCH_ABLATIONS``; default: shipped with the package)."""
     env = os.environ.get("REIDBENCH_ABLATIONS")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "benchmarks" / "ablations"
+    return Path(env) if env else shipped_dir("ablations")
 
 
 def load_ablation(path: Path) -> Ablation:

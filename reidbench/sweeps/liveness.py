@@ -23,8 +23,15 @@ def heartbeat_tags() -> dict[str, str]:
 
 
 def owner_tags() -> dict[str, str]:
-    """Host and process id of this process, and a fresh heartbeat."""
-    return {"host": socket.gethostname(), "pid": str(os.getpid()), **heartbeat_tags()}
+    """Host and process id of this process, and a fresh heartbeat; under Slurm also the job
+    (``slurm_job``: ``ARRAYID_TASK`` or ``JOBID``, as submitit and sacct name it)."""
+    tags = {"host": socket.gethostname(), "pid": str(os.getpid()), **heartbeat_tags()}
+    env = os.environ
+    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
+        tags["slurm_job"] = f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    elif env.get("SLURM_JOB_ID"):
+        tags["slurm_job"] = env["SLURM_JOB_ID"]
+    return tags
 
 
 def is_alive(
