@@ -404,7 +404,7 @@ def test_report_cli_terminal_and_files(store, tmp_path, monkeypatch, capsys):
     [
         (["--experiment", "nope"], "no experiment 'nope'"),
         (["--metric", "top1"], "unknown metric"),
-        (["--published", "/nonexistent/p.csv"], "published results file /nonexistent/p.csv not found"),
+        (["--published", "/nonexistent/p.csv"], "'/nonexistent/p.csv' does not exist"),
     ],
 )
 def test_report_cli_user_mistakes(store, monkeypatch, capsys, args, expected):
