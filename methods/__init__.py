@@ -2,6 +2,7 @@
 ``<family>_config`` module (knobs, defaults, ``"module:function"`` references to the builders)."""
 
 from reidbench.methods import (  # noqa: F401
+    clip_baselines_config,
     demo_config,
     early_fusion_config,
     graft_config,

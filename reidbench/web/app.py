@@ -27,6 +27,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from reidbench.queue.store import Store
+from reidbench.web.edge import add_edge_errors
 from reidbench.web.routes import api, jobs, logs, pages, results
 from reidbench.web.security import LOOPBACK_NAMES, add_token_check, is_loopback
 from reidbench.web.state import WebState
@@ -50,6 +51,7 @@ def create_app(
     ``check(kind, args)`` turns a submitted command line into a checked submission (``serve`` hands in the
     command line's own check; without one the page takes no submissions)."""
     app = FastAPI(title="reidbench queue", docs_url=None, redoc_url=None, openapi_url=None)
+    add_edge_errors(app)  # added first: the outermost layers (host, token) answer before it
     if loopback and not token:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=LOOPBACK_NAMES)
     if token is not None:
