@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.top_reid_config import TOP_REID_FIDELITY, TopReIDConfig
 from reidbench.errors import UserError
 from reidbench.fidelity import docstring_table
+from reidbench.methods.top_reid_config import TOP_REID_FIDELITY, TopReIDConfig
 from reidbench.nn import BNNeckHead, ModelOutput, batch_camids, build_image_backbone
 from reidbench.nn.factory import BuildInfo
 from reidbench.protocol import LossCfg

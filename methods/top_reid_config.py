@@ -217,7 +217,7 @@ TOP_REID_FIDELITY = [
 
 METHODS.add(
     "top_reid",
-    "methods.top_reid:top_reid",
+    "reidbench.methods.top_reid:top_reid",
     "TOP-ReID: a TransReID ViT (SIE) per modality, token permutation (TPM), CRM reconstruction of missing "
     "modalities, 2304-d TPM descriptor",
     config=TopReIDConfig,
@@ -225,6 +225,6 @@ METHODS.add(
     official=TOP_REID_OFFICIAL,
     official_datasets=TOP_REID_OFFICIAL_DATASETS,
     fidelity=TOP_REID_FIDELITY,
-    loss_terms="methods.top_reid:top_reid_loss_terms",
+    loss_terms="reidbench.methods.top_reid:top_reid_loss_terms",
     missing=("reconstruct", "zero"),  # its own: the CRM rebuilds an absent modality (method.crm=false: zero)
 )

@@ -20,6 +20,8 @@ import yaml
 from reidbench.config import apply_override, from_dict, parse_override, to_dict, yaml_problem
 from reidbench.errors import UserError
 from reidbench.train.selectors import FORMS, selector_problem
+from reidbench.util.files import read_yaml
+from reidbench.util.resources import shipped_dir
 
 MODALITIES = ("rgb", "nir", "tir")
 # what an absent modality becomes at test time (reidbench.evaluation.missing), in a caption's words
@@ -250,9 +252,9 @@ _PROTOCOL_FILE: ContextVar[Path | None] = ContextVar("protocol_file", default=No
 
 
 def protocols_dir() -> Path:
-    """Folder of the protocol YAML files (``REIDBENCH_PROTOCOLS`` or the repo's benchmarks/protocols)."""
+    """Folder of the protocol YAML files (``REIDBENCH_PROTOCOLS``; default: shipped with the package)."""
     env = os.environ.get("REIDBENCH_PROTOCOLS")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "benchmarks" / "protocols"
+    return Path(env) if env else shipped_dir("protocols")
 
 
 @contextmanager
@@ -302,7 +304,7 @@ def load_protocol_dict(dataset: str, path: Path | None = None) -> dict[str, Any]
     mapping with every section."""
     path = protocol_path(dataset, path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = read_yaml(path)
     except OSError as exc:
         raise UserError(f"cannot read protocol file {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:

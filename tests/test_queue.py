@@ -270,6 +270,8 @@ def test_slurm_launcher_names_the_jobs_and_shows_their_slurm_state(tmp_path, mon
     from reidbench.queue.slurm_state import slurm_state
 
     assert slurm_state(job_id) == "4242 COMPLETED"
+    scheduler.refresh_slurm()  # an ended job whose Slurm job had not ended is asked again
+    assert store.get(job_id).slurm == "4242 COMPLETED"
 
 
 def test_add_for_a_slurm_server_accepts_slurm_options(tmp_path, mlflow_uri):
@@ -372,7 +374,7 @@ def test_a_real_job_that_fails_is_marked_with_the_error_its_run_recorded(
                "--tracking-uri", mlflow_uri, "-q")  # fmt: skip
     store = Store(path)
     (job,) = store.jobs()
-    scheduler = Scheduler(store, ["cpu0"])  # the real child: python -m reidbench.queue.child
+    scheduler = Scheduler(store, ["cpu0"])  # the real child: python -m reidbench.cli.child
     _settle(scheduler, store, timeout=300)
     job = store.get(job.id)
     assert job.status == "failed", store.log_path(job.id).read_text()
@@ -386,7 +388,7 @@ def test_a_real_job_that_fails_is_marked_with_the_error_its_run_recorded(
 
 
 def test_secrets_in_the_environment_are_not_written_to_the_queue(monkeypatch):
-    from reidbench.queue.submit import submitter_env
+    from reidbench.cli.submit import submitter_env
 
     monkeypatch.setenv("REIDBENCH_SERVE_TOKEN", "s3cret")
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "pw")

@@ -170,7 +170,8 @@ def test_serve_with_slurm_shows_the_slurm_job_and_its_state(slurm_cluster, tmp_p
         subprocess.run([REIDBENCH, "queue", "--queue", str(queue), "cancel", "1"], env=env, check=True)
         wait_for(lambda: store.get(1).status == "cancelled", "the job cancelled", 120, server, log)
         wait_for(lambda: slurm_cluster.state(slurm_id) == "CANCELLED", "Slurm cancelling the job", 60)
-        assert store.get(1).slurm == f"{slurm_id} CANCELLED"
+        # the scheduler asks again until the Slurm job has ended (it may be COMPLETING when the job ends)
+        wait_for(lambda: store.get(1).slurm == f"{slurm_id} CANCELLED", "CANCELLED in the queue", 60)
         assert f"{slurm_id} CANCELLED" in subprocess.run(ls, env=env, capture_output=True, text=True).stdout
         (run,) = runs_by_seed(uri).values()
         assert run.info.status == "KILLED"

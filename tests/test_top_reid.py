@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from methods.top_reid import CLSCrossAttention, TokenPermutation, top_reid_loss_terms
-from methods.top_reid_config import TopReIDConfig
+from reidbench.methods.top_reid import CLSCrossAttention, TokenPermutation, top_reid_loss_terms
+from reidbench.methods.top_reid_config import TopReIDConfig
 from reidbench.protocol import LossCfg
 from reidbench.spec import make_spec
 from reidbench.train.losses import batch_hard_triplet
@@ -80,7 +80,7 @@ def test_loss_sums_the_tpm_pair_the_side_pairs_and_the_crm(direct, synthetic_dat
 
 
 def test_crm_loss_is_the_six_reconstruction_mses():
-    from methods.top_reid import ComplementaryReconstruction
+    from reidbench.methods.top_reid import ComplementaryReconstruction
 
     torch.manual_seed(0)
     crm = ComplementaryReconstruction(["rgb", "nir", "tir"], 8, 2, 1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 import click
+from rich.text import Text
 
 from reidbench.cli.common import console
 from reidbench.cli.info import info
@@ -61,8 +62,8 @@ def main() -> None:
     try:
         cli(standalone_mode=False)
     except UserError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False)
-        sys.exit(2)
+        console.print(Text.assemble(("error:", "bold red"), f" {exc}"), highlight=False)  # no markup in exc
+        sys.exit(getattr(exc, "exit_code", 2))
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
