@@ -11,21 +11,21 @@ feature is the projected CLS, 512-d per modality). Any other method runs on the 
 
 from __future__ import annotations
 
-from methods.late_fusion_config import LateFusionConfig, SingleModalityConfig
+from reidbench.methods.late_fusion_config import LateFusionConfig, SingleModalityConfig
 from reidbench.registry import METHODS
 
 CLIP_BACKBONE = {"backbone.source": "clip", "backbone.name": "ViT-B-16"}
 
 METHODS.add(
     "clip_single",
-    "methods.late_fusion:single_modality",
+    "reidbench.methods.late_fusion:single_modality",
     "one modality (RGB by default) on the CLIP ViT-B/16 visual tower: projected CLS, BNNeck",
     config=SingleModalityConfig,
     defaults=CLIP_BACKBONE,
 )
 METHODS.add(
     "clip_late_fusion",
-    "methods.late_fusion:late_fusion",
+    "reidbench.methods.late_fusion:late_fusion",
     "late fusion on one shared CLIP ViT-B/16 visual tower: projected CLS per modality, fused, BNNeck",
     config=LateFusionConfig,
     defaults=CLIP_BACKBONE,

@@ -37,8 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.demo_config import DemoConfig
 from reidbench.errors import UserError
+from reidbench.methods.demo_config import DemoConfig
 from reidbench.nn import BNNeckHead, ModelOutput, batch_camids, build_image_backbone
 from reidbench.nn.clip import QuickGELU
 from reidbench.nn.factory import BuildInfo

@@ -164,12 +164,12 @@ DEMO_FIDELITY = [
 
 METHODS.add(
     "demo",
-    "methods.demo:demo",
+    "reidbench.methods.demo:demo",
     "DeMo: shared CLIP ViT-B/16, PIFE reducers, HDM (a query per modality subset), ATMoE (dense soft gating)",
     config=DemoConfig,
     defaults=DEMO_DEFAULTS,
     official=DEMO_OFFICIAL,
     fidelity=DEMO_FIDELITY,
-    loss_terms="methods.demo:demo_loss_terms",
+    loss_terms="reidbench.methods.demo:demo_loss_terms",
     missing=("zero",),
 )

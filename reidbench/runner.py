@@ -27,6 +27,7 @@ from reidbench.data.types import Dataset
 from reidbench.data.validation import validation_split
 from reidbench.evaluation import evaluate
 from reidbench.evaluation.cost import count_params, forward_gflops, inference_throughput
+from reidbench.evaluation.missing import declared_conventions, model_conventions, resolve_conventions
 from reidbench.evaluation.targets import evaluate_targets
 from reidbench.generalisation import source_names
 from reidbench.nn.backbones import weights_tags
@@ -35,7 +36,7 @@ from reidbench.parallel import distributed
 from reidbench.protocol import dump_yaml
 from reidbench.prune.rounds import prepare_round
 from reidbench.prune.unstructured import count_nonzero
-from reidbench.registry import DATASETS, load_plugins
+from reidbench.registry import DATASETS, load_plugins, plugins
 from reidbench.spec import RunSpec, method_config
 from reidbench.sweeps import liveness
 from reidbench.train import engine
@@ -93,6 +94,9 @@ def run_one(spec: RunSpec, ctx: RunContext, device: torch.device | None = None) 
     run = _open_run(spec, ctx, device, state) if ctx.tracking_uri and lead else None
     if run is not None:
         state.run_id = run.run_id
+        replaced = liveness.retire_dead_runs(ctx.tracking_uri, ctx.experiment, spec.config_hash, run.run_id)
+        if replaced:
+            run.set_tags({"replaces": ",".join(replaced)})
     try:
         metrics = _fit_and_evaluate(spec, ctx, device, state, run, ckpt if lead else None)
     except BaseException as exc:
@@ -126,6 +130,7 @@ def _open_run(spec: RunSpec, ctx: RunContext, device: torch.device, state: Train
         "recipe": spec.recipe,
         "git_commit": tracking.git_commit(),
         "device": str(device),
+        **plugins.plugin_tags(),
         **liveness.owner_tags(),
         **spec.tags,
     }
@@ -155,6 +160,18 @@ class _EpochLog:
             self.run.set_tags(liveness.heartbeat_tags())
         if self.ckpt is not None:
             self.ckpt.save(state)
+
+
+def missing_conventions(spec: RunSpec, model: torch.nn.Module) -> list[str]:
+    """The missing-modality conventions ``spec`` evaluates ``model`` under, its own first (a UserError for
+    one the method does not support)."""
+    supported = model_conventions(model, declared_conventions(spec.method))
+    return resolve_conventions(spec.protocol.eval.missing_conventions, supported, f"method {spec.method!r}")
+
+
+def _convention_tag(spec: RunSpec, conventions: list[str]) -> dict[str, str]:
+    """``missing_convention``: the convention the plain ``@no_*`` metric names mean (when evaluated)."""
+    return {"missing_convention": conventions[0]} if spec.protocol.eval.missing_modality else {}
 
 
 def _fit_and_evaluate(
@@ -187,7 +204,8 @@ def _fit_and_evaluate(
     )
     info = BuildInfo.from_protocol(spec.protocol, dataset.info, data.num_classes, tokenizer)
     model = create_method(spec.method, cfg, info).to(device)
-    if run is not None and (tags := weights_tags(model)):
+    conventions = missing_conventions(spec, model)  # checked before any training
+    if run is not None and (tags := {**weights_tags(model), **_convention_tag(spec, conventions)}):
         run.set_tags(tags)
     # a pruning round starts from the previous round's weights, pruned; unstructured zeros stay zero
     pruning = (
@@ -208,7 +226,9 @@ def _fit_and_evaluate(
     snapshot = ctx.checkpoint_dir is not None
     with pruning:
         state = engine.fit(model, criterion, data, spec.protocol, device, state, log, show, snapshot)
-    metrics = evaluate(model, data.eval_set("query"), data.eval_set("gallery"), spec.protocol.eval)
+    metrics = evaluate(
+        model, data.eval_set("query"), data.eval_set("gallery"), spec.protocol.eval, conventions
+    )
     metrics.update(evaluate_targets(model, spec, targets, device, tokenizer, show))
     gflops = forward_gflops(model, next(data.eval_batches("query", 2)))  # inference GFLOPs per sample
     batch = next(data.eval_batches("query", THROUGHPUT_BATCH))

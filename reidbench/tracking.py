@@ -177,7 +177,9 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
 
 
 def git_commit() -> str:
-    """The current git commit of the working directory, or ``unknown``."""
+    """The git commit of the reidbench checkout, or ``unknown`` (an installed wheel: no checkout)."""
+    if not (Path(__file__).resolve().parents[1] / ".git").exists():
+        return "unknown"
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"],
@@ -202,6 +204,13 @@ class Run:
         if parent_run_id:
             all_tags["mlflow.parentRunId"] = parent_run_id
         self.run_id: str = self.client.create_run(experiment_id, run_name=name, tags=all_tags).info.run_id
+
+    @classmethod
+    def attach(cls, uri: str, run_id: str) -> Run:
+        """An existing run as it is (its status unchanged), to tag or close it."""
+        run = cls.__new__(cls)
+        run.client, run.run_id = _client(uri), run_id
+        return run
 
     @classmethod
     def reopen(cls, uri: str, run_id: str) -> Run | None:

@@ -34,3 +34,5 @@ def mlflow_uri(tmp_path: Path) -> str:
 
 # A protocol small enough for a CPU test: 1 epoch, 4x4 batches.
 TINY = ["train.epochs=1", "sampler.p=4", "sampler.k=4", "train.max_steps_per_epoch=4"]
+
+from tests.slurm_cluster import slurm_cluster, slurm_cluster_session  # noqa: E402,F401  (real Slurm fixtures)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 
 from reidbench import tracking
 
 EXPERIMENT = "known"
+GIT_COMMIT = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c"
 PARAMS = {
     "protocol.train.epochs": "12",
     "protocol.train.stages": "[]",
@@ -80,7 +82,10 @@ def log_run(
     status: str = "FINISHED",
     kind: str = "run",
 ) -> str:
-    """One run with the contract's tags, params, per-epoch history and final metrics."""
+    """One run with the contract's tags (a config hash from its params and seed), params, per-epoch history
+    and final metrics."""
+    params = {**PARAMS, **(params or {})}
+    digest = hashlib.sha256(repr((method, dataset, seed, sorted(params.items()))).encode()).hexdigest()
     run = tracking.Run(
         uri,
         exp_id,
@@ -91,10 +96,12 @@ def log_run(
             "dataset": dataset,
             "seed": str(seed),
             "device": "cpu",
+            "config_hash": digest[:16],
+            "git_commit": GIT_COMMIT,
             **(tags or {}),
         },
     )
-    run.log_params({**PARAMS, **(params or {})})
+    run.log_params(params)
     history = history or {}
     for step in range(max(map(len, history.values()), default=0)):
         run.log_metrics({k: v[step] for k, v in history.items() if step < len(v)}, step=step)
@@ -118,6 +125,7 @@ def make_store(directory: Path) -> str:
             "synthetic",
             seed,
             {**metrics, "params": 2.5e6},
+            tags={"missing_convention": "zero"},
             history={
                 "train_ce": [2.0, 1.5, 1.0 - 0.1 * seed],
                 "train_triplet": [1.0, 0.5, 0.5],

@@ -4,7 +4,9 @@ hash, so a change that moves one of them would retrain every finished point of e
 Recorded by the code at commit ec80a08 (before the run-path refactor). The recipe tracks (issue 13) moved
 GraFT's and MMET's entries on purpose, and only theirs: their default is now the shared recipe (GraFT: one
 stage, CE + batch-hard triplet; MMET: unmasked fine-tuning), a different training, re-recorded then. Every
-baseline entry is the 2026 original."""
+baseline entry is the 2026 original. The recipe machinery (issue 23) added optimiser / schedule / stage /
+MMET keys that stay out of the hash at their defaults, so no entry moved; the official tracks' configs
+(not recorded here) changed with their corrected recipes."""
 
 from __future__ import annotations
 

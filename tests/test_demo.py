@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from methods.demo import ATMoE, DeMo, demo_loss_terms, modality_subsets, supervised_pairs
-from methods.demo_config import DemoConfig
+from reidbench.methods.demo import ATMoE, DeMo, demo_loss_terms, modality_subsets, supervised_pairs
+from reidbench.methods.demo_config import DemoConfig
 from reidbench.nn.backbones import build_image_backbone
 from reidbench.protocol import BackboneCfg, LossCfg
 from reidbench.spec import make_spec
@@ -49,6 +49,16 @@ def test_paper_size_matches_the_official_count_and_descriptor():
     assert model.embed_dim == 5120
     parts = {n: sum(p.numel() for p in m.parameters()) for n, m in model.named_children()}
     assert parts["hdm"] == 7_354_368 + 7 * 512 and parts["moe"] == 2_360_832 + 469_504
+
+
+def test_reidbench_info_gives_the_official_counts():
+    """`reidbench info demo --dataset rgbnt201`: total and test-time counts of the official model as built
+    (98,798,080 / 97,912,320 with return pattern 3), the 5120-d descriptor. The test-time count includes the
+    out_proj of every nn.MultiheadAttention (read by the attention, never called as a module)."""
+    from reidbench.evaluation.model_info import model_info
+
+    found = model_info("demo", "rgbnt201")
+    assert (found.params, found.used_at_test, found.descriptor_dim) == (98_798_080, 97_912_320, 5120)
 
 
 def test_modality_subsets_in_the_official_order():

@@ -14,20 +14,21 @@ from tests.test_optim_schedule import graft_warmup_sqrt
 
 load_plugins()
 OFFICIAL = {"graft": "rgbnt100", "mmet": "rgbnt201"}  # method -> a dataset its official recipe runs on
+# Every method that registers fidelity rows (methods still listing plain ``deviations`` add rows as their
+# official recipes move onto the recipe machinery).
+WITH_ROWS = sorted(e.name for e in METHODS if e.meta.get("fidelity"))
 
 
-def test_every_method_with_an_official_recipe_has_complete_rows():
-    with_official = sorted(e.name for e in METHODS if e.meta.get("official") is not None)
-    assert set(OFFICIAL) <= set(with_official)
-    for method in with_official:
-        rows = fidelity.rows(method)
-        assert rows, f"{method} has an official recipe but no fidelity rows"
-        assert [p for r in rows for p in r.problems()] == []
+def test_rows_are_complete_and_graft_mmet_have_them():
+    assert set(OFFICIAL) <= set(WITH_ROWS)
+    for method in WITH_ROWS:
+        assert METHODS.get(method).meta.get("official") is not None, f"{method}: rows without a recipe"
+        assert [p for r in fidelity.rows(method) for p in r.problems()] == []
 
 
-@pytest.mark.parametrize("method", sorted(OFFICIAL))
+@pytest.mark.parametrize("method", WITH_ROWS)
 def test_nothing_differs_without_a_row(method):
-    assert fidelity.uncovered(method, OFFICIAL[method]) == []
+    assert fidelity.uncovered(method, OFFICIAL.get(method, "rgbnt201")) == []
 
 
 def test_a_key_without_a_row_is_found():
@@ -41,7 +42,7 @@ def test_a_key_without_a_row_is_found():
 
 
 def test_the_table_the_cli_and_the_docstring_read_the_same_rows(monkeypatch, capsys):
-    import methods.graft
+    import reidbench.methods.graft
     from tests.test_cli import run_cli
 
     code, out = run_cli(monkeypatch, capsys, "list", "methods", "--verbose")
@@ -52,7 +53,7 @@ def test_the_table_the_cli_and_the_docstring_read_the_same_rows(monkeypatch, cap
     }
     assert table["weight decay on biases and norms"][2] == "same"
     assert table["reported model"][2].startswith("differs: ")
-    assert "reported model: official the best epoch on the test split" in methods.graft.__doc__
+    assert "reported model: official the best epoch on the test split" in reidbench.methods.graft.__doc__
     assert any("224x224" in line for line in fidelity.deviations("graft"))
 
 
@@ -158,3 +159,51 @@ def test_mmet_official_optimiser_groups_and_schedule(synthetic_dataset, tmp_path
         assert schedule.lr(step, 1e-5, stage.lr) == pytest.approx(
             hf_cosine(step, 1e-5, 2000, 3600), abs=1e-20
         )
+
+
+@pytest.mark.parametrize("source", ["timm", "hf"])
+def test_backbone_tokens_before_the_final_norm(source):
+    import torch
+
+    from reidbench.nn.backbones import build_image_backbone
+    from reidbench.protocol import BackboneCfg
+
+    name = "vit_tiny_patch16_224" if source == "timm" else "facebook/deit-base-distilled-patch16-224"
+    sizes = dict(patch_size=8, embed_dim=32, depth=1, num_heads=2, drop_path=0.0)
+    backbone = build_image_backbone(
+        BackboneCfg(name=name, source=source, pretrained=False, **sizes), (16, 16)
+    )
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        pre, post = backbone.eval()(x, final_norm=False), backbone(x)
+    assert not torch.allclose(pre, post, atol=1e-3)
+    assert torch.allclose(backbone.final_norm(pre), post, atol=1e-5)
+
+
+def test_flava_text_encoder_pre_ln_with_a_final_norm_and_from_a_directory(tmp_path):
+    import torch
+
+    from reidbench.errors import UserError
+    from reidbench.nn.text import build_text_encoder
+
+    sizes = dict(hidden=32, layers=1, heads=2)
+    flava = build_text_encoder("x", 50, False, family="flava", **sizes).eval()
+    config = flava.bert.config
+    assert (config.hidden_dropout_prob, config.attention_probs_dropout_prob, config.layer_norm_eps) == (
+        0,
+        0,
+        1e-12,
+    )
+    ids, mask = torch.randint(1, 50, (2, 6)), torch.tensor([[1] * 6, [1] * 4 + [0] * 2])
+    with torch.no_grad():
+        pre, post = flava(ids, mask, final_norm=False), flava(ids, mask)
+    assert torch.allclose(flava.final_norm(pre), post, atol=1e-6) and not torch.allclose(pre, post, atol=1e-3)
+    flava.bert.save_pretrained(tmp_path / "flava")
+    loaded = build_text_encoder("x", 50, False, str(tmp_path / "flava"), family="flava").eval()
+    with torch.no_grad():
+        assert torch.allclose(loaded(ids, mask), post, atol=1e-6)
+    bert = build_text_encoder("x", 50, False, family="bert", **sizes).eval()
+    with torch.no_grad():  # BERT is post-LN without a final norm: the same tokens either way
+        assert torch.equal(bert(ids, mask, final_norm=False), bert(ids, mask))
+    with pytest.raises(UserError, match="method.text_encoder='t5'"):
+        build_text_encoder("x", 50, False, family="t5")

@@ -9,11 +9,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from methods.graft import graft_model
-from methods.mmet_config import MMETConfig
 from reidbench.data.module import DataModule
 from reidbench.data.types import DatasetInfo
 from reidbench.errors import UserError
+from reidbench.methods.graft import graft_model
+from reidbench.methods.mmet_config import MMETConfig
 from reidbench.nn import build_image_backbone
 from reidbench.nn.factory import BuildInfo, create_method
 from reidbench.protocol import build_protocol
@@ -184,7 +184,8 @@ def test_graft_official_recipe_makes_two_stages_within_the_epoch_budget():
         "ce+aug_triplet+center",
         "constant",
     )
-    assert abs(second.lr - 1e-3 * 5.7433e-6 / 2.54e-5) < 1e-7 and first.lr == 1e-3
+    assert second.lr == 5.7433e-6 and first.lr == 1e-3  # the official stage-2 lr is absolute
+    assert (first.warmup_steps, second.warmup_steps, second.weight_decay) == (500, 0, 1.303446e-3)
     assert spec.protocol.loss.triplet_margin is None and spec.protocol.loss.id_weight == 0.5
     single = make_spec(
         "graft", "synthetic", 0, ["train.stages=[]"], recipe="official"

@@ -270,6 +270,8 @@ def test_slurm_launcher_names_the_jobs_and_shows_their_slurm_state(tmp_path, mon
     from reidbench.queue.slurm_state import slurm_state
 
     assert slurm_state(job_id) == "4242 COMPLETED"
+    scheduler.refresh_slurm()  # an ended job whose Slurm job had not ended is asked again
+    assert store.get(job_id).slurm == "4242 COMPLETED"
 
 
 def test_add_for_a_slurm_server_accepts_slurm_options(tmp_path, mlflow_uri):

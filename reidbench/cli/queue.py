@@ -10,8 +10,9 @@ from pathlib import Path
 import click
 
 from reidbench.cli.common import console
+from reidbench.cli.types import COUNT, JOB_ID, NAME, NON_NEGATIVE, NON_NEGATIVE_FLOAT, PORT, PRIORITY
 from reidbench.errors import UserError
-from reidbench.queue.store import Store, default_queue_path
+from reidbench.queue.store import STATUSES, Store, default_queue_path
 
 __all__ = ["queue", "serve"]
 
@@ -39,7 +40,7 @@ def queue(ctx: click.Context, queue_path: Path | None) -> None:
 
 @queue.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.argument("kind", type=click.Choice(["run", "ablate", "tune"]))
-@click.option("--priority", type=int, default=0, show_default=True, help="Higher starts first.")
+@click.option("--priority", type=PRIORITY, default=0, show_default=True, help="Higher starts first.")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_obj
 def add(store: Store, kind: str, priority: int, args: tuple[str, ...]) -> None:
@@ -61,7 +62,9 @@ def add(store: Store, kind: str, priority: int, args: tuple[str, ...]) -> None:
         tracking_uri=sub.tracking_uri,
         experiment=sub.experiment,
     )
-    console.print(f"queued job {job_id}: {sub.summary} ({len(sub.points) or 'a study of'} run(s))")
+    console.print(
+        f"queued job {job_id}: {sub.summary} ({len(sub.points) or 'a study of'} run(s))", markup=False
+    )
 
 
 def _fmt_time(t: float | None) -> str:
@@ -76,8 +79,14 @@ def _fmt_duration(s: float | None) -> str:
 
 
 @queue.command("ls")
-@click.option("--status", "statuses", multiple=True, help="Only jobs with this status (repeatable).")
-@click.option("--limit", type=int, default=None, help="At most this many (newest first).")
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    type=click.Choice(STATUSES),
+    help="Only jobs with this status (repeatable).",
+)
+@click.option("--limit", type=COUNT, default=None, help="At most this many (newest first).")
 @click.pass_obj
 def ls(store: Store, statuses: tuple[str, ...], limit: int | None) -> None:
     """List the jobs, newest first."""
@@ -102,7 +111,7 @@ def ls(store: Store, statuses: tuple[str, ...], limit: int | None) -> None:
 
 
 @queue.command()
-@click.argument("job_id", type=int)
+@click.argument("job_id", type=JOB_ID)
 @click.pass_obj
 def show(store: Store, job_id: int) -> None:
     """Everything about one job, with its progress read from MLflow."""
@@ -136,7 +145,7 @@ def show(store: Store, job_id: int) -> None:
 
 
 @queue.command()
-@click.argument("job_id", type=int)
+@click.argument("job_id", type=JOB_ID)
 @click.pass_obj
 def cancel(store: Store, job_id: int) -> None:
     """Cancel a job: a queued one at once, a running one is stopped (its whole process group)."""
@@ -154,7 +163,7 @@ def cancel(store: Store, job_id: int) -> None:
 
 
 @queue.command()
-@click.argument("job_id", type=int)
+@click.argument("job_id", type=JOB_ID)
 @click.pass_obj
 def retry(store: Store, job_id: int) -> None:
     """Queue a failed or cancelled job again (same id, same command line)."""
@@ -163,7 +172,7 @@ def retry(store: Store, job_id: int) -> None:
 
 
 @queue.command()
-@click.argument("job_id", type=int)
+@click.argument("job_id", type=JOB_ID)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new output until the job ends.")
 @click.pass_obj
 def logs(store: Store, job_id: int, follow: bool) -> None:
@@ -189,9 +198,11 @@ def logs(store: Store, job_id: int, follow: bool) -> None:
 @click.command()
 @QUEUE_OPTION
 @click.option("--gpus", default=None, metavar="IDS", help="GPUs to place jobs on, e.g. 0-7 or 0,2,4-5.")
-@click.option("--slots", type=int, default=1, show_default=True, help="CPU slots when no --gpus are given.")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind the page to.")
-@click.option("--port", type=int, default=8765, show_default=True)
+@click.option("--slots", type=COUNT, default=1, show_default=True, help="CPU slots when no --gpus are given.")
+@click.option(
+    "--host", type=NAME, default="127.0.0.1", show_default=True, help="Address to bind the page to."
+)
+@click.option("--port", type=PORT, default=8765, show_default=True)
 @click.option(
     "--token",
     default=None,
@@ -199,9 +210,13 @@ def logs(store: Store, job_id: int, follow: bool) -> None:
     "mandatory when --host is not a loopback address.",
 )
 @click.option("--launcher", type=click.Choice(["local", "slurm"]), default="local", show_default=True)
-@click.option("--max-running", type=int, default=64, show_default=True, help="With --launcher slurm.")
-@click.option("--oom-retries", type=int, default=2, show_default=True, help="Requeues after CUDA OOM.")
-@click.option("--min-free-mb", type=float, default=0, show_default=True, help="Skip GPUs with less free.")
+@click.option("--max-running", type=COUNT, default=64, show_default=True, help="With --launcher slurm.")
+@click.option(
+    "--oom-retries", type=NON_NEGATIVE, default=2, show_default=True, help="Requeues after CUDA OOM."
+)
+@click.option(
+    "--min-free-mb", type=NON_NEGATIVE_FLOAT, default=0, show_default=True, help="Skip GPUs with less free."
+)
 @click.option(
     "--mlflow-url", default="http://127.0.0.1:5000", show_default=True, help="MLflow UI for run links."
 )
@@ -250,7 +265,7 @@ def serve(
     thread = threading.Thread(target=scheduler.run_forever, args=(stop,), daemon=True, name="scheduler")
     thread.start()
     app = create_app(store, scheduler, token=token, mlflow_url=mlflow_url, loopback=is_loopback(host))
-    console.print(f"queue {store.path}: serving http://{host}:{port}/ on {', '.join(units)}")
+    console.print(f"queue {store.path}: serving http://{host}:{port}/ on {', '.join(units)}", markup=False)
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:

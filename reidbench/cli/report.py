@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from reidbench.cli.common import console
+from reidbench.cli.types import FILE, FOLDER
 from reidbench.errors import UserError
 
 __all__ = ["report"]
@@ -25,12 +26,13 @@ __all__ = ["report"]
     multiple=True,
     default=("terminal",),
     show_default=True,
-    type=click.Choice(["latex", "markdown", "csv", "terminal", "pdf", "all"]),
-    help="Output format (repeatable); files go under --out. pdf: report.tex compiled with pdflatex.",
+    type=click.Choice(["latex", "markdown", "csv", "terminal", "pdf", "html", "json", "all"]),
+    help="Output format (repeatable); files go under --out. pdf: report.tex compiled with pdflatex; "
+    "html: a static results site (index.html, + results.json); json: results.json.",
 )
 @click.option(
     "--out",
-    type=click.Path(path_type=Path),
+    type=FOLDER,
     default=Path("results/report"),
     show_default=True,
     help="Folder for the table files and figures/.",
@@ -45,7 +47,7 @@ __all__ = ["report"]
 )
 @click.option(
     "--published",
-    type=click.Path(path_type=Path),
+    type=FILE,
     default=None,
     help="CSV of numbers reported by papers (default: the repo's results/published.csv).",
 )
@@ -67,6 +69,7 @@ __all__ = ["report"]
     is_flag=True,
     help="Also show runs on partial data (tag partial_data=true, from --allow-partial), marked ‡.",
 )
+@click.option("--mlflow-url", default=None, help="MLflow UI the html site links each run to (optional).")
 def report(
     experiment: str,
     tracking_uri: str | None,
@@ -77,6 +80,7 @@ def report(
     reported: str,
     plots: bool,
     include_partial: bool,
+    mlflow_url: str | None,
 ) -> None:
     """Leaderboard, cost, missing-modality and ablation tables (+ figures) from the finished MLflow runs."""
     from reidbench import tracking
@@ -89,7 +93,7 @@ def report(
     if "pdf" in format_list and not pdflatex_available():
         if "pdf" in formats:  # asked for by name: nothing to fall back on
             raise UserError(f"--format pdf: {NO_PDFLATEX}")
-        console.print(f"note: {NO_PDFLATEX}. Wrote report.tex, not report.pdf")
+        console.print(f"note: {NO_PDFLATEX}. Wrote report.tex, not report.pdf", markup=False)
         format_list.remove("pdf")
     files = [f for f in format_list if f != "terminal"]
     uri = tracking_uri or tracking.default_uri()
@@ -116,7 +120,7 @@ def report(
             "--include-partial shows them, marked ‡"
         )
     if files:
-        written = write_report(result, out, files, metric_list, plots=plots)
+        written = write_report(result, out, files, metric_list, plots=plots, mlflow_url=mlflow_url)
         console.print(
             f"wrote {len(written)} files under {out}/ ({', '.join(files)}"
             f"{', figures/' if plots and any(p.parent.name == 'figures' for p in written) else ''})"

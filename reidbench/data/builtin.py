@@ -9,6 +9,7 @@ dataset with its problems attached and raises nothing (``reidbench datasets chec
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -169,11 +170,12 @@ def scan_market1501_mm(data_root: Path) -> Dataset:
 
 
 def register_layout(
-    name: str, description: str, scan: Callable[[Path], Dataset], modalities: list[str] = ALL
+    name: str, description: str, scan: Callable[[Path], Dataset], modalities: list[str] = ALL, **meta: object
 ) -> None:
     """Register ``scan`` (which collects problems) as a dataset builder that checks them.
 
-    ``modalities``: what the dataset has (the protocol's ``data.modalities`` are checked against it).
+    ``modalities``: what the dataset has (the protocol's ``data.modalities`` are checked against it);
+    ``meta``: more of the entry's metadata, e.g. ``protocol=PATH`` (a plugin dataset's protocol file).
     """
 
     def builder(data_root: Path, allow_partial: bool = False, validate: bool = True, **_: object) -> Dataset:
@@ -181,7 +183,9 @@ def register_layout(
         return finish(dataset, allow_partial) if validate else dataset
 
     builder.__doc__ = scan.__doc__
-    DATASETS.register(name, description, scan=scan, modalities=list(modalities))(builder)
+    module = sys.modules.get(scan.__module__)
+    source = f"{scan.__module__} ({getattr(module, '__file__', '?')})"  # the scan's module, for collisions
+    DATASETS.add(name, builder, description, source=source, scan=scan, modalities=list(modalities), **meta)
 
 
 def scan_synthetic(_: Path, name: str = "synthetic", config: SyntheticConfig | None = None) -> Dataset:

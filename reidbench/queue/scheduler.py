@@ -26,8 +26,8 @@ from pathlib import Path
 
 from reidbench.queue import progress
 from reidbench.queue.placement import DeviceStat, choose, read_gpus
-from reidbench.queue.slurm_state import job_name, slurm_state
-from reidbench.queue.store import JobRow, Store
+from reidbench.queue.slurm_state import job_name, settling, slurm_state
+from reidbench.queue.store import TERMINAL, JobRow, Store
 from reidbench.sweeps.liveness import _process_exists
 
 __all__ = ["CHILD", "Scheduler"]
@@ -130,11 +130,15 @@ class Scheduler:
         self._place()
 
     def refresh_slurm(self) -> None:
-        """Store the Slurm ids and states of the running jobs (shown by ``queue ls`` and the page)."""
-        for job in self.store.jobs(("running",)):
+        """Store the Slurm ids and states of the running jobs (shown by ``queue ls`` and the page), and of
+        the jobs that ended while their Slurm jobs had not yet (see slurm_state.settling)."""
+        now = time.time()
+        for job in self.store.jobs(("running", *TERMINAL)):
+            if job.status != "running" and not settling(job.slurm, job.ended, now):
+                continue
             state = slurm_state(job.id)
             if state and state != job.slurm:
-                self.store.update(job.id, ("running",), slurm=state)
+                self.store.update(job.id, (job.status,), slurm=state)
 
     def recover(self) -> None:
         """After a (re)start: adopt the running jobs whose process lives, settle the others."""

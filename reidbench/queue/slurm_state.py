@@ -7,25 +7,19 @@ submitit's folders.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
+from reidbench.sweeps.slurm_end import command_lines as _lines
 
-__all__ = ["job_name", "slurm_state"]
+__all__ = ["job_name", "settling", "slurm_state"]
+
+# Slurm states a job leaves by itself (squeue's names); a queue job may end while its Slurm jobs are in one
+LIVE_STATES = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
+               "RESIZING", "SIGNALING", "STAGE_OUT", "SUSPENDED", "?")  # fmt: skip
+SETTLE_S = 3600.0  # how long after its end a queue job's Slurm states are still refreshed
 
 
 def job_name(job_id: int) -> str:
     """The Slurm job name of queue job ``job_id``."""
     return f"reidbench-q{int(job_id)}"
-
-
-def _lines(argv: list[str]) -> list[str]:
-    if shutil.which(argv[0]) is None:
-        return []
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=20, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    return [line.strip() for line in done.stdout.splitlines() if line.strip()] if done.returncode == 0 else []
 
 
 def slurm_state(job_id: int) -> str | None:
@@ -41,3 +35,11 @@ def slurm_state(job_id: int) -> str | None:
         slurm_id, _, state = line.partition("|")
         states[slurm_id] = state or "?"
     return ", ".join(f"{k} {v}" for k, v in sorted(states.items())) or None
+
+
+def settling(slurm: str | None, ended: float | None, now: float) -> bool:
+    """Whether an ended queue job's Slurm column (``"ID STATE, ..."``) still shows a Slurm job that had not
+    ended (e.g. ``COMPLETING`` right after a cancel), within ``SETTLE_S`` of its end: worth asking again."""
+    if not slurm or ended is None or now - ended > SETTLE_S:
+        return False
+    return any(part.split()[-1] in LIVE_STATES for part in slurm.split(", ") if part.split())

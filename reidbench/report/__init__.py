@@ -21,7 +21,7 @@ from reidbench.report.formatting import ACCURACY_METRICS
 from reidbench.report.published import ReportedPoint, default_path, load_pruning_points, load_published
 from reidbench.report.tables import Table, build_tables
 
-FORMATS = ("latex", "markdown", "csv", "terminal", "pdf")
+FORMATS = ("latex", "markdown", "csv", "terminal", "pdf", "html", "json")
 DEFAULT_METRICS = ["mAP", "rank1"]
 REPORTED_MODES = ("matching", "all", "none")
 TITLE = "reidbench report"
@@ -37,6 +37,7 @@ class Report:
     histories: pd.DataFrame = field(default_factory=pd.DataFrame)
     experiment: str = ""
     pruning_points: list[ReportedPoint] = field(default_factory=list)  # the papers' Pareto points (†)
+    frame: pd.DataFrame = field(default_factory=pd.DataFrame)  # the runs as read (params, tags, metrics)
 
     @property
     def intro(self) -> str:
@@ -94,7 +95,7 @@ def make_report(
     groups = aggregate(runset)
     tables = build_tables(groups, select_reported(reported, groups, reported_mode), metrics)
     history = histories if histories is not None else pd.DataFrame()
-    return Report(runset, groups, tables, history, experiment)
+    return Report(runset, groups, tables, history, experiment, frame=frame)
 
 
 def load_report(
@@ -133,17 +134,25 @@ def load_report(
 
 
 def write_report(
-    report: Report, out: Path, formats: list[str], metrics: list[str], plots: bool = True
+    report: Report,
+    out: Path,
+    formats: list[str],
+    metrics: list[str],
+    plots: bool = True,
+    mlflow_url: str | None = None,
 ) -> list[Path]:
     """Write tables in ``formats`` (one file per table and format, plus report.tex / report.md that
-    gather them; ``pdf``: report.tex compiled to report.pdf), ``runs.csv`` and, when ``plots``,
+    gather them; ``pdf``: report.tex compiled to report.pdf; ``html``: the static site, run pages linked
+    to the MLflow UI at ``mlflow_url``; ``json``: results.json), ``runs.csv`` and, when ``plots``,
     figures/*.png|pdf under ``out``. The written paths."""
     from reidbench.report.latex import FigureEntry, latex_document, latex_table
+    from reidbench.report.site import SiteLinks, write_json, write_site
     from reidbench.report.text import csv_records, markdown_table
 
+    links = SiteLinks(mlflow_url)  # a bad --mlflow-url stops here, before anything is written
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    figures = _write_figures(report, out / "figures", metrics) if plots else []
+    figures = _write_figures(report, out / "figures", metrics) if plots and set(formats) - {"json"} else []
     written += [p for _, paths in figures for p in paths]
 
     def put(name: str, text: str) -> None:
@@ -176,6 +185,10 @@ def write_report(
     if "csv" in formats:
         report.runset.runs.to_csv(out / "runs.csv", index=False)
         written.append(out / "runs.csv")
+    if "html" in formats:  # the site writes results.json too
+        written += write_site(report, out, metrics, figures, links)
+    elif "json" in formats:
+        written.append(write_json(report, out))
     return written
 
 

@@ -38,6 +38,7 @@ from reidbench.config import parse_override
 from reidbench.errors import UserError
 from reidbench.registry import ABLATIONS
 from reidbench.spec import RunSpec
+from reidbench.util.resources import shipped_dir
 
 KEYS = {
     "description": "one line shown by `reidbench list ablations`",
@@ -154,9 +155,9 @@ def _as_overrides(keys: dict[str, Any]) -> list[str]:
 
 
 def ablations_dir() -> Path:
-    """Folder of the ablation YAML files (``REIDBENCH_ABLATIONS`` or the repo's benchmarks/ablations)."""
+    """Folder of the ablation YAML files (``REIDBENCH_ABLATIONS``; default: shipped with the package)."""
     env = os.environ.get("REIDBENCH_ABLATIONS")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "benchmarks" / "ablations"
+    return Path(env) if env else shipped_dir("ablations")
 
 
 def load_ablation(path: Path) -> Ablation:

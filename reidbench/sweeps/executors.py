@@ -20,12 +20,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import submitit
+from submitit.core.utils import UncompletedJobError
 
 from reidbench.config import parse_override
 from reidbench.context import RunResult
 from reidbench.errors import UserError
 from reidbench.parallel import distributed, launch
 from reidbench.sweeps import jobs as jobs_io
+from reidbench.sweeps import slurm_end
 from reidbench.sweeps.jobs import Job
 
 __all__ = ["Executor", "InProcess", "Job", "LocalPool", "Slurm", "build", "run_job"]
@@ -175,6 +177,7 @@ class Slurm:
     cluster: str | None = None
     use_gpus: bool = True  # False for CPU-only runs (--device cpu)
     poll_s: float = 5.0
+    state_every_s: float = 15.0  # how often Slurm is asked for the states of the submitted jobs
     shows_run_progress: bool = False
 
     @property
@@ -206,24 +209,56 @@ class Slurm:
             submitted = [executor.submit(SlurmTask(job)) for job in jobs]
         pending = dict(enumerate(submitted))
         results: dict[int, RunResult] = {}
-        while pending:
-            for index, sjob in list(pending.items()):
-                if not sjob.done():
-                    continue
-                job = jobs[index]
-                try:
-                    data = sjob.results()[0]
-                    results[index] = RunResult(
-                        job.spec, data["metrics"], data.get("run_id"), log=sjob.paths.stdout
-                    )
-                except Exception as exc:  # submitit's FailedJobError carries the remote traceback
-                    results[index] = RunResult(job.spec, error=_last_line(str(exc)), log=sjob.paths.stderr)
-                del pending[index]
-                if on_done:
-                    on_done(results[index])
-            if pending:
-                time.sleep(self.poll_s)
+        asked = time.monotonic()
+        try:
+            while pending:
+                if time.monotonic() - asked > self.state_every_s:  # one sacct call for all the jobs
+                    _ask_slurm(next(iter(pending.values())))
+                    asked = time.monotonic()
+                for index, sjob in list(pending.items()):
+                    if not sjob.done():
+                        continue
+                    results[index] = _outcome(jobs[index], sjob)
+                    del pending[index]
+                    if on_done:
+                        on_done(results[index])
+                if pending:
+                    time.sleep(self.poll_s)
+        except BaseException:  # interrupted (Ctrl-C, the queue's cancel): nothing is left running
+            _cancel(jobs, pending)
+            raise
         return [results[i] for i in range(len(jobs))]
+
+
+def _ask_slurm(sjob: submitit.Job) -> None:
+    """Refresh the states of every submitted Slurm job now (submitit alone asks less and less often, up
+    to every 10 minutes, so a job that died without a result would go unnoticed for that long)."""
+    if isinstance(sjob, submitit.SlurmJob):
+        sjob.watcher.update()
+
+
+def _cancel(jobs: list[Job], pending: dict[int, submitit.Job]) -> None:
+    """Cancel the jobs still pending; their MLflow runs end KILLED."""
+    for index, sjob in pending.items():
+        sjob.cancel(check=False)
+        if isinstance(sjob, submitit.SlurmJob):
+            reason = f"Slurm job {sjob.job_id} cancelled: the command that submitted it was interrupted"
+            slurm_end.close_run(jobs[index].context, sjob.job_id, "KILLED", reason)
+
+
+def _outcome(job: Job, sjob: submitit.Job) -> RunResult:
+    """The result of a finished submitit job; a job that ended without one (cancelled, killed) has its
+    MLflow run closed here, since its task could not (see reidbench.sweeps.slurm_end)."""
+    try:
+        data = sjob.results()[0]
+        return RunResult(job.spec, data["metrics"], data.get("run_id"), log=sjob.paths.stdout)
+    except UncompletedJobError as exc:  # no result: Slurm ended the job (scancel, a signal, a time limit)
+        error = _last_line(str(exc))
+        if isinstance(sjob, submitit.SlurmJob):
+            error = slurm_end.close_run(job.context, sjob.job_id)
+        return RunResult(job.spec, error=error, log=sjob.paths.stderr)
+    except Exception as exc:  # submitit's FailedJobError carries the remote traceback
+        return RunResult(job.spec, error=_last_line(str(exc)), log=sjob.paths.stderr)
 
 
 def _last_line(text: str) -> str:

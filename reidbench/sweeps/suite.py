@@ -29,6 +29,7 @@ import yaml
 from reidbench.errors import UserError
 from reidbench.generalisation import merged_name
 from reidbench.spec import RunSpec, make_spec
+from reidbench.util.resources import shipped_dir
 
 KEYS = {"description", "methods", "seeds", "entries", "name"}
 ENTRY_KEYS = {"methods", "datasets", "merge", "test_on", "set", "seeds"}
@@ -83,9 +84,9 @@ class Suite:
 
 
 def suites_dir() -> Path:
-    """Folder of the suite YAML files (``REIDBENCH_SUITES`` or the repo's benchmarks/suites)."""
+    """Folder of the suite YAML files (``REIDBENCH_SUITES``; default: shipped with the package)."""
     env = os.environ.get("REIDBENCH_SUITES")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "benchmarks" / "suites"
+    return Path(env) if env else shipped_dir("suites")
 
 
 def find_suite(name: str) -> Suite:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Console
+from rich.text import Text
 
 from reidbench import tracking
 from reidbench.context import RunContext, RunResult
@@ -28,7 +29,7 @@ from reidbench.util.progress import NullProgress, make_progress
 IDENTITY_TAGS = ("ablation", "axis", "value", "axis_default")
 FINISHED_RUNS = "tags.run_kind = 'run' and attributes.status = 'FINISHED'"
 RUNNING_RUNS = "tags.run_kind = 'run' and attributes.status = 'RUNNING'"
-STALE_AFTER_S = 3 * 3600.0  # a RUNNING run on another host without a heartbeat for this long: crashed
+STALE_AFTER_S = liveness.STALE_AFTER_S  # a RUNNING run elsewhere without a heartbeat this long: crashed
 
 
 @dataclass
@@ -234,11 +235,15 @@ def _run_jobs(executor: Executor, jobs: list[Job], console: Console) -> list[Run
         return executor.run(jobs, done)
 
 
-def _result_line(result: RunResult) -> str:
+def _result_line(result: RunResult) -> Text:
+    """``done NAME (axis=value) mAP 71.2`` / ``failed NAME: error``, coloured; names and errors as they are
+    (no rich markup read from them)."""
     what = f"{result.spec.name} {_label(result.spec)}"
     if result.ok:
-        return f"[green]done[/] {what} mAP {100 * result.metrics.get('mAP', float('nan')):.1f}"
-    return f"[red]failed[/] {what}: {result.error}"
+        return Text.assemble(
+            ("done", "green"), f" {what} mAP {100 * result.metrics.get('mAP', float('nan')):.1f}"
+        )
+    return Text.assemble(("failed", "red"), f" {what}: {result.error}")
 
 
 def _label(spec: RunSpec) -> str:

@@ -239,7 +239,10 @@ def tune(
 
 
 class TrialsFailed(UserError):
-    """Some trials of this process failed: the study (still usable) and each failure's reason."""
+    """Some trials of this process failed: the study (still usable) and each failure's reason. The command
+    exits with status 1 (a failure, not a usage mistake)."""
+
+    exit_code = 1
 
     def __init__(self, study: Any, failures: list[str], trials: int) -> None:
         self.study = study

@@ -22,6 +22,7 @@ check: per group its name, lr, weight decay and tensor count.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import torch
@@ -29,6 +30,10 @@ from torch import nn
 
 from reidbench.protocol import OptimCfg, Protocol, StageCfg
 from reidbench.train.selectors import TensorInfo, matches_any
+
+# Normalisation layers by class name: LayerNorm, BatchNorm1d, GroupNorm, RMSNorm, Fp32LayerNorm, LayerNorm2d
+# (not PreNormEncoder and other containers named after a norm placement).
+NORM_CLASS = re.compile(r"Norm(\dd)?$")
 
 
 @dataclass
@@ -51,7 +56,7 @@ def tensor_infos(model: nn.Module) -> dict[str, TensorInfo]:
     in_norm = {
         f"{prefix}.{name}" if prefix else name
         for prefix, module in model.named_modules()
-        if "norm" in type(module).__name__.lower()
+        if NORM_CLASS.search(type(module).__name__)
         for name, _ in module.named_parameters(recurse=False)
     }
     return {n: TensorInfo(n, p.ndim, n in in_norm) for n, p in model.named_parameters()}

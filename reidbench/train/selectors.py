@@ -4,8 +4,8 @@ A selector is one of
 
 * ``all``: every tensor;
 * ``bias``: the name contains ``bias`` (the TransReID-family ``make_optimizer`` test, ``"bias" in key``);
-* ``norm``: a parameter of a normalisation layer (LayerNorm, BatchNorm, GroupNorm, ...: a module whose
-  class name contains ``Norm``);
+* ``norm``: a parameter of a normalisation layer (LayerNorm, BatchNorm1d, GroupNorm, RMSNorm, ...: a
+  module whose class name ends in ``Norm`` or ``Norm<k>d``);
 * ``1d``: a tensor with at most one dimension (biases, norm weights, 1-D parameters);
 * ``backbone``: under the model's ``backbone`` submodule (short for ``in:backbone``);
 * ``in:PATH``: under the submodule ``PATH`` (dotted, e.g. ``in:image_encoder``);

@@ -26,14 +26,15 @@ from fastapi.templating import Jinja2Templates
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from reidbench.queue.store import Store
-from reidbench.web.routes import api, jobs, logs, pages
+from reidbench.web.edge import add_edge_errors
+from reidbench.web.routes import api, jobs, logs, pages, results
 from reidbench.web.security import LOOPBACK_NAMES, add_token_check, is_loopback
 from reidbench.web.state import WebState
 
 __all__ = ["ROUTERS", "create_app", "is_loopback"]
 
 HERE = Path(__file__).parent
-ROUTERS: tuple[APIRouter, ...] = (pages.router, jobs.router, logs.router, api.router)
+ROUTERS: tuple[APIRouter, ...] = (pages.router, jobs.router, logs.router, api.router, results.router)
 
 
 def create_app(
@@ -46,6 +47,7 @@ def create_app(
 ) -> FastAPI:
     """The app over ``store``; ``scheduler`` (optional) is woken on submit and describes the devices."""
     app = FastAPI(title="reidbench queue", docs_url=None, redoc_url=None, openapi_url=None)
+    add_edge_errors(app)  # added first: the outermost layers (host, token) answer before it
     if loopback and not token:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=LOOPBACK_NAMES)
     if token is not None:

@@ -3,12 +3,17 @@
 A builder (or a callable in an entry's metadata) may be given as a ``"module:function"`` reference,
 imported on first use (:func:`resolve`): registering a method then imports neither the method's module nor
 torch, so ``reidbench list`` and config checks start fast.
+
+Every entry remembers its *source* (the module that registered it), so a name registered twice is an error
+naming both. :func:`load_plugins` fills the registries: the built-in methods and datasets, then the
+plugins (:mod:`reidbench.registry.plugins`: entry points and ``--plugins`` / ``$REIDBENCH_PLUGINS``).
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +30,7 @@ class Entry:
     builder: Callable[..., Any] | str
     description: str
     meta: dict[str, Any] = field(default_factory=dict)
+    source: str = ""  # the module that registered it (and its file), for errors naming both sides
 
     def load(self) -> Callable[..., Any]:
         """The builder itself (its module imported if it is a reference)."""
@@ -55,21 +61,34 @@ class Registry:
 
         return decorate
 
-    def add(self, name: str, builder: Callable | str, description: str, **meta: Any) -> None:
-        """Register ``builder`` (a callable or a ``"module:function"`` reference) under ``name``."""
+    def add(
+        self, name: str, builder: Callable | str, description: str, *, source: str | None = None, **meta: Any
+    ) -> None:
+        """Register ``builder`` (a callable or a ``"module:function"`` reference) under ``name``; a
+        :class:`RegistrationError` naming both sources when ``name`` is taken."""
+        source = source or _caller()
         if name in self._entries:
-            raise ValueError(f"{self.kind} {name!r} is registered twice")
-        self._entries[name] = Entry(name, builder, description, dict(meta))
+            if _same_file_other_module(self._entries[name].source, source):
+                return  # one file imported under a second module name: the same code, kept once
+            raise RegistrationError(
+                f"{self.kind} {name!r} is registered twice: by {self._entries[name].source} and by {source}; "
+                "rename one of them (or uninstall / drop the plugin that should not be there)"
+            )
+        self._entries[name] = Entry(name, builder, description, dict(meta), source)
 
     def get(self, name: str) -> Entry:
-        """The entry called ``name``; a UserError listing the valid names otherwise."""
+        """The entry called ``name``; a UserError listing the valid names otherwise, or the error of a
+        plugin that failed to load when ``name`` is that plugin's."""
         if name not in self._entries:
             close = difflib.get_close_matches(name, self.names(), n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise UserError(
                 f"unknown {self.kind} {name!r}.{hint} Valid {self.kind}s: {', '.join(self.names())}."
             )
-        return self._entries[name]
+        entry = self._entries[name]
+        if "load_error" in entry.meta:
+            raise UserError(entry.meta["load_error"])
+        return entry
 
     def names(self) -> list[str]:
         """Registered names, sorted."""
@@ -85,12 +104,37 @@ class Registry:
         return len(self._entries)
 
 
+class RegistrationError(UserError, ValueError):
+    """A name registered twice (the message names both sources)."""
+
+
+def _same_file_other_module(first: str, second: str) -> bool:
+    """Whether two sources (``module (file)``) are one file under two module names."""
+    (module_a, _, file_a), (module_b, _, file_b) = first.partition(" ("), second.partition(" (")
+    return bool(file_a) and file_a == file_b and module_a != module_b
+
+
+def _caller() -> str:
+    """The module (and file) that called into this registry: an entry's default source."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_globals.get("__name__") == __name__:
+        frame = frame.f_back
+    if frame is None:
+        return "an unknown module"
+    module, path = frame.f_globals.get("__name__", "?"), frame.f_globals.get("__file__")
+    return f"{module} ({path})" if path else module
+
+
 METHODS = Registry("method")
 DATASETS = Registry("dataset")
 ABLATIONS = Registry("ablation")
 
 
 def load_plugins() -> None:
-    """Import the modules whose decorators fill the registries (idempotent)."""
-    import methods  # noqa: F401
+    """Import the modules whose registrations fill the registries: the built-in methods and datasets, then
+    the plugins (entry points, ``$REIDBENCH_PLUGINS``). Idempotent; cheap when nothing is new."""
     import reidbench.data  # noqa: F401
+    import reidbench.methods  # noqa: F401
+    from reidbench.registry import plugins
+
+    plugins.load()
