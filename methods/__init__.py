@@ -1,7 +1,8 @@
 """Methods: each family registers its builders in reidbench.registry.METHODS from a torch-free
 ``<family>_config`` module (knobs, defaults, ``"module:function"`` references to the builders)."""
 
-from methods import (  # noqa: F401
+from reidbench.methods import (  # noqa: F401
+    clip_baselines_config,
     demo_config,
     early_fusion_config,
     graft_config,

@@ -37,9 +37,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.demo_config import DemoConfig
 from reidbench.errors import UserError
-from reidbench.nn import BNNeckHead, ModelOutput, build_image_backbone
+from reidbench.methods.demo_config import DemoConfig
+from reidbench.nn import BNNeckHead, ModelOutput, batch_camids, build_image_backbone
 from reidbench.nn.clip import QuickGELU
 from reidbench.nn.factory import BuildInfo
 from reidbench.protocol import LossCfg
@@ -151,9 +151,7 @@ class DeMo(nn.Module):
     def encode(self, batch: dict) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Per modality: the global feature (B, d) and the HDM sequence [global ; patches] (B, 1+N, d)."""
         size, mods = batch[self.modalities[0]].shape[0], self.modalities
-        camids = batch.get("camid")
-        camids = camids.repeat(len(mods)) if camids is not None else None
-        tokens = self.backbone(torch.cat([batch[k] for k in mods]), camids=camids)
+        tokens = self.backbone(torch.cat([batch[k] for k in mods]), camids=batch_camids(batch, len(mods)))
         tokens = tokens.view(len(mods), size, *tokens.shape[1:])
         globals_ = [self._global(k, tokens[i]) for i, k in enumerate(mods)]
         return globals_, [
@@ -211,9 +209,5 @@ def demo_loss_terms(cfg: DemoConfig, loss: LossCfg) -> dict:
 
 def demo(cfg: DemoConfig, info: BuildInfo) -> DeMo:
     """Registered builder: the protocol's (CLIP) backbone with a camera embedding, then DeMo's heads."""
-    backbone = build_image_backbone(info.backbone, info.image_size, num_cameras=_cameras(info))
+    backbone = build_image_backbone(info.backbone, info.image_size, num_cameras=info.num_cameras)
     return DeMo(backbone, list(info.modalities), info.num_classes, cfg)
-
-
-def _cameras(info: BuildInfo) -> int:
-    return int(getattr(info, "num_cameras", 0) or 0)

@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from methods.early_fusion_config import EarlyFusionConfig
 from reidbench.errors import UserError
+from reidbench.methods.early_fusion_config import EarlyFusionConfig
 from reidbench.nn import BNNeckHead, ModelOutput, batch_camids, build_image_backbone
 from reidbench.nn.factory import BuildInfo
 from reidbench.nn.tokens import post_norm_stack

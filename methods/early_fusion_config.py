@@ -21,7 +21,7 @@ class EarlyFusionConfig:
 
 METHODS.add(
     "early_fusion",
-    "methods.early_fusion:early_fusion",
+    "reidbench.methods.early_fusion:early_fusion",
     "all modalities' ViT tokens concatenated into one fusion transformer (GraFT's vanilla-fusion baseline)",
     config=EarlyFusionConfig,
 )

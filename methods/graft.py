@@ -36,9 +36,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from methods.graft_config import GRAFT_FIDELITY, GraftConfig
 from reidbench.errors import UserError
 from reidbench.fidelity import docstring_table
+from reidbench.methods.graft_config import GRAFT_FIDELITY, GraftConfig
 from reidbench.nn import BNNeckHead, ModelOutput, batch_camids, build_image_backbone
 from reidbench.nn.factory import BuildInfo
 from reidbench.nn.tokens import post_norm_stack

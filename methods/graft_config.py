@@ -183,10 +183,10 @@ GRAFT_FIDELITY = [
 
 METHODS.add(
     "graft",
-    "methods.graft:graft",
+    "reidbench.methods.graft:graft",
     "GraFT: shared ViT, per-modality fusion layers with shared fusion tokens, augmented triplet, two stages",
     config=GraftConfig,
     official=GRAFT_OFFICIAL,
     fidelity=GRAFT_FIDELITY,
-    loss_terms="methods.graft:graft_loss_terms",
+    loss_terms="reidbench.methods.graft:graft_loss_terms",
 )

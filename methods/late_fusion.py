@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from methods.late_fusion_config import LateFusionConfig, SingleModalityConfig
 from reidbench.errors import UserError
+from reidbench.methods.late_fusion_config import LateFusionConfig, SingleModalityConfig
 from reidbench.nn import BNNeckHead, ModelOutput, batch_camids, build_image_backbone
 from reidbench.nn.factory import BuildInfo
 from reidbench.nn.fusion import build_fusion

@@ -22,18 +22,18 @@ class SingleModalityConfig:
 
 METHODS.add(
     "late_fusion",
-    "methods.late_fusion:late_fusion",
+    "reidbench.methods.late_fusion:late_fusion",
     "per-modality ViT encoders, embeddings fused (concat|mean|max|attention), BNNeck",
     config=LateFusionConfig,
 )
 METHODS.add(
     "multi_stream_vit",
-    "methods.late_fusion:multi_stream_vit",
+    "reidbench.methods.late_fusion:multi_stream_vit",
     "a separate ViT per modality, CLS tokens concatenated, BNNeck (TOP-ReID-style multi-stream baseline)",
 )
 METHODS.add(
     "single_modality",
-    "methods.late_fusion:single_modality",
+    "reidbench.methods.late_fusion:single_modality",
     "one modality alone (RGB by default): ViT CLS, BNNeck",
     config=SingleModalityConfig,
 )

@@ -49,11 +49,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.mmet_config import MMET_FIDELITY, MMETConfig
 from reidbench.data.text import CaptionTokenizer, TextVocab, build_tokenizer
 from reidbench.data.types import DatasetInfo
 from reidbench.errors import UserError
 from reidbench.fidelity import docstring_table
+from reidbench.methods.mmet_config import MMET_FIDELITY, MMETConfig
 from reidbench.nn import BNNeckHead, ModelOutput, batch_camids, build_image_backbone
 from reidbench.nn.factory import BuildInfo
 from reidbench.nn.masking import block_masks, normalised_patches, whole_word_mask

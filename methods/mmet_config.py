@@ -185,13 +185,13 @@ MMET_FIDELITY = [
 
 METHODS.add(
     "mmet",
-    "methods.mmet:mmet",
+    "reidbench.methods.mmet:mmet",
     "MMET: ViT + BERT + multimodal encoder, one shared BNNeck head for image / text / "
     "image+text CLS, masked multimodal modeling",
     config=MMETConfig,
     defaults=MMET_DEFAULTS,
     official=MMET_OFFICIAL,
     fidelity=MMET_FIDELITY,
-    loss_terms="methods.mmet:mmet_loss_terms",
-    tokenizer="methods.mmet:mmet_tokenizer",
+    loss_terms="reidbench.methods.mmet:mmet_loss_terms",
+    tokenizer="reidbench.methods.mmet:mmet_tokenizer",
 )

@@ -22,14 +22,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.top_reid_config import TopReIDConfig
 from reidbench.errors import UserError
+from reidbench.fidelity import docstring_table
+from reidbench.methods.top_reid_config import TOP_REID_FIDELITY, TopReIDConfig
 from reidbench.nn import BNNeckHead, ModelOutput, batch_camids, build_image_backbone
 from reidbench.nn.factory import BuildInfo
 from reidbench.protocol import LossCfg
 from reidbench.train.losses import batch_hard_triplet
 
-MISSING_CONVENTIONS = ("reconstruct", "zero")
+__doc__ += docstring_table(TOP_REID_FIDELITY)
 
 
 class CLSCrossAttention(nn.Module):
@@ -127,8 +128,6 @@ class ComplementaryReconstruction(nn.Module):
 class TopReID(nn.Module):
     """Architecture: ``backbones[m]`` per modality -> TPM (+ CRM) -> heads. See the module docstring."""
 
-    missing_conventions = MISSING_CONVENTIONS
-
     def __init__(
         self,
         backbones: dict[str, nn.Module],
@@ -147,10 +146,9 @@ class TopReID(nn.Module):
         self.concat_head = BNNeckHead(width, num_classes)
         self.tpm_head = BNNeckHead(width, num_classes)
         self.embed_dim: int = width
-
-    def test_modules(self) -> list[str]:
-        """Submodules a full-modality test forward does not use (the CRM; the heads are training-only)."""
-        return ["crm", "modality_heads", "concat_head", "tpm_head"]
+        # an absent modality is left out of the batch and rebuilt by the CRM; without it, zero-filled
+        self.missing_convention = "reconstruct" if crm is not None else "zero"
+        self.drops_missing_modalities = crm is not None
 
     def forward(self, batch: dict) -> ModelOutput:
         present = [m for m in self.modalities if m in batch]

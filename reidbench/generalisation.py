@@ -45,8 +45,18 @@ def merged_name(sources: Sequence[str]) -> str:
 
 
 def source_names(dataset: str) -> list[str]:
-    """The sources of a dataset name: ``rgbnt100+msvr310`` -> both, ``rgbnt100`` -> itself."""
-    return dataset.split(MERGE_SEP)
+    """The sources of a dataset name: ``rgbnt100+msvr310`` -> both, ``rgbnt100`` -> itself. A UserError for
+    an empty source (``rgbnt100+``) or one named twice (its identities would be counted twice)."""
+    names = dataset.split(MERGE_SEP)
+    if len(names) > 1:
+        if not all(name.strip() for name in names):
+            raise UserError(f"--dataset {dataset!r}: an empty source name; merge as NAME{MERGE_SEP}NAME")
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise UserError(
+                f"--dataset {dataset!r}: {', '.join(repeated)} merged with itself; name each source once"
+            )
+    return names
 
 
 def common_modalities(trained: Sequence[str], target: str, target_modalities: Sequence[str]) -> list[str]:

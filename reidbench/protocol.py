@@ -20,8 +20,16 @@ import yaml
 from reidbench.config import apply_override, from_dict, parse_override, to_dict, yaml_problem
 from reidbench.errors import UserError
 from reidbench.train.selectors import FORMS, selector_problem
+from reidbench.util.files import read_yaml
+from reidbench.util.resources import shipped_dir
 
 MODALITIES = ("rgb", "nir", "tir")
+# what an absent modality becomes at test time (reidbench.evaluation.missing), in a caption's words
+MISSING_CONVENTIONS = {
+    "zero": "input zero-filled after normalisation (mid-grey)",
+    "drop": "left out, the model fuses the present modalities",
+    "reconstruct": "left out, the model rebuilds it from the present modalities",
+}
 
 
 @dataclass
@@ -177,6 +185,9 @@ class EvalCfg:
     rerank_k2: int = 6
     rerank_lambda: float = 0.3
     missing_modality: bool = False  # also evaluate every non-empty proper subset of the modalities
+    # ... under these conventions (zero | drop | reconstruct; []: the method's own; [all]: every one it
+    # supports); see reidbench.evaluation.missing
+    missing_conventions: list[str] = field(default_factory=list)
     cross_modal: list[str] = field(
         default_factory=list
     )  # e.g. ["rgb->nir+tir"]; ["all"]: each one vs the rest
@@ -241,9 +252,9 @@ _PROTOCOL_FILE: ContextVar[Path | None] = ContextVar("protocol_file", default=No
 
 
 def protocols_dir() -> Path:
-    """Folder of the protocol YAML files (``REIDBENCH_PROTOCOLS`` or the repo's benchmarks/protocols)."""
+    """Folder of the protocol YAML files (``REIDBENCH_PROTOCOLS``; default: shipped with the package)."""
     env = os.environ.get("REIDBENCH_PROTOCOLS")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "benchmarks" / "protocols"
+    return Path(env) if env else shipped_dir("protocols")
 
 
 @contextmanager
@@ -293,7 +304,7 @@ def load_protocol_dict(dataset: str, path: Path | None = None) -> dict[str, Any]
     mapping with every section."""
     path = protocol_path(dataset, path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = read_yaml(path)
     except OSError as exc:
         raise UserError(f"cannot read protocol file {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
@@ -408,6 +419,12 @@ def _value_problems(p: Protocol) -> list[str]:
         problems.append(f"data.image_size must be [height, width], got {p.data.image_size!r}")
     if not p.seeds:
         problems.append("seeds must list at least one seed, got []")
+    unknown = [c for c in p.eval.missing_conventions if c not in MISSING_CONVENTIONS]
+    if unknown and p.eval.missing_conventions != ["all"]:
+        problems.append(
+            f"eval.missing_conventions: {', '.join(map(repr, unknown))} unknown, expected among "
+            f"{', '.join(MISSING_CONVENTIONS)} or [all]"
+        )
     return problems
 
 

@@ -62,9 +62,10 @@ def active_recipe(recipe: str | None = None) -> str:
     return recipe or _ACTIVE.get()
 
 
-def recipe_settings(method: str, recipe: str) -> dict[str, Any]:
+def recipe_settings(method: str, recipe: str, dataset: str | None = None) -> dict[str, Any]:
     """The dotted settings ``method`` applies under ``recipe`` (before the protocol's method_settings and
-    the user's --set)."""
+    the user's --set); on ``dataset``, the official track adds what the registration's
+    ``official_datasets`` gives that dataset (e.g. TOP-ReID's MSVR310 learning rate)."""
     if recipe not in RECIPES:
         raise UserError(f"--recipe {recipe!r}: expected one of {', '.join(RECIPES)}")
     entry = METHODS.get(method)
@@ -78,6 +79,7 @@ def recipe_settings(method: str, recipe: str) -> dict[str, Any]:
                 f"is its only track); methods with an official recipe: {', '.join(with_official)}"
             )
         settings.update(official)
+        settings.update((entry.meta.get("official_datasets") or {}).get(dataset, {}))
     return settings
 
 

@@ -27,6 +27,7 @@ from reidbench.data.types import Dataset
 from reidbench.data.validation import validation_split
 from reidbench.evaluation import evaluate
 from reidbench.evaluation.cost import count_params, forward_gflops, inference_throughput
+from reidbench.evaluation.missing import declared_conventions, model_conventions, resolve_conventions
 from reidbench.evaluation.targets import evaluate_targets
 from reidbench.generalisation import source_names
 from reidbench.nn.backbones import weights_tags
@@ -161,6 +162,18 @@ class _EpochLog:
             self.ckpt.save(state)
 
 
+def missing_conventions(spec: RunSpec, model: torch.nn.Module) -> list[str]:
+    """The missing-modality conventions ``spec`` evaluates ``model`` under, its own first (a UserError for
+    one the method does not support)."""
+    supported = model_conventions(model, declared_conventions(spec.method))
+    return resolve_conventions(spec.protocol.eval.missing_conventions, supported, f"method {spec.method!r}")
+
+
+def _convention_tag(spec: RunSpec, conventions: list[str]) -> dict[str, str]:
+    """``missing_convention``: the convention the plain ``@no_*`` metric names mean (when evaluated)."""
+    return {"missing_convention": conventions[0]} if spec.protocol.eval.missing_modality else {}
+
+
 def _fit_and_evaluate(
     spec: RunSpec,
     ctx: RunContext,
@@ -191,7 +204,8 @@ def _fit_and_evaluate(
     )
     info = BuildInfo.from_protocol(spec.protocol, dataset.info, data.num_classes, tokenizer)
     model = create_method(spec.method, cfg, info).to(device)
-    if run is not None and (tags := weights_tags(model)):
+    conventions = missing_conventions(spec, model)  # checked before any training
+    if run is not None and (tags := {**weights_tags(model), **_convention_tag(spec, conventions)}):
         run.set_tags(tags)
     # a pruning round starts from the previous round's weights, pruned; unstructured zeros stay zero
     pruning = (
@@ -212,7 +226,9 @@ def _fit_and_evaluate(
     snapshot = ctx.checkpoint_dir is not None
     with pruning:
         state = engine.fit(model, criterion, data, spec.protocol, device, state, log, show, snapshot)
-    metrics = evaluate(model, data.eval_set("query"), data.eval_set("gallery"), spec.protocol.eval)
+    metrics = evaluate(
+        model, data.eval_set("query"), data.eval_set("gallery"), spec.protocol.eval, conventions
+    )
     metrics.update(evaluate_targets(model, spec, targets, device, tokenizer, show))
     gflops = forward_gflops(model, next(data.eval_batches("query", 2)))  # inference GFLOPs per sample
     batch = next(data.eval_batches("query", THROUGHPUT_BATCH))

@@ -37,6 +37,7 @@ ADDED_SETTINGS: dict[str, dict[str, Any]] = {
         "noise_seed": 42,
     },
     "backbone": {"proj_dim": None, "camera_coef": None},
+    "eval": {"missing_conventions": []},
 }
 # Method knobs added since (the method section holds every knob of a method, see make_spec).
 ADDED_SETTINGS["method"] = {
@@ -155,8 +156,8 @@ def make_spec(
 
         validation = check_fraction(validation)
     recipe = active_recipe(recipe)
-    base = recipe_settings(method, recipe)
     sources = source_names(dataset)
+    base = recipe_settings(method, recipe, sources[0])
     available = [DATASETS.get(name).meta.get("modalities") for name in sources]
     modalities = available[0]
     if len(sources) > 1 and all(a is not None for a in available):

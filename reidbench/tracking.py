@@ -177,7 +177,9 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
 
 
 def git_commit() -> str:
-    """The current git commit of the working directory, or ``unknown``."""
+    """The git commit of the reidbench checkout, or ``unknown`` (an installed wheel: no checkout)."""
+    if not (Path(__file__).resolve().parents[1] / ".git").exists():
+        return "unknown"
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"],

@@ -91,9 +91,17 @@ def random_embedding_map(dataset, draws: int = 5) -> float:
     return sum(values) / len(values)
 
 
-def assert_method_learns(method: str, dataset, vocab: Path, epochs: int = 6) -> dict[str, float]:
-    """Train ``method`` (tiny, registration defaults) on the synthetic data for ``epochs`` on one CPU thread;
-    its mAP must beat a random embedding 4x and the same untrained model by 0.05."""
+def assert_method_learns(
+    method: str,
+    dataset,
+    vocab: Path,
+    epochs: int = 6,
+    recipe: str | None = None,
+    overrides: tuple[str, ...] = (),
+) -> dict[str, float]:
+    """Train ``method`` (tiny, registration defaults, ``recipe`` track, then ``overrides``) on the synthetic
+    data for ``epochs`` on one CPU thread; its mAP must beat a random embedding 4x and the same untrained
+    model by 0.05."""
     import torch
 
     from reidbench.context import RunContext
@@ -103,7 +111,8 @@ def assert_method_learns(method: str, dataset, vocab: Path, epochs: int = 6) -> 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the test machine is shared: one thread does not spin-wait
     try:
-        spec = make_spec(method, "synthetic", 0, [f"train.epochs={epochs}", *tiny_method(method, vocab)])
+        settings = [f"train.epochs={epochs}", *tiny_method(method, vocab), *overrides]
+        spec = make_spec(method, "synthetic", 0, settings, recipe=recipe)
         untrained = untrained_metrics(spec, dataset)
         trained = run_one(spec, RunContext(Path("unused")), torch.device("cpu")).metrics
     finally:

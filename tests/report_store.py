@@ -125,6 +125,7 @@ def make_store(directory: Path) -> str:
             "synthetic",
             seed,
             {**metrics, "params": 2.5e6},
+            tags={"missing_convention": "zero"},
             history={
                 "train_ce": [2.0, 1.5, 1.0 - 0.1 * seed],
                 "train_triplet": [1.0, 0.5, 0.5],

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from methods.demo import ATMoE, DeMo, demo_loss_terms, modality_subsets, supervised_pairs
-from methods.demo_config import DemoConfig
+from reidbench.methods.demo import ATMoE, DeMo, demo_loss_terms, modality_subsets, supervised_pairs
+from reidbench.methods.demo_config import DemoConfig
 from reidbench.nn.backbones import build_image_backbone
 from reidbench.protocol import BackboneCfg, LossCfg
 from reidbench.spec import make_spec
@@ -120,3 +120,68 @@ def test_demo_learns_on_synthetic_shared_track(synthetic_dataset, tmp_path):
     from tests.presets import assert_method_learns, write_vocab
 
     assert_method_learns("demo", synthetic_dataset, write_vocab(tmp_path / "vocab.txt"))
+
+
+# Official learning rates at epochs t (RGBNT201 config: 50 epochs, warmup 10), computed by running the
+# official solver/cosine_lr.py (CosineLRScheduler as solver/scheduler_factory.py builds it) on three groups:
+# the CLIP tower (5e-6), a head weight (3.5e-4), a head bias (7e-4).
+OFFICIAL_LRS = {
+    1: (1.1251165390e-05, 2.3381328076e-05, 3.5687290221e-05),
+    2: (3.0709405761e-05, 1.0377661257e-04, 1.7790276441e-04),
+    5: (3.1513578892e-05, 3.0331819683e-04, 5.7906201214e-04),
+    9: (1.0486001968e-05, 4.1747395337e-04, 8.3036028087e-04),
+    10: (3.8928749131e-06, 2.7053076415e-04, 5.4103297062e-04),
+    11: (3.6900883625e-06, 2.5601679575e-04, 5.1200041194e-04),
+    25: (2.3547173586e-06, 1.5420097693e-04, 3.0824790693e-04),
+    49: (3.7797334781e-07, 7.4081177667e-07, 1.1089087335e-06),
+    50: (3.5e-07, 3.5e-07, 3.5e-07),
+}
+
+
+def test_official_recipe_groups_and_per_epoch_schedule_match_the_official_solver():
+    from reidbench.train.engine import set_frozen
+    from reidbench.train.optim import resolve_groups
+    from reidbench.train.schedule import resolve_schedule
+
+    spec = make_spec("demo", "rgbnt201", 0, recipe="official")
+    stage = spec.protocol.resolved_stages()[0]
+    model = tiny_demo(heads=4, direct=True)
+    set_frozen(model, [])
+    groups = {g.lr: g for g in resolve_groups(model, spec.protocol.optim, stage)}
+    assert sorted(groups) == [5e-6, 3.5e-4, 7e-4] and {g.weight_decay for g in groups.values()} == {1e-4}
+    assert all(n.startswith("backbone.visual.") for n in groups[5e-6].names)  # tower biases included
+    assert "backbone.camera_embed" in groups[3.5e-4].names
+    assert all("bias" in n for n in groups[7e-4].names) and "moe.gate_in.0.bias" in groups[7e-4].names
+    assert not any(n.endswith("bn.bias") and "head" in n for g in groups.values() for n in g.names)
+    schedule = resolve_schedule(spec.protocol.schedule, stage, steps_per_epoch=54)
+    assert schedule.t(step=0, epoch=0) == 1 and schedule.t(step=53, epoch=0) == 1
+    for t, want in OFFICIAL_LRS.items():
+        got = tuple(schedule.lr(t, base, stage.lr) for base in (5e-6, 3.5e-4, 7e-4))
+        assert got == pytest.approx(want, rel=1e-9), t
+
+
+@pytest.mark.slow
+def test_demo_learns_on_synthetic_official_track(synthetic_dataset, tmp_path):
+    from reidbench.recipes import recipe_choice
+    from tests.presets import assert_method_learns, write_vocab
+
+    with recipe_choice("official"):
+        assert_method_learns("demo", synthetic_dataset, write_vocab(tmp_path / "vocab.txt"))
+
+
+def test_published_counterparts_are_in_results_published_csv():
+    from reidbench.report.published import default_path, load_published
+
+    by = {(g.method, g.dataset, g.backbone): g for g in load_published(default_path())}
+    for dataset, (mAP, rank1) in {
+        "rgbnt201": (79.0, 82.3),
+        "rgbnt100": (86.2, 97.6),
+        "msvr310": (49.2, 59.8),
+    }.items():
+        demo = by[("demo", dataset, "CLIP ViT-B/16")]
+        assert (demo.cells["mAP"].mean, demo.cells["rank1"].mean) == pytest.approx((mAP / 100, rank1 / 100))
+        assert demo.cells["params"].mean == pytest.approx(98.8e6)
+    assert by[("PromptSG", "msvr310", "CLIP ViT-B/16")].cells["mAP"].mean == pytest.approx(0.602)
+    assert by[("CLIP-ReID (ICPL repro)", "rgbnt100", "CLIP ViT-B/16")].cells["mAP"].mean == pytest.approx(
+        0.870
+    )

@@ -42,7 +42,7 @@ def test_a_key_without_a_row_is_found():
 
 
 def test_the_table_the_cli_and_the_docstring_read_the_same_rows(monkeypatch, capsys):
-    import methods.graft
+    import reidbench.methods.graft
     from tests.test_cli import run_cli
 
     code, out = run_cli(monkeypatch, capsys, "list", "methods", "--verbose")
@@ -53,7 +53,7 @@ def test_the_table_the_cli_and_the_docstring_read_the_same_rows(monkeypatch, cap
     }
     assert table["weight decay on biases and norms"][2] == "same"
     assert table["reported model"][2].startswith("differs: ")
-    assert "reported model: official the best epoch on the test split" in methods.graft.__doc__
+    assert "reported model: official the best epoch on the test split" in reidbench.methods.graft.__doc__
     assert any("224x224" in line for line in fidelity.deviations("graft"))
 
 

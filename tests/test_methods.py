@@ -9,11 +9,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from methods.graft import graft_model
-from methods.mmet_config import MMETConfig
 from reidbench.data.module import DataModule
 from reidbench.data.types import DatasetInfo
 from reidbench.errors import UserError
+from reidbench.methods.graft import graft_model
+from reidbench.methods.mmet_config import MMETConfig
 from reidbench.nn import build_image_backbone
 from reidbench.nn.factory import BuildInfo, create_method
 from reidbench.protocol import build_protocol

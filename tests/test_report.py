@@ -151,7 +151,18 @@ def test_missing_modality_and_cross_modal_tables(report):
     cross = table(report, "cross_synthetic")
     assert [c.label for c in cross.columns][-1] == "RGB→NIR+TIR"
     assert row(cross, "late_fusion").cell(column(cross, "mAP@rgb->nir+tir")).std == pytest.approx(0.05)
-    assert "| Method | Backbone | Seeds | All | w/o TIR | w/o RGB+NIR |" in markdown_table(missing)
+    md = markdown_table(missing)
+    assert "| Method | Convention | Backbone | Seeds | All | w/o TIR | w/o RGB+NIR |" in md
+    assert "| late_fusion | zero |" in md and "| DeMo† | as published |" in md
+    assert "zero: input zero-filled after normalisation" in missing.caption  # every convention defined
+
+
+def test_settings_under_another_convention_are_named():
+    from reidbench.report.formatting import setting_name, setting_order
+
+    assert setting_name("no_tir:zero") == "w/o TIR (zero)" and setting_name("no_rgb_nir") == "w/o RGB+NIR"
+    names = sorted(["no_tir:zero", "no_rgb", "no_tir", "no_rgb:zero"], key=setting_order)
+    assert names == ["no_rgb", "no_tir", "no_rgb:zero", "no_tir:zero"]  # the row's own first
 
 
 def test_ablation_tables(report):

@@ -154,7 +154,7 @@ def test_sizes_follow_the_name_and_mask_tokens_replace_patches():
     # 1000-way fc (769,000), counted by building the official model (reference notes, section 7)
     base = TransReIDViT((256, 128), num_cameras=4)
     assert sum(p.numel() for p in base.parameters()) == 86_518_504 - 769_000
-    model = build_image_backbone(cfg(), (32, 16), mask_token=True)
+    model = build_image_backbone(cfg(), (32, 16), mask_token=True).eval()
     mask = torch.zeros(2, 2, dtype=torch.bool)
     mask[0, 1] = True
     x = torch.randn(2, 3, 32, 16)

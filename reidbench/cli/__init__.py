@@ -9,8 +9,10 @@ from __future__ import annotations
 import sys
 
 import click
+from rich.text import Text
 
 from reidbench.cli.common import console
+from reidbench.cli.info import info
 from reidbench.cli.listing import datasets_group, list_
 from reidbench.cli.queue import queue, serve
 from reidbench.cli.report import report
@@ -44,6 +46,7 @@ for _command in (
     tune,
     prune,
     list_,
+    info,
     datasets_group,
     report,
     eval_,
@@ -59,8 +62,8 @@ def main() -> None:
     try:
         cli(standalone_mode=False)
     except UserError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False)
-        sys.exit(2)
+        console.print(Text.assemble(("error:", "bold red"), f" {exc}"), highlight=False)  # no markup in exc
+        sys.exit(getattr(exc, "exit_code", 2))
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)

@@ -12,6 +12,7 @@ from typing import Any
 import click
 from rich.console import Console
 
+from reidbench.cli.types import COUNT, FILE, FOLDER, NAME, POSITIVE, SEED_MAX
 from reidbench.errors import UserError
 
 __all__ = [
@@ -34,16 +35,19 @@ def parse_seeds(text: str | None) -> list[int] | None:
     if text is None:
         return None
     try:
-        return [int(s) for s in text.split(",") if s.strip()]
+        seeds = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
         raise UserError(f"--seeds {text!r}: expected comma-separated integers, e.g. 0,1,2") from None
+    if not seeds or not all(0 <= s <= SEED_MAX for s in seeds):
+        raise UserError(f"--seeds {text!r}: expected comma-separated integers from 0 to {SEED_MAX}")
+    return seeds
 
 
 # Options shared by the commands that train: data, MLflow, device and where / how runs execute.
 EXECUTION_OPTIONS = [
     click.option(
         "--data-root",
-        type=click.Path(path_type=Path),
+        type=FOLDER,
         default=None,
         help="Folder holding the datasets (default: $REIDBENCH_DATA, else ./data).",
     ),
@@ -52,7 +56,9 @@ EXECUTION_OPTIONS = [
         default=None,
         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///results/mlflow.db).",
     ),
-    click.option("--experiment", default="reidbench", show_default=True, help="MLflow experiment name."),
+    click.option(
+        "--experiment", type=NAME, default="reidbench", show_default=True, help="MLflow experiment name."
+    ),
     click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ..."),
     click.option(
         "--quiet/--progress",
@@ -69,7 +75,7 @@ EXECUTION_OPTIONS = [
     ),
     click.option(
         "--gpus-per-run",
-        type=int,
+        type=COUNT,
         default=1,
         show_default=True,
         help="Processes (GPUs) per run; more than 1 trains each run with DDP (gloo on CPU).",
@@ -85,12 +91,12 @@ EXECUTION_OPTIONS = [
     click.option(
         "--timeout",
         "timeout_min",
-        type=int,
+        type=COUNT,
         default=24 * 60,
         show_default=True,
         help="Slurm time limit per run in minutes (a run that hits it is requeued and resumes).",
     ),
-    click.option("--cpus-per-task", type=int, default=8, show_default=True, help="Slurm CPUs per process."),
+    click.option("--cpus-per-task", type=COUNT, default=8, show_default=True, help="Slurm CPUs per process."),
     click.option(
         "--slurm-set",
         multiple=True,
@@ -99,7 +105,7 @@ EXECUTION_OPTIONS = [
     ),
     click.option(
         "--results-dir",
-        type=click.Path(path_type=Path),
+        type=FOLDER,
         default=Path("results"),
         show_default=True,
         help="Where checkpoints/, jobs/ (worker logs) and slurm/ go; on Slurm a shared filesystem.",
@@ -123,7 +129,7 @@ EXECUTION_OPTIONS = [
     click.option(
         "--stale-after",
         "stale_after_min",
-        type=float,
+        type=POSITIVE,
         default=180,
         show_default=True,
         help="Minutes without a heartbeat after which a RUNNING run on another host counts as crashed.",
@@ -150,7 +156,7 @@ def protocol_option(command: Callable) -> Callable:
 
     return click.option(
         "--protocol",
-        type=click.Path(path_type=Path),
+        type=FILE,
         default=None,
         help="Protocol YAML file to use instead of benchmarks/protocols/DATASET.yaml (checked the same way; "
         "runs record its path, their config its content).",
@@ -246,7 +252,7 @@ def report_result(result: Any, ctx: Any) -> None:
 
     if result.results:
         print_results(console, result.results)
-    console.print(f"logged to {ctx.tracking_uri} (experiment {ctx.experiment!r})")
+    console.print(f"logged to {ctx.tracking_uri} (experiment {ctx.experiment!r})", markup=False)
     if result.failures:
         console.print(f"[bold red]{len(result.failures)} point(s) failed:[/]")
         for line in failure_lines(result):

@@ -62,7 +62,9 @@ def _list_recipes() -> None:
     for entry in METHODS:
         official = entry.meta.get("official")
         if official is None:
-            console.print(f"  {entry.name}: no official recipe (a baseline: shared only)", highlight=False)
+            console.print(
+                f"  {entry.name}: no official recipe (a baseline: shared only)", highlight=False, markup=False
+            )
             continue
         settings = ", ".join(f"{k}={v}" for k, v in official.items() if k != "train.stages")
         stages = official.get("train.stages")
@@ -140,7 +142,7 @@ def datasets_prepare(
         console.print(
             f"{split:8s} {samples:6d} samples  {nbytes / 2**20:9.1f} MiB  {folder}", highlight=False
         )
-    console.print(f"cache ready at {size[0]}x{size[1]} in {time.perf_counter() - start:.1f} s")
+    console.print(f"cache ready at {size[0]}x{size[1]} in {time.perf_counter() - start:.1f} s", markup=False)
 
 
 def _size(text: str) -> tuple[int, int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -10,8 +11,9 @@ from pathlib import Path
 import click
 
 from reidbench.cli.common import console
+from reidbench.cli.types import COUNT, JOB_ID, NAME, NON_NEGATIVE, NON_NEGATIVE_FLOAT, PORT, PRIORITY
 from reidbench.errors import UserError
-from reidbench.queue.store import Store, default_queue_path
+from reidbench.queue.store import STATUSES, Store, default_queue_path
 
 __all__ = ["queue", "serve"]
 
@@ -39,7 +41,7 @@ def queue(ctx: click.Context, queue_path: Path | None) -> None:
 
 @queue.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.argument("kind", type=click.Choice(["run", "ablate", "tune"]))
-@click.option("--priority", type=int, default=0, show_default=True, help="Higher starts first.")
+@click.option("--priority", type=PRIORITY, default=0, show_default=True, help="Higher starts first.")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_obj
 def add(store: Store, kind: str, priority: int, args: tuple[str, ...]) -> None:
@@ -47,7 +49,7 @@ def add(store: Store, kind: str, priority: int, args: tuple[str, ...]) -> None:
 
     Options of the queue itself (--priority) go before KIND.
     """
-    from reidbench.queue.submit import check
+    from reidbench.cli.submit import check
 
     sub = check(kind, list(args))
     job_id = store.add(
@@ -61,7 +63,9 @@ def add(store: Store, kind: str, priority: int, args: tuple[str, ...]) -> None:
         tracking_uri=sub.tracking_uri,
         experiment=sub.experiment,
     )
-    console.print(f"queued job {job_id}: {sub.summary} ({len(sub.points) or 'a study of'} run(s))")
+    console.print(
+        f"queued job {job_id}: {sub.summary} ({len(sub.points) or 'a study of'} run(s))", markup=False
+    )
 
 
 def _fmt_time(t: float | None) -> str:
@@ -76,8 +80,14 @@ def _fmt_duration(s: float | None) -> str:
 
 
 @queue.command("ls")
-@click.option("--status", "statuses", multiple=True, help="Only jobs with this status (repeatable).")
-@click.option("--limit", type=int, default=None, help="At most this many (newest first).")
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    type=click.Choice(STATUSES),
+    help="Only jobs with this status (repeatable).",
+)
+@click.option("--limit", type=COUNT, default=None, help="At most this many (newest first).")
 @click.pass_obj
 def ls(store: Store, statuses: tuple[str, ...], limit: int | None) -> None:
     """List the jobs, newest first."""
@@ -102,7 +112,7 @@ def ls(store: Store, statuses: tuple[str, ...], limit: int | None) -> None:
 
 
 @queue.command()
-@click.argument("job_id", type=int)
+@click.argument("job_id", type=JOB_ID)
 @click.pass_obj
 def show(store: Store, job_id: int) -> None:
     """Everything about one job, with its progress read from MLflow."""
@@ -136,7 +146,7 @@ def show(store: Store, job_id: int) -> None:
 
 
 @queue.command()
-@click.argument("job_id", type=int)
+@click.argument("job_id", type=JOB_ID)
 @click.pass_obj
 def cancel(store: Store, job_id: int) -> None:
     """Cancel a job: a queued one at once, a running one is stopped (its whole process group)."""
@@ -154,7 +164,7 @@ def cancel(store: Store, job_id: int) -> None:
 
 
 @queue.command()
-@click.argument("job_id", type=int)
+@click.argument("job_id", type=JOB_ID)
 @click.pass_obj
 def retry(store: Store, job_id: int) -> None:
     """Queue a failed or cancelled job again (same id, same command line)."""
@@ -163,7 +173,7 @@ def retry(store: Store, job_id: int) -> None:
 
 
 @queue.command()
-@click.argument("job_id", type=int)
+@click.argument("job_id", type=JOB_ID)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new output until the job ends.")
 @click.pass_obj
 def logs(store: Store, job_id: int, follow: bool) -> None:
@@ -186,12 +196,35 @@ def logs(store: Store, job_id: int, follow: bool) -> None:
         time.sleep(0.5)
 
 
+def bind_port(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host``:``port``; a UserError naming both when the address cannot be
+    bound (in use, not an address of this machine, no permission)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+    except (OSError, UnicodeError) as exc:
+        raise UserError(f"--host {host}: not an address this machine can bind ({exc})") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise UserError(
+            f"--host {host} --port {port}: cannot listen there ({exc.strerror}); stop what uses the port "
+            "or pick another --port"
+        ) from None
+    return sock
+
+
 @click.command()
 @QUEUE_OPTION
 @click.option("--gpus", default=None, metavar="IDS", help="GPUs to place jobs on, e.g. 0-7 or 0,2,4-5.")
-@click.option("--slots", type=int, default=1, show_default=True, help="CPU slots when no --gpus are given.")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind the page to.")
-@click.option("--port", type=int, default=8765, show_default=True)
+@click.option("--slots", type=COUNT, default=1, show_default=True, help="CPU slots when no --gpus are given.")
+@click.option(
+    "--host", type=NAME, default="127.0.0.1", show_default=True, help="Address to bind the page to."
+)
+@click.option("--port", type=PORT, default=8765, show_default=True)
 @click.option(
     "--token",
     default=None,
@@ -199,9 +232,13 @@ def logs(store: Store, job_id: int, follow: bool) -> None:
     "mandatory when --host is not a loopback address.",
 )
 @click.option("--launcher", type=click.Choice(["local", "slurm"]), default="local", show_default=True)
-@click.option("--max-running", type=int, default=64, show_default=True, help="With --launcher slurm.")
-@click.option("--oom-retries", type=int, default=2, show_default=True, help="Requeues after CUDA OOM.")
-@click.option("--min-free-mb", type=float, default=0, show_default=True, help="Skip GPUs with less free.")
+@click.option("--max-running", type=COUNT, default=64, show_default=True, help="With --launcher slurm.")
+@click.option(
+    "--oom-retries", type=NON_NEGATIVE, default=2, show_default=True, help="Requeues after CUDA OOM."
+)
+@click.option(
+    "--min-free-mb", type=NON_NEGATIVE_FLOAT, default=0, show_default=True, help="Skip GPUs with less free."
+)
 @click.option(
     "--mlflow-url", default="http://127.0.0.1:5000", show_default=True, help="MLflow UI for run links."
 )
@@ -233,10 +270,9 @@ def serve(
             f"--host {host} is reachable from other machines: give --token SECRET (or set "
             "REIDBENCH_SERVE_TOKEN); every request that changes state must carry it"
         )
-    if slots < 1:
-        raise UserError(f"--slots must be at least 1, got {slots}")
     units = parse_gpus(gpus) if gpus else [f"cpu{i}" for i in range(slots)]
     store = open_store(queue_path)
+    sock = bind_port(host, port)  # before any job starts: a busy port ends here, nothing started
     scheduler = Scheduler(
         store,
         units,
@@ -249,11 +285,16 @@ def serve(
     stop = threading.Event()
     thread = threading.Thread(target=scheduler.run_forever, args=(stop,), daemon=True, name="scheduler")
     thread.start()
-    app = create_app(store, scheduler, token=token, mlflow_url=mlflow_url, loopback=is_loopback(host))
-    console.print(f"queue {store.path}: serving http://{host}:{port}/ on {', '.join(units)}")
+    from reidbench.cli.submit import check
+
+    app = create_app(
+        store, scheduler, token=token, mlflow_url=mlflow_url, loopback=is_loopback(host), check=check
+    )
+    console.print(f"queue {store.path}: serving http://{host}:{port}/ on {', '.join(units)}", markup=False)
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+        uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
     finally:
+        sock.close()
         stop.set()
         scheduler.wake.set()
         thread.join(timeout=10)

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from reidbench.cli.common import console
+from reidbench.cli.types import FILE, FOLDER
 from reidbench.errors import UserError
 
 __all__ = ["report"]
@@ -31,7 +32,7 @@ __all__ = ["report"]
 )
 @click.option(
     "--out",
-    type=click.Path(path_type=Path),
+    type=FOLDER,
     default=Path("results/report"),
     show_default=True,
     help="Folder for the table files and figures/.",
@@ -46,7 +47,7 @@ __all__ = ["report"]
 )
 @click.option(
     "--published",
-    type=click.Path(path_type=Path),
+    type=FILE,
     default=None,
     help="CSV of numbers reported by papers (default: the repo's results/published.csv).",
 )
@@ -92,7 +93,7 @@ def report(
     if "pdf" in format_list and not pdflatex_available():
         if "pdf" in formats:  # asked for by name: nothing to fall back on
             raise UserError(f"--format pdf: {NO_PDFLATEX}")
-        console.print(f"note: {NO_PDFLATEX}. Wrote report.tex, not report.pdf")
+        console.print(f"note: {NO_PDFLATEX}. Wrote report.tex, not report.pdf", markup=False)
         format_list.remove("pdf")
     files = [f for f in format_list if f != "terminal"]
     uri = tracking_uri or tracking.default_uri()

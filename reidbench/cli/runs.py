@@ -18,6 +18,7 @@ from reidbench.cli.common import (
     report_result,
     sweep_and_report,
 )
+from reidbench.cli.types import COUNT, FILE, FRACTION, NAME, SEED, STORAGE
 from reidbench.errors import UserError
 
 __all__ = ["ablate", "ablate_specs", "prune", "run", "run_specs", "suite", "tune"]
@@ -117,9 +118,9 @@ def ablate(
     **opts: Any,
 ) -> None:
     """Run ablation NAME (benchmarks/ablations/NAME.yaml, or a path to a YAML file)."""
-    from reidbench.sweeps.sweep import sweep_tags
-
     ablation, specs = ablate_specs(name, datasets, values, method, seeds, overrides)
+    from reidbench.sweeps.sweep import sweep_tags  # after the checks: it imports torch
+
     tags = sweep_tags(specs, ablation=ablation.name, axis=ablation.axis, axis_default=ablation.default)
     sweep_and_report(specs, opts, "ablation", ablation.name, tags)
 
@@ -161,10 +162,11 @@ def suite(
 ) -> None:
     """Run suite NAME (benchmarks/suites/NAME.yaml, or a path): grids with their --test-on targets."""
     from reidbench.sweeps.suite import find_suite, present
-    from reidbench.sweeps.sweep import sweep_tags
 
     found = find_suite(name)
     specs = found.specs(list(methods) or None, parse_seeds(seeds), list(overrides))
+    from reidbench.sweeps.sweep import sweep_tags  # after the checks: it imports torch
+
     ctx = build_context(opts)
     kept, missing = present(specs, ctx.data_root, ctx.allow_partial)
     if missing and not skip_missing:
@@ -186,15 +188,16 @@ def suite(
 @click.option(
     "--dataset", "-d", required=True, help="Dataset name (tuned on a validation split of its training ids)."
 )
-@click.option("--trials", type=int, required=True, help="Number of trials this process runs.")
+@click.option("--trials", type=COUNT, required=True, help="Number of trials this process runs.")
 @click.option(
     "--space",
-    type=click.Path(path_type=Path),
+    type=FILE,
     default=None,
     help="Search space YAML (default: lr, weight decay, label smoothing, triplet margin).",
 )
 @click.option(
     "--storage",
+    type=STORAGE,
     default=None,
     help="Optuna storage URL (default: sqlite:///results/optuna.db; "
     "use postgresql://... to share a study between machines).",
@@ -202,13 +205,14 @@ def suite(
 @click.option(
     "--study",
     "study_name",
+    type=NAME,
     default=None,
     help="Study name (default: METHOD@DATASET); workers with the same name and storage share it.",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Training seed of every trial.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Training seed of every trial.")
 @click.option(
     "--val-fraction",
-    type=float,
+    type=FRACTION,
     default=0.2,
     show_default=True,
     help="Fraction of training identities carved into the validation query / gallery.",
@@ -236,8 +240,11 @@ def tune(
     **opts: Any,
 ) -> None:
     """Optuna search maximising validation mAP (never the test set); trials are MLflow child runs."""
-    from reidbench.sweeps.tune import best_command, load_space
+    from reidbench.spec import make_spec
+    from reidbench.sweeps.tune import TrialsFailed, load_space
     from reidbench.sweeps.tune import tune as run_study
+
+    make_spec(method, dataset, seed, list(overrides))  # a bad --set ends here, before torch loads
 
     if opts["gpus"] or opts["gpus_per_run"] != 1 or opts["launcher"] != "local":
         raise UserError(
@@ -245,22 +252,33 @@ def tune(
             "(CUDA_VISIBLE_DEVICES=i) or machine with the same --storage and --study instead of "
             "--gpus / --gpus-per-run / --launcher"
         )
-    study = run_study(
-        method,
-        dataset,
-        trials,
-        build_context(opts, save_weights=False),
-        load_space(space),
-        storage=storage,
-        study_name=study_name,
-        seed=seed,
-        overrides=list(overrides),
-        fraction=val_fraction,
-        console=console,
-    )
+    try:
+        study = run_study(
+            method,
+            dataset,
+            trials,
+            build_context(opts, save_weights=False),
+            load_space(space),
+            storage=storage,
+            study_name=study_name,
+            seed=seed,
+            overrides=list(overrides),
+            fraction=val_fraction,
+            console=console,
+        )
+    except TrialsFailed as exc:  # the study so far, then the failures (exit status 1)
+        _best_so_far(exc.study, method, dataset)
+        raise
+    _best_so_far(study, method, dataset)
+
+
+def _best_so_far(study: Any, method: str, dataset: str) -> None:
+    """The study's best finished trial and the `reidbench run` line that tests it."""
+    from reidbench.sweeps.tune import best_command
+
     finished = [t for t in study.trials if t.value is not None]
     if not finished:
-        console.print("no trial finished yet")
+        console.print("no trial of the study finished yet")
         return
     best = study.best_trial
     console.print(
@@ -282,12 +300,16 @@ def tune(
     help="unstructured-l1: GraFT's global L1 masks (non-zero weights fall, shapes stay); structured: "
     "heads and MLP channels removed (params, FLOPs and latency fall).",
 )
-@click.option("--rounds", type=int, default=4, show_default=True, help="Prune + fine-tune rounds.")
+@click.option("--rounds", type=COUNT, default=4, show_default=True, help="Prune + fine-tune rounds.")
 @click.option(
-    "--fraction", type=float, default=0.2, show_default=True, help="Share of what remains pruned per round."
+    "--fraction",
+    type=FRACTION,
+    default=0.2,
+    show_default=True,
+    help="Share of what remains pruned per round.",
 )
 @click.option(
-    "--finetune-epochs", type=int, default=2, show_default=True, help="Fine-tuning epochs per round."
+    "--finetune-epochs", type=COUNT, default=2, show_default=True, help="Fine-tuning epochs per round."
 )
 @click.option(
     "--finetune-lr",

@@ -10,6 +10,7 @@ import click
 from rich.table import Table
 
 from reidbench.cli.common import console
+from reidbench.cli.types import FILE, FOLDER, FRACTION
 from reidbench.errors import UserError
 
 _zoo_file = click.option(
@@ -27,19 +28,19 @@ _uri = click.option(
 
 @click.command("eval")
 @click.option("--run", "run_id", default=None, help="A finished training run's id (its saved weights).")
-@click.option("--weights", type=click.Path(path_type=Path), default=None, help="A model.safetensors file.")
+@click.option("--weights", type=FILE, default=None, help="A model.safetensors file.")
 @click.option("--zoo", "zoo", default=None, metavar="NAME", help="A zoo model (method@dataset[.tag]).")
 @click.option(
     "--config",
     "config_path",
-    type=click.Path(path_type=Path),
+    type=FILE,
     default=None,
     help="With --weights: a config.yaml the weights must match (default: config.yaml beside them, if any).",
 )
 @click.option("--dataset", "-d", default=None, help="Dataset to evaluate on (default: the training dataset).")
 @click.option(
     "--validation",
-    type=float,
+    type=FRACTION,
     default=None,
     metavar="FRACTION",
     help="Evaluate on the validation split of this fraction of the dataset's training identities (as "
@@ -54,7 +55,7 @@ _uri = click.option(
 )
 @click.option(
     "--data-root",
-    type=click.Path(path_type=Path),
+    type=FOLDER,
     default=None,
     help="Folder holding the datasets (default: $REIDBENCH_DATA, else ./data).",
 )
@@ -90,6 +91,10 @@ def eval_(
 ) -> None:
     """Evaluate a trained model (--run ID | --weights PATH | --zoo NAME) on a dataset in every evaluation
     setting asked for, without training; logged as an evaluation run (run_kind=eval) linked to its source."""
+    from reidbench.protocol import EvalCfg
+    from reidbench.zoo.evaluate import apply_eval_overrides
+
+    apply_eval_overrides(EvalCfg(), overrides)  # a bad --set ends here, before anything heavy loads
     from reidbench import tracking
     from reidbench.zoo import evaluate as ev
 
@@ -121,7 +126,7 @@ def eval_(
         )
     print_metrics(result.metrics, f"{source.weights.method} on {result.protocol.dataset} ({source.label})")
     if result.run_id:
-        console.print(f"logged evaluation run {result.run_id} to {uri}", highlight=False)
+        console.print(f"logged evaluation run {result.run_id} to {uri}", highlight=False, markup=False)
 
 
 def zoo_source(name: str, zoo_file: Path | None) -> Any:
@@ -160,7 +165,7 @@ def run_evaluation(
         validation = source.weights.config.get("validation")  # where a tuning trial was scored
     if validation is not None:  # never the test split under a validation name
         data = validation_split(data, validation, option="--validation")
-    say = lambda text: console.print(f"note: {text}", highlight=False)  # noqa: E731
+    say = lambda text: console.print(f"note: {text}", highlight=False, markup=False)  # noqa: E731
     return evaluate_source(
         source, data, pick_device(device), overrides, uri, experiment, not quiet, say, validation
     )
@@ -189,7 +194,7 @@ def zoo_group() -> None:
 @zoo_group.command("export")
 @click.option("--experiment", default="reidbench", show_default=True, help="MLflow experiment to export.")
 @_uri
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for the model folders.")
+@click.option("--out", type=FOLDER, required=True, help="Folder for the model folders.")
 @click.option(
     "--zoo-file",
     type=click.Path(path_type=Path),
@@ -206,14 +211,16 @@ def zoo_export(experiment: str, tracking_uri: str | None, out: Path, zoo_file: P
         tracking_uri or tracking.default_uri(), experiment, out, zoo_file.parent if zoo_file else None
     )
     for entry in result.entries:
-        console.print(f"{entry.name:32s} {out / entry.name}", highlight=False)
+        console.print(f"{entry.name:32s} {out / entry.name}", highlight=False, markup=False)
     for line in result.skipped:
-        console.print(f"skipped {line}", highlight=False)
+        console.print(f"skipped {line}", highlight=False, markup=False)
     if zoo_file is not None:
         names = {e.name for e in result.entries}
         kept = [e for e in read_zoo(zoo_file) if e.name not in names] if zoo_file.is_file() else []
         write_zoo(zoo_file, kept + result.entries)
-        console.print(f"wrote {zoo_file} ({len(kept) + len(result.entries)} models)", highlight=False)
+        console.print(
+            f"wrote {zoo_file} ({len(kept) + len(result.entries)} models)", highlight=False, markup=False
+        )
     console.print(
         "upload a folder with huggingface_hub.upload_folder(repo_id=..., folder_path=...), then set its "
         "entry's source to hf-hub:OWNER/REPO",
@@ -253,4 +260,6 @@ def zoo_get(name: str, zoo_file: Path | None) -> None:
     path = zoo_file or default_zoo_file()
     entry = find_entry(read_zoo(path), name, path)
     folder = fetch(entry, path.parent)
-    console.print(f"{name}: verified sha256 {entry.sha256[:16]}…, cached at {folder}", highlight=False)
+    console.print(
+        f"{name}: verified sha256 {entry.sha256[:16]}…, cached at {folder}", highlight=False, markup=False
+    )

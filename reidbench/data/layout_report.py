@@ -40,7 +40,7 @@ def print_layout_report(console: Console, dataset: Dataset) -> None:
         return
     console.print(f"[bold red]{len(dataset.problems)} problem(s):[/]")
     for line in dataset.problems[:MAX_LISTED]:
-        console.print(f"  {line}", highlight=False, soft_wrap=True)
+        console.print(f"  {line}", highlight=False, soft_wrap=True, markup=False)
     if len(dataset.problems) > MAX_LISTED:
         console.print(f"  ... and {len(dataset.problems) - MAX_LISTED} more")
 

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from reidbench.evaluation.metrics import RankMetrics, rank_metrics, rank_metrics_from_features
+from reidbench.evaluation.missing import OMITTED
 from reidbench.evaluation.rerank import k_reciprocal_rerank
 from reidbench.evaluation.settings import Setting, cross_modal_settings, missing_modality_settings
 from reidbench.parallel import distributed
@@ -42,17 +43,25 @@ class EvalSet:
 
 @torch.no_grad()
 def extract(
-    model: nn.Module, data: EvalSet, batch_size: int, keep: tuple[str, ...] | None = None
+    model: nn.Module,
+    data: EvalSet,
+    batch_size: int,
+    keep: tuple[str, ...] | None = None,
+    convention: str | None = None,
 ) -> torch.Tensor:
     """L2-normalised embeddings of ``data`` (float32), batched, no grad, bf16 on GPU.
 
-    ``keep``: the modalities the model sees (default all); the others are zero-filled, or left out
-    of the batch for a model with ``drops_missing_modalities``. Under torch.distributed each rank
-    embeds every world-size-th batch and the rows are gathered.
+    ``keep``: the modalities the model sees (default all); the others are zero-filled (``convention``
+    ``zero``) or left out of the batch (``drop`` / ``reconstruct``; None: left out for a model with
+    ``drops_missing_modalities``, else zero-filled). Under torch.distributed each rank embeds every
+    world-size-th batch and the rows are gathered.
     """
     model.eval()
     dropped = tuple(m for m in data.modalities if keep is not None and m not in keep)
-    omit = getattr(model, "drops_missing_modalities", False)
+    if convention is None:
+        omit = getattr(model, "drops_missing_modalities", False)
+    else:
+        omit = convention in OMITTED
     feats, index = [], []
     use_amp = data.device.type == "cuda"
     rank, world = distributed.rank(), distributed.world_size()
@@ -71,27 +80,38 @@ def extract(
     return F.normalize(torch.cat(feats), dim=1)
 
 
-def eval_settings(modalities: tuple[str, ...], cfg: EvalCfg) -> list[Setting]:
-    """The evaluation settings ``cfg`` asks for: all modalities first, then missing / cross-modal ones."""
+def eval_settings(
+    modalities: tuple[str, ...], cfg: EvalCfg, conventions: list[str] | None = None
+) -> list[Setting]:
+    """The evaluation settings ``cfg`` asks for: all modalities first, then missing / cross-modal ones
+    (missing ones under each of ``conventions``, the model's own first; None: its own way, unnamed)."""
     mods = list(modalities)
     out = [Setting("all", tuple(mods), tuple(mods))]
     if cfg.missing_modality and len(mods) > 1:
-        out += missing_modality_settings(mods)
+        out += missing_modality_settings(mods, conventions)
     if cfg.cross_modal:
         out += cross_modal_settings(mods, cfg.cross_modal)
     return out
 
 
-def evaluate(model: nn.Module, query: EvalSet, gallery: EvalSet, cfg: EvalCfg) -> dict[str, float]:
+def evaluate(
+    model: nn.Module,
+    query: EvalSet,
+    gallery: EvalSet,
+    cfg: EvalCfg,
+    conventions: list[str] | None = None,
+) -> dict[str, float]:
     """Metrics of ``model`` in every setting of ``cfg``: ``mAP``, ``rank1``.. for all modalities,
-    ``mAP@<setting>`` for the others. ``gallery is query`` (RGBNT201) embeds the set once."""
-    cache: dict[tuple[str, tuple[str, ...]], torch.Tensor] = {}
+    ``mAP@<setting>`` for the others. ``gallery is query`` (RGBNT201) embeds the set once.
+    ``conventions``: the missing-modality conventions to evaluate, the model's own first
+    (:func:`reidbench.evaluation.missing.resolve_conventions`); None: the model's own way, unnamed."""
+    cache: dict[tuple[str, tuple[str, ...], str | None], torch.Tensor] = {}
 
-    def feats(side: str, keep: tuple[str, ...]) -> torch.Tensor:
+    def feats(side: str, keep: tuple[str, ...], convention: str | None = None) -> torch.Tensor:
         data = query if side == "query" or gallery is query else gallery
-        key = ("query" if data is query else "gallery", keep)
+        key = ("query" if data is query else "gallery", keep, convention)
         if key not in cache:
-            cache[key] = extract(model, data, cfg.batch_size, keep)
+            cache[key] = extract(model, data, cfg.batch_size, keep, convention)
         return cache[key]
 
     labels = {
@@ -111,8 +131,9 @@ def evaluate(model: nn.Module, query: EvalSet, gallery: EvalSet, cfg: EvalCfg) -
         return {f"{k}{suffix}": v for k, v in result.as_dict().items()}
 
     metrics: dict[str, float] = {}
-    for setting in eval_settings(query.modalities, cfg):
-        qf, gf = feats("query", setting.query), feats("gallery", setting.gallery)
+    for setting in eval_settings(query.modalities, cfg, conventions):
+        qf = feats("query", setting.query, setting.convention)
+        gf = feats("gallery", setting.gallery, setting.convention)
         metrics.update(suffixed(rank_metrics_from_features(qf, gf, **labels), setting.name))
     if cfg.rerank:
         qf, gf = feats("query", query.modalities), feats("gallery", query.modalities)

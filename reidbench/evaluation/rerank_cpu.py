@@ -12,6 +12,7 @@ torch calls do.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -39,15 +40,23 @@ def one_torch_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+@functools.cache
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """A lasting pool of ``threads`` threads (new threads pay for their first oneDNN/OpenMP call). Each
+    sets its own OpenMP thread count to one: without it oneDNN would start a team in every thread."""
+    return ThreadPoolExecutor(
+        threads, thread_name_prefix="rerank", initializer=torch.set_num_threads, initargs=(1,)
+    )
+
+
 def _each(fn: Callable[..., object], pieces: list, threads: int) -> None:
     """``fn(*piece)`` for every piece, by ``threads`` threads that each take the next piece when done."""
     if threads <= 1 or len(pieces) <= 1:
         for piece in pieces:
             fn(*piece)
         return
-    with ThreadPoolExecutor(min(threads, len(pieces))) as pool:
-        for _ in pool.map(lambda piece: fn(*piece), pieces):
-            pass
+    for _ in _pool(threads).map(lambda piece: fn(*piece), pieces):
+        pass
 
 
 def _row_ranges(n: int, step: int) -> list[tuple[int, int]]:

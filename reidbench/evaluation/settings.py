@@ -4,9 +4,9 @@ A setting says which modalities the query side and the gallery side see. Missing
 (named by what is missing, ``no_tir``, ``no_rgb_nir``; the same on both sides, as in DeMo / TOP-ReID
 tables) and cross-modal settings (``rgb->nir+tir``: RGB-only queries against a NIR+TIR gallery).
 
-Convention for an absent modality: its input is zero-filled after normalisation (a mid-grey image,
-what DeMo does), unless the model sets ``drops_missing_modalities = True``, in which case the key is
-left out of the batch and the model fuses what it gets.
+What an absent modality becomes is a convention (:mod:`reidbench.evaluation.missing`): zero-filled, or
+left out of the batch for the model to drop or reconstruct. A missing-modality setting is evaluated under
+each convention asked for; those other than the model's own carry it in their name (``no_tir:zero``).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import itertools
 from dataclasses import dataclass
 
 from reidbench.errors import UserError
+from reidbench.evaluation.missing import suffix
 
 
 @dataclass(frozen=True)
@@ -24,15 +25,20 @@ class Setting:
     name: str
     query: tuple[str, ...]
     gallery: tuple[str, ...]
+    convention: str | None = None  # missing-modality convention; None: the model's own way
 
 
-def missing_modality_settings(modalities: list[str]) -> list[Setting]:
-    """Every non-empty proper subset of ``modalities`` on both sides (RGBNT201: 6 settings besides 'all')."""
+def missing_modality_settings(modalities: list[str], conventions: list[str] | None = None) -> list[Setting]:
+    """Every non-empty proper subset of ``modalities`` on both sides (RGBNT201: 6 settings besides 'all'),
+    under each of ``conventions`` (the first is the model's own: plain names; None: the own one, unnamed)."""
     out = []
-    for size in range(len(modalities) - 1, 0, -1):
-        for kept in itertools.combinations(modalities, size):
-            missing = [m for m in modalities if m not in kept]
-            out.append(Setting("no_" + "_".join(missing), kept, kept))
+    own = conventions[0] if conventions else None
+    for convention in conventions or [None]:
+        for size in range(len(modalities) - 1, 0, -1):
+            for kept in itertools.combinations(modalities, size):
+                missing = [m for m in modalities if m not in kept]
+                name = "no_" + "_".join(missing) + (suffix(convention, own) if convention else "")
+                out.append(Setting(name, kept, kept, convention))
     return out
 
 

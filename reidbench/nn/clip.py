@@ -20,7 +20,6 @@ does to the timm ViTs (DeMo's official recipe sets it to 0). Weights: see :mod:`
 
 from __future__ import annotations
 
-import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from reidbench.nn.clip_weights import (
     resize_position_embedding,
     tower_size,
 )
+from reidbench.nn.transreid import sha256_file
 from reidbench.protocol import BackboneCfg
 
 
@@ -163,8 +163,8 @@ class CLIPBackbone(nn.Module):
     """The CLIP visual tower with an optional camera embedding on the CLS token (see the module doc).
 
     ``visual`` holds exactly the ``visual.*`` parameters of an OpenAI CLIP checkpoint (it loads strictly);
-    ``camera_embed`` (cameras, width) and ``mask_token`` are ours. ``checkpoint_sha256``: the sha256 of the
-    checkpoint file the tower was loaded from (None: random init); the runner tags the run with it.
+    ``camera_embed`` (cameras, width) and ``mask_token`` are ours. ``weights_tags``: the checkpoint the tower
+    was loaded from and its sha256 (empty: random init); the runner tags the run with them.
     """
 
     def __init__(
@@ -189,7 +189,7 @@ class CLIPBackbone(nn.Module):
         self.mask_token = nn.Parameter(torch.zeros(1, 1, width)) if mask_token else None
         if self.mask_token is not None:
             nn.init.trunc_normal_(self.mask_token, std=0.02)
-        self.checkpoint_sha256: str | None = None
+        self.weights_tags: dict[str, str] = {}  # backbone_weights (file or hub id), backbone_weights_sha256
 
     def camera_shift(self, camids: torch.Tensor | None) -> torch.Tensor | None:
         """``camera_coef * camera_embed[camids]`` (B, width), or None without ids or a camera table. Ids
@@ -243,7 +243,9 @@ def build_clip_backbone(
         _load_strictly(tower, state, str(path))
     coef = 1.0 if cfg.camera_coef is None else cfg.camera_coef
     backbone = CLIPBackbone(tower, num_cameras, coef, mask_token)
-    backbone.checkpoint_sha256 = _sha256(path) if path is not None else None
+    if path is not None:
+        source = cfg.weights or f"hf-hub:{arch.hub}"
+        backbone.weights_tags = {"backbone_weights": source, "backbone_weights_sha256": sha256_file(path)}
     return backbone
 
 
@@ -256,11 +258,6 @@ def _load_strictly(tower: VisionTower, state: dict[str, torch.Tensor], where: st
         raise UserError(f"{what}: {' '.join(str(exc).split())}") from None
     if missing or unexpected:
         raise UserError(f"{what}: missing {missing[:5]}, unexpected {unexpected[:5]}")
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _local_file(text: str) -> Path:

@@ -20,9 +20,9 @@ import math
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from reidbench.errors import UserError
+from reidbench.nn.transreid import read_state_dict, resize_position_embedding_bilinear
 
 # timm name fragment -> OpenAI name fragment (applied in order)
 _TIMM_TO_OPENAI = [
@@ -39,28 +39,14 @@ _TIMM_TO_OPENAI = [
 
 
 def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
-    """The tensors of a CLIP checkpoint: a TorchScript archive (OpenAI), safetensors or a torch pickle."""
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    try:
-        return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
-    except RuntimeError:  # not TorchScript: a plain state dict
-        pass
-    try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file becomes one clear message
-        raise UserError(
-            f"backbone.weights={path}: not a CLIP checkpoint torch can read ({type(exc).__name__}: {exc}); "
-            f"expected OpenAI's ViT-B-16.pt, an open_clip .pt/.bin or a .safetensors file"
-        ) from None
-    for key in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict):
-        raise UserError(f"backbone.weights={path}: expected a state dict, found {type(state).__name__}")
-    return state
+    """The tensors of a CLIP checkpoint: a TorchScript archive (OpenAI's), else a state dict (safetensors or
+    a torch pickle, :func:`reidbench.nn.transreid.read_state_dict`)."""
+    if path.suffix != ".safetensors":
+        try:
+            return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+        except RuntimeError:  # not TorchScript
+            pass
+    return read_state_dict(path)
 
 
 def openai_visual_state(state: dict[str, torch.Tensor], where: str) -> dict[str, torch.Tensor]:
@@ -118,16 +104,9 @@ def tower_size(state: dict[str, torch.Tensor]) -> dict[str, int]:
 
 def resize_position_embedding(posemb: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     """``(1 + g*g, D)`` position embedding -> ``(1 + h*w, D)`` for ``grid`` (h, w): the class position kept,
-    the square grid resized bilinearly (``align_corners=False``, no antialiasing, as CLIP-ReID / DeMo)."""
-    cls, patches = posemb[:1], posemb[1:]
-    old = math.isqrt(patches.shape[0])
-    if old * old != patches.shape[0]:
-        raise UserError(f"CLIP position embedding of {patches.shape[0]} patches is not a square grid")
-    if (old, old) == tuple(grid):
-        return posemb
-    square = patches.reshape(1, old, old, -1).permute(0, 3, 1, 2)
-    resized = F.interpolate(square, size=tuple(grid), mode="bilinear", align_corners=False)
-    return torch.cat([cls, resized.permute(0, 2, 3, 1).reshape(grid[0] * grid[1], -1)])
+    the square grid resized bilinearly (``align_corners=False``, no antialiasing, as CLIP-ReID / DeMo's
+    ``resize_pos_embed``; the same function as TransReID's)."""
+    return resize_position_embedding_bilinear(posemb[None], grid)[0]
 
 
 def hub_checkpoint(repo: str) -> Path:

@@ -70,7 +70,7 @@ class TransReIDViT(nn.Module):
         use_sie = num_cameras > 1 and camera_coef != 0
         self.sie_embed = nn.Parameter(torch.zeros(num_cameras, 1, embed_dim)) if use_sie else None
         self.mask_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if mask_token else None
-        rates = torch.linspace(0, drop_path, depth).tolist()
+        rates = [drop_path * i / max(depth - 1, 1) for i in range(depth)]  # linear 0 .. drop_path
         norm = _layer_norm
         self.blocks = nn.Sequential(
             *[Block(embed_dim, num_heads, 4.0, qkv_bias=True, drop_path=r, norm_layer=norm) for r in rates]

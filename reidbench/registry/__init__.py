@@ -68,6 +68,8 @@ class Registry:
         :class:`RegistrationError` naming both sources when ``name`` is taken."""
         source = source or _caller()
         if name in self._entries:
+            if _same_file_other_module(self._entries[name].source, source):
+                return  # one file imported under a second module name: the same code, kept once
             raise RegistrationError(
                 f"{self.kind} {name!r} is registered twice: by {self._entries[name].source} and by {source}; "
                 "rename one of them (or uninstall / drop the plugin that should not be there)"
@@ -106,6 +108,12 @@ class RegistrationError(UserError, ValueError):
     """A name registered twice (the message names both sources)."""
 
 
+def _same_file_other_module(first: str, second: str) -> bool:
+    """Whether two sources (``module (file)``) are one file under two module names."""
+    (module_a, _, file_a), (module_b, _, file_b) = first.partition(" ("), second.partition(" (")
+    return bool(file_a) and file_a == file_b and module_a != module_b
+
+
 def _caller() -> str:
     """The module (and file) that called into this registry: an entry's default source."""
     frame = sys._getframe(1)
@@ -125,8 +133,8 @@ ABLATIONS = Registry("ablation")
 def load_plugins() -> None:
     """Import the modules whose registrations fill the registries: the built-in methods and datasets, then
     the plugins (entry points, ``$REIDBENCH_PLUGINS``). Idempotent; cheap when nothing is new."""
-    import methods  # noqa: F401
     import reidbench.data  # noqa: F401
+    import reidbench.methods  # noqa: F401
     from reidbench.registry import plugins
 
     plugins.load()

@@ -19,7 +19,10 @@ from reidbench.report.formatting import MODALITY_NAMES, PARTIAL_MARK, Cell, data
 from reidbench.report.grouping import FAMILY, GROUP_KEY, LINEAGE_PARAMS, series_label, variant_text
 
 GROUP = GROUP_KEY
-TAGS = ["method", "dataset", "seed", "ablation", "axis", "value", "axis_default", "device"]
+TAGS = [
+    *["method", "dataset", "seed", "ablation", "axis", "value", "axis_default", "device"],
+    "missing_convention",  # the missing-modality convention of the plain @no_* metrics
+]
 # Backbone params that resize a named architecture, with how the report names them.
 BACKBONE_SIZES = {"patch_size": "patch", "embed_dim": "width", "depth": "depth", "num_heads": "heads"}
 # Params that may differ between the seeds of one group.
@@ -47,6 +50,7 @@ class Group:
     recipe: str = ""
     test_on: str = ""  # targets scored on fewer modalities than trained on: "rgbn300: RGB+NIR"
     device: str = ""
+    missing_convention: str = ""  # what the plain @no_* metrics mean (tag of the runs; "" before it existed)
     epochs: list[int] = field(default_factory=list)
     seeds: list[int] = field(default_factory=list)
     seeds_text: str = ""  # reported rows: the number of seeds the paper states ("" = not stated)
@@ -240,6 +244,7 @@ def aggregate(runset: RunSet) -> list[Group]:
                 backbone_setup=" / ".join(sorted(set(rows["backbone_setup"]) - {""})),
                 test_on=" / ".join(sorted(set(rows["test_on"]) - {""})),
                 device=" / ".join(sorted(set(rows["device"]) - {""})),
+                missing_convention=" / ".join(sorted(set(rows["missing_convention"]) - {""})),
                 epochs=sorted(set(int(e) for e in rows["epochs"]) - {0}),
                 seeds=sorted(int(s) for s in rows["seed"]),
                 selection="last-epoch",

@@ -159,18 +159,20 @@ def setting_name(setting: str) -> str:
     if "->" in setting:
         query, gallery = setting.split("->", 1)
         return f"{modality_list(query)}→{modality_list(gallery)}"
+    setting, _, convention = setting.partition(":")  # no_tir:zero: under another missing convention
     if setting.startswith("no_"):
-        return f"w/o {modality_list(setting[3:])}"
+        return f"w/o {modality_list(setting[3:])}" + (f" ({convention})" if convention else "")
     return setting
 
 
 def setting_order(setting: str) -> tuple:
     """Sort key: fewer missing modalities first, then RGB, NIR, TIR order; unknown forms last."""
     order = list(MODALITY_NAMES)
-    if setting.startswith("no_"):
-        parts = setting[3:].split("_")
+    base, _, convention = setting.partition(":")
+    if base.startswith("no_"):
+        parts = base[3:].split("_")
         if all(p in order for p in parts):
-            return (0, len(parts), [order.index(p) for p in parts], setting)
+            return (0, convention, len(parts), [order.index(p) for p in parts], setting)
     if "->" in setting:
         query, gallery = setting.split("->", 1)
         return (1, query, gallery.count("+"), gallery, setting)

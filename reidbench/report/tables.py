@@ -11,6 +11,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from reidbench.generalisation import is_target_metric
+from reidbench.protocol import MISSING_CONVENTIONS
 from reidbench.report.collect import Group
 from reidbench.report.formatting import (
     ACCURACY_METRICS,
@@ -433,13 +434,16 @@ def settings_table(
     columns = [Column(metric, dataset, "", "all", "All", metric)] + [
         Column(f"{metric}@{s}", dataset, *_setting_header(s), metric) for s in settings
     ]
-    rows = _sorted(_rows([*ours, *reported], _row_key, _label, _text), columns)
+    text = _text if cross else _convention_text
+    rows = _sorted(_rows([*ours, *reported], _row_key, _label, text), columns)
     kind = "cross" if cross else "missing"
     what = (
         "Cross-modal retrieval: query modalities → gallery modalities"
         if cross
         else "Missing modalities at test time: w/o X = modality X removed from query and gallery "
-        "(models trained with all modalities)"
+        "(models trained with all modalities); Convention = what the model is given instead ("
+        + conventions_sentence(settings)
+        + ")"
     )
     caption = (
         f"{what}, {dataset_name(dataset)}: {ACCURACY_METRICS.get(metric, metric)} in % per test-time "
@@ -450,11 +454,26 @@ def settings_table(
         f"{'Cross-modal' if cross else 'Missing modality'} ({dataset_name(dataset)})",
         _clean(caption),
         "Method",
-        ["Recipe", "Backbone", "Seeds"],
+        ["Recipe", "Backbone", "Seeds"] if cross else ["Convention", "Recipe", "Backbone", "Seeds"],
         columns,
         rows,
         "setting",
     )
+
+
+def conventions_sentence(settings: list[str]) -> str:
+    """Defines every missing-modality convention; a column ``w/o X (c)`` is under convention ``c``, the
+    others under the row's own (its Convention column)."""
+    named = "; ".join(f"{name}: {what}" for name, what in MISSING_CONVENTIONS.items())
+    extra = any(":" in s for s in settings)
+    return named + ("; w/o X (c) = under convention c instead of the row's own" if extra else "")
+
+
+def _convention_text(groups: list[Group]) -> dict[str, str]:
+    """The text columns of a missing-modality row: its own convention, backbone, seeds."""
+    conventions = {g.missing_convention for g in groups if not g.reported} - {""}
+    own = " / ".join(sorted(conventions)) or ("as published" if groups[0].reported else "?")
+    return {"Convention": own, **_text(groups)}
 
 
 def _setting_header(setting: str) -> tuple[str, str, str]:

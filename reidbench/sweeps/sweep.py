@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Console
+from rich.text import Text
 
 from reidbench import tracking
 from reidbench.context import RunContext, RunResult
@@ -234,11 +235,15 @@ def _run_jobs(executor: Executor, jobs: list[Job], console: Console) -> list[Run
         return executor.run(jobs, done)
 
 
-def _result_line(result: RunResult) -> str:
+def _result_line(result: RunResult) -> Text:
+    """``done NAME (axis=value) mAP 71.2`` / ``failed NAME: error``, coloured; names and errors as they are
+    (no rich markup read from them)."""
     what = f"{result.spec.name} {_label(result.spec)}"
     if result.ok:
-        return f"[green]done[/] {what} mAP {100 * result.metrics.get('mAP', float('nan')):.1f}"
-    return f"[red]failed[/] {what}: {result.error}"
+        return Text.assemble(
+            ("done", "green"), f" {what} mAP {100 * result.metrics.get('mAP', float('nan')):.1f}"
+        )
+    return Text.assemble(("failed", "red"), f" {what}: {result.error}")
 
 
 def _label(spec: RunSpec) -> str:

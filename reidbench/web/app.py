@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from reidbench.queue.store import Store
+from reidbench.web.edge import add_edge_errors
 from reidbench.web.routes import api, jobs, logs, pages, results
 from reidbench.web.security import LOOPBACK_NAMES, add_token_check, is_loopback
 from reidbench.web.state import WebState
@@ -43,9 +45,13 @@ def create_app(
     token: str | None = None,
     mlflow_url: str = "http://127.0.0.1:5000",
     loopback: bool = True,
+    check: Callable[[str, list[str]], Any] | None = None,
 ) -> FastAPI:
-    """The app over ``store``; ``scheduler`` (optional) is woken on submit and describes the devices."""
+    """The app over ``store``; ``scheduler`` (optional) is woken on submit and describes the devices;
+    ``check(kind, args)`` turns a submitted command line into a checked submission (``serve`` hands in the
+    command line's own check; without one the page takes no submissions)."""
     app = FastAPI(title="reidbench queue", docs_url=None, redoc_url=None, openapi_url=None)
+    add_edge_errors(app)  # added first: the outermost layers (host, token) answer before it
     if loopback and not token:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=LOOPBACK_NAMES)
     if token is not None:
@@ -58,6 +64,7 @@ def create_app(
         csrf=hmac.new(secrets.token_bytes(32), b"csrf", hashlib.sha256).hexdigest(),
         mlflow_url=mlflow_url.rstrip("/"),
         templates=Jinja2Templates(directory=str(HERE / "templates")),
+        check=check,
     )
     for router in ROUTERS:
         app.include_router(router)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import PlainTextResponse, Response
+
+from reidbench.web.edge import same_secret
 
 __all__ = ["LOOPBACK_NAMES", "TOKEN_COOKIE", "add_token_check", "check_state_change", "is_loopback"]
 
@@ -39,7 +40,7 @@ def add_token_check(app: FastAPI, token: str) -> None:
             or request.query_params.get("token")
             or ""
         )
-        if not hmac.compare_digest(given, token):
+        if not same_secret(given, token):
             return PlainTextResponse("missing or wrong token: open /?token=SECRET once", status_code=403)
         return await call_next(request)
 
@@ -53,8 +54,8 @@ def check_state_change(request: Request, form: dict[str, Any], token: str | None
             or request.cookies.get(TOKEN_COOKIE)
             or ""
         )
-        if not hmac.compare_digest(str(given), token):
+        if not same_secret(given, token):
             raise HTTPException(403, "missing or wrong token")
     given_csrf = form.get("csrf") or request.headers.get("x-csrf-token") or ""
-    if not hmac.compare_digest(str(given_csrf), csrf):
+    if not same_secret(given_csrf, csrf):
         raise HTTPException(403, "missing or wrong CSRF token; reload the page")

@@ -13,9 +13,8 @@ import pandas as pd
 from reidbench.report.collect import Group
 from reidbench.report.grouping import group_key
 
-# Where a run records the missing-modality convention it was evaluated under (a tag, or a protocol key).
+# The tag a run records its own missing-modality convention in (zero, drop, reconstruct).
 CONVENTION_TAG = "tags.missing_convention"
-CONVENTION_PARAM = re.compile(r"^params\.(protocol\.)?eval\.missing\w*convention$")
 SAFE = re.compile(r"[^A-Za-z0-9_.@+-]")
 
 
@@ -58,11 +57,12 @@ def run_url(mlflow_url: str | None, experiment_id: str, run_id: str) -> str | No
 
 
 def convention(frame: pd.DataFrame, run_ids: list[str]) -> str:
-    """The missing-modality convention the runs record (tag ``missing_convention`` or a protocol key
-    ``eval.missing…convention``), ``a / b`` when they differ; "" when none records one."""
+    """The missing-modality convention the runs record (tag ``missing_convention``), ``a / b`` when they
+    differ; "" when none records one."""
     rows = raw_rows(frame, run_ids)
-    columns = [c for c in rows.columns if c == CONVENTION_TAG or CONVENTION_PARAM.match(c)]
-    values = {str(v) for c in columns for v in rows[c].dropna() if str(v) not in ("", "None", "nan")}
+    if CONVENTION_TAG not in rows:
+        return ""
+    values = {str(v) for v in rows[CONVENTION_TAG].dropna() if str(v) not in ("", "None", "nan")}
     return " / ".join(sorted(values))
 
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import RedirectResponse
 
 from reidbench.errors import UserError
+from reidbench.web.edge import JobId, check_priority
 from reidbench.web.routes.pages import render_index
 from reidbench.web.security import check_state_change
 from reidbench.web.state import State
@@ -22,12 +23,12 @@ router = APIRouter()
 async def submit(request: Request, state: State):
     form = dict(await request.form())
     check_state_change(request, form, state.token, state.csrf)
-    from reidbench.queue.submit import check
-
+    if state.check is None:
+        return render_index(request, state, "this server takes no submissions (no submit check)", form, 400)
     try:
         args = _form_args(form)
-        sub = check("run", args)
-        priority = int(form.get("priority") or 0)
+        sub = state.check("run", args)
+        priority = check_priority(form.get("priority"))
     except UserError as exc:
         return render_index(request, state, str(exc), form, status=400)
     except ValueError as exc:
@@ -50,7 +51,7 @@ async def submit(request: Request, state: State):
 
 
 @router.post("/jobs/{job_id}/{action}")
-async def act(request: Request, job_id: int, action: str, state: State):
+async def act(request: Request, job_id: JobId, action: str, state: State):
     form = dict(await request.form())
     check_state_change(request, form, state.token, state.csrf)
     try:

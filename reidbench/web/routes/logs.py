@@ -7,6 +7,7 @@ from pathlib import Path
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import PlainTextResponse, Response
 
+from reidbench.web.edge import JobId, Offset
 from reidbench.web.state import State, find_job
 
 __all__ = ["router"]
@@ -15,13 +16,15 @@ router = APIRouter()
 
 
 @router.get("/jobs/{job_id}/log")
-def job_log(job_id: int, state: State, offset: int = 0):
+def job_log(job_id: JobId, state: State, offset: Offset = 0):
     job = find_job(state.store, job_id)
     return _tail(state.store.log_path(job.id), offset, job.status)
 
 
 @router.get("/logs/{name:path}")
-def log_file(name: str, state: State, offset: int = 0):
+def log_file(name: str, state: State, offset: Offset = 0):
+    if not name.isprintable():  # NUL and other control characters name no log file
+        raise HTTPException(404, "no such log")
     base = state.store.log_dir.resolve()
     path = (base / name).resolve()
     if path.parent != base or path.suffix != ".log" or not path.is_file():

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import hmac
-
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from reidbench.web.edge import JobId, Limit, same_secret
 from reidbench.web.security import TOKEN_COOKIE
 from reidbench.web.state import State, WebState, find_job
 
@@ -16,16 +15,17 @@ router = APIRouter()
 DEFAULT_FORM = {"method": "late_fusion", "dataset": "synthetic", "gpus_per_run": "1"}
 
 
-def _limit(request: Request) -> int | None:
-    return int(request.query_params.get("limit", 0) or 0) or None
-
-
 def render_index(
-    request: Request, state: WebState, form_error: str | None = None, form: dict | None = None, status=200
+    request: Request,
+    state: WebState,
+    form_error: str | None = None,
+    form: dict | None = None,
+    status=200,
+    limit: int | None = None,
 ) -> Response:
     """The queue's page: jobs, devices and the submit form (with ``form_error`` above it)."""
     context = {
-        "jobs": [state.job_view(j) for j in state.store.jobs(limit=_limit(request))],
+        "jobs": [state.job_view(j) for j in state.store.jobs(limit=limit)],
         "devices": state.devices(),
         "gpus": state.gpus,
         "csrf": state.csrf,
@@ -37,21 +37,21 @@ def render_index(
 
 
 @router.get("/", response_class=HTMLResponse)
-def index(request: Request, state: State):
+def index(request: Request, state: State, limit: Limit = None):
     given = request.query_params.get("token")
     if given is not None and state.token is not None:
-        if not hmac.compare_digest(given, state.token):
+        if not same_secret(given, state.token):
             raise HTTPException(403, "wrong token")
         response = RedirectResponse("/", status_code=303)
         response.set_cookie(TOKEN_COOKIE, given, httponly=True, samesite="strict")
         return response
-    return render_index(request, state)
+    return render_index(request, state, limit=limit)
 
 
 @router.get("/fragment/jobs", response_class=HTMLResponse)
-def fragment_jobs(request: Request, state: State):
+def fragment_jobs(request: Request, state: State, limit: Limit = None):
     context = {
-        "jobs": [state.job_view(j) for j in state.store.jobs(limit=_limit(request))],
+        "jobs": [state.job_view(j) for j in state.store.jobs(limit=limit)],
         "csrf": state.csrf,
     }
     return state.templates.TemplateResponse(request, "_jobs.html", context)
@@ -64,7 +64,7 @@ def fragment_devices(request: Request, state: State):
 
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
-def job_page(request: Request, job_id: int, state: State):
+def job_page(request: Request, job_id: JobId, state: State):
     job = find_job(state.store, job_id)
     context = {"v": state.job_view(job), "csrf": state.csrf, "log_url": f"/jobs/{job.id}/log"}
     return state.templates.TemplateResponse(request, "job.html", context)

@@ -76,6 +76,7 @@ def check(kind: str, args: list[str]) -> Submission:
     build_executor({**params, "launcher": "slurm" if slurm else "local"})
     with protocol_file(params.get("protocol")):
         specs = _specs(kind, params)
+    _check_data(kind, params, specs)
     uri = params.get("tracking_uri") or tracking.default_uri()
     uri = _absolute_uri(uri)
     tracking.prepare(uri, params["experiment"])  # created once here, not by racing jobs and readers
@@ -123,6 +124,24 @@ def _command_specs(kind: str, params: dict[str, Any]) -> list[Any]:
     load_space(params["space"])
     make_spec(params["method"], params["dataset"], params["seed"], list(params["overrides"]))
     return []
+
+
+def _check_data(kind: str, params: dict[str, Any], specs: list[Any]) -> None:
+    """Refuse a job whose datasets cannot be read (as the command would, before its first run), under the
+    job's --data-root (default: the submitter's $REIDBENCH_DATA, which the job inherits, else ./data)."""
+    from types import SimpleNamespace
+
+    from reidbench.generalisation import source_names
+    from reidbench.spec import default_data_root
+    from reidbench.sweeps.sweep import check_datasets
+
+    names = {name for spec in specs for name in spec.datasets}
+    if kind == "tune":
+        names.update(source_names(params["dataset"]))
+    where = SimpleNamespace(
+        data_root=params.get("data_root") or default_data_root(), allow_partial=params.get("allow_partial")
+    )
+    check_datasets(names, where)
 
 
 def _epochs(spec: Any) -> int:
