@@ -167,3 +167,21 @@ def test_demo_learns_on_synthetic_official_track(synthetic_dataset, tmp_path):
 
     with recipe_choice("official"):
         assert_method_learns("demo", synthetic_dataset, write_vocab(tmp_path / "vocab.txt"))
+
+
+def test_published_counterparts_are_in_results_published_csv():
+    from reidbench.report.published import default_path, load_published
+
+    by = {(g.method, g.dataset, g.backbone): g for g in load_published(default_path())}
+    for dataset, (mAP, rank1) in {
+        "rgbnt201": (79.0, 82.3),
+        "rgbnt100": (86.2, 97.6),
+        "msvr310": (49.2, 59.8),
+    }.items():
+        demo = by[("demo", dataset, "CLIP ViT-B/16")]
+        assert (demo.cells["mAP"].mean, demo.cells["rank1"].mean) == pytest.approx((mAP / 100, rank1 / 100))
+        assert demo.cells["params"].mean == pytest.approx(98.8e6)
+    assert by[("PromptSG", "msvr310", "CLIP ViT-B/16")].cells["mAP"].mean == pytest.approx(0.602)
+    assert by[("CLIP-ReID (ICPL repro)", "rgbnt100", "CLIP ViT-B/16")].cells["mAP"].mean == pytest.approx(
+        0.870
+    )
