@@ -58,13 +58,16 @@ def _queue_cli(path: Path, *args: str) -> None:
         (["run", "-m", "late_fusion", "-d", "synthetic", "--set", "optim.lrr=1"], "Valid keys under optim"),
         (["run", "-m", "late_fusion", "-d", "synthetic", "--seeds", "a,b"], "comma-separated integers"),
         (["run", "-m", "late_fusion", "-d", "synthetic", "--gpus", "0"], "places jobs on GPUs itself"),
-        (["run", "-m", "late_fusion", "-d", "synthetic", "--gpus-per-run", "0"], "at least 1"),
+        (
+            ["run", "-m", "late_fusion", "-d", "synthetic", "--gpus-per-run", "0"],
+            "0 is not in the range 1<=x",
+        ),
         (["run", "-m", "late_fusion", "-d", "synthetic", "--test-on", "nope"], "unknown dataset 'nope'"),
         (["run", "-m", "late_fusion", "-d", "synthetic", "--no-such-option"], "No such option"),
         (["run", "-m", "graft", "-d", "synthetic", "--recipe", "official"], "randomly initialised"),
         (["run", "-m", "late_fusion", "-d", "synthetic", "--recipe", "official"], "no published recipe"),
         (["ablate", "no_such_ablation"], "no_such_ablation"),
-        (["tune", "-m", "late_fusion", "-d", "synthetic", "--trials", "0"], "--trials must be at least 1"),
+        (["tune", "-m", "late_fusion", "-d", "synthetic", "--trials", "0"], "0 is not in the range 1<=x"),
     ],
 )
 def test_add_fails_like_the_command_and_stores_nothing(tmp_path, args, expected):
