@@ -51,6 +51,16 @@ def test_paper_size_matches_the_official_count_and_descriptor():
     assert parts["hdm"] == 7_354_368 + 7 * 512 and parts["moe"] == 2_360_832 + 469_504
 
 
+def test_reidbench_info_gives_the_official_counts():
+    """`reidbench info demo --dataset rgbnt201`: total and test-time counts of the official model as built
+    (98,798,080 / 97,912,320 with return pattern 3), the 5120-d descriptor. The test-time count includes the
+    out_proj of every nn.MultiheadAttention (read by the attention, never called as a module)."""
+    from reidbench.evaluation.model_info import model_info
+
+    found = model_info("demo", "rgbnt201")
+    assert (found.params, found.used_at_test, found.descriptor_dim) == (98_798_080, 97_912_320, 5120)
+
+
 def test_modality_subsets_in_the_official_order():
     assert modality_subsets(3) == [(0,), (1,), (2,), (0, 1), (0, 2), (1, 2), (0, 1, 2)]
     assert modality_subsets(2) == [(0,), (1,), (0, 1)]

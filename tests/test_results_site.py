@@ -479,8 +479,7 @@ def test_site_from_file_url_sorts_and_links_to_the_runs_values(report, store, tm
         assert driver.find_element(By.CSS_SELECTOR, "svg.curves")
         driver.find_element(By.ID, "nav-figures").click()
         images = driver.find_elements(By.CSS_SELECTOR, "figure img")
-        assert images and all(
-            driver.execute_script("return arguments[0].naturalWidth", i) > 0 for i in images
-        )
+        loaded = "return arguments[0].complete && arguments[0].naturalWidth > 0"
+        assert images and all(driver.execute_script(loaded, i) for i in images)
     finally:
         driver.quit()

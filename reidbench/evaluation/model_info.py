@@ -127,7 +127,8 @@ def count(params) -> int:
 
 @torch.no_grad()
 def modules_called(model: nn.Module, batch: dict) -> list[nn.Module]:
-    """The modules whose forward an inference forward of ``model`` on ``batch`` calls (each once)."""
+    """The modules whose forward an inference forward of ``model`` on ``batch`` calls (each once), with the
+    submodules of a called ``nn.MultiheadAttention`` (it reads ``out_proj``'s weights, never calls it)."""
     called: dict[int, nn.Module] = {}
     hooks = [
         m.register_forward_pre_hook(lambda mod, args: called.setdefault(id(mod), mod) and None)
@@ -139,4 +140,6 @@ def modules_called(model: nn.Module, batch: dict) -> list[nn.Module]:
     finally:
         for h in hooks:
             h.remove()
+    for module in [m for m in called.values() if isinstance(m, nn.MultiheadAttention)]:
+        called.update({id(sub): sub for sub in module.modules()})
     return list(called.values())

@@ -100,7 +100,8 @@ class Transformer(nn.Module):
 
     def __init__(self, width: int, layers: int, heads: int, drop_path: float = 0.0) -> None:
         super().__init__()
-        rates = torch.linspace(0, drop_path, layers).tolist()  # timm's stochastic-depth decay rule
+        # timm's stochastic-depth decay rule (linspace 0 .. drop_path), in Python: the meta device has no data
+        rates = [drop_path * i / (layers - 1) for i in range(layers)] if layers > 1 else [0.0]
         self.resblocks = nn.Sequential(*[ResidualAttentionBlock(width, heads, r) for r in rates])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -13,8 +13,6 @@ import pandas as pd
 from reidbench.report.collect import Group
 from reidbench.report.grouping import group_key
 
-# The tag a run records its own missing-modality convention in (zero, drop, reconstruct).
-CONVENTION_TAG = "tags.missing_convention"
 SAFE = re.compile(r"[^A-Za-z0-9_.@+-]")
 
 
@@ -54,16 +52,6 @@ def run_url(mlflow_url: str | None, experiment_id: str, run_id: str) -> str | No
     if not mlflow_url or not experiment_id:
         return None
     return f"{mlflow_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
-
-
-def convention(frame: pd.DataFrame, run_ids: list[str]) -> str:
-    """The missing-modality convention the runs record (tag ``missing_convention``), ``a / b`` when they
-    differ; "" when none records one."""
-    rows = raw_rows(frame, run_ids)
-    if CONVENTION_TAG not in rows:
-        return ""
-    values = {str(v) for v in rows[CONVENTION_TAG].dropna() if str(v) not in ("", "None", "nan")}
-    return " / ".join(sorted(values))
 
 
 def resolved_config(frame: pd.DataFrame, run_ids: list[str]) -> list[tuple[str, str]]:
