@@ -7,8 +7,9 @@ UV := $(PY) -m uv
 .PHONY: demo demo-figures zoo prune-demo test test-fast lint bootstrap lock clean
 
 # The small benchmark: each method's tiny config on the synthetic dataset (shared recipe), GraFT once more on
-# its official recipe (its stage-1 freeze of the random backbone allowed explicitly), then the report.
-DEMO_METHODS ?= late_fusion graft early_fusion single_modality mmet
+# its official recipe (its stage-1 freeze of the random backbone allowed explicitly), TOP-ReID on its official
+# recipe, then the report.
+DEMO_METHODS ?= late_fusion graft early_fusion single_modality mmet top_reid
 DEMO_SEEDS ?= 0
 DEMO_SET ?=
 DEMO_OUT ?= results/demo
@@ -30,6 +31,8 @@ demo: $(VENV)/.synced
 		$(addprefix --set ,$(DEMO_SET)) --tracking-uri $(DEMO_URI) --experiment demo
 	$(REIDBENCH) run --method graft --recipe official --dataset synthetic --seeds $(DEMO_SEEDS) \
 		--set train.allow_random_frozen=true $(addprefix --set ,$(DEMO_SET)) --tracking-uri $(DEMO_URI) --experiment demo
+	$(REIDBENCH) run --method top_reid --recipe official --dataset synthetic --seeds $(DEMO_SEEDS) \
+		$(addprefix --set ,$(DEMO_SET)) --tracking-uri $(DEMO_URI) --experiment demo
 	$(REIDBENCH) report --tracking-uri $(DEMO_URI) --experiment demo --format all --out $(DEMO_OUT)
 
 # The README's table and figures (committed): re-run the demo; results/demo/leaderboard.md is written by the

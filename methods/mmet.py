@@ -237,6 +237,17 @@ class MMET(nn.Module):
         return F.cross_entropy(self.mlm_head(tokens[chosen]).float(), labels[chosen])
 
 
+def _check_widths(dim: int, text: TextEncoder | None, modes: set[str], uses_mm: bool, mm_heads: int) -> None:
+    """A UserError when the multimodal encoder's heads do not divide ``dim`` or the text width differs."""
+    if uses_mm and dim % mm_heads:
+        raise UserError(f"mmet: width {dim} is not a multiple of method.mm_heads={mm_heads}")
+    if "text" in modes and text.dim != dim:
+        raise UserError(
+            f"mmet: the shared head takes width {dim} but the text encoder gives {text.dim}; "
+            f"set method.text_hidden={dim}"
+        )
+
+
 def mmet_model(
     image_encoder: nn.Module | None,
     text_encoder: TextEncoder | None,
@@ -268,13 +279,7 @@ def mmet_model(
     image, text = image_encoder, text_encoder
     dim = image.dim if image is not None else text.dim
     uses_mm = "multimodal" in modes or (image is not None and len(modalities) > 1)
-    if uses_mm and dim % mm_heads:
-        raise UserError(f"mmet: width {dim} is not a multiple of method.mm_heads={mm_heads}")
-    if "text" in modes and text.dim != dim:
-        raise UserError(
-            f"mmet: the shared head takes width {dim} but the text encoder gives {text.dim}; "
-            f"set method.text_hidden={dim}"
-        )
+    _check_widths(dim, text, modes, uses_mm, mm_heads)
     mm = image_to_mm = text_to_mm = streams = None
     if uses_mm:
         mm = PreNormEncoder(dim, mm_layers, mm_heads)

@@ -20,6 +20,7 @@ import yaml
 from reidbench.config import apply_override, from_dict, parse_override, to_dict, yaml_problem
 from reidbench.errors import UserError
 from reidbench.train.selectors import FORMS, selector_problem
+from reidbench.util.files import read_yaml
 from reidbench.util.resources import shipped_dir
 
 MODALITIES = ("rgb", "nir", "tir")
@@ -303,7 +304,7 @@ def load_protocol_dict(dataset: str, path: Path | None = None) -> dict[str, Any]
     mapping with every section."""
     path = protocol_path(dataset, path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = read_yaml(path)
     except OSError as exc:
         raise UserError(f"cannot read protocol file {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:

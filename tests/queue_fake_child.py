@@ -1,4 +1,4 @@
-"""A stand-in for ``python -m reidbench.queue.child`` in scheduler tests: no training, same contract.
+"""A stand-in for ``python -m reidbench.cli.child`` in scheduler tests: no training, same contract.
 
 ``queue_fake_child.py RESULT MODE [SECONDS]``: appends its pid to RESULT.starts, then
 ``ok`` sleeps SECONDS and exits 0; ``fail`` exits 1 with a RuntimeError whose text mentions CUDA;

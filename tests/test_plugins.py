@@ -109,20 +109,29 @@ def _train(
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+def _check_run(cwd: Path, method: str, module: str, digest: str, version: str) -> None:
+    (run,) = _runs(f"sqlite:///{cwd / 'mlflow.db'}")
+    assert run["status"] == "FINISHED" and run["tags.method"] == method and run["metrics.mAP"] >= 0
+    assert run[f"tags.plugin.{module}.version"] == version
+    assert run[f"tags.plugin.{module}.sha256"] == digest
+
+
 @pytest.mark.slow
-def test_installed_plugin_trains_in_process_and_in_a_worker(site, tmp_path):
+def test_installed_plugin_trains_in_process(site, tmp_path):
     listed = reidbench("list", "methods", cwd=tmp_path, site=site)
     assert "tiny_cnn" in listed.stdout, listed.stdout + listed.stderr
-    _train(tmp_path, "tiny_cnn", 0, site=site)  # in this process
-    _train(tmp_path, "tiny_cnn", 1, "--gpus", "0", site=site)  # in a worker subprocess (LocalPool)
-    assert list((tmp_path / "results" / "jobs").rglob("log.txt")), "no worker ran"
-    runs = _runs(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    assert sorted(r["status"] for r in runs) == ["FINISHED", "FINISHED"]
+    _train(tmp_path, "tiny_cnn", 0, site=site)
+    assert not (tmp_path / "results" / "jobs").exists()  # no worker: trained in the command's process
     digest = hashlib.sha256(EXAMPLE_FILE.read_bytes()).hexdigest()
-    for run in runs:
-        assert run["tags.method"] == "tiny_cnn" and run["metrics.mAP"] >= 0
-        assert run["tags.plugin.reidbench_tiny_cnn.version"] == "0.1.0"
-        assert run["tags.plugin.reidbench_tiny_cnn.sha256"] == digest
+    _check_run(tmp_path, "tiny_cnn", "reidbench_tiny_cnn", digest, "0.1.0")
+
+
+@pytest.mark.slow
+def test_installed_plugin_trains_in_a_worker_subprocess(site, tmp_path):
+    _train(tmp_path, "tiny_cnn", 0, "--gpus", "0", site=site)  # LocalPool: python -m reidbench.sweeps.worker
+    assert list((tmp_path / "results" / "jobs").rglob("log.txt")), "no worker ran"
+    digest = hashlib.sha256(EXAMPLE_FILE.read_bytes()).hexdigest()
+    _check_run(tmp_path, "tiny_cnn", "reidbench_tiny_cnn", digest, "0.1.0")
 
 
 @pytest.mark.slow
@@ -131,9 +140,8 @@ def test_plugins_option_reaches_the_worker_subprocess(tmp_path):
     source = EXAMPLE_FILE.read_text().replace('"tiny_cnn"', '"my_cnn"')
     (tmp_path / "my_local_cnn.py").write_text(source)
     _train(tmp_path, "my_cnn", 0, "--gpus", "0", plugins="my_local_cnn.py")
-    (run,) = _runs(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    assert run["status"] == "FINISHED" and run["tags.method"] == "my_cnn"
-    assert run["tags.plugin.my_local_cnn.sha256"] == hashlib.sha256(source.encode()).hexdigest()
+    digest = hashlib.sha256(source.encode()).hexdigest()
+    _check_run(tmp_path, "my_cnn", "my_local_cnn", digest, "0.1.0")
 
 
 def _readme_block(after: str) -> str:

@@ -374,7 +374,7 @@ def test_a_real_job_that_fails_is_marked_with_the_error_its_run_recorded(
                "--tracking-uri", mlflow_uri, "-q")  # fmt: skip
     store = Store(path)
     (job,) = store.jobs()
-    scheduler = Scheduler(store, ["cpu0"])  # the real child: python -m reidbench.queue.child
+    scheduler = Scheduler(store, ["cpu0"])  # the real child: python -m reidbench.cli.child
     _settle(scheduler, store, timeout=300)
     job = store.get(job.id)
     assert job.status == "failed", store.log_path(job.id).read_text()
@@ -388,7 +388,7 @@ def test_a_real_job_that_fails_is_marked_with_the_error_its_run_recorded(
 
 
 def test_secrets_in_the_environment_are_not_written_to_the_queue(monkeypatch):
-    from reidbench.queue.submit import submitter_env
+    from reidbench.cli.submit import submitter_env
 
     monkeypatch.setenv("REIDBENCH_SERVE_TOKEN", "s3cret")
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "pw")

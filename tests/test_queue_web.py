@@ -97,8 +97,10 @@ def test_serve_on_a_public_address_needs_a_token(monkeypatch):
 
 
 def test_submit_form_shows_the_cli_message_and_stores_nothing(store, mlflow_uri, monkeypatch):
+    from reidbench.cli.submit import check
+
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
-    client = TestClient(create_app(store), base_url=BASE)
+    client = TestClient(create_app(store, check=check), base_url=BASE)
     csrf = _csrf(client)
     bad = {"csrf": csrf, "method": "late_fusion", "dataset": "synthetic", "overrides": "optim.lrr=1"}
     page = client.post("/submit", data=bad)

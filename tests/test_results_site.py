@@ -53,12 +53,8 @@ def make_site_store(directory: Path) -> tuple[str, Path]:
             "synthetic",
             seed,
             demo_metrics(0.52, 9.61e5, seed),
-            tags={"recipe": "official"},
-            params={
-                **DEMO_PARAMS,
-                "protocol.train.stages": GRAFT_STAGES,
-                "protocol.eval.missing_convention": "zero_fill",
-            },
+            tags={"recipe": "official", "missing_convention": "zero"},
+            params={**DEMO_PARAMS, "protocol.train.stages": GRAFT_STAGES},
             history=demo_history(["ce", "aug_triplet", "center"], 12),
         )
     published = directory / "published.csv"
@@ -171,7 +167,7 @@ def test_index_shows_a_leaderboard_per_dataset_with_the_runs_numbers(site, store
         std = 100 * np.std(values, ddof=1)
         assert f"{fmt_number(100 * np.mean(values))} ± {fmt_number(std)}" in shown[1]
         assert shown[0]["title"] == f"n = {len(values)} seed(s)"
-        assert cells[4][1] == ("zero_fill" if attrs["data-recipe"] == "official" else "")
+        assert cells[4][1] == ("zero" if attrs["data-recipe"] == "official" else "")
     # the 95 % interval of the mean over seeds is printed under each number
     assert re.search(r"\[\d+\.\d, \d+\.\d\]", ours[0][1][first_metric][1])
     # the published row: marked, with its source, in its own block
@@ -208,7 +204,7 @@ def test_method_pages_show_each_seed_run_with_its_hash_and_link(site, store):
         assert what in text, what
     assert "protocol.backbone.embed_dim" in text  # the resolved config
     official = (site / "runs" / "graft@synthetic.official.html").read_text()
-    assert "Missing-modality convention: zero_fill." in official
+    assert "Missing-modality convention: zero." in official
 
 
 def test_site_loads_nothing_from_outside(site):
@@ -483,8 +479,7 @@ def test_site_from_file_url_sorts_and_links_to_the_runs_values(report, store, tm
         assert driver.find_element(By.CSS_SELECTOR, "svg.curves")
         driver.find_element(By.ID, "nav-figures").click()
         images = driver.find_elements(By.CSS_SELECTOR, "figure img")
-        assert images and all(
-            driver.execute_script("return arguments[0].naturalWidth", i) > 0 for i in images
-        )
+        loaded = "return arguments[0].complete && arguments[0].naturalWidth > 0"
+        assert images and all(driver.execute_script(loaded, i) for i in images)
     finally:
         driver.quit()

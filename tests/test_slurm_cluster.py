@@ -88,7 +88,8 @@ def test_run_through_sbatch_one_seed_requeued_mid_run_matches_in_process(slurm_c
     epochs, uri, log = 6, f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "driver.log"
     driver = start_run(tmp_path, uri, "0,1", epochs)
     wait_for(lambda: checkpointed(tmp_path, 1, epochs), "seed 1's first checkpoint", 600, driver, log)
-    job = runs_by_seed(uri)[1].data.tags["slurm_job"]  # the run says which Slurm job trains it
+    # array task i trains point i (seeds 0, 1); asked at once, so that the run is still training
+    (job,) = [j for j in slurm_cluster.cmd("squeue", "-h", "-o", "%i").split() if j.endswith("_1")]
     slurm_cluster.cmd("scontrol", "requeue", job)
     wait_for(lambda: slurm_cluster.state(job) == "PENDING", f"job {job} back in the queue", 60)
     slurm_cluster.cmd(
@@ -101,6 +102,7 @@ def test_run_through_sbatch_one_seed_requeued_mid_run_matches_in_process(slurm_c
     for seed in (0, 1):
         assert runs[seed].info.status == "FINISHED"
         assert {k: runs[seed].data.metrics[k] for k in METRICS} == {k: expected[seed][k] for k in METRICS}
+    assert runs[1].data.tags["slurm_job"] == job  # the run says which Slurm job trained it
     assert 1 <= int(runs[1].data.tags["resumed_at_epoch"]) < epochs
     assert "resumed_at_epoch" not in runs[0].data.tags
     history = MlflowClient(uri).get_metric_history(runs[1].info.run_id, "train_loss")
@@ -167,6 +169,7 @@ def test_serve_with_slurm_shows_the_slurm_job_and_its_state(slurm_cluster, tmp_p
         ls = [REIDBENCH, "queue", "--queue", str(queue), "ls"]
         assert f"{slurm_id} RUNNING" in subprocess.run(ls, env=env, capture_output=True, text=True).stdout
 
+        wait_for(lambda: runs_by_seed(uri), "the job's MLflow run", 600, server, log)  # its task is training
         subprocess.run([REIDBENCH, "queue", "--queue", str(queue), "cancel", "1"], env=env, check=True)
         wait_for(lambda: store.get(1).status == "cancelled", "the job cancelled", 120, server, log)
         wait_for(lambda: slurm_cluster.state(slurm_id) == "CANCELLED", "Slurm cancelling the job", 60)
@@ -178,3 +181,6 @@ def test_serve_with_slurm_shows_the_slurm_job_and_its_state(slurm_cluster, tmp_p
     finally:
         server.terminate()
         server.wait(timeout=30)
+        pid = Store(queue).get(1).pid
+        if Store(queue).get(1).status == "running" and pid:  # jobs outlive `serve`: stop the driver too
+            os.killpg(pid, signal.SIGKILL)

@@ -12,7 +12,7 @@ from typing import Any
 import click
 from rich.console import Console
 
-from reidbench.cli.types import COUNT, FILE, FOLDER, NAME, POSITIVE
+from reidbench.cli.types import COUNT, FILE, FOLDER, NAME, POSITIVE, SEED_MAX
 from reidbench.errors import UserError
 
 __all__ = [
@@ -35,9 +35,12 @@ def parse_seeds(text: str | None) -> list[int] | None:
     if text is None:
         return None
     try:
-        return [int(s) for s in text.split(",") if s.strip()]
+        seeds = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
         raise UserError(f"--seeds {text!r}: expected comma-separated integers, e.g. 0,1,2") from None
+    if not seeds or not all(0 <= s <= SEED_MAX for s in seeds):
+        raise UserError(f"--seeds {text!r}: expected comma-separated integers from 0 to {SEED_MAX}")
+    return seeds
 
 
 # Options shared by the commands that train: data, MLflow, device and where / how runs execute.

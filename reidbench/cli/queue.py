@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -48,7 +49,7 @@ def add(store: Store, kind: str, priority: int, args: tuple[str, ...]) -> None:
 
     Options of the queue itself (--priority) go before KIND.
     """
-    from reidbench.queue.submit import check
+    from reidbench.cli.submit import check
 
     sub = check(kind, list(args))
     job_id = store.add(
@@ -195,6 +196,27 @@ def logs(store: Store, job_id: int, follow: bool) -> None:
         time.sleep(0.5)
 
 
+def bind_port(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host``:``port``; a UserError naming both when the address cannot be
+    bound (in use, not an address of this machine, no permission)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+    except (OSError, UnicodeError) as exc:
+        raise UserError(f"--host {host}: not an address this machine can bind ({exc})") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise UserError(
+            f"--host {host} --port {port}: cannot listen there ({exc.strerror}); stop what uses the port "
+            "or pick another --port"
+        ) from None
+    return sock
+
+
 @click.command()
 @QUEUE_OPTION
 @click.option("--gpus", default=None, metavar="IDS", help="GPUs to place jobs on, e.g. 0-7 or 0,2,4-5.")
@@ -248,10 +270,9 @@ def serve(
             f"--host {host} is reachable from other machines: give --token SECRET (or set "
             "REIDBENCH_SERVE_TOKEN); every request that changes state must carry it"
         )
-    if slots < 1:
-        raise UserError(f"--slots must be at least 1, got {slots}")
     units = parse_gpus(gpus) if gpus else [f"cpu{i}" for i in range(slots)]
     store = open_store(queue_path)
+    sock = bind_port(host, port)  # before any job starts: a busy port ends here, nothing started
     scheduler = Scheduler(
         store,
         units,
@@ -264,11 +285,16 @@ def serve(
     stop = threading.Event()
     thread = threading.Thread(target=scheduler.run_forever, args=(stop,), daemon=True, name="scheduler")
     thread.start()
-    app = create_app(store, scheduler, token=token, mlflow_url=mlflow_url, loopback=is_loopback(host))
+    from reidbench.cli.submit import check
+
+    app = create_app(
+        store, scheduler, token=token, mlflow_url=mlflow_url, loopback=is_loopback(host), check=check
+    )
     console.print(f"queue {store.path}: serving http://{host}:{port}/ on {', '.join(units)}", markup=False)
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+        uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
     finally:
+        sock.close()
         stop.set()
         scheduler.wake.set()
         thread.join(timeout=10)

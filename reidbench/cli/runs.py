@@ -118,9 +118,9 @@ def ablate(
     **opts: Any,
 ) -> None:
     """Run ablation NAME (benchmarks/ablations/NAME.yaml, or a path to a YAML file)."""
-    from reidbench.sweeps.sweep import sweep_tags
-
     ablation, specs = ablate_specs(name, datasets, values, method, seeds, overrides)
+    from reidbench.sweeps.sweep import sweep_tags  # after the checks: it imports torch
+
     tags = sweep_tags(specs, ablation=ablation.name, axis=ablation.axis, axis_default=ablation.default)
     sweep_and_report(specs, opts, "ablation", ablation.name, tags)
 
@@ -162,10 +162,11 @@ def suite(
 ) -> None:
     """Run suite NAME (benchmarks/suites/NAME.yaml, or a path): grids with their --test-on targets."""
     from reidbench.sweeps.suite import find_suite, present
-    from reidbench.sweeps.sweep import sweep_tags
 
     found = find_suite(name)
     specs = found.specs(list(methods) or None, parse_seeds(seeds), list(overrides))
+    from reidbench.sweeps.sweep import sweep_tags  # after the checks: it imports torch
+
     ctx = build_context(opts)
     kept, missing = present(specs, ctx.data_root, ctx.allow_partial)
     if missing and not skip_missing:
@@ -239,8 +240,11 @@ def tune(
     **opts: Any,
 ) -> None:
     """Optuna search maximising validation mAP (never the test set); trials are MLflow child runs."""
+    from reidbench.spec import make_spec
     from reidbench.sweeps.tune import TrialsFailed, load_space
     from reidbench.sweeps.tune import tune as run_study
+
+    make_spec(method, dataset, seed, list(overrides))  # a bad --set ends here, before torch loads
 
     if opts["gpus"] or opts["gpus_per_run"] != 1 or opts["launcher"] != "local":
         raise UserError(

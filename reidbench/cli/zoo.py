@@ -91,6 +91,10 @@ def eval_(
 ) -> None:
     """Evaluate a trained model (--run ID | --weights PATH | --zoo NAME) on a dataset in every evaluation
     setting asked for, without training; logged as an evaluation run (run_kind=eval) linked to its source."""
+    from reidbench.protocol import EvalCfg
+    from reidbench.zoo.evaluate import apply_eval_overrides
+
+    apply_eval_overrides(EvalCfg(), overrides)  # a bad --set ends here, before anything heavy loads
     from reidbench import tracking
     from reidbench.zoo import evaluate as ev
 

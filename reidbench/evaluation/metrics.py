@@ -261,6 +261,41 @@ def _negatives_histogram(
     return torch.bincount(pos, minlength=c * width).view(c, width)
 
 
+def _sparse_negatives_histogram(
+    d: torch.Tensor,
+    near: torch.Tensor,
+    per_row: torch.Tensor,
+    valid: torch.Tensor,
+    cand: torch.Tensor,
+    sorted_d: torch.Tensor,
+    sorted_idx: torch.Tensor,
+) -> torch.Tensor:
+    """The [c, p_max + 2] histogram of negatives by goods ranked before them, from the few gallery items
+    at most as far as each query's hardest positive (``near``: that mask; cleared of same-pid items here)."""
+    c = d.shape[0]
+    # Only negatives: clear the same-pid items (positives and junk) from the mask.
+    vr, vc = valid.nonzero(as_tuple=True)
+    vc = cand[vr, vc]
+    was = near[vr, vc]
+    near[vr, vc] = False
+    per_row = per_row - torch.bincount(vr[was], minlength=c)
+    values = d.masked_select(near)
+    row_end = torch.cumsum(per_row, 0)
+
+    def cols(sel: torch.Tensor) -> torch.Tensor:
+        # gallery indices of the selected items: nonzero over only the rows they lie in
+        r = torch.searchsorted(row_end, sel, right=True)
+        ur, inv = torch.unique(r, return_inverse=True)
+        counts = per_row[ur]
+        nz = near[ur].nonzero()[:, 1]
+        pos = sel - (row_end[r] - per_row[r])
+        return nz[(torch.cumsum(counts, 0) - counts)[inv] + pos]
+
+    hist = _negatives_histogram(sorted_d, sorted_idx, per_row, values, cols)
+    hist = torch.cat([hist, torch.zeros_like(hist[:, :1])], 1)  # [c, nb]
+    return hist
+
+
 def _ranks_torch(
     d: torch.Tensor, start: int, labels: _Labels, junk: JunkRule
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -314,27 +349,8 @@ def _ranks_torch(
     near = d <= last
     per_row = torch.count_nonzero(near, 1)
     if d.dtype == torch.float32 and int(per_row.sum()) <= _SPARSE_FRACTION * near.numel():
-        # Only negatives: clear the same-pid items (positives and junk) from the mask.
-        vr, vc = valid.nonzero(as_tuple=True)
-        vc = cand[vr, vc]
-        was = near[vr, vc]
-        near[vr, vc] = False
-        per_row = per_row - torch.bincount(vr[was], minlength=c)
-        values = d.masked_select(near)
-        row_end = torch.cumsum(per_row, 0)
-
-        def cols(sel: torch.Tensor) -> torch.Tensor:
-            # gallery indices of the selected items: nonzero over only the rows they lie in
-            r = torch.searchsorted(row_end, sel, right=True)
-            ur, inv = torch.unique(r, return_inverse=True)
-            counts = per_row[ur]
-            nz = near[ur].nonzero()[:, 1]
-            pos = sel - (row_end[r] - per_row[r])
-            return nz[(torch.cumsum(counts, 0) - counts)[inv] + pos]
-
-        hist = _negatives_histogram(sorted_d, sorted_idx, per_row, values, cols)
-        hist = torch.cat([hist, torch.zeros_like(hist[:, :1])], 1)  # [c, nb]
-        del values, near
+        hist = _sparse_negatives_histogram(d, near, per_row, valid, cand, sorted_d, sorted_idx)
+        del near
     else:
         del near
         b = _goods_before_dense(sorted_d, sorted_idx, n_good, d)

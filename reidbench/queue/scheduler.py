@@ -1,6 +1,6 @@
 """Starts queued jobs on free devices, watches them end, stops cancelled ones, adopts them after a restart.
 
-Each job runs as an argv list (never a shell): ``python -m reidbench.queue.child RESULT reidbench-args``,
+Each job runs as an argv list (never a shell): ``python -m reidbench.cli.child RESULT reidbench-args``,
 in its own process group and session (so a killed server leaves it running and a cancel reaches all its
 workers), with stdout and stderr in its log file under the queue's log dir. The store is the only state:
 a job is moved ``queued -> running`` by a compare-and-set before its process starts, so a restarted
@@ -32,7 +32,7 @@ from reidbench.sweeps.liveness import _process_exists
 
 __all__ = ["CHILD", "Scheduler"]
 
-CHILD = [sys.executable, "-m", "reidbench.queue.child"]
+CHILD = [sys.executable, "-m", "reidbench.cli.child"]
 
 
 def _zombie(pid: int) -> bool:

@@ -137,7 +137,7 @@ class Store:
         return self.log_dir / f"{int(job_id)}.log"
 
     def result_path(self, job_id: int) -> Path:
-        """Where the job's process writes how it ended (see :mod:`reidbench.queue.child`)."""
+        """Where the job's process writes how it ended (see :mod:`reidbench.cli.child`)."""
         return self.log_dir / f"{int(job_id)}.result.json"
 
     @contextmanager

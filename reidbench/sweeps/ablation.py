@@ -38,6 +38,7 @@ from reidbench.config import parse_override
 from reidbench.errors import UserError
 from reidbench.registry import ABLATIONS
 from reidbench.spec import RunSpec
+from reidbench.util.files import read_yaml
 from reidbench.util.resources import shipped_dir
 
 KEYS = {
@@ -164,7 +165,7 @@ def load_ablation(path: Path) -> Ablation:
     """Read and validate one ablation file; errors name the file, the key and what was expected."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = read_yaml(path)
     except OSError as exc:
         raise UserError(f"cannot read ablation file {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
@@ -279,7 +280,7 @@ def register_ablations(folder: Path | None = None) -> None:
 
 def _peek_description(path: Path) -> str:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = read_yaml(path)
     except (OSError, yaml.YAMLError):
         return ""
     return str(data.get("description", "")) if isinstance(data, dict) else ""

@@ -29,6 +29,7 @@ import yaml
 from reidbench.errors import UserError
 from reidbench.generalisation import merged_name
 from reidbench.spec import RunSpec, make_spec
+from reidbench.util.files import read_yaml
 from reidbench.util.resources import shipped_dir
 
 KEYS = {"description", "methods", "seeds", "entries", "name"}
@@ -103,7 +104,7 @@ def find_suite(name: str) -> Suite:
 def load_suite(path: Path) -> Suite:
     """Read and validate a suite file; errors name the file, the entry and what was expected."""
     try:
-        data = yaml.safe_load(Path(path).read_text())
+        data = read_yaml(Path(path))
     except OSError as exc:
         raise UserError(f"cannot read suite file {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:

@@ -30,6 +30,7 @@ from reidbench.data.validation import check_fraction
 from reidbench.errors import UserError
 from reidbench.spec import make_spec
 from reidbench.sweeps.storage import check_storage, open_study, process_seed
+from reidbench.util.files import read_yaml
 
 DEFAULT_SPACE: dict[str, dict[str, Any]] = {
     "optim.lr": {"type": "loguniform", "low": 1e-5, "high": 1e-3},
@@ -134,7 +135,7 @@ def load_space(path: Path | None) -> list[Param]:
     if path is None:
         return parse_space(DEFAULT_SPACE, "default search space")
     try:
-        data = yaml.safe_load(Path(path).read_text())
+        data = read_yaml(Path(path))
     except OSError as exc:
         raise UserError(f"cannot read search space {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +45,11 @@ def create_app(
     token: str | None = None,
     mlflow_url: str = "http://127.0.0.1:5000",
     loopback: bool = True,
+    check: Callable[[str, list[str]], Any] | None = None,
 ) -> FastAPI:
-    """The app over ``store``; ``scheduler`` (optional) is woken on submit and describes the devices."""
+    """The app over ``store``; ``scheduler`` (optional) is woken on submit and describes the devices;
+    ``check(kind, args)`` turns a submitted command line into a checked submission (``serve`` hands in the
+    command line's own check; without one the page takes no submissions)."""
     app = FastAPI(title="reidbench queue", docs_url=None, redoc_url=None, openapi_url=None)
     add_edge_errors(app)  # added first: the outermost layers (host, token) answer before it
     if loopback and not token:
@@ -60,6 +64,7 @@ def create_app(
         csrf=hmac.new(secrets.token_bytes(32), b"csrf", hashlib.sha256).hexdigest(),
         mlflow_url=mlflow_url.rstrip("/"),
         templates=Jinja2Templates(directory=str(HERE / "templates")),
+        check=check,
     )
     for router in ROUTERS:
         app.include_router(router)

@@ -4,6 +4,7 @@ views of jobs and devices the templates render."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -55,6 +56,7 @@ class WebState:
     csrf: str
     mlflow_url: str
     templates: Jinja2Templates
+    check: Callable[[str, list[str]], Any] | None = None  # the submit-time check (from the command line)
     cache: _ProgressCache = field(default_factory=_ProgressCache)
 
     def job_view(self, job: JobRow) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import yaml
 
 from reidbench.errors import UserError
 from reidbench.report.formatting import Cell, fmt_number, format_cell
+from reidbench.util.files import read_yaml
 
 TABLE_METRICS = {"rank1": "R1", "mAP": "mAP", "mINP": "mINP"}
 COLUMNS = ["name", "method", "dataset", "recipe", *TABLE_METRICS.values(), "params (M)", "GFLOPs", "source"]
@@ -71,7 +72,7 @@ def read_zoo(path: Path) -> list[ZooEntry]:
             "writes one"
         )
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = read_yaml(path) or {}
     except yaml.YAMLError as exc:
         raise UserError(f"{path}: not valid YAML ({exc})") from None
     models = data.get("models") if isinstance(data, dict) else None

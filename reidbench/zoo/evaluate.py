@@ -125,6 +125,15 @@ def eval_cfg(trained: Protocol, trained_on: str, dataset: Dataset, overrides: li
 
     same = dataset.info.name.split(":", 1)[0] == trained_on  # a validation split is named DATASET:val
     cfg = trained.eval if same else target_eval_cfg(dataset, trained.eval)
+    protocol = replace(trained, eval=apply_eval_overrides(cfg, overrides))
+    validate_protocol(protocol, "the --set overrides")
+    return protocol.eval
+
+
+def apply_eval_overrides(cfg: EvalCfg, overrides: list[str] | tuple[str, ...]) -> EvalCfg:
+    """``cfg`` with the ``eval.KEY=VALUE`` ``overrides``; a UserError for any other key, an unknown eval
+    key or a value of the wrong type. Torch-free: ``reidbench eval`` checks its --set with it first
+    (on the default settings), before it loads anything."""
     bad = [o for o in overrides if not o.split("=", 1)[0].strip().startswith("eval.")]
     if bad:
         raise UserError(
@@ -134,9 +143,7 @@ def eval_cfg(trained: Protocol, trained_on: str, dataset: Dataset, overrides: li
     data = {"eval": to_dict(cfg)}
     for text in overrides:
         apply_override(data, *parse_override(text))
-    protocol = replace(trained, eval=from_dict(EvalCfg, data["eval"], "eval"))
-    validate_protocol(protocol, "the --set overrides")
-    return protocol.eval
+    return from_dict(EvalCfg, data["eval"], "eval")
 
 
 @dataclass

@@ -21,6 +21,7 @@ import yaml
 from reidbench.errors import UserError
 from reidbench.protocol import dump_yaml
 from reidbench.spec import hash_config
+from reidbench.util.files import read_yaml
 
 if TYPE_CHECKING:
     import torch
@@ -163,7 +164,7 @@ def check_config(weights: Weights, config: dict[str, Any], where: str) -> None:
 def read_config(path: Path) -> dict[str, Any]:
     """A run config YAML (config.yaml of a run or a zoo folder)."""
     try:
-        config = yaml.safe_load(Path(path).read_text())
+        config = read_yaml(Path(path))
     except (OSError, yaml.YAMLError) as exc:
         raise UserError(f"cannot read the run config {path}: {exc}") from None
     if not isinstance(config, dict) or "method" not in config or "protocol" not in config:

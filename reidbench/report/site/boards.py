@@ -16,7 +16,7 @@ from markupsafe import Markup
 from reidbench.report import Report
 from reidbench.report.collect import Group
 from reidbench.report.formatting import Cell, CellStyle, dataset_name, format_cell
-from reidbench.report.site.runs import convention, group_runs, page_slug
+from reidbench.report.site.runs import page_slug
 from reidbench.report.tables import Column, Row, Table, leaderboard
 
 HTML = CellStyle(
@@ -102,14 +102,14 @@ def boards(report: Report, metrics: list[str]) -> list[Board]:
     for dataset in dict.fromkeys(g.dataset for g in ours):
         mine = [g for g in ours if g.dataset == dataset]
         table = leaderboard(mine, [g for g in reported if g.dataset == dataset], metrics)
-        out.append(board(report, dataset, table))
+        out.append(board(dataset, table))
     return out
 
 
-def board(report: Report, dataset: str, table: Table) -> Board:
+def board(dataset: str, table: Table) -> Board:
     """The site's view of ``table`` (one dataset's leaderboard)."""
     marks = table.marks()
-    conventions = [_convention(report, row) for row in table.rows]
+    conventions = [_convention(row) for row in table.rows]
     headers = TEXT_HEADERS + ([CONVENTION_HEADER] if any(conventions) else [])
     rows = []
     for i, row in enumerate(table.rows):
@@ -133,11 +133,9 @@ def board(report: Report, dataset: str, table: Table) -> Board:
     return Board(dataset, dataset_name(dataset), table.caption, headers, table.columns, rows, recipes)
 
 
-def _convention(report: Report, row: Row) -> str:
-    if row.reported:
-        return ""
-    ids = [r for g in row.groups.values() for r in group_runs(report.runset.runs, g)["run_id"]]
-    return convention(report.frame, ids)
+def _convention(row: Row) -> str:
+    """The missing-modality convention of a row's groups (the runs' tag ``missing_convention``)."""
+    return " / ".join(sorted({g.missing_convention for g in row.groups.values()} - {""}))
 
 
 def _source(group: Group) -> str:

@@ -122,7 +122,7 @@ def section(report: Report, group: Group, curves: pd.DataFrame, mlflow_url: str 
         metric_headers=[c.label for c in columns],
         seeds=seeds,
         config=R.resolved_config(report.frame, ids),
-        convention=R.convention(report.frame, ids),
+        convention=group.missing_convention,
         settings=setting_tables(group),
         curves=Markup(curves_svg(mine)) if not mine.empty else None,
     )

@@ -13,9 +13,6 @@ import pandas as pd
 from reidbench.report.collect import Group
 from reidbench.report.grouping import group_key
 
-# Where a run records the missing-modality convention it was evaluated under (a tag, or a protocol key).
-CONVENTION_TAG = "tags.missing_convention"
-CONVENTION_PARAM = re.compile(r"^params\.(protocol\.)?eval\.missing\w*convention$")
 SAFE = re.compile(r"[^A-Za-z0-9_.@+-]")
 
 
@@ -55,15 +52,6 @@ def run_url(mlflow_url: str | None, experiment_id: str, run_id: str) -> str | No
     if not mlflow_url or not experiment_id:
         return None
     return f"{mlflow_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
-
-
-def convention(frame: pd.DataFrame, run_ids: list[str]) -> str:
-    """The missing-modality convention the runs record (tag ``missing_convention`` or a protocol key
-    ``eval.missing…convention``), ``a / b`` when they differ; "" when none records one."""
-    rows = raw_rows(frame, run_ids)
-    columns = [c for c in rows.columns if c == CONVENTION_TAG or CONVENTION_PARAM.match(c)]
-    values = {str(v) for c in columns for v in rows[c].dropna() if str(v) not in ("", "None", "nan")}
-    return " / ".join(sorted(values))
 
 
 def resolved_config(frame: pd.DataFrame, run_ids: list[str]) -> list[tuple[str, str]]:

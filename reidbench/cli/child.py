@@ -1,4 +1,4 @@
-"""The process of one queued job: ``python -m reidbench.queue.child RESULT.json reidbench-args...``.
+"""The process of one queued job: ``python -m reidbench.cli.child RESULT.json reidbench-args...``.
 
 It runs the reidbench command line in this process and writes RESULT.json when it ends: the exit code
 and, when the command raised, the exception as ``TypeName: message`` (the form the runner tags failed
