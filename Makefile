@@ -8,8 +8,8 @@ UV := $(PY) -m uv
 
 # The small benchmark: each method's tiny config on the synthetic dataset (shared recipe), GraFT once more on
 # its official recipe (its stage-1 freeze of the random backbone allowed explicitly), TOP-ReID on its official
-# recipe, then the report.
-DEMO_METHODS ?= late_fusion graft early_fusion single_modality mmet top_reid
+# recipe, DeMo (CLIP tower at the tiny size), then the report.
+DEMO_METHODS ?= late_fusion graft early_fusion single_modality mmet top_reid demo
 DEMO_SEEDS ?= 0
 DEMO_SET ?=
 DEMO_OUT ?= results/demo

@@ -195,3 +195,9 @@ def test_published_counterparts_are_in_results_published_csv():
     assert by[("CLIP-ReID (ICPL repro)", "rgbnt100", "CLIP ViT-B/16")].cells["mAP"].mean == pytest.approx(
         0.870
     )
+
+
+def test_demo_declares_the_zero_convention_for_a_missing_modality():
+    from reidbench.evaluation.missing import declared_conventions
+
+    assert declared_conventions("demo") == ("zero",)

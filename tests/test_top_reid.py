@@ -141,4 +141,6 @@ def test_official_optimiser_groups_and_schedule_match_the_official_code(syntheti
 def test_top_reid_learns_on_synthetic(recipe, synthetic_dataset, tmp_path):
     from tests.presets import write_vocab
 
-    assert_method_learns("top_reid", synthetic_dataset, write_vocab(tmp_path / "v.txt"), recipe=recipe)
+    # the official SGD recipe needs the synthetic protocol's full 12 epochs (6 reach ~3x chance only)
+    epochs = 12 if recipe == "official" else 6
+    assert_method_learns("top_reid", synthetic_dataset, write_vocab(tmp_path / "v.txt"), epochs, recipe)
