@@ -256,7 +256,7 @@ def test_validation_split_is_deterministic_and_never_uses_the_test_set(synthetic
     for pid, cam in pairs:
         assert any(g.pid == pid and g.camid != cam for g in val.splits.gallery)
     assert {s.pid for s in validation_split(ds, 0.2, seed=1).splits.query} != val_ids
-    with pytest.raises(UserError, match=r"validation fraction must be in \(0, 1\)"):
+    with pytest.raises(UserError, match=r"validation fraction must be a number strictly between 0 and 1"):
         validation_split(ds, 1.5)
 
 
