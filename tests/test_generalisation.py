@@ -405,10 +405,12 @@ def test_the_crossdomain_heatmap_outlines_the_in_domain_cells():
 
     runs = _results([("late_fusion", 0, {"mAP": 0.6, "rank1": 0.7, "mAP@to_synthetic_shift": 0.4})])
     report = make_report(results_frame(runs), ["mAP"], [])
-    figure, caption = heatmap(report.groups, "mAP")
+    figure, caption, numbers = heatmap(report.groups, "mAP")
     [ax, _colorbar] = figure.axes
     texts = [t.get_text() for t in ax.texts]
     assert texts == ["60.0", "40.0"] and "in-domain cell outlined" in caption
+    # the numbers written beside the figure are the ones it shows
+    assert list(numbers["mean"].round(1)) == [60.0, 40.0] and list(numbers["in_domain"]) == [True, False]
     [outline] = [p for p in ax.patches if not p.get_fill()]
     assert outline.get_xy() == (0, 0)
     assert (
