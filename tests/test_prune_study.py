@@ -89,8 +89,8 @@ def test_a_round_without_its_previous_round_is_a_clear_error(tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--fraction", "1.5"], "--fraction 1.5"),
-        (["--rounds", "0"], "--rounds 0: at least one round"),
+        (["--fraction", "1.5"], "Invalid value for '--fraction': 1.5 is not in the range 0<x<1"),
+        (["--rounds", "0"], "Invalid value for '--rounds': 0 is not in the range 1<=x"),
         (["--finetune-lr", "-1"], "lr > 0"),
     ],
 )

@@ -85,7 +85,7 @@ def in_process(seed: int, epochs: int) -> dict[str, float]:
 def test_run_through_sbatch_one_seed_requeued_mid_run_matches_in_process(slurm_cluster, tmp_path):
     """Two seeds through real sbatch (one array); seed 1 is requeued (`scontrol requeue`) after its first
     epoch, resumes from its checkpoint, and both end with the metrics of the same runs in this process."""
-    epochs, uri, log = 6, f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "driver.log"
+    epochs, uri, log = 8, f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "driver.log"
     driver = start_run(tmp_path, uri, "0,1", epochs)
     wait_for(lambda: checkpointed(tmp_path, 1, epochs), "seed 1's first checkpoint", 600, driver, log)
     # array task i trains point i (seeds 0, 1); asked at once, so that the run is still training
@@ -103,7 +103,9 @@ def test_run_through_sbatch_one_seed_requeued_mid_run_matches_in_process(slurm_c
         assert runs[seed].info.status == "FINISHED"
         assert {k: runs[seed].data.metrics[k] for k in METRICS} == {k: expected[seed][k] for k in METRICS}
     assert runs[1].data.tags["slurm_job"] == job  # the run says which Slurm job trained it
-    assert 1 <= int(runs[1].data.tags["resumed_at_epoch"]) < epochs
+    # resumed from a checkpoint (on a loaded machine the requeue may land after the last epoch's checkpoint,
+    # while the run evaluates: it then resumes at the end and evaluates again)
+    assert 1 <= int(runs[1].data.tags["resumed_at_epoch"]) <= epochs
     assert "resumed_at_epoch" not in runs[0].data.tags
     history = MlflowClient(uri).get_metric_history(runs[1].info.run_id, "train_loss")
     assert sorted({m.step for m in history}) == list(range(epochs))
@@ -129,9 +131,15 @@ def test_scancel_ends_the_run_killed_and_a_sigkilled_task_ends_it_failed(slurm_c
     assert runs[0].info.status == "KILLED"
     assert runs[0].data.tags["error"] == f"Slurm job {cancelled} CANCELLED by root"
     assert runs[1].info.status == "FAILED"
-    reason = f"Slurm job {killed} FAILED: a task was killed by signal 9 (SIGKILL)"
-    assert runs[1].data.tags["error"] == reason
-    assert reason in " ".join(output.split())  # the command's failure lines (rich may wrap them)
+    # sacct words the ending by the step's signal, or by srun's exit code when the step record is not in yet
+    reasons = [
+        f"Slurm job {killed} FAILED: {why}"
+        for why in ("a task was killed by signal 9 (SIGKILL)", "exit code 9")
+    ]
+    assert runs[1].data.tags["error"] in reasons
+    assert runs[1].data.tags["error"] in " ".join(
+        output.split()
+    )  # the command's failure lines (rich may wrap)
     assert slurm_cluster.state(cancelled) == "CANCELLED" and slurm_cluster.state(killed) == "FAILED"
 
 

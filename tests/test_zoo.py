@@ -290,8 +290,8 @@ def test_user_mistakes_are_one_line_errors(exported, trained, tmp_path, monkeypa
             "did you mean late_fusion@synthetic",
         ),
         (["eval", "--zoo", "graft@synthetic", "--zoo-file", zoo_file], "no model 'graft@synthetic'"),
-        (["eval", "--run", "x", "--weights", "y"], "exactly one of"),
-        (["eval", "--weights", str(tmp_path / "none.safetensors")], "no weights file"),
+        (["eval", "--run", "x", "--zoo", "y"], "exactly one of"),
+        (["eval", "--weights", str(tmp_path / "none.safetensors")], "none.safetensors' does not exist"),
         (
             [
                 "eval",
