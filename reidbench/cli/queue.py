@@ -52,17 +52,7 @@ def add(store: Store, kind: str, priority: int, args: tuple[str, ...]) -> None:
     from reidbench.cli.submit import check
 
     sub = check(kind, list(args))
-    job_id = store.add(
-        sub.kind,
-        sub.args,
-        sub.summary,
-        units=sub.units,
-        priority=priority,
-        env=sub.env,
-        points=sub.points,
-        tracking_uri=sub.tracking_uri,
-        experiment=sub.experiment,
-    )
+    job_id = store.add_checked(sub, priority)
     console.print(
         f"queued job {job_id}: {sub.summary} ({len(sub.points) or 'a study of'} run(s))", markup=False
     )

@@ -156,6 +156,21 @@ class Store:
         finally:
             db.close()
 
+    def add_checked(self, sub: Any, priority: int = 0) -> int:
+        """Store a checked submission (the command line's ``Submission``: kind, args, summary, units, env,
+        points, tracking_uri, experiment) as ``queued``; returns its id."""
+        return self.add(
+            sub.kind,
+            sub.args,
+            sub.summary,
+            units=sub.units,
+            priority=priority,
+            env=sub.env,
+            points=sub.points,
+            tracking_uri=sub.tracking_uri,
+            experiment=sub.experiment,
+        )
+
     def add(
         self,
         kind: str,

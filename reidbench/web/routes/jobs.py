@@ -35,17 +35,7 @@ async def submit(request: Request, state: State):
         return render_index(request, state, f"priority: {exc}", form, status=400)
     except click.ClickException as exc:  # the command's own usage errors
         return render_index(request, state, exc.format_message(), form, status=400)
-    state.store.add(
-        sub.kind,
-        sub.args,
-        sub.summary,
-        units=sub.units,
-        priority=priority,
-        env=sub.env,
-        points=sub.points,
-        tracking_uri=sub.tracking_uri,
-        experiment=sub.experiment,
-    )
+    state.store.add_checked(sub, priority)
     state.wake()
     return RedirectResponse("/", status_code=303)
 
