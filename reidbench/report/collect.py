@@ -17,6 +17,7 @@ from reidbench.errors import UserError
 from reidbench.protocol import Protocol, TrainCfg
 from reidbench.report.formatting import MODALITY_NAMES, PARTIAL_MARK, Cell, dataset_name
 from reidbench.report.grouping import FAMILY, GROUP_KEY, LINEAGE_PARAMS, series_label, variant_text
+from reidbench.report.prune_series import shared_base_variants, variant_families
 
 GROUP = GROUP_KEY
 TAGS = [
@@ -116,6 +117,7 @@ def tidy_runs(frame: pd.DataFrame, include_partial: bool = False) -> RunSet:
     out["backbone_setup"] = [_backbone_setup(row) for _, row in frame.iterrows()]
     out["epochs"] = [_epochs(row) for _, row in frame.iterrows()]
     out["variant"] = _variants(frame, out)
+    out["variant"] = shared_base_variants(out)
     out["label"] = [
         series_label(*key)
         for key in zip(out["method"], out["recipe"], out["variant"], out["partial"], strict=True)
@@ -218,7 +220,7 @@ def _variants(frame: pd.DataFrame, tidy: pd.DataFrame) -> list[str]:
     if not params:
         return labels
     values = frame[params].fillna("(unset)").astype(str)
-    for _, index in tidy.groupby(FAMILY, sort=False).groups.items():
+    for _, index in variant_families(tidy, FAMILY).groupby(FAMILY, sort=False).groups.items():
         family = values.loc[index]
         differing = [c for c in params if family[c].nunique() > 1]
         if not differing:

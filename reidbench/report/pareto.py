@@ -15,9 +15,9 @@ import pandas as pd
 
 from reidbench.report.formatting import dataset_name
 from reidbench.report.plots import STYLE, Plot, _grid, matplotlib, runs_sentence
+from reidbench.report.prune_series import PRUNE_PREFIX
 from reidbench.report.published import ReportedPoint
 
-PRUNE_PREFIX = "prune_"
 REPORTED_MARK = "†"
 # cost axis -> (column, label, scale to the shown unit)
 COSTS = {

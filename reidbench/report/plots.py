@@ -30,6 +30,7 @@ from reidbench.report.formatting import (  # noqa: E402
     modality_list,
 )
 from reidbench.report.tables import span, value_key  # noqa: E402
+from reidbench.report.ticks import fit_x_labels  # noqa: E402
 
 PANEL_W, PANEL_H = 3.5, 2.4  # inches: one panel fits a paper column
 PAGE_W = 7.0  # inches: both columns
@@ -178,10 +179,10 @@ def results_figures(runs: pd.DataFrame, metrics: list[str]) -> list[Plot]:
             )
             ax.set_xlabel("")
             ax.set_ylabel(f"{dataset_name(dataset)} (%)")
-            ax.tick_params(axis="x", labelrotation=30)
             handles, labels = ax.get_legend_handles_labels()
             ax.get_legend().remove()
             fig.legend(handles, labels, loc="outside upper center", ncols=len(metrics), frameon=False)
+            fit_x_labels(fig, [ax])
         names = ", ".join(metric_label(m).removesuffix(" (%)") for m in metrics)
         caption = (
             f"Results on {dataset_name(dataset)}: {names} (%) per method, bars: "
@@ -279,6 +280,7 @@ def _categorical_ablation(data: pd.DataFrame) -> Figure:
         ax.set_title(dataset_name(dataset))
         ax.set_xlabel(axis_label(part["axis"].iloc[0]))
     _one_legend(axes, None)
+    fit_x_labels(fig, axes)
     return fig
 
 

@@ -503,7 +503,7 @@ def ablation_table(name: str, groups: list[Group], metrics: list[str]) -> Table:
         label,
         lambda gs: {"Method": gs[0].series, "Seeds": seeds_text(gs)},
     )
-    rows.sort(key=lambda r: (r.text["Method"], value_key(next(iter(r.groups.values())).value)))
+    rows.sort(key=lambda r: _ablation_order(r, pruning))
     caption = (
         f"Ablation {name}: {axis} varied, everything else as the runs record it. Metrics in %. "
         f"{run_settings_sentence(groups)} {notes(groups, False)}"
@@ -526,6 +526,14 @@ def ablation_table(name: str, groups: list[Group], metrics: list[str]) -> Table:
         columns,
         rows,
     )
+
+
+def _ablation_order(row: Row, pruning: bool) -> tuple:
+    """Rows by series then knob value; in a pruning table each method's round 0 first (a base that studies
+    differing per round share)."""
+    group = next(iter(row.groups.values()))
+    order = (row.text["Method"], value_key(group.value))
+    return (group.method, group.value != group.axis_default, *order) if pruning else order
 
 
 def value_key(value: str) -> tuple:

@@ -55,6 +55,7 @@ def csv_records(table: Table) -> list[dict[str, Any]]:
                 "block": "reported" if row.reported else "ours",
                 "method": group.method,
                 "variant": group.variant,
+                "recipe": group.recipe,
                 "dataset": group.dataset,
             }
             if table.group_kind == "setting":
