@@ -241,3 +241,22 @@ def test_results_figure_tick_labels_never_overlap(count):
     assert all(axes_box.x0 - 1 <= b.x0 + b.width / 2 <= axes_box.x1 + 1 for b in boxes)  # under the bars
     shown = [t.get_text().replace("\n", " ") for t in ax.get_xticklabels()]
     assert sorted(shown) == sorted({r["label"] for r in rows})  # wrapped, never cut
+
+
+def test_categorical_ablation_tick_labels_never_overlap():
+    values = [f"ce+triplet+center variant {i} with a long name" for i in range(12)]
+    rows = [
+        {"method": "graft", "label": "graft", "dataset": d, "seed": s, "ablation": "loss",
+         "axis": "loss.variant", "value": v, "axis_default": values[0], "mAP": 0.5,
+         "run_id": f"{d}{v}{s}", "variant": ""}
+        for d in ("synthetic", "rgbnt100")
+        for v in values
+        for s in (0, 1)
+    ]  # fmt: skip
+    [plot] = plots.ablation_figures(pd.DataFrame(rows), ["mAP"])
+    for ax in plot.figure.axes:
+        boxes = label_boxes(plot.figure, ax)
+        assert len(boxes) == len(values)
+        assert not [(a, b) for a, b in itertools.combinations(boxes, 2) if a.overlaps(b)]
+    first = plot.figure.axes[0].get_xticklabels()[0].get_text()
+    assert first.endswith("\n(default)")  # the default's mark stays on its own line

@@ -21,9 +21,14 @@ MAX_TRIES = 6
 
 
 def wrap_label(text: str, width: int) -> str:
-    """``text`` broken on spaces into lines of at most ``width`` characters (a longer word stays whole)."""
-    lines = textwrap.wrap(text, width, break_long_words=False, break_on_hyphens=False)
-    return "\n".join(lines) or text
+    """``text`` broken on spaces into lines of at most ``width`` characters (a longer word stays whole; its
+    own line breaks kept)."""
+    lines = [
+        wrapped
+        for line in text.split("\n")
+        for wrapped in textwrap.wrap(line, width, break_long_words=False, break_on_hyphens=False) or [line]
+    ]
+    return "\n".join(lines)
 
 
 def label_boxes(fig: Figure, ax: Axes) -> list[Bbox]:
