@@ -12,7 +12,7 @@ from typing import Any
 import click
 from rich.console import Console
 
-from reidbench.cli.types import COUNT, FILE, FOLDER, NAME, POSITIVE, SEED_MAX
+from reidbench.cli.types import COUNT, DEVICE, FILE, FOLDER, NAME, POSITIVE, SEED_MAX
 from reidbench.errors import UserError
 
 __all__ = [
@@ -59,7 +59,9 @@ EXECUTION_OPTIONS = [
     click.option(
         "--experiment", type=NAME, default="reidbench", show_default=True, help="MLflow experiment name."
     ),
-    click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ..."),
+    click.option(
+        "--device", type=DEVICE, default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ..."
+    ),
     click.option(
         "--quiet/--progress",
         "-q",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -27,8 +28,15 @@ QUEUE_OPTION = click.option(
 
 
 def open_store(path: Path | None) -> Store:
-    """The queue at ``path`` (default: :func:`default_queue_path`)."""
-    return Store(path or default_queue_path())
+    """The queue at ``path`` (default: :func:`default_queue_path`); a folder, a file that is no SQLite
+    database or a place that cannot be written is a one-line error."""
+    path = path or default_queue_path()
+    try:
+        return Store(path)
+    except (sqlite3.DatabaseError, OSError) as exc:
+        raise UserError(
+            f"--queue {path}: cannot open it as a queue ({exc}); point it at a queue file or a new file name"
+        ) from None
 
 
 @click.group()

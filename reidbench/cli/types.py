@@ -7,6 +7,7 @@ open intervals, names are non-empty, folders and files are checked for what they
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -61,3 +62,20 @@ class Storage(click.ParamType):
 
 
 STORAGE = Storage()
+
+
+class Device(click.ParamType):
+    """A device name torch can parse (``auto``, ``cpu``, ``cuda``, ``cuda:1``, ``mps``, ...), checked by its
+    form only: whether the device exists is for the machine the run lands on (a GPU node, a Slurm job)."""
+
+    name = "device"
+    PATTERN = re.compile(r"auto|cpu|mps|(cuda|xpu|hip)(:\d{1,4})?")
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value).strip()
+        if not self.PATTERN.fullmatch(text):
+            self.fail(f"{text!r}: expected auto, cpu, mps, cuda or cuda:N (N the GPU index)", param, ctx)
+        return text
+
+
+DEVICE = Device()

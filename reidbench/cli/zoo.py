@@ -10,7 +10,7 @@ import click
 from rich.table import Table
 
 from reidbench.cli.common import console
-from reidbench.cli.types import FILE, FOLDER, FRACTION
+from reidbench.cli.types import DEVICE, FILE, FOLDER, FRACTION
 from reidbench.errors import UserError
 
 _zoo_file = click.option(
@@ -66,7 +66,7 @@ _uri = click.option(
     help="MLflow experiment of the evaluation run (default: the source run's, else reidbench).",
 )
 @click.option("--no-log", is_flag=True, help="Print the metrics without logging an evaluation run.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
+@click.option("--device", type=DEVICE, default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
 @click.option(
     "--allow-partial", is_flag=True, help="Use a dataset whose layout check found problems (warns)."
 )
