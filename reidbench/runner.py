@@ -11,7 +11,6 @@ import functools
 import os
 import random
 import traceback
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from reidbench.data.module import DataModule
 from reidbench.data.types import Dataset
 from reidbench.data.validation import validation_split
 from reidbench.evaluation import evaluate
-from reidbench.evaluation.cost import count_params, forward_gflops, inference_throughput
+from reidbench.evaluation.cost import count_nonzero, count_params, forward_gflops, inference_throughput
 from reidbench.evaluation.missing import declared_conventions, model_conventions, resolve_conventions
 from reidbench.evaluation.targets import evaluate_targets
 from reidbench.generalisation import source_names
@@ -34,16 +33,15 @@ from reidbench.nn.backbones import weights_tags
 from reidbench.nn.factory import BuildInfo, create_loss_terms, create_method, create_tokenizer
 from reidbench.parallel import distributed
 from reidbench.protocol import dump_yaml
-from reidbench.prune.rounds import prepare_round
-from reidbench.prune.unstructured import count_nonzero
 from reidbench.registry import DATASETS, load_plugins, plugins
 from reidbench.spec import RunSpec, method_config
-from reidbench.sweeps import liveness
 from reidbench.train import engine
 from reidbench.train.checkpoint import Checkpointer
 from reidbench.train.losses import Criterion
 from reidbench.train.state import TrainState
-from reidbench.zoo.weights import log_run_weights
+from reidbench.train.warm_start import start
+from reidbench.train.weights import log_run_weights
+from reidbench.util import liveness
 
 THROUGHPUT_BATCH = 32  # query samples per timed forward pass (the metric ``throughput``, samples/s)
 
@@ -207,12 +205,8 @@ def _fit_and_evaluate(
     conventions = missing_conventions(spec, model)  # checked before any training
     if run is not None and (tags := {**weights_tags(model), **_convention_tag(spec, conventions)}):
         run.set_tags(tags)
-    # a pruning round starts from the previous round's weights, pruned; unstructured zeros stay zero
-    pruning = (
-        nullcontext()
-        if spec.prune is None
-        else prepare_round(model, spec.prune, ctx.tracking_uri, ctx.experiment)
-    )
+    # a warm start (e.g. a pruning round) loads another run's weights and transforms them
+    started = start(model, spec.warm_start, ctx.tracking_uri, ctx.experiment)
     if distributed.world_size() > 1:
         model = distributed.sync_batchnorm(model, device)
     criterion = Criterion(
@@ -224,7 +218,7 @@ def _fit_and_evaluate(
     log = _EpochLog(run, ckpt)
     # every rank takes part in a snapshot (it gathers the RNG states); only the lead rank saves it
     snapshot = ctx.checkpoint_dir is not None
-    with pruning:
+    with started.during:
         state = engine.fit(model, criterion, data, spec.protocol, device, state, log, show, snapshot)
     metrics = evaluate(
         model, data.eval_set("query"), data.eval_set("gallery"), spec.protocol.eval, conventions
@@ -242,5 +236,5 @@ def _fit_and_evaluate(
         train_images_per_s=state.samples_per_s * len(data.modalities),
     )
     if run is not None and ctx.save_weights:  # the lead rank's run only
-        log_run_weights(run, model, spec.config())
+        log_run_weights(run, model, spec.config(), started.meta(model))
     return metrics

@@ -131,10 +131,10 @@ def eval_(
 
 def zoo_source(name: str, zoo_file: Path | None) -> Any:
     """The evaluation source of zoo model ``name``, fetched and verified."""
+    from reidbench.train.weights import WEIGHTS_FILE
     from reidbench.zoo.catalog import default_zoo_file, find_entry, read_zoo
     from reidbench.zoo.evaluate import from_weights
     from reidbench.zoo.fetch import fetch
-    from reidbench.zoo.weights import WEIGHTS_FILE
 
     path = zoo_file or default_zoo_file()
     entry = find_entry(read_zoo(path), name, path)

@@ -22,8 +22,8 @@ from reidbench.context import RunContext, RunResult
 from reidbench.errors import UserError
 from reidbench.protocol import config_hash
 from reidbench.spec import RunSpec
-from reidbench.sweeps import liveness
 from reidbench.sweeps.executors import Executor, InProcess, Job
+from reidbench.util import liveness
 from reidbench.util.progress import NullProgress, make_progress
 
 IDENTITY_TAGS = ("ablation", "axis", "value", "axis_default")
