@@ -7,8 +7,6 @@ group already set up; rank 0 logs and checkpoints.
 
 from __future__ import annotations
 
-import functools
-import os
 import random
 import traceback
 from dataclasses import dataclass
@@ -20,20 +18,18 @@ import torch
 from reidbench import tracking
 from reidbench.config import to_dict
 from reidbench.context import RunContext, RunResult
-from reidbench.data.merge import merge_datasets
+from reidbench.data.loading import load_dataset
 from reidbench.data.module import DataModule
-from reidbench.data.types import Dataset
 from reidbench.data.validation import validation_split
 from reidbench.evaluation import evaluate
 from reidbench.evaluation.cost import count_nonzero, count_params, forward_gflops, inference_throughput
 from reidbench.evaluation.missing import declared_conventions, model_conventions, resolve_conventions
 from reidbench.evaluation.targets import evaluate_targets
-from reidbench.generalisation import source_names
 from reidbench.nn.backbones import weights_tags
 from reidbench.nn.factory import BuildInfo, create_loss_terms, create_method, create_tokenizer
 from reidbench.parallel import distributed
 from reidbench.protocol import dump_yaml
-from reidbench.registry import DATASETS, load_plugins, plugins
+from reidbench.registry import load_plugins, plugins
 from reidbench.spec import RunSpec, method_config
 from reidbench.train import engine
 from reidbench.train.checkpoint import Checkpointer
@@ -58,21 +54,6 @@ def pick_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def load_dataset(name: str, data_root: Path, allow_partial: bool = False) -> Dataset:
-    """The dataset's file lists and layout checks (no decoding), scanned once per process; a merged name
-    (``rgbnt100+msvr310``) gives the union of its sources (:func:`reidbench.data.merge.merge_datasets`)."""
-    sources = source_names(name)
-    if len(sources) > 1:
-        return merge_datasets([load_dataset(source, data_root, allow_partial) for source in sources])
-    return _scan(name, Path(data_root).resolve(), allow_partial, os.environ.get("REIDBENCH_CACHE", ""))
-
-
-@functools.lru_cache(maxsize=16)
-def _scan(name: str, data_root: Path, allow_partial: bool, _cache_dir: str) -> Dataset:
-    load_plugins()
-    return DATASETS.get(name).builder(data_root, allow_partial=allow_partial)
 
 
 def run_one(spec: RunSpec, ctx: RunContext, device: torch.device | None = None) -> RunResult:

@@ -154,8 +154,9 @@ def run_evaluation(
     uri: str | None,
     experiment: str,
 ) -> Any:
+    from reidbench.data.loading import load_dataset
     from reidbench.data.validation import validation_split
-    from reidbench.runner import load_dataset, pick_device
+    from reidbench.runner import pick_device
     from reidbench.spec import default_data_root
     from reidbench.zoo.evaluate import evaluate_source
 

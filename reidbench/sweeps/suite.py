@@ -178,7 +178,7 @@ def present(
 ) -> tuple[list[RunSpec], list[str]]:
     """The specs whose every dataset (sources and targets) can be read under ``data_root``, and one line per
     dataset that cannot (why)."""
-    from reidbench.runner import load_dataset
+    from reidbench.data.loading import load_dataset
 
     missing: dict[str, str] = {}
     for name in dict.fromkeys(n for spec in specs for n in spec.datasets):

@@ -158,7 +158,7 @@ def check_datasets(names: set[str], ctx: RunContext) -> None:
     mismatching download stops the sweep before it starts instead of failing each of its points. The
     scan is kept for the runs in this process (runner.load_dataset). Every missing dataset is named in
     the one error."""
-    from reidbench.runner import load_dataset
+    from reidbench.data.loading import load_dataset
 
     problems = []
     for name in sorted(names):
