@@ -69,18 +69,22 @@ prune-demo: $(VENV)/.synced
 	$(REIDBENCH) report --tracking-uri $(PRUNE_URI) --experiment prune --format latex --format markdown --format csv --out $(PRUNE_OUT)
 	cp $(PRUNE_OUT)/figures/pareto_synthetic.png $(DEMO_OUT)/pareto_synthetic.png
 
+# lint-imports: the layer rule ([tool.importlinter] in pyproject.toml, README "Layout").
 test: $(VENV)/.synced
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest
 
 # The tier for the edit-test loop: everything but the tests marked slow (those that train or start processes).
 test-fast: $(VENV)/.synced
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -m "not slow"
 
 lint: $(VENV)/.synced
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 
 # Re-pin after changing dependencies in pyproject.toml (names, versions and hashes only; no uv.lock).
 lock:

@@ -154,8 +154,6 @@ def make_spec(
     """
     load_plugins()
     if validation is not None:  # 0 must never mean "no split" (the run would score the test split)
-        from reidbench.data.validation import check_fraction
-
         validation = check_fraction(validation)
     recipe = active_recipe(recipe)
     sources = source_names(dataset)
@@ -182,6 +180,21 @@ def make_spec(
     return RunSpec(
         method, dataset, seed, protocol, tuple(overrides), tags, validation, targets, recipe=recipe
     )
+
+
+def check_fraction(fraction: float | None, option: str = "--val-fraction") -> float | None:
+    """``fraction`` itself when it is None or in the open interval (0, 1), else UserError naming ``option``.
+
+    Every path that carves a validation split checks its fraction here (0 must never mean "no split": a
+    run would then score the test split under a validation name)."""
+    if fraction is None:
+        return None
+    if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < fraction < 1:
+        raise UserError(
+            f"{option}: a validation fraction must be a number strictly between 0 and 1 (a share of the "
+            f"training identities), got {fraction!r}"
+        )
+    return float(fraction)
 
 
 def check_trainable(protocol: Protocol) -> None:
