@@ -156,7 +156,7 @@ def _running_elsewhere(
 def check_datasets(names: set[str], ctx: RunContext) -> None:
     """Load every dataset once (file lists and layout checks, no decoding): a UserError for a missing or
     mismatching download stops the sweep before it starts instead of failing each of its points. The
-    scan is kept for the runs in this process (runner.load_dataset). Every missing dataset is named in
+    scan is kept for the runs in this process (data.loading.load_dataset). Every missing dataset is named in
     the one error."""
     from reidbench.data.loading import load_dataset
 
