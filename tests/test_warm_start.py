@@ -113,3 +113,25 @@ def test_log_run_weights_writes_the_extra_header_pairs(tmp_path):
     path = tracking.download_artifact(uri, run.run_id, "model/model.safetensors", tmp_path / "dl")
     weights = read_weights(path)
     assert weights.shapes == {"heads": [1]} and weights.run_id == run.run_id
+
+
+@pytest.mark.slow
+def test_a_process_that_unpickles_a_pruning_spec_has_the_transform(tmp_path):
+    """A worker or Slurm task gets its spec pickled: unpickling the step imports the module that defines it,
+    which registers its transform (nothing else imported first)."""
+    import pickle
+    import subprocess
+    import sys
+
+    spec = round_specs(make_spec("late_fusion", "synthetic", 0), "structured", 0.2, 1, 1)[1]
+    (tmp_path / "spec.pkl").write_bytes(pickle.dumps(spec))
+    code = (
+        "import pickle, sys; spec = pickle.loads(open(sys.argv[1], 'rb').read()); "
+        "from reidbench.train import warm_start; "
+        "transform = warm_start.TRANSFORMS.get('prune').load(); "
+        "print(spec.warm_start.kind in warm_start.TRANSFORMS, transform.__module__)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "spec.pkl")], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == ["True", "reidbench.prune.rounds"]
