@@ -325,24 +325,22 @@ def k_reciprocal_rerank(
     out = torch.empty((num_q, num_g), dtype=torch.float32, device=device)
     if num_q == 0 or num_g == 0:
         return out
-    lhs, rhs = _distance_operands(q, g)
-    feats, sq = lhs[:, : q.shape[1]], lhs[:, q.shape[1]]
-    if not bool(torch.isfinite(feats).all()):
-        raise ValueError("features contain NaN or inf")
     k_all = min(max(k1 + 1, k2), n)
-    k_fwd = min(k1 + 1, n)
-    k_half = min(round(k1 / 2) + 1, n)
-    k_qe = min(k2, n)
-
+    sizes = (min(k1 + 1, n), min(round(k1 / 2) + 1, n), min(k2, n))  # k_fwd, k_half, k_qe
     block = chunk_size or _BLOCK
     cpu = _compiled_path() if device.type == "cpu" else None
     if cpu is not None:
         threads = torch.get_num_threads()
         with cpu.one_torch_thread():
-            best = cpu.knn_heaps(lhs, rhs, min(k_all + 1, n), block, num_q, out, threads)
-            nn, nn_o, row_max = _finish_knn(*best, lhs, rhs, k_all, block)
-            cpu.sparse_rerank(nn, nn_o, feats, row_max, (k_fwd, k_half, k_qe), lambda_value, out, threads)
+            feats = torch.cat([q, g])
+            nn, nn_o, row_max = cpu.knn(feats, num_q, k_all, block, out, threads)
+            cpu.sparse_rerank(nn, nn_o, feats, row_max, sizes, lambda_value, out, threads)
         return out
+    k_fwd, k_half, k_qe = sizes
+    lhs, rhs = _distance_operands(q, g)
+    feats, sq = lhs[:, : q.shape[1]], lhs[:, q.shape[1]]
+    if not bool(torch.isfinite(feats).all()):
+        raise ValueError("features contain NaN or inf")
 
     # 1. Nearest neighbours by the row-max-normalised distance; row maxima; query rows of o.
     nn, nn_o, row_max = _knn(lhs, rhs, k_all, block, num_q, out)

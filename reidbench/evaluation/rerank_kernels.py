@@ -35,27 +35,87 @@ def _sift_down(hv, hi, v, j):  # pragma: no cover - compiled
 
 
 @njit(**_OPTS)
-def scan_tile(d, a, b, diagonal, hv, hi, row_max):  # pragma: no cover - compiled
-    """Merge a tile ``d`` of squared distances (rows ``a..``, columns ``b..``) into the per-row heaps of
-    the smallest ``(max(d, 0), index)`` and into the row maxima of the raw ``d``; an off-diagonal tile
-    also serves its columns (the matrix is symmetric)."""
+def scan_tile(d, a, b, diagonal, hv, hi, row_max, row_arg):  # pragma: no cover - compiled
+    """Merge a tile ``d`` of approximate squared distances (rows ``a..``, columns ``b..``) into the
+    per-row max-heaps of the smallest values (an entry enters when below the root: every entry left
+    out is >= the final root) and into the row maxima ``row_max`` and their columns ``row_arg``; an
+    off-diagonal tile also serves its columns (the matrix is symmetric)."""
     h, w = d.shape
     for r in range(h):
         i = a + r
         m = row_max[i]
+        am = row_arg[i]
         for c in range(w):
             x = d[r, c]
+            j = b + c
             if x > m:
                 m = x
-            v = x if x > 0 else x * 0
-            j = b + c
-            if v < hv[i, 0] or (v == hv[i, 0] and j < hi[i, 0]):
-                _sift_down(hv[i], hi[i], v, j)
+                am = j
+            if x < hv[i, 0]:
+                _sift_down(hv[i], hi[i], x, j)
             if not diagonal:
                 if x > row_max[j]:
                     row_max[j] = x
-                if v < hv[j, 0] or (v == hv[j, 0] and i < hi[j, 0]):
-                    _sift_down(hv[j], hi[j], v, i)
+                    row_arg[j] = i
+                if x < hv[j, 0]:
+                    _sift_down(hv[j], hi[j], x, i)
+        row_max[i] = m
+        row_arg[i] = am
+
+
+@njit(fastmath=True, **_OPTS)
+def _dot(feats, i, j):  # pragma: no cover - compiled
+    """``x_i . x_j`` accumulated in float64 (reassociated: SIMD)."""
+    s = 0.0
+    for t in range(feats.shape[1]):
+        s += np.float64(feats[i, t]) * np.float64(feats[j, t])
+    return s
+
+
+@njit(**_OPTS)
+def _exact_sq(feats, sq, i, j):  # pragma: no cover - compiled
+    """``max(|x_i|^2 + |x_j|^2 - 2 x_i . x_j, 0)`` in float64, the dense code's formula."""
+    d = sq[i] + sq[j] - 2.0 * _dot(feats, i, j)
+    return d if d > 0 else 0.0
+
+
+@njit(**_OPTS)
+def refine(lo, hi, feats, sq, err, hv, hi_idx, row_arg, k, nn, nn_o, row_max, bad):  # pragma: no cover
+    """Exact neighbours of rows ``lo..hi`` from their heaps of approximate distances.
+
+    A row's heap holds the ``kk`` smallest approximate values ``~d`` (every other entry is >= its
+    largest, ``top``); with ``|~d - d| <= err[i]`` the ``k`` nearest by the exact ``d`` are among its
+    entries with ``~d <= tau + 2 err`` (``tau`` the ``k``-th smallest ``~d``) when ``top - err > max(tau +
+    err, 0)``: their exact distances are then ranked by (o, index), ``o = d / max_j d`` with the row
+    maximum taken at the column ``row_arg[i]`` (the approximate argmax; see ``rerank``'s docstring).
+    Otherwise ``bad[i] = 1``: the caller recomputes the row.
+    """
+    n, kk = hv.shape[0], hv.shape[1]
+    d = np.empty(kk, np.float64)
+    idx = np.empty(kk, np.int64)
+    for i in range(lo, hi):
+        cut = np.inf
+        if kk < n:
+            vals = np.sort(hv[i])
+            cut = np.float64(vals[k - 1]) + 2 * err[i]  # beyond it: provably after the k-th
+            if not np.float64(vals[kk - 1]) - err[i] > max(cut - err[i], 0.0):
+                bad[i] = 1
+                continue
+        m = _exact_sq(feats, sq, i, row_arg[i])
+        c = 0
+        for t in range(kk):
+            if hv[i, t] <= cut:
+                idx[c] = hi_idx[i, t]
+                d[c] = _exact_sq(feats, sq, i, idx[c])
+                m = max(m, d[c])
+                c += 1
+        m = max(m, np.finfo(np.float64).tiny)
+        o = d[:c] / m
+        by_index = np.argsort(idx[:c])
+        order = by_index[np.argsort(o[by_index], kind="mergesort")]  # stable: ties by index
+        for t in range(k):
+            nn[i, t] = idx[order[t]]
+            nn_o[i, t] = o[order[t]]
         row_max[i] = m
 
 
