@@ -27,6 +27,7 @@ __all__ = ["error_bounds", "knn", "one_torch_thread", "sparse_rerank"]
 
 _ROWS = 512  # rows per piece of the row kernels
 _QUERY_ROWS = 32  # query rows per piece of the Jaccard kernel
+_TOP = 4  # largest values kept per row (candidates for the row maximum)
 
 
 @contextlib.contextmanager
@@ -95,10 +96,11 @@ def knn(
     of the float64 squared distance (clamped above 0), as the dense float64 code ranks them.
 
     The upper-triangle tiles of the distance matrix are computed in float32 (float64 for features too
-    large for it) and scanned into per-row heaps of the ``k + extra`` smallest values and the row
-    argmax; ``rerank_kernels.refine`` then ranks the heap members by exact float64 distances when the
-    heap provably holds the ``k`` nearest (margin: :func:`error_bounds`), and the other rows are
-    recomputed in float64. Writes the query x gallery part of the approximate ``d`` into ``out``.
+    large for it) and scanned into per-row heaps of the ``k + extra`` smallest values and lists of the
+    ``_TOP`` largest; ``rerank_kernels.refine`` then ranks the heap members by exact float64 distances
+    and takes the row maximum among the largest values' columns when the margins
+    (:func:`error_bounds`) prove both exact; the other rows are recomputed in float64. Writes the
+    query x gallery part of the approximate ``d`` into ``out``.
     """
     n, dim = feats.shape
     f = np.ascontiguousarray(feats.numpy())
@@ -109,13 +111,17 @@ def knn(
     dtype = torch.float32 if norms.max() < 1e15 else torch.float64
     lhs, rhs = _operands(feats, torch.from_numpy(sq), dtype)
     kk = min(n, k + max(8, k // 2))
-    hv, hi, row_max, row_arg = _scan(lhs, rhs, kk, block, num_q, out, threads)
+    hv, hi, tv, tc = _scan(lhs, rhs, kk, block, num_q, out, threads)
     err = error_bounds(norms, dim, lhs.numpy().dtype)
     nn, nn_o = np.empty((n, k), np.int64), np.empty((n, k), np.float64)
     rmax, bad = np.empty(n, np.float64), np.zeros(n, np.uint8)
-    step = lambda lo, e: kern.refine(lo, e, f, sq, err, hv, hi, row_arg, k, nn, nn_o, rmax, bad)  # noqa: E731
+    step = lambda lo, e: kern.refine(lo, e, f, sq, err, hv, hi, tv, tc, k, nn, nn_o, rmax, bad)  # noqa: E731
     _each(step, _row_ranges(n, _ROWS), threads)
     _recompute(np.flatnonzero(bad), f, sq, k, block, nn, nn_o, rmax)
+    import os
+
+    if os.environ.get("J28DBG"):
+        print("bad rows", int(bad.sum()))
     return torch.from_numpy(nn), torch.from_numpy(nn_o), torch.from_numpy(rmax)
 
 
@@ -155,14 +161,14 @@ def _scan(
     lhs: torch.Tensor, rhs: torch.Tensor, kk: int, block: int, num_q: int, out: torch.Tensor, threads: int
 ) -> tuple[np.ndarray, ...]:
     """Heaps ``(values, indices)`` of the ``kk`` smallest entries of every row of ``lhs @ rhs.T`` (upper
-    triangle tiles, used for rows and columns), row maxima and their columns; writes the query x
-    gallery part into ``out``."""
+    triangle tiles, used for rows and columns) and the ``_TOP`` largest with their columns; writes the
+    query x gallery part into ``out``."""
     n = lhs.shape[0]
     dtype = lhs.numpy().dtype
     hv = np.full((n, kk), np.inf, dtype)
     hi = np.full((n, kk), n, np.int64)
-    row_max = np.full(n, -np.inf, dtype)
-    row_arg = np.zeros(n, np.int64)
+    tv = np.full((n, _TOP), -np.inf, dtype)  # the largest values of each row, descending
+    tc = np.zeros((n, _TOP), np.int64)
     lock = threading.Lock()
 
     def tile(a: int, ae: int, b: int, be: int) -> None:
@@ -171,10 +177,10 @@ def _scan(
             qe, g0 = min(ae, num_q), max(b, num_q)
             out[a:qe, g0 - num_q : be - num_q] = d[: qe - a, g0 - b :]
         with lock:
-            kern.scan_tile(d.numpy(), a, b, a == b, hv, hi, row_max, row_arg)
+            kern.scan_tile(d.numpy(), a, b, a == b, hv, hi, tv, tc)
 
     _each(tile, upper_tiles(n, block), threads)
-    return hv, hi, row_max, row_arg
+    return hv, hi, tv, tc
 
 
 def _csr_rows(n: int, rows: Callable[..., None], dtypes: tuple, threads: int) -> tuple[np.ndarray, ...]:
