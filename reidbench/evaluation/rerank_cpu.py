@@ -239,16 +239,19 @@ def sparse_rerank(
     nn_np = np.ascontiguousarray(nn.numpy())
     indptr, cols = _expanded_sets(nn_np, k_fwd, k_half, threads)
     vals = np.empty(cols.shape[0], np.float32)
+    order = np.arange(num_q)
     f, nn_o_np, rmax = np.ascontiguousarray(feats.numpy()), nn_o.numpy(), row_max.numpy()
     weigh = lambda lo, hi: kern.weights(lo, hi, indptr, cols, nn_np, nn_o_np, f, rmax, vals)  # noqa: E731
     _each(weigh, _row_ranges(n, _ROWS), threads)
     if k_qe > 1:
         indptr, cols, vals = _query_expand(indptr, cols, vals, np.ascontiguousarray(nn_np[:, :k_qe]), threads)
     g_ptr, g_rows, g_vals = kern.transpose(num_q, n, indptr, cols, vals, n)
-    q_max = rmax[:num_q]  # clamped above 0 by rerank._finish_knn
+    q_max = rmax[:num_q]  # exact row maxima, clamped above 0
     res = out.numpy()
     _each(
-        lambda lo, hi: kern.jaccard_mix(lo, hi, indptr, cols, vals, g_ptr, g_rows, g_vals, q_max, lam, res),
+        lambda lo, hi: kern.jaccard_mix(
+            lo, hi, order, indptr, cols, vals, g_ptr, g_rows, g_vals, q_max, lam, res
+        ),
         _row_ranges(num_q, _QUERY_ROWS),
         threads,
     )
