@@ -263,6 +263,17 @@ def test_compiled_float32_features_equal_the_float64_reference():
         np.testing.assert_allclose(got.numpy(), want, atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_features_are_ranked_as_their_float32_values(dtype):
+    """The compiled path takes half-precision features as their (exact) float32 values."""
+    pytest.importorskip("reidbench.evaluation.rerank_cpu")
+    rng = np.random.default_rng(13)
+    f = torch.from_numpy(features(rng, 60, 8, quantised=True)).to(dtype)
+    got = k_reciprocal_rerank(f[:15], f[15:], k1=10, k2=3)
+    want = dense_rerank(f[:15].float().numpy(), f[15:].float().numpy(), 10, 3, 0.3)
+    np.testing.assert_allclose(got.numpy(), want, atol=1e-6)
+
+
 def test_upper_tiles_cover_each_pair_once():
     cpu = pytest.importorskip("reidbench.evaluation.rerank_cpu")
     for n, block in [(1, 4), (37, 8), (100, 64), (5, 100)]:

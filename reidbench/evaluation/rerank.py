@@ -346,6 +346,8 @@ def k_reciprocal_rerank(
         threads = torch.get_num_threads()
         with cpu.one_torch_thread():
             feats = torch.cat([q, g])
+            if feats.dtype not in (torch.float32, torch.float64):  # half precision: exact in float32
+                feats = feats.float()
             nn, nn_o, row_max = cpu.knn(feats, num_q, k_all, block, out, threads)
             cpu.sparse_rerank(nn, nn_o, feats, row_max, sizes, lambda_value, out, threads)
         return out

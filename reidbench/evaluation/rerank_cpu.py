@@ -239,7 +239,6 @@ def sparse_rerank(
     nn_np = np.ascontiguousarray(nn.numpy())
     indptr, cols = _expanded_sets(nn_np, k_fwd, k_half, threads)
     vals = np.empty(cols.shape[0], np.float32)
-    order = np.arange(num_q)
     f, nn_o_np, rmax = np.ascontiguousarray(feats.numpy()), nn_o.numpy(), row_max.numpy()
     weigh = lambda lo, hi: kern.weights(lo, hi, indptr, cols, nn_np, nn_o_np, f, rmax, vals)  # noqa: E731
     _each(weigh, _row_ranges(n, _ROWS), threads)
@@ -249,9 +248,7 @@ def sparse_rerank(
     q_max = rmax[:num_q]  # exact row maxima, clamped above 0
     res = out.numpy()
     _each(
-        lambda lo, hi: kern.jaccard_mix(
-            lo, hi, order, indptr, cols, vals, g_ptr, g_rows, g_vals, q_max, lam, res
-        ),
+        lambda lo, hi: kern.jaccard_mix(lo, hi, indptr, cols, vals, g_ptr, g_rows, g_vals, q_max, lam, res),
         _row_ranges(num_q, _QUERY_ROWS),
         threads,
     )

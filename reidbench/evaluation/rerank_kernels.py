@@ -274,15 +274,12 @@ def transpose(lo, hi, indptr, cols, vals, n):  # pragma: no cover - compiled
 
 
 @njit(**_OPTS)
-def jaccard_mix(
-    lo, hi, order, indptr, cols, vals, g_ptr, g_rows, g_vals, q_max, lam, out
-):  # pragma: no cover
-    """Query rows ``order[lo..hi]`` of ``out`` (squared distances to the gallery) become
+def jaccard_mix(lo, hi, indptr, cols, vals, g_ptr, g_rows, g_vals, q_max, lam, out):  # pragma: no cover
+    """Query rows ``lo..hi`` of ``out`` (squared distances to the gallery) become
     ``(1 - lam) * (1 - m / (2 - m)) + lam * max(out, 0) / q_max`` with ``m[i, j] = sum_l min(V[i, l],
     V[j, l])``, joined over the gallery rows (CSC ``g_*``) that are non-zero in each column of row i."""
     m = np.zeros(out.shape[1], np.float64)
-    for s in range(lo, hi):
-        i = order[s]
+    for i in range(lo, hi):
         for p in range(indptr[i], indptr[i + 1]):
             a = vals[p]
             c = cols[p]
