@@ -92,6 +92,9 @@ def test_cpu_workers_share_the_cores_out_between_them(tmp_path, monkeypatch):
     from reidbench.sweeps import executors
 
     monkeypatch.setattr(executors.os, "sched_getaffinity", lambda _: set(range(8)), raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # a cap (make demo: one thread per run on any machine)
+    assert executors.build("cpu", tmp_path, workers=2).threads == 1
+    monkeypatch.delenv("OMP_NUM_THREADS")
     pool = executors.build("cpu", tmp_path, workers=4)
     assert isinstance(pool, LocalPool) and pool.slots == [None] * 4 and pool.threads == 2
     assert executors.build("cpu", tmp_path, workers=16).threads == 1  # never 0

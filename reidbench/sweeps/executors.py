@@ -337,11 +337,15 @@ def build(
 
 def cpu_pool(workers: int, nprocs: int, jobs_dir: Path) -> LocalPool:
     """``workers`` runs at once as worker processes, the CPU cores shared out between their processes
-    (OMP_NUM_THREADS = cores // (workers x nprocs), at least 1). For the small models a CPU trains, a few
-    one-thread processes beat one process on every core, and on a shared machine they do not stall in
-    OpenMP barriers waiting for a descheduled thread."""
+    (OMP_NUM_THREADS = cores // (workers x nprocs), at least 1, at most this process's OMP_NUM_THREADS when
+    set). For the small models a CPU trains, a few one-thread processes beat one process on every core, and
+    on a shared machine they do not stall in OpenMP barriers waiting for a descheduled thread."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return LocalPool([None] * workers, jobs_dir, nprocs, threads=max(1, cores // (workers * nprocs)))
+    threads = max(1, cores // (workers * nprocs))
+    limit = os.environ.get("OMP_NUM_THREADS", "")
+    if limit.isdigit() and int(limit) > 0:
+        threads = min(threads, int(limit))
+    return LocalPool([None] * workers, jobs_dir, nprocs, threads=threads)
 
 
 def _jobs_dir(work_dir: Path) -> Path:
