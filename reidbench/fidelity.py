@@ -88,6 +88,14 @@ def deviations(method: str, recipe: str = "official") -> list[str]:
     return out
 
 
+def method_deviations(method: str) -> list[str]:
+    """What ``method``'s official track still does differently from the official code (its fidelity rows
+    that differ, :func:`deviations`, then any plain ``deviations`` lines it registered)."""
+    from reidbench.registry import METHODS
+
+    return deviations(method) + list(METHODS.get(method).meta.get("deviations") or [])
+
+
 def uncovered(method: str, dataset: str) -> list[str]:
     """Dotted keys that no row of ``method`` covers: keys its official recipe sets, and keys whose resolved
     value on ``dataset`` differs between the two tracks ("nothing differs without a row")."""

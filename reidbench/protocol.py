@@ -19,9 +19,9 @@ import yaml
 
 from reidbench.config import apply_override, from_dict, parse_override, to_dict, yaml_problem
 from reidbench.errors import UserError
-from reidbench.train.selectors import FORMS, selector_problem
 from reidbench.util.files import read_yaml
 from reidbench.util.resources import shipped_dir
+from reidbench.util.selectors import FORMS, selector_problem
 
 MODALITIES = ("rgb", "nir", "tir")
 # what an absent modality becomes at test time (reidbench.evaluation.missing), in a caption's words

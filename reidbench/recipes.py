@@ -81,11 +81,3 @@ def recipe_settings(method: str, recipe: str, dataset: str | None = None) -> dic
         settings.update(official)
         settings.update((entry.meta.get("official_datasets") or {}).get(dataset, {}))
     return settings
-
-
-def deviations(method: str) -> list[str]:
-    """What ``method``'s official track still does differently from the official code (its fidelity rows
-    that differ, :mod:`reidbench.fidelity`, then any plain ``deviations`` lines it registered)."""
-    from reidbench.fidelity import deviations as differing
-
-    return differing(method) + list(METHODS.get(method).meta.get("deviations") or [])

@@ -7,11 +7,8 @@ group already set up; rank 0 logs and checkpoints.
 
 from __future__ import annotations
 
-import functools
-import os
 import random
 import traceback
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,29 +18,26 @@ import torch
 from reidbench import tracking
 from reidbench.config import to_dict
 from reidbench.context import RunContext, RunResult
-from reidbench.data.merge import merge_datasets
+from reidbench.data.loading import load_dataset
 from reidbench.data.module import DataModule
-from reidbench.data.types import Dataset
 from reidbench.data.validation import validation_split
 from reidbench.evaluation import evaluate
-from reidbench.evaluation.cost import count_params, forward_gflops, inference_throughput
+from reidbench.evaluation.cost import count_nonzero, count_params, forward_gflops, inference_throughput
 from reidbench.evaluation.missing import declared_conventions, model_conventions, resolve_conventions
 from reidbench.evaluation.targets import evaluate_targets
-from reidbench.generalisation import source_names
 from reidbench.nn.backbones import weights_tags
 from reidbench.nn.factory import BuildInfo, create_loss_terms, create_method, create_tokenizer
 from reidbench.parallel import distributed
 from reidbench.protocol import dump_yaml
-from reidbench.prune.rounds import prepare_round
-from reidbench.prune.unstructured import count_nonzero
-from reidbench.registry import DATASETS, load_plugins, plugins
+from reidbench.registry import load_plugins, plugins
 from reidbench.spec import RunSpec, method_config
-from reidbench.sweeps import liveness
 from reidbench.train import engine
 from reidbench.train.checkpoint import Checkpointer
 from reidbench.train.losses import Criterion
 from reidbench.train.state import TrainState
-from reidbench.zoo.weights import log_run_weights
+from reidbench.train.warm_start import start
+from reidbench.train.weights import log_run_weights
+from reidbench.util import liveness
 
 THROUGHPUT_BATCH = 32  # query samples per timed forward pass (the metric ``throughput``, samples/s)
 
@@ -60,21 +54,6 @@ def pick_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def load_dataset(name: str, data_root: Path, allow_partial: bool = False) -> Dataset:
-    """The dataset's file lists and layout checks (no decoding), scanned once per process; a merged name
-    (``rgbnt100+msvr310``) gives the union of its sources (:func:`reidbench.data.merge.merge_datasets`)."""
-    sources = source_names(name)
-    if len(sources) > 1:
-        return merge_datasets([load_dataset(source, data_root, allow_partial) for source in sources])
-    return _scan(name, Path(data_root).resolve(), allow_partial, os.environ.get("REIDBENCH_CACHE", ""))
-
-
-@functools.lru_cache(maxsize=16)
-def _scan(name: str, data_root: Path, allow_partial: bool, _cache_dir: str) -> Dataset:
-    load_plugins()
-    return DATASETS.get(name).builder(data_root, allow_partial=allow_partial)
 
 
 def run_one(spec: RunSpec, ctx: RunContext, device: torch.device | None = None) -> RunResult:
@@ -207,12 +186,8 @@ def _fit_and_evaluate(
     conventions = missing_conventions(spec, model)  # checked before any training
     if run is not None and (tags := {**weights_tags(model), **_convention_tag(spec, conventions)}):
         run.set_tags(tags)
-    # a pruning round starts from the previous round's weights, pruned; unstructured zeros stay zero
-    pruning = (
-        nullcontext()
-        if spec.prune is None
-        else prepare_round(model, spec.prune, ctx.tracking_uri, ctx.experiment)
-    )
+    # a warm start (e.g. a pruning round) loads another run's weights and transforms them
+    started = start(model, spec.warm_start, ctx.tracking_uri, ctx.experiment)
     if distributed.world_size() > 1:
         model = distributed.sync_batchnorm(model, device)
     criterion = Criterion(
@@ -224,7 +199,7 @@ def _fit_and_evaluate(
     log = _EpochLog(run, ckpt)
     # every rank takes part in a snapshot (it gathers the RNG states); only the lead rank saves it
     snapshot = ctx.checkpoint_dir is not None
-    with pruning:
+    with started.during:
         state = engine.fit(model, criterion, data, spec.protocol, device, state, log, show, snapshot)
     metrics = evaluate(
         model, data.eval_set("query"), data.eval_set("gallery"), spec.protocol.eval, conventions
@@ -242,5 +217,5 @@ def _fit_and_evaluate(
         train_images_per_s=state.samples_per_s * len(data.modalities),
     )
     if run is not None and ctx.save_weights:  # the lead rank's run only
-        log_run_weights(run, model, spec.config())
+        log_run_weights(run, model, spec.config(), started.meta(model))
     return metrics

@@ -64,7 +64,9 @@ class RunSpec:
     # target dataset -> the modalities it is scored on (those it shares with data.modalities); see
     # reidbench.generalisation. Empty: in-domain only (and absent from the config, so hashes stay put).
     test_on: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    prune: Any = None  # a pruning round (prune.schedule.PruneStep): starts from another run's weights
+    # starts from another run's weights (a reidbench.train.warm_start.WarmStep, e.g. a pruning round); its
+    # fields are the config's section named by its kind (``prune``: pruning configs keep their hashes)
+    warm_start: Any = None
     recipe: str = DEFAULT_RECIPE  # shared | official (reidbench.recipes); official joins the config
 
     @property
@@ -75,7 +77,7 @@ class RunSpec:
     @property
     def name(self) -> str:
         targets = f">{','.join(self.test_on)}" if self.test_on else ""
-        step = f":{self.prune.schedule}-r{self.prune.round}" if self.prune is not None else ""
+        step = self.warm_start.label if self.warm_start is not None else ""
         val = ":val" if self.validation is not None else ""
         return f"{self.method}@{self.dataset}{val}{targets}{step}#s{self.seed}"
 
@@ -91,8 +93,8 @@ class RunSpec:
             config["validation"] = self.validation
         if self.test_on:
             config["test_on"] = {target: list(mods) for target, mods in self.test_on.items()}
-        if self.prune is not None:
-            config["prune"] = asdict(self.prune)
+        if self.warm_start is not None:
+            config[self.warm_start.kind] = asdict(self.warm_start)
         if self.recipe != DEFAULT_RECIPE:  # the shared track stays out: its configs keep their old hashes
             config["recipe"] = self.recipe
         return config
@@ -152,8 +154,6 @@ def make_spec(
     """
     load_plugins()
     if validation is not None:  # 0 must never mean "no split" (the run would score the test split)
-        from reidbench.data.validation import check_fraction
-
         validation = check_fraction(validation)
     recipe = active_recipe(recipe)
     sources = source_names(dataset)
@@ -180,6 +180,21 @@ def make_spec(
     return RunSpec(
         method, dataset, seed, protocol, tuple(overrides), tags, validation, targets, recipe=recipe
     )
+
+
+def check_fraction(fraction: float | None, option: str = "--val-fraction") -> float | None:
+    """``fraction`` itself when it is None or in the open interval (0, 1), else UserError naming ``option``.
+
+    Every path that carves a validation split checks its fraction here (0 must never mean "no split": a
+    run would then score the test split under a validation name)."""
+    if fraction is None:
+        return None
+    if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < fraction < 1:
+        raise UserError(
+            f"{option}: a validation fraction must be a number strictly between 0 and 1 (a share of the "
+            f"training identities), got {fraction!r}"
+        )
+    return float(fraction)
 
 
 def check_trainable(protocol: Protocol) -> None:

@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from reidbench.data.text import build_tokenizer
 from reidbench.errors import UserError
 from reidbench.nn import build_image_backbone
-from reidbench.nn import hub as hub_module
 from reidbench.nn.text import build_text_encoder
 from reidbench.protocol import BackboneCfg
+from reidbench.util import hub as hub_module
 from tests.presets import write_vocab
 
 TINY = dict(patch_size=8, embed_dim=64, depth=2, num_heads=2, drop_path=0.0)

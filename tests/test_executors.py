@@ -74,3 +74,39 @@ def test_pool_runs_each_job_on_its_own_devices_and_reports_failures(tmp_path):
         running = [b for b in records if b["start"] <= a["start"] < b["end"]]
         assert len(running) <= 2  # never more runs than slots
         assert len({b["devices"] for b in running}) == len(running)  # and never two on the same devices
+
+
+ENV_WORKER = r"""
+import json, os, sys
+from pathlib import Path
+from reidbench.sweeps.jobs import write_result
+
+job_dir = Path(sys.argv[1])
+(job_dir / "env.json").write_text(json.dumps({"threads": os.environ.get("OMP_NUM_THREADS")}))
+write_result(job_dir, {"mAP": 0.5}, "run")
+"""
+
+
+def test_cpu_workers_share_the_cores_out_between_them(tmp_path, monkeypatch):
+    from reidbench.errors import UserError
+    from reidbench.sweeps import executors
+
+    monkeypatch.setattr(executors.os, "sched_getaffinity", lambda _: set(range(8)), raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # a cap (make demo: one thread per run on any machine)
+    assert executors.build("cpu", tmp_path, workers=2).threads == 1
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    pool = executors.build("cpu", tmp_path, workers=4)
+    assert isinstance(pool, LocalPool) and pool.slots == [None] * 4 and pool.threads == 2
+    assert executors.build("cpu", tmp_path, workers=16).threads == 1  # never 0
+    assert executors.build("cpu", tmp_path, workers=2, gpus_per_run=2).threads == 2  # 2 runs x 2 ranks
+    assert isinstance(executors.build("cpu", tmp_path), executors.InProcess)
+    with pytest.raises(UserError, match="--workers runs points side by side"):
+        executors.build("cuda", tmp_path, gpus="0,1", workers=2)
+
+    spec = make_spec("late_fusion", "synthetic", 0, TINY)
+    jobs = [Job(spec, RunContext(tmp_path, device="cpu")) for _ in range(3)]
+    pool.command = lambda job_dir: [sys.executable, "-c", ENV_WORKER, str(job_dir)]
+    pool.poll_s = 0.05
+    assert [o.ok for o in pool.run(jobs)] == [True] * 3
+    records = [json.loads(p.read_text()) for p in sorted(pool.work_dir.glob("*/env.json"))]
+    assert [r["threads"] for r in records] == ["2"] * 3  # each worker's torch sees its share

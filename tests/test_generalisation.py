@@ -315,6 +315,21 @@ def test_a_suite_file_mistake_names_the_entry_and_key(tmp_path):
     assert spec.dataset == "rgbnt100+msvr310" and spec.test_on == {"rgbn300": ("rgb", "nir")}
 
 
+def test_a_suite_entry_may_name_its_recipe(tmp_path):
+    from reidbench.sweeps.suite import find_suite, load_suite
+
+    demo = find_suite("demo").specs()
+    assert len(demo) == 9 and {s.recipe for s in demo} == {"shared", "official"}
+    official = sorted(s.method for s in demo if s.recipe == "official")
+    assert official == ["graft", "top_reid"]
+    graft = next(s for s in demo if s.method == "graft" and s.recipe == "official")
+    assert graft.config()["recipe"] == "official" and graft.protocol.train.allow_random_frozen
+    path = tmp_path / "bad.yaml"
+    path.write_text("entries:\n  - {methods: [graft], datasets: [synthetic], recipe: offical}\n")
+    with pytest.raises(UserError, match=r"entries\[0\].recipe: expected shared or official, got 'offical'"):
+        load_suite(path)
+
+
 def test_a_suite_with_missing_data_names_every_missing_dataset(monkeypatch, capsys, tmp_path):
     code, out = run_cli(
         monkeypatch,

@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from reidbench import runner, tracking
 from reidbench.spec import make_spec
-from reidbench.sweeps import liveness
+from reidbench.util import liveness
 from tests.conftest import TINY
 from tests.test_cli import run_cli
 

@@ -9,12 +9,12 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from reidbench.errors import UserError
-from reidbench.evaluation.cost import count_params
+from reidbench.evaluation.cost import count_nonzero, count_params
 from reidbench.nn.backbones import build_image_backbone
 from reidbench.protocol import BackboneCfg
 from reidbench.prune.blocks import backbone_blocks
 from reidbench.prune.structured import apply_structure, prune_structured, structure
-from reidbench.prune.unstructured import count_nonzero, prunable_weights, prune_l1_unstructured, zeros_kept
+from reidbench.prune.unstructured import prunable_weights, prune_l1_unstructured, zeros_kept
 
 SIZE, PATCH, DIM, HEADS, DEPTH = 32, 8, 32, 4, 3
 PATCHES = (SIZE // PATCH) ** 2

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from reidbench.errors import UserError
-from reidbench.recipes import deviations, recipe_choice
+from reidbench.fidelity import method_deviations as deviations
+from reidbench.recipes import recipe_choice
 from reidbench.spec import make_spec
 from tests.conftest import TINY
 

@@ -10,7 +10,6 @@ from reidbench.evaluation import k_reciprocal_rerank, rerank
 from reidbench.evaluation.gemm import matmul_nt
 from reidbench.evaluation.rerank import (
     _distance_operands,
-    _finish_knn,
     _knn,
     _order_by_value_then_index,
     _stable_order,
@@ -181,23 +180,109 @@ def test_compiled_path_equals_torch_path_and_keeps_thread_count(monkeypatch):
     np.testing.assert_allclose(one.numpy(), slow.numpy(), atol=1e-6)
 
 
+def _exact_order(f: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Float64 reference: first ``k`` neighbours by (o, index), their o and the row maxima."""
+    f = f.astype(np.float64)
+    sq = (f * f).sum(1)
+    d = np.maximum(sq[:, None] + sq[None, :] - 2 * f @ f.T, 0)
+    m = d.max(1)
+    o = d / m[:, None]
+    want = np.argsort(o, axis=1, kind="stable")[:, :k]
+    return want, np.take_along_axis(o, want, 1), m
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_compiled_knn_heaps_and_boundary_ties_are_exact(dtype):
+def test_compiled_knn_and_boundary_ties_are_exact(dtype):
     cpu = pytest.importorskip("reidbench.evaluation.rerank_cpu")
     rng = np.random.default_rng(9)
-    f = torch.from_numpy(rng.integers(-1, 2, (120, 3)).astype(dtype))  # very many ties
+    f = rng.integers(-1, 2, (120, 3)).astype(dtype)  # very many ties
+    want, want_o, want_m = _exact_order(f, 9)
     sq = (f * f).sum(1)
-    d = torch.clamp(sq[:, None] + sq[None, :] - 2 * f @ f.T, min=0)
-    o = d / d.max(1, keepdim=True).values
-    want = np.argsort(o.numpy(), axis=1, kind="stable")[:, :9]
-    operands = _distance_operands(f[:20], f[20:])
+    d = np.maximum(sq[:20, None] + sq[None, 20:] - 2 * f[:20] @ f[20:].T, 0)
     for block, threads in [(7, 1), (16, 2), (64, 2), (500, 1)]:
         out = torch.empty(20, 100, dtype=torch.float32)
-        best = cpu.knn_heaps(*operands, 10, block, 20, out, threads)
-        nn, nn_o, _ = _finish_knn(*best, *operands, 9, block)
+        nn, nn_o, row_max = cpu.knn(torch.from_numpy(f), 20, 9, block, out, threads)
         np.testing.assert_array_equal(nn.numpy(), want)
-        np.testing.assert_allclose(nn_o.numpy(), np.take_along_axis(o.numpy(), want, 1), rtol=1e-6)
-        np.testing.assert_allclose(out.clamp(min=0).numpy(), d[:20, 20:].numpy())
+        np.testing.assert_allclose(nn_o.numpy(), want_o, rtol=1e-12)
+        np.testing.assert_allclose(row_max.numpy(), want_m, rtol=1e-12)
+        np.testing.assert_allclose(out.clamp(min=0).numpy(), d, atol=1e-6)
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e-3, 1e4])
+def test_compiled_knn_float32_preselection_is_exact_on_near_ties(scale, monkeypatch):
+    """Near-duplicates closer than float32 distances tell apart (1e-6 apart) and a tight cluster larger
+    than the heap: the float32 pre-selection must keep every candidate (margin) or recompute the row in
+    float64, and the ranking equals the float64 one, at any feature scale."""
+    cpu = pytest.importorskip("reidbench.evaluation.rerank_cpu")
+    rng = np.random.default_rng(10)
+    f = rng.standard_normal((150, 24))
+    f /= np.linalg.norm(f, axis=1, keepdims=True)
+    f[:60] = f[0] + 1e-6 * rng.standard_normal((60, 24))  # one cluster of 60 near-duplicates
+    f[60:90:3] = f[61:91:3] + 1e-6 * rng.standard_normal((10, 24))  # near-tied pairs
+    f *= scale
+    recomputed = []
+    real = cpu._recompute
+    monkeypatch.setattr(cpu, "_recompute", lambda rows, *a: recomputed.append(len(rows)) or real(rows, *a))
+    for dtype in (np.float64, np.float32):
+        g = f.astype(dtype)
+        want, want_o, want_m = _exact_order(g, 9)
+        nn, nn_o, row_max = cpu.knn(torch.from_numpy(g), 30, 9, 32, torch.empty(30, 120), 2)
+        np.testing.assert_array_equal(nn.numpy(), want)
+        np.testing.assert_allclose(nn_o.numpy(), want_o, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(row_max.numpy(), want_m, rtol=1e-9)
+    assert 0 < recomputed[0] < 150  # the cluster's rows took the float64 fallback, the others did not
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_error_bounds_hold(dtype):
+    """The margin bounds the float32 (or float64) tile distances' error against float64 distances."""
+    cpu = pytest.importorskip("reidbench.evaluation.rerank_cpu")
+    rng = np.random.default_rng(11)
+    for scale, dim in [(1.0, 768), (1e-3, 64), (1e3, 300)]:
+        f = rng.standard_normal((200, dim)) * scale * rng.uniform(0.1, 3, (200, 1))
+        sq = (f * f).sum(1)
+        exact = sq[:, None] + sq[None, :] - 2 * f @ f.T
+        lhs, rhs = cpu._operands(
+            torch.from_numpy(f), torch.from_numpy(sq), torch.from_numpy(f.astype(dtype)).dtype
+        )
+        approx = matmul_nt(lhs, rhs).double().numpy()
+        bound = cpu.error_bounds(np.sqrt(sq), dim, np.dtype(dtype))
+        assert (np.abs(approx - exact) <= bound[:, None]).all()
+        assert bound.max() < 1e-3 * (2 * np.sqrt(sq).max()) ** 2  # and it is not vacuous
+
+
+def test_compiled_float32_features_equal_the_float64_reference():
+    """Float32 features (real models): the compiled path ranks by float64 distances, as the dense
+    reference on the upcast features does (a float32 ranking would order near-ties differently)."""
+    pytest.importorskip("reidbench.evaluation.rerank_cpu")
+    rng = np.random.default_rng(12)
+    f = features(rng, 300, 16, quantised=False).astype(np.float32)
+    for k1, k2 in [(20, 6), (50, 15)]:
+        want = dense_rerank(f[:60], f[60:], k1, k2, 0.3)
+        got = k_reciprocal_rerank(f[:60], f[60:], k1=k1, k2=k2, chunk_size=64)
+        np.testing.assert_allclose(got.numpy(), want, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_features_are_ranked_as_their_float32_values(dtype):
+    """The compiled path takes half-precision features as their (exact) float32 values."""
+    pytest.importorskip("reidbench.evaluation.rerank_cpu")
+    rng = np.random.default_rng(13)
+    f = torch.from_numpy(features(rng, 60, 8, quantised=True)).to(dtype)
+    got = k_reciprocal_rerank(f[:15], f[15:], k1=10, k2=3)
+    want = dense_rerank(f[:15].float().numpy(), f[15:].float().numpy(), 10, 3, 0.3)
+    np.testing.assert_allclose(got.numpy(), want, atol=1e-6)
+
+
+def test_upper_tiles_cover_each_pair_once():
+    cpu = pytest.importorskip("reidbench.evaluation.rerank_cpu")
+    for n, block in [(1, 4), (37, 8), (100, 64), (5, 100)]:
+        cover = np.zeros((n, n), int)
+        for a, ae, b, be in cpu.upper_tiles(n, block):
+            cover[a:ae, b:be] += 1
+            if a != b:
+                cover[b:be, a:ae] += 1
+        assert (cover == 1).all()
 
 
 def test_validation():

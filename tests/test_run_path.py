@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
-from reidbench import runner
 from reidbench.context import RunContext, RunResult
+from reidbench.data import loading
 from reidbench.registry import DATASETS, load_plugins
 from reidbench.spec import make_spec
 from reidbench.sweeps import executors
@@ -114,10 +114,10 @@ def test_a_dataset_is_scanned_once_per_process(monkeypatch, tmp_path):
         return entry.builder(data_root, **kwargs)
 
     monkeypatch.setitem(DATASETS._entries, "synthetic", type(entry)("synthetic", counting, entry.description))
-    runner._scan.cache_clear()
-    first = runner.load_dataset("synthetic", Path("unused"))
-    assert runner.load_dataset("synthetic", Path("unused")) is first
+    loading._scan.cache_clear()
+    first = loading.load_dataset("synthetic", Path("unused"))
+    assert loading.load_dataset("synthetic", Path("unused")) is first
     assert len(calls) == 1
-    runner.load_dataset("synthetic", Path("unused"), allow_partial=True)  # another request: scanned again
+    loading.load_dataset("synthetic", Path("unused"), allow_partial=True)  # another request: scanned again
     assert len(calls) == 2
-    runner._scan.cache_clear()
+    loading._scan.cache_clear()

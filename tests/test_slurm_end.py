@@ -9,7 +9,8 @@ from mlflow.tracking import MlflowClient
 
 from reidbench import tracking
 from reidbench.context import RunContext
-from reidbench.sweeps import liveness, slurm_end
+from reidbench.sweeps import slurm_end
+from reidbench.util import liveness
 
 
 @pytest.fixture

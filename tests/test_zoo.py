@@ -17,7 +17,8 @@ from reidbench.context import RunContext
 from reidbench.errors import UserError
 from reidbench.runner import load_dataset, run_one
 from reidbench.spec import make_spec
-from reidbench.zoo import catalog, evaluate, fetch, weights
+from reidbench.train import weights
+from reidbench.zoo import catalog, evaluate, fetch
 from tests.conftest import TINY
 from tests.layouts import data_root, small, use_counts_of
 
@@ -274,7 +275,7 @@ def test_weights_of_another_config_are_refused(trained, exported, tmp_path):
     with pytest.raises(UserError, match="different method or config"):
         fetch.verify(stale, exported["folder"], "x")
     # a model of another method does not take these weights either
-    from reidbench.zoo.weights import load_weights_into
+    from reidbench.train.weights import load_weights_into
 
     spec = make_spec("early_fusion", "synthetic", 0, TINY)
     model = _build(spec)

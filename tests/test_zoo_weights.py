@@ -9,7 +9,8 @@ from torch import nn
 
 from reidbench.errors import UserError
 from reidbench.spec import hash_config, make_spec
-from reidbench.zoo import catalog, evaluate, weights
+from reidbench.train import weights
+from reidbench.zoo import catalog, evaluate
 
 CONFIG = make_spec("late_fusion", "synthetic", 0).config()
 

@@ -26,11 +26,15 @@ sys.path.insert(0, str(HERE))
 
 from _synthetic import cpu_name  # noqa: E402
 
-from reidbench.evaluation.cost import count_params, inference_throughput  # noqa: E402
+from reidbench.evaluation.cost import (  # noqa: E402
+    count_nonzero,  # noqa: E402
+    count_params,
+    inference_throughput,
+)
 from reidbench.nn.backbones import build_image_backbone  # noqa: E402
 from reidbench.protocol import BackboneCfg  # noqa: E402
 from reidbench.prune.structured import prune_structured  # noqa: E402
-from reidbench.prune.unstructured import count_nonzero, prunable_weights, prune_l1_unstructured  # noqa: E402
+from reidbench.prune.unstructured import prunable_weights, prune_l1_unstructured  # noqa: E402
 
 
 def gflops(model: torch.nn.Module, x: torch.Tensor) -> float:

@@ -22,7 +22,7 @@ from reidbench.evaluation import evaluate
 from reidbench.nn.factory import BuildInfo, create_method, create_tokenizer
 from reidbench.registry import DATASETS, load_plugins
 from reidbench.spec import make_spec, method_config
-from reidbench.zoo.weights import log_run_weights
+from reidbench.train.weights import log_run_weights
 
 METHODS = ["late_fusion", "graft", "early_fusion", "single_modality", "mmet"]
 

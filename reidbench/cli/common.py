@@ -83,6 +83,14 @@ EXECUTION_OPTIONS = [
         help="Processes (GPUs) per run; more than 1 trains each run with DDP (gloo on CPU).",
     ),
     click.option(
+        "--workers",
+        type=COUNT,
+        default=1,
+        show_default=True,
+        help="Train this many points at once as local worker processes sharing the CPU cores "
+        "(OMP_NUM_THREADS = cores / N each); for GPUs use --gpus.",
+    ),
+    click.option(
         "--launcher",
         type=click.Choice(["local", "slurm"]),
         default="local",
@@ -199,6 +207,7 @@ def build_executor(opts: dict[str, Any]) -> Any:
         timeout_min=opts["timeout_min"],
         cpus_per_task=opts["cpus_per_task"],
         slurm_set=list(opts["slurm_set"]),
+        workers=opts["workers"],
     )
 
 

@@ -246,11 +246,11 @@ def tune(
 
     make_spec(method, dataset, seed, list(overrides))  # a bad --set ends here, before torch loads
 
-    if opts["gpus"] or opts["gpus_per_run"] != 1 or opts["launcher"] != "local":
+    if opts["gpus"] or opts["gpus_per_run"] != 1 or opts["launcher"] != "local" or opts["workers"] != 1:
         raise UserError(
             "tune runs its trials in this process: start one `reidbench tune` per GPU "
             "(CUDA_VISIBLE_DEVICES=i) or machine with the same --storage and --study instead of "
-            "--gpus / --gpus-per-run / --launcher"
+            "--gpus / --gpus-per-run / --launcher / --workers"
         )
     try:
         study = run_study(

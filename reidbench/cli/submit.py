@@ -14,11 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import click
+
+from reidbench.cli.common import build_executor
+from reidbench.cli.runs import ablate, ablate_specs, run, run_specs, tune
 from reidbench.errors import UserError
 
 __all__ = ["KINDS", "Submission", "check"]
 
-KINDS = ("run", "ablate", "tune")
+COMMANDS: dict[str, click.Command] = {"run": run, "ablate": ablate, "tune": tune}
+KINDS = tuple(COMMANDS)
 # what a job's process inherits from the submitter besides the server's environment; secrets are never
 # written to the queue file (the server's own environment still reaches the job)
 ENV_PREFIXES = ("REIDBENCH_", "MLFLOW_")
@@ -51,12 +56,9 @@ class Submission:
 
 def check(kind: str, args: list[str]) -> Submission:
     """Parse and check ``reidbench KIND ARGS...``; a UserError (or click's usage error) when it would fail."""
-    from reidbench import cli
-    from reidbench.cli.common import build_executor
-
     if kind not in KINDS:
         raise UserError(f"queue add: unknown command {kind!r}; expected one of {', '.join(KINDS)}")
-    command = cli.cli.commands[kind]
+    command = COMMANDS[kind]
     # parses and checks the options; --help prints the command's help and ends here (click's Exit)
     ctx = command.make_context(f"reidbench queue add {kind}", list(args))
     params = dict(ctx.params)
@@ -108,8 +110,6 @@ def _specs(kind: str, params: dict[str, Any]) -> list[Any]:
 
 
 def _command_specs(kind: str, params: dict[str, Any]) -> list[Any]:
-    from reidbench.cli.runs import ablate_specs, run_specs
-
     if kind == "run":
         return run_specs(**params)
     if kind == "ablate":

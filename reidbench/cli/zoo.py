@@ -131,10 +131,10 @@ def eval_(
 
 def zoo_source(name: str, zoo_file: Path | None) -> Any:
     """The evaluation source of zoo model ``name``, fetched and verified."""
+    from reidbench.train.weights import WEIGHTS_FILE
     from reidbench.zoo.catalog import default_zoo_file, find_entry, read_zoo
     from reidbench.zoo.evaluate import from_weights
     from reidbench.zoo.fetch import fetch
-    from reidbench.zoo.weights import WEIGHTS_FILE
 
     path = zoo_file or default_zoo_file()
     entry = find_entry(read_zoo(path), name, path)
@@ -154,8 +154,9 @@ def run_evaluation(
     uri: str | None,
     experiment: str,
 ) -> Any:
+    from reidbench.data.loading import load_dataset
     from reidbench.data.validation import validation_split
-    from reidbench.runner import load_dataset, pick_device
+    from reidbench.runner import pick_device
     from reidbench.spec import default_data_root
     from reidbench.zoo.evaluate import evaluate_source
 

@@ -29,7 +29,7 @@ from reidbench.data.strips import SPLIT_FOLDERS, find_folder, read_strip_split
 from reidbench.data.synthetic import SyntheticConfig, expected_counts, generate
 from reidbench.data.types import Dataset, DatasetInfo, DatasetSplits, Sample, count_cameras, relabel
 from reidbench.errors import UserError
-from reidbench.registry import DATASETS
+from reidbench.registry.entries import DATASETS
 
 ALL = ["rgb", "nir", "tir"]
 SEPARATE_FOLDERS = {"rgb": "RGB", "nir": "NI", "tir": "TI"}  # RGBNT201, Market1501-MM

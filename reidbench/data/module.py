@@ -19,12 +19,12 @@ import torch
 
 from reidbench.data.augment import AugmentParams, augment_numpy, augment_torch, draw_params, torch_maps
 from reidbench.data.cache import load_split
+from reidbench.data.evalset import EvalSet
 from reidbench.data.host import normalise_numpy, parallel
 from reidbench.data.sampler import PKSampler
 from reidbench.data.text import CaptionTokenizer, TokenizedText
 from reidbench.data.types import Dataset, Sample, relabel
 from reidbench.errors import UserError
-from reidbench.evaluation.features import EvalSet
 from reidbench.protocol import Protocol
 
 Batch = dict[str, object]

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from reidbench.errors import UserError
-from reidbench.nn.hub import hub_download
+from reidbench.util.hub import hub_download
 
 
 def build_tokenizer(source: str, key: str = "method.tokenizer") -> Any:

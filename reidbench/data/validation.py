@@ -15,24 +15,10 @@ import numpy as np
 
 from reidbench.data.types import Dataset, DatasetSplits, Sample
 from reidbench.errors import UserError
+from reidbench.spec import check_fraction
 
 MIN_VALIDATION_IDS = 2  # a query needs a positive of its own identity and a negative of another one
 MIN_TRAINING_IDS = 1
-
-
-def check_fraction(fraction: float | None, option: str = "--val-fraction") -> float | None:
-    """``fraction`` itself when it is None or in the open interval (0, 1), else UserError naming ``option``.
-
-    Every path that carves a validation split checks its fraction here (0 must never mean "no split": a
-    run would then score the test split under a validation name)."""
-    if fraction is None:
-        return None
-    if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < fraction < 1:
-        raise UserError(
-            f"{option}: a validation fraction must be a number strictly between 0 and 1 (a share of the "
-            f"training identities), got {fraction!r}"
-        )
-    return float(fraction)
 
 
 def validation_ids(num_ids: int, fraction: float, name: str, option: str = "--val-fraction") -> int:

@@ -17,6 +17,12 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def count_nonzero(params: list[torch.Tensor] | Iterator[torch.Tensor]) -> int:
+    """Number of non-zero entries over ``params`` (e.g. ``model.parameters()``; a pruned weight is an
+    exact zero)."""
+    return int(sum(int(torch.count_nonzero(p)) for p in params))
+
+
 @contextmanager
 def _counting() -> Iterator[FlopCounterMode]:
     previous = torch.backends.mha.get_fastpath_enabled()

@@ -7,38 +7,17 @@ split), so the same code scores a model in-domain, cross-domain or from saved we
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reidbench.data.evalset import EvalSet
 from reidbench.evaluation.metrics import RankMetrics, rank_metrics, rank_metrics_from_features
 from reidbench.evaluation.missing import OMITTED
 from reidbench.evaluation.rerank import k_reciprocal_rerank
 from reidbench.evaluation.settings import Setting, cross_modal_settings, missing_modality_settings
 from reidbench.parallel import distributed
 from reidbench.protocol import EvalCfg
-
-Batch = dict[str, object]
-# (batch size, modalities to zero-fill) -> batches in set order, each with an ``index`` tensor
-BatchSource = Callable[[int, tuple[str, ...]], Iterator[Batch]]
-
-
-@dataclass(frozen=True)
-class EvalSet:
-    """A query or gallery set: its modalities, labels (on ``device``) and un-augmented batches."""
-
-    modalities: tuple[str, ...]
-    pids: torch.Tensor
-    camids: torch.Tensor
-    sceneids: torch.Tensor
-    batches: BatchSource
-    device: torch.device
-
-    def __len__(self) -> int:
-        return len(self.pids)
 
 
 @torch.no_grad()

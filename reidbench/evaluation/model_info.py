@@ -90,7 +90,7 @@ def model_info(
     num_classes = num_classes or known_classes
     num_cameras = num_cameras if num_cameras is not None else known_cameras
     if num_classes is None or num_cameras is None:  # the synthetic set or a merged one: read it
-        from reidbench.runner import load_dataset
+        from reidbench.data.loading import load_dataset
         from reidbench.spec import default_data_root
 
         info = load_dataset(dataset, data_root or default_data_root()).info

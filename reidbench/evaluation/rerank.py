@@ -21,21 +21,34 @@ Two implementations of the same steps, tested equal to each other and to a dense
 written from the paper:
 
 * CPU tensors (numba installed): ``rerank_cpu`` with the compiled kernels of ``rerank_kernels``. The
-  upper triangle of the distance matrix is computed in float32 tiles (one ``matmul_nt`` product each)
-  and scanned once into per-row heaps of the k1 + 1 smallest (distance, index) and the row maxima; the
-  k-reciprocal sets, weights, query expansion and the Jaccard join over shared non-zero columns are
-  plain compiled loops over CSR rows. Thread policy: PyTorch at one thread for the duration; the tiles
-  and row ranges are taken one after the other by a few Python threads (the kernels release the GIL),
-  so that a descheduled thread on a shared machine delays one piece instead of stalling an OpenMP
-  barrier (on this project's shared 2-core machine the torch path's k-NN step took 56 s at 2 threads
-  against 24 s at 1 thread, N = 19,281).
+  upper triangle of the distance matrix is computed in float32 tiles (one ``matmul_nt`` product each,
+  float32 or float64 features alike) and scanned once into per-row heaps of the k1 + 1 + extra smallest
+  values and the row argmax. Those values are only a pre-selection: their error against the float64
+  distance is bounded (``rerank_cpu.error_bounds``: ``gamma_(D+2) (|x_i| + |x_j|)^2`` plus the float32
+  rounding of the operands, times two), so the heap provably holds every neighbour that can rank within
+  the first k1 + 1 when its largest value exceeds the (k1 + 1)-th by twice the bound; those candidates
+  get exact float64 distances (``|x_i|^2 + |x_j|^2 - 2 x_i . x_j``, the dense code's formula) and are
+  ranked by (o, index); a row without that margin (near-duplicate clusters larger than the heap) is
+  recomputed whole in float64. Neighbours, their ``o`` and the row maxima are therefore those of the
+  float64 dense code for float32 features too. Two float32 quantities remain, each moving the output
+  by well under 1e-6: the row maximum is the exact float64 distance at the float32 argmax (it differs
+  from the true maximum only when two columns are within float32 error of the maximum, and then by at
+  most twice that error, about 2e-6 / 2 relative for unit features), and the query x gallery ``o``
+  in the final ``lambda * o`` term comes from the float32 tile (absolute error ~2e-6 on the distance,
+  times ``lambda / max``). The k-reciprocal sets, weights, query expansion and the Jaccard join over
+  shared non-zero columns are plain compiled loops over CSR rows. Thread policy: PyTorch at one thread
+  for the duration; the tiles and row ranges are taken one after the other by a few Python threads
+  (the kernels release the GIL), so that a descheduled thread on a shared machine delays one piece
+  instead of stalling an OpenMP barrier (on this project's shared 2-core machine the torch path's
+  k-NN step took 56 s at 2 threads against 24 s at 1 thread, N = 19,281).
 * Otherwise (GPUs, no numba): torch code. The tiles' running top-(k1+1) are kept with ``topk`` on the
   diagonal tiles and one comparison pass per tile; ``V`` is kept as padded sparse rows, query expansion
   merges sparse rows, and the Jaccard join is accumulated a few query rows at a time in a reused buffer.
 
-Both order neighbours by (o, index) and recompute the rows whose neighbour boundary is tied. Memory:
-the features, one tile per thread, O(N * k1) neighbour data, the sparse ``V`` (about N x |support|),
-and the Q x G output. Speed (``benchmarks/perf/rerank_speed.py``): see the README's performance section.
+Both order neighbours by (o, index) and recompute the rows whose neighbour boundary is tied (the torch
+path ranks in the features' dtype). Memory: the features and their float32 operands, one tile per
+thread, O(N * k1) neighbour data, the sparse ``V`` (about N x |support|), and the Q x G output.
+Speed (``benchmarks/perf/rerank_speed.py``): see the README's performance section.
 """
 
 from __future__ import annotations
@@ -325,24 +338,24 @@ def k_reciprocal_rerank(
     out = torch.empty((num_q, num_g), dtype=torch.float32, device=device)
     if num_q == 0 or num_g == 0:
         return out
-    lhs, rhs = _distance_operands(q, g)
-    feats, sq = lhs[:, : q.shape[1]], lhs[:, q.shape[1]]
-    if not bool(torch.isfinite(feats).all()):
-        raise ValueError("features contain NaN or inf")
     k_all = min(max(k1 + 1, k2), n)
-    k_fwd = min(k1 + 1, n)
-    k_half = min(round(k1 / 2) + 1, n)
-    k_qe = min(k2, n)
-
+    sizes = (min(k1 + 1, n), min(round(k1 / 2) + 1, n), min(k2, n))  # k_fwd, k_half, k_qe
     block = chunk_size or _BLOCK
     cpu = _compiled_path() if device.type == "cpu" else None
     if cpu is not None:
         threads = torch.get_num_threads()
         with cpu.one_torch_thread():
-            best = cpu.knn_heaps(lhs, rhs, min(k_all + 1, n), block, num_q, out, threads)
-            nn, nn_o, row_max = _finish_knn(*best, lhs, rhs, k_all, block)
-            cpu.sparse_rerank(nn, nn_o, feats, row_max, (k_fwd, k_half, k_qe), lambda_value, out, threads)
+            feats = torch.cat([q, g])
+            if feats.dtype not in (torch.float32, torch.float64):  # half precision: exact in float32
+                feats = feats.float()
+            nn, nn_o, row_max = cpu.knn(feats, num_q, k_all, block, out, threads)
+            cpu.sparse_rerank(nn, nn_o, feats, row_max, sizes, lambda_value, out, threads)
         return out
+    k_fwd, k_half, k_qe = sizes
+    lhs, rhs = _distance_operands(q, g)
+    feats, sq = lhs[:, : q.shape[1]], lhs[:, q.shape[1]]
+    if not bool(torch.isfinite(feats).all()):
+        raise ValueError("features contain NaN or inf")
 
     # 1. Nearest neighbours by the row-max-normalised distance; row maxima; query rows of o.
     nn, nn_o, row_max = _knn(lhs, rhs, k_all, block, num_q, out)

@@ -23,10 +23,11 @@ import torch
 from reidbench.evaluation import rerank_kernels as kern
 from reidbench.evaluation.gemm import matmul_nt
 
-__all__ = ["knn_heaps", "one_torch_thread", "sparse_rerank"]
+__all__ = ["error_bounds", "knn", "one_torch_thread", "sparse_rerank"]
 
 _ROWS = 512  # rows per piece of the row kernels
 _QUERY_ROWS = 32  # query rows per piece of the Jaccard kernel
+_TOP = 4  # largest values kept per row (candidates for the row maximum)
 
 
 @contextlib.contextmanager
@@ -63,32 +64,123 @@ def _row_ranges(n: int, step: int) -> list[tuple[int, int]]:
     return [(s, min(n, s + step)) for s in range(0, n, step)]
 
 
-def knn_heaps(
-    lhs: torch.Tensor, rhs: torch.Tensor, kk: int, block: int, num_q: int, out: torch.Tensor, threads: int
+def _operands(feats: torch.Tensor, sq: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    """``[x, |x|^2, 1]`` and ``[-2x, 1, |x|^2]`` in ``dtype`` (``|x|^2`` given in float64): a row of the
+    first times a row of the second is the squared distance of the two images."""
+    n, dim = feats.shape
+    lhs = torch.empty((n, dim + 2), dtype=dtype)
+    lhs[:, :dim] = feats
+    rhs = torch.empty_like(lhs)
+    torch.mul(lhs[:, :dim], -2.0, out=rhs[:, :dim])
+    lhs[:, dim], lhs[:, dim + 1] = sq, 1.0
+    rhs[:, dim], rhs[:, dim + 1] = 1.0, sq
+    return lhs, rhs
+
+
+def error_bounds(norms: np.ndarray, dim: int, dtype: np.dtype) -> np.ndarray:
+    """Per row ``i`` a bound on ``|~d(i, j) - d(i, j)|`` over all ``j``, ``~d`` the squared distance from
+    :func:`_operands` in ``dtype`` (one rounding of x and |x|^2, a ``dim + 2`` term product in any
+    summation order: error <= gamma_(dim+2) * sum |a_t b_t| <= gamma * (|x_i| + |x_j|)^2), against
+    ``d`` evaluated in float64; with a 2x safety factor and an absolute floor for underflow."""
+    u = float(np.finfo(dtype).eps) / 2
+    terms = dim + 2
+    gamma = terms * u / (1 - terms * u)
+    scale = 2.0 * (gamma + 4 * u + terms * 2.0**-52)
+    return scale * (norms + norms.max()) ** 2 + terms * float(np.finfo(dtype).tiny) * 4
+
+
+def knn(
+    feats: torch.Tensor, num_q: int, k: int, block: int, out: torch.Tensor, threads: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The ``kk`` smallest ``(max(d, 0), index)`` of every row of the squared distance matrix (unordered)
-    and its row maxima, from the upper-triangle tiles; writes the query x gallery part of ``d`` into
-    ``out``. ``lhs``/``rhs`` come from ``rerank._distance_operands``."""
+    """Exact ``k`` nearest neighbours of every row ordered by (o, index), their ``o`` and the row maxima
+    of the float64 squared distance (clamped above 0), as the dense float64 code ranks them.
+
+    The upper-triangle tiles of the distance matrix are computed in float32 (float64 for features too
+    large for it) and scanned into per-row heaps of the ``k + extra`` smallest values and lists of the
+    ``_TOP`` largest; ``rerank_kernels.refine`` then ranks the heap members by exact float64 distances
+    and takes the row maximum among the largest values' columns when the margins
+    (:func:`error_bounds`) prove both exact; the other rows are recomputed in float64. Writes the
+    query x gallery part of the approximate ``d`` into ``out``.
+    """
+    n, dim = feats.shape
+    f = np.ascontiguousarray(feats.numpy())
+    sq = np.einsum("ij,ij->i", f, f, dtype=np.float64)
+    if not np.isfinite(sq).all() and not np.isfinite(f).all():  # (sq is the cheaper check)
+        raise ValueError("features contain NaN or inf")
+    norms = np.sqrt(sq)
+    dtype = torch.float32 if norms.max() < 1e15 else torch.float64
+    lhs, rhs = _operands(feats, torch.from_numpy(sq), dtype)
+    kk = min(n, k + max(8, k // 2))
+    hv, hi, tv, tc = _scan(lhs, rhs, kk, block, num_q, out, threads)
+    err = error_bounds(norms, dim, lhs.numpy().dtype)
+    nn, nn_o = np.empty((n, k), np.int64), np.empty((n, k), np.float64)
+    rmax, bad = np.empty(n, np.float64), np.zeros(n, np.uint8)
+    step = lambda lo, e: kern.refine(lo, e, f, sq, err, hv, hi, tv, tc, k, nn, nn_o, rmax, bad)  # noqa: E731
+    _each(step, _row_ranges(n, _ROWS), threads)
+    _recompute(np.flatnonzero(bad), f, sq, k, block, nn, nn_o, rmax)
+    import os
+
+    if os.environ.get("J28DBG"):
+        print("bad rows", int(bad.sum()))
+    return torch.from_numpy(nn), torch.from_numpy(nn_o), torch.from_numpy(rmax)
+
+
+def _recompute(
+    rows: np.ndarray, f: np.ndarray, sq: np.ndarray, k: int, block: int, *outs: np.ndarray
+) -> None:
+    """Exact float64 rows ``rows`` of the neighbour lists, their ``o`` and row maxima (``outs``), from
+    whole rows of the distance matrix (rows whose heap margin did not prove its membership)."""
+    nn, nn_o, rmax = outs
+    f64 = torch.from_numpy(f).double()
+    sq64 = torch.from_numpy(sq)
+    for s in range(0, rows.shape[0], block):
+        r = torch.from_numpy(rows[s : s + block])
+        d = (sq64[r, None] + sq64[None, :] - 2.0 * (f64[r] @ f64.t())).clamp_(min=0)
+        m = d.amax(1).clamp_(min=torch.finfo(torch.float64).tiny)
+        o = d / m[:, None]
+        idx = torch.from_numpy(np.argsort(o.numpy(), axis=1, kind="stable")[:, :k].copy())
+        nn[r.numpy()], nn_o[r.numpy()], rmax[r.numpy()] = idx.numpy(), o.gather(1, idx).numpy(), m.numpy()
+
+
+def upper_tiles(n: int, block: int) -> list[tuple[int, int, int, int]]:
+    """Tiles ``(a, a_end, b, b_end)`` covering the upper triangle (diagonal included) of an ``n`` x ``n``
+    matrix: ``block``-sized off-diagonal tiles, and each diagonal block cut into quarter-size tiles so
+    that little of the lower triangle is computed twice."""
+    ends = lambda s, size: min(n, s + size)  # noqa: E731
+    tiles = []
+    for a in range(0, n, block):
+        sub = max(16, block // 4)
+        end = ends(a, block)
+        starts = range(a, end, sub)
+        tiles += [(x, min(end, x + sub), y, min(end, y + sub)) for x in starts for y in starts if y >= x]
+        tiles += [(a, end, b, ends(b, block)) for b in range(a + block, n, block)]
+    return tiles
+
+
+def _scan(
+    lhs: torch.Tensor, rhs: torch.Tensor, kk: int, block: int, num_q: int, out: torch.Tensor, threads: int
+) -> tuple[np.ndarray, ...]:
+    """Heaps ``(values, indices)`` of the ``kk`` smallest entries of every row of ``lhs @ rhs.T`` (upper
+    triangle tiles, used for rows and columns) and the ``_TOP`` largest with their columns; writes the
+    query x gallery part into ``out``."""
     n = lhs.shape[0]
     dtype = lhs.numpy().dtype
     hv = np.full((n, kk), np.inf, dtype)
     hi = np.full((n, kk), n, np.int64)
-    row_max = np.full(n, -np.inf, dtype)
-    starts = range(0, n, block)
-    tiles = [(a, b) for a in starts for b in starts if b >= a]
+    tv = np.full((n, _TOP), -np.inf, dtype)  # the largest values of each row, descending
+    tc = np.zeros((n, _TOP), np.int64)
     lock = threading.Lock()
 
-    def tile(a: int, b: int) -> None:
-        ae, be = min(n, a + block), min(n, b + block)
+    def tile(a: int, ae: int, b: int, be: int) -> None:
         d = matmul_nt(lhs[a:ae], rhs[b:be])
         if a < num_q and be > num_q:
             qe, g0 = min(ae, num_q), max(b, num_q)
             out[a:qe, g0 - num_q : be - num_q] = d[: qe - a, g0 - b :]
         with lock:
-            kern.scan_tile(d.numpy(), a, b, a == b, hv, hi, row_max)
+            kern.scan_tile(d.numpy(), a, b, a == b, hv, hi, tv, tc)
 
-    _each(tile, tiles, threads)
-    return torch.from_numpy(hv), torch.from_numpy(hi), torch.from_numpy(row_max)
+    _each(tile, upper_tiles(n, block), threads)
+    return hv, hi, tv, tc
 
 
 def _csr_rows(n: int, rows: Callable[..., None], dtypes: tuple, threads: int) -> tuple[np.ndarray, ...]:
@@ -153,7 +245,7 @@ def sparse_rerank(
     if k_qe > 1:
         indptr, cols, vals = _query_expand(indptr, cols, vals, np.ascontiguousarray(nn_np[:, :k_qe]), threads)
     g_ptr, g_rows, g_vals = kern.transpose(num_q, n, indptr, cols, vals, n)
-    q_max = rmax[:num_q]  # clamped above 0 by rerank._finish_knn
+    q_max = rmax[:num_q]  # exact row maxima, clamped above 0
     res = out.numpy()
     _each(
         lambda lo, hi: kern.jaccard_mix(lo, hi, indptr, cols, vals, g_ptr, g_rows, g_vals, q_max, lam, res),

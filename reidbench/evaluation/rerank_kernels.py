@@ -35,27 +35,102 @@ def _sift_down(hv, hi, v, j):  # pragma: no cover - compiled
 
 
 @njit(**_OPTS)
-def scan_tile(d, a, b, diagonal, hv, hi, row_max):  # pragma: no cover - compiled
-    """Merge a tile ``d`` of squared distances (rows ``a..``, columns ``b..``) into the per-row heaps of
-    the smallest ``(max(d, 0), index)`` and into the row maxima of the raw ``d``; an off-diagonal tile
-    also serves its columns (the matrix is symmetric)."""
+def _insert_top(tv, tc, x, j):  # pragma: no cover - compiled
+    """Insert ``(x, j)`` into a row's descending list ``tv`` (columns ``tc``) of its largest values,
+    dropping the smallest (the caller checked ``x > tv[-1]``)."""
+    t = tv.shape[0] - 1
+    while t > 0 and tv[t - 1] < x:
+        tv[t], tc[t] = tv[t - 1], tc[t - 1]
+        t -= 1
+    tv[t], tc[t] = x, j
+
+
+@njit(**_OPTS)
+def scan_tile(d, a, b, diagonal, hv, hi, tv, tc):  # pragma: no cover - compiled
+    """Merge a tile ``d`` of approximate squared distances (rows ``a..``, columns ``b..``) into the
+    per-row max-heaps of the smallest values (an entry enters when below the root: every entry left
+    out is >= the final root) and the per-row descending lists ``tv`` (columns ``tc``) of the largest
+    values; an off-diagonal tile also serves its columns (the matrix is symmetric)."""
     h, w = d.shape
+    last = tv.shape[1] - 1
     for r in range(h):
         i = a + r
-        m = row_max[i]
+        low = tv[i, last]
         for c in range(w):
             x = d[r, c]
-            if x > m:
-                m = x
-            v = x if x > 0 else x * 0
             j = b + c
-            if v < hv[i, 0] or (v == hv[i, 0] and j < hi[i, 0]):
-                _sift_down(hv[i], hi[i], v, j)
+            if x > low:
+                _insert_top(tv[i], tc[i], x, j)
+                low = tv[i, last]
+            if x < hv[i, 0]:
+                _sift_down(hv[i], hi[i], x, j)
             if not diagonal:
-                if x > row_max[j]:
-                    row_max[j] = x
-                if v < hv[j, 0] or (v == hv[j, 0] and i < hi[j, 0]):
-                    _sift_down(hv[j], hi[j], v, i)
+                if x > tv[j, last]:
+                    _insert_top(tv[j], tc[j], x, i)
+                if x < hv[j, 0]:
+                    _sift_down(hv[j], hi[j], x, i)
+
+
+@njit(fastmath=True, **_OPTS)
+def _dot(feats, i, j):  # pragma: no cover - compiled
+    """``x_i . x_j`` accumulated in float64 (reassociated: SIMD)."""
+    s = 0.0
+    for t in range(feats.shape[1]):
+        s += np.float64(feats[i, t]) * np.float64(feats[j, t])
+    return s
+
+
+@njit(**_OPTS)
+def _exact_sq(feats, sq, i, j):  # pragma: no cover - compiled
+    """``max(|x_i|^2 + |x_j|^2 - 2 x_i . x_j, 0)`` in float64, the dense code's formula."""
+    d = sq[i] + sq[j] - 2.0 * _dot(feats, i, j)
+    return d if d > 0 else 0.0
+
+
+@njit(**_OPTS)
+def refine(lo, hi, feats, sq, err, hv, hi_idx, tv, tc, k, nn, nn_o, row_max, bad):  # pragma: no cover
+    """Exact neighbours of rows ``lo..hi`` from their heaps of approximate distances.
+
+    A row's heap holds the ``kk`` smallest approximate values ``~d`` (every other entry is >= its
+    largest, ``top``); with ``|~d - d| <= err[i]`` the ``k`` nearest by the exact ``d`` are among its
+    entries with ``~d <= tau + 2 err`` (``tau`` the ``k``-th smallest ``~d``) when ``top - err > max(tau +
+    err, 0)``: their exact distances are then ranked by (o, index), ``o = d / max_j d`` with the row
+    maximum over the columns ``tc[i, :-1]`` of the largest approximate values ``tv[i]`` (descending),
+    which hold the exact argmax when ``tv[i, 0] - tv[i, -1] > 2 err``. Otherwise ``bad[i] = 1``: the
+    caller recomputes the row.
+    """
+    n, kk = hv.shape[0], hv.shape[1]
+    d = np.empty(kk, np.float64)
+    idx = np.empty(kk, np.int64)
+    for i in range(lo, hi):
+        if not tv[i, 0] - tv[i, -1] > 2 * err[i]:  # the maximum's column may be beyond the list
+            bad[i] = 1
+            continue
+        cut = np.inf
+        if kk < n:
+            vals = np.sort(hv[i])
+            cut = np.float64(vals[k - 1]) + 2 * err[i]  # beyond it: provably after the k-th
+            if not np.float64(vals[kk - 1]) - err[i] > max(cut - err[i], 0.0):
+                bad[i] = 1
+                continue
+        m = 0.0
+        for t in range(tv.shape[1] - 1):
+            if tv[i, t] >= tv[i, 0] - 2 * err[i]:  # the others are provably below the maximum
+                m = max(m, _exact_sq(feats, sq, i, tc[i, t]))
+        c = 0
+        for t in range(kk):
+            if hv[i, t] <= cut:
+                idx[c] = hi_idx[i, t]
+                d[c] = _exact_sq(feats, sq, i, idx[c])
+                m = max(m, d[c])
+                c += 1
+        m = max(m, np.finfo(np.float64).tiny)
+        o = d[:c] / m
+        by_index = np.argsort(idx[:c])
+        order = by_index[np.argsort(o[by_index], kind="mergesort")]  # stable: ties by index
+        for t in range(k):
+            nn[i, t] = idx[order[t]]
+            nn_o[i, t] = o[order[t]]
         row_max[i] = m
 
 
@@ -188,7 +263,7 @@ def transpose(lo, hi, indptr, cols, vals, n):  # pragma: no cover - compiled
     for c in range(n):
         ptr[c + 1] += ptr[c]
     nxt = ptr[:-1].copy()
-    rows = np.empty(indptr[hi] - indptr[lo], np.int64)
+    rows = np.empty(indptr[hi] - indptr[lo], np.int32)  # (half the index traffic of the join)
     out = np.empty(indptr[hi] - indptr[lo], vals.dtype)
     for i in range(lo, hi):
         for p in range(indptr[i], indptr[i + 1]):

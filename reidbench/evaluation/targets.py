@@ -15,10 +15,11 @@ from dataclasses import replace
 import torch
 from torch import nn
 
+from reidbench.data.evalset import Batch, EvalSet
 from reidbench.data.module import DataModule
 from reidbench.data.text import CaptionTokenizer
 from reidbench.data.types import Dataset
-from reidbench.evaluation.features import Batch, EvalSet, evaluate
+from reidbench.evaluation.features import evaluate
 from reidbench.generalisation import target_key
 from reidbench.protocol import EvalCfg, Protocol
 from reidbench.spec import RunSpec

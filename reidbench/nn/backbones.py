@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from reidbench.errors import UserError
-from reidbench.nn.hub import hub_download
 from reidbench.protocol import BackboneCfg
+from reidbench.util.hub import hub_download
 
 WEIGHTS_HINT = "backbone.weights=PATH"
 

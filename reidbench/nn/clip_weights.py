@@ -113,7 +113,7 @@ def hub_checkpoint(repo: str) -> Path:
     """open_clip's weights file of ``repo`` from the Hugging Face hub (or its local cache)."""
     from huggingface_hub import hf_hub_download
 
-    from reidbench.nn.hub import hub_download
+    from reidbench.util.hub import hub_download
 
     with hub_download(f"CLIP weights {repo!r}", "backbone.weights=PATH (e.g. OpenAI's ViT-B-16.pt)"):
         return Path(hf_hub_download(repo, "open_clip_model.safetensors"))

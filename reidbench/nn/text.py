@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from reidbench.errors import UserError
-from reidbench.nn.hub import hub_download
+from reidbench.util.hub import hub_download
 
 FAMILIES = ("bert", "flava")  # transformers BertModel (post-LN, dropout 0.1) / FlavaTextModel (pre-LN, 0)
 

@@ -240,7 +240,7 @@ def _checkpoint_file(cfg: BackboneCfg) -> Path | None:
     import timm
     from huggingface_hub import hf_hub_download
 
-    from reidbench.nn.hub import hub_download
+    from reidbench.util.hub import hub_download
 
     pretrained = timm.models.get_pretrained_cfg(cfg.name)
     if pretrained is None or not pretrained.hf_hub_id:

@@ -1,27 +1,25 @@
 """One pruning round inside a run: the previous round's weights into the freshly built model, then prune.
 
-The runner builds the model as for any run, calls :func:`start_round` with the source run's weights (and
-their recorded backbone shapes), trains inside the returned context (which keeps unstructured zeros at
-zero) and evaluates as usual. Rebuilding the pruned shapes before loading makes the load strict.
+Pruning's warm-start transform (:func:`warm_start`, registered by :mod:`reidbench.prune.schedule` with
+:mod:`reidbench.train.warm_start`): the runner builds the model as for any run and hands it over with the
+source run's weights (and their recorded backbone shapes); :func:`start_round` loads and prunes it, training
+runs inside the returned context (which keeps unstructured zeros at zero) and the run evaluates as usual.
+Rebuilding the pruned shapes before loading makes the load strict.
 """
 
 from __future__ import annotations
 
-import tempfile
+import json
 from contextlib import AbstractContextManager, nullcontext
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from reidbench.errors import UserError
 from reidbench.prune.schedule import PruneStep
-from reidbench.prune.structured import apply_structure, prune_structured
+from reidbench.prune.structured import apply_structure, prune_structured, structure
 from reidbench.prune.unstructured import prune_l1_unstructured, zeros_kept
-
-if TYPE_CHECKING:
-    from reidbench.zoo.weights import Weights
+from reidbench.train.warm_start import Started
+from reidbench.train.weights import META_SHAPES, Weights
 
 
 def start_round(
@@ -39,33 +37,13 @@ def start_round(
     return zeros_kept(model)
 
 
-def source_weights(step: PruneStep, uri: str | None, experiment: str, work: Path) -> Weights:
-    """The saved weights of the finished run a round starts from (its config hash is ``step.source``);
-    a copied (reused) run points to the run that trained the weights."""
-    from reidbench import tracking
-    from reidbench.zoo.evaluate import from_run
-
-    if uri is None:
-        raise UserError("a pruning round loads the previous round's weights from MLflow: set a tracking URI")
-    found = tracking.find_runs(
-        uri,
-        experiment,
-        f"tags.config_hash = '{step.source}' and tags.run_kind = 'run' and attributes.status = 'FINISHED'",
-    )
-    for record in found:  # the trained run first: its copies hold no artifacts of their own
-        if "weights_sha256" in record.tags:
-            return from_run(uri, tracking.origin_run(uri, record.run_id).run_id, work).weights
-    raise UserError(
-        f"round {step.round} of {step.schedule} starts from the finished run with config {step.source}, "
-        f"but experiment {experiment!r} has none with saved weights: run the study from round 0 "
-        "(`reidbench prune ...` trains it) and without --no-save-weights"
-    )
+def warm_start(model: nn.Module, step: PruneStep, weights: Weights) -> Started:
+    """The pruning transform of :mod:`reidbench.train.warm_start`: :func:`start_round` from the weights of
+    the run ``step`` starts from; the round's final weights record their backbone shapes (structured rounds
+    change them), so that they load strictly into a freshly built model."""
+    return Started(start_round(model, step, weights.state, weights.shapes), weights_meta=backbone_shapes)
 
 
-def prepare_round(
-    model: nn.Module, step: PruneStep, uri: str | None, experiment: str
-) -> AbstractContextManager:
-    """:func:`start_round` from the weights of the run ``step`` starts from (downloaded to a temp dir)."""
-    with tempfile.TemporaryDirectory(prefix="reidbench-prune-") as tmp:
-        weights = source_weights(step, uri, experiment, Path(tmp))
-    return start_round(model, step, weights.state, weights.shapes)
+def backbone_shapes(model: nn.Module) -> dict[str, str]:
+    """The weights-file header pair of ``model``'s backbone shapes (:func:`structure`)."""
+    return {META_SHAPES: json.dumps(structure(model))}

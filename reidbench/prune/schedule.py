@@ -10,9 +10,11 @@ Fine-tuning is the base protocol with ``train.epochs``, a constant ``optim.lr`` 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import ClassVar
 
 from reidbench.errors import UserError
 from reidbench.spec import RunSpec, make_spec
+from reidbench.train import warm_start
 
 SCHEDULES = ("unstructured-l1", "structured")
 AXIS = "prune.round"
@@ -23,10 +25,28 @@ class PruneStep:
     """Round ``round`` of ``schedule``: prune ``fraction`` of what remains of the run ``source`` (a config
     hash), then fine-tune."""
 
+    kind: ClassVar[str] = "prune"  # its warm-start transform, and its section of the run config
+
     schedule: str
     fraction: float
     round: int
     source: str
+
+    @property
+    def label(self) -> str:
+        return f":{self.schedule}-r{self.round}"
+
+    @property
+    def hint(self) -> str:
+        return "run the study from round 0 (`reidbench prune ...` trains it) and without --no-save-weights"
+
+
+# every process that holds a PruneStep (made here, or unpickled in a worker / Slurm task) has its transform
+warm_start.register(
+    PruneStep.kind,
+    "reidbench.prune.rounds:warm_start",
+    "a pruning round: the previous round's weights, pruned",
+)
 
 
 def round_tags(schedule: str, round_: int) -> dict[str, str]:
@@ -70,7 +90,7 @@ def round_specs(
     for r in range(1, rounds + 1):
         tags = {**base.tags, **round_tags(schedule, r)}
         spec = make_spec(base.method, base.dataset, base.seed, overrides, tags, recipe=base.recipe)
-        spec = replace(spec, prune=PruneStep(schedule, fraction, r, source))
+        spec = replace(spec, warm_start=PruneStep(schedule, fraction, r, source))
         source = spec.config_hash
         out.append(spec)
     return out

@@ -22,11 +22,6 @@ def prunable_weights(model: nn.Module) -> list[nn.Parameter]:
     return [linear.weight for view in backbone_blocks(model) for _, linear in view.weights()]
 
 
-def count_nonzero(params: list[torch.Tensor] | Iterator[torch.Tensor]) -> int:
-    """Number of non-zero entries over ``params``."""
-    return int(sum(int(torch.count_nonzero(p)) for p in params))
-
-
 @torch.no_grad()
 def prune_l1_unstructured(model: nn.Module, fraction: float) -> int:
     """Zero ``round(fraction * remaining)`` of the still non-zero prunable weights, smallest |w| first,

@@ -28,7 +28,7 @@ from reidbench.queue import progress
 from reidbench.queue.placement import DeviceStat, choose, read_gpus
 from reidbench.queue.slurm_state import job_name, settling, slurm_state
 from reidbench.queue.store import TERMINAL, JobRow, Store
-from reidbench.sweeps.liveness import _process_exists
+from reidbench.util.liveness import _process_exists
 
 __all__ = ["CHILD", "Scheduler"]
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from types import ModuleType
 
 from reidbench.errors import UserError
+from reidbench.registry.entries import DATASETS, METHODS, RegistrationError
 
 __all__ = ["ENV", "GROUPS", "Plugin", "add_requested", "load", "loaded", "plugin_tags", "requested"]
 
@@ -105,8 +106,6 @@ def plugin_tags() -> dict[str, str]:
 
 
 def _load_entry_point(group: str, entry_point: metadata.EntryPoint) -> None:
-    from reidbench.registry import DATASETS, METHODS, RegistrationError
-
     registry = METHODS if group == "reidbench.methods" else DATASETS
     dist = entry_point.dist
     origin = f"entry point {group}:{entry_point.name} (package {dist.name if dist else '?'})"
@@ -128,8 +127,6 @@ def _load_entry_point(group: str, entry_point: metadata.EntryPoint) -> None:
 
 
 def _load_requested(item: str) -> None:
-    from reidbench.registry import RegistrationError
-
     origin = f"--plugins / ${ENV}"
     try:
         module = _import_file(Path(item)) if _is_path(item) else _import_module(item)

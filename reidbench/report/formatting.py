@@ -6,7 +6,7 @@ import math
 import re
 from dataclasses import dataclass
 
-import numpy as np
+from reidbench.report.stats import Cell, ci95
 
 # Final metrics of the MLflow contract: (name, short label) in table order.
 ACCURACY_METRICS = {"mAP": "mAP", "rank1": "R1", "rank5": "R5", "rank10": "R10", "mINP": "mINP"}
@@ -47,28 +47,6 @@ AXIS_LABELS = {
     "data.modalities": "training modalities",
     "method.mask_ratio": "mask ratio (fraction)",
 }
-
-
-@dataclass(frozen=True)
-class Cell:
-    """Aggregate of one metric over seeds: mean, sample std (NaN when n < 2 or unknown), n (0: unknown)."""
-
-    mean: float
-    std: float = math.nan
-    n: int = 0
-
-    @staticmethod
-    def of(values: list[float] | np.ndarray) -> Cell:
-        """Mean, sample std (ddof=1) and count of the finite ``values``."""
-        arr = np.asarray(values, dtype=float)
-        arr = arr[np.isfinite(arr)]
-        if len(arr) == 0:
-            return Cell(math.nan, math.nan, 0)
-        return Cell(float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else math.nan, len(arr))
-
-    @property
-    def has_std(self) -> bool:
-        return math.isfinite(self.std)
 
 
 def fmt_number(x: float, decimals: int | None = 1) -> str:
@@ -118,8 +96,6 @@ def format_cell(
     if show_std and cell.has_std:
         text = style.with_std.format(mean=mean, std=fmt_number(cell.std * scale, decimals))
         if style.interval and cell.n >= 2:
-            from reidbench.report.stats import ci95
-
             lo, hi = ci95(cell)
             text += style.interval.format(
                 lo=fmt_number(lo * scale, decimals), hi=fmt_number(hi * scale, decimals)

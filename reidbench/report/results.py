@@ -6,9 +6,9 @@ from __future__ import annotations
 import pandas as pd
 from rich.console import Console
 
+from reidbench.report.assemble import build_tables
 from reidbench.report.collect import aggregate, tidy_runs
 from reidbench.report.formatting import ACCURACY_METRICS
-from reidbench.report.tables import build_tables
 from reidbench.report.terminal import print_tables
 
 

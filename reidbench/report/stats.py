@@ -7,10 +7,33 @@ t distribution needs. A cell with fewer than two seeds has no interval and canno
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
-from reidbench.report.formatting import Cell
+import numpy as np
 
 ALPHA = 0.05  # two-sided significance level of the best-row test
+
+
+@dataclass(frozen=True)
+class Cell:
+    """Aggregate of one metric over seeds: mean, sample std (NaN when n < 2 or unknown), n (0: unknown)."""
+
+    mean: float
+    std: float = math.nan
+    n: int = 0
+
+    @staticmethod
+    def of(values: list[float] | np.ndarray) -> Cell:
+        """Mean, sample std (ddof=1) and count of the finite ``values``."""
+        arr = np.asarray(values, dtype=float)
+        arr = arr[np.isfinite(arr)]
+        if len(arr) == 0:
+            return Cell(math.nan, math.nan, 0)
+        return Cell(float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else math.nan, len(arr))
+
+    @property
+    def has_std(self) -> bool:
+        return math.isfinite(self.std)
 
 
 def testable(cell: Cell | None) -> bool:

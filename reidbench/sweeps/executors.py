@@ -91,12 +91,14 @@ class LocalPool:
     """Runs each job in a subprocess that sees only its slot's devices; the next starts when one ends.
 
     ``slots``: one entry per concurrent run, the device ids it gets as CUDA_VISIBLE_DEVICES (None: leave the
-    environment as is, e.g. for CPU runs). ``command(job_dir)`` is the worker command line.
+    environment as is, e.g. for CPU runs). ``threads``: when set, each worker's OMP_NUM_THREADS (CPU workers
+    sharing the cores). ``command(job_dir)`` is the worker command line.
     """
 
     slots: list[list[str] | None]
     work_dir: Path
     nprocs: int = 1
+    threads: int | None = None
     command: Callable[[Path], list[str]] = worker_command
     poll_s: float = 0.2
     shows_run_progress: bool = False
@@ -116,6 +118,8 @@ class LocalPool:
                     env = dict(os.environ)
                     if self.slots[slot] is not None:
                         env["CUDA_VISIBLE_DEVICES"] = ",".join(self.slots[slot])
+                    if self.threads is not None:
+                        env["OMP_NUM_THREADS"] = str(self.threads)
                     log = (job_dir / "log.txt").open("ab")
                     proc = subprocess.Popen(
                         self.command(job_dir), env=env, stdout=log, stderr=subprocess.STDOUT
@@ -290,10 +294,15 @@ def build(
     timeout_min: int = 24 * 60,
     cpus_per_task: int = 8,
     slurm_set: list[str] = (),
+    workers: int = 1,
 ) -> Executor:
-    """The executor the command-line options ask for."""
+    """The executor the command-line options ask for (``workers``: CPU runs at once, see cpu_pool)."""
     if gpus_per_run < 1:
         raise UserError(f"--gpus-per-run must be at least 1, got {gpus_per_run}")
+    if workers < 1:
+        raise UserError(f"--workers must be at least 1, got {workers}")
+    if workers > 1 and (gpus or launcher == "slurm"):
+        raise UserError("--workers runs points side by side on this machine's CPU; drop --gpus / --launcher")
     if launcher == "slurm":
         if gpus:
             raise UserError(
@@ -319,9 +328,24 @@ def build(
             )
         slots = [ids[i : i + gpus_per_run] for i in range(0, len(ids), gpus_per_run)]
         return LocalPool(slots, _jobs_dir(work_dir), gpus_per_run)
+    if workers > 1:
+        return cpu_pool(workers, gpus_per_run, _jobs_dir(work_dir))
     if gpus_per_run > 1:
         return LocalPool([None], _jobs_dir(work_dir), gpus_per_run)
     return InProcess()
+
+
+def cpu_pool(workers: int, nprocs: int, jobs_dir: Path) -> LocalPool:
+    """``workers`` runs at once as worker processes, the CPU cores shared out between their processes
+    (OMP_NUM_THREADS = cores // (workers x nprocs), at least 1, at most this process's OMP_NUM_THREADS when
+    set). For the small models a CPU trains, a few one-thread processes beat one process on every core, and
+    on a shared machine they do not stall in OpenMP barriers waiting for a descheduled thread."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = max(1, cores // (workers * nprocs))
+    limit = os.environ.get("OMP_NUM_THREADS", "")
+    if limit.isdigit() and int(limit) > 0:
+        threads = min(threads, int(limit))
+    return LocalPool([None] * workers, jobs_dir, nprocs, threads=threads)
 
 
 def _jobs_dir(work_dir: Path) -> Path:

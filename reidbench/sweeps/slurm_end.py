@@ -4,7 +4,7 @@ A task that Slurm cancels (``scancel``) or that dies from a signal (SIGKILL, the
 its own MLflow run: submitit ignores SIGTERM (Slurm sends it before a preemption or a requeue too, where
 the run must stay open to resume) and SIGKILL cannot be caught. The process that submitted the job closes
 the run instead, found by the ``slurm_job`` tag of every run trained under Slurm
-(:func:`reidbench.sweeps.liveness.owner_tags`): KILLED when the job was cancelled or preempted, FAILED
+(:func:`reidbench.util.liveness.owner_tags`): KILLED when the job was cancelled or preempted, FAILED
 with the reason otherwise.
 """
 

@@ -11,6 +11,7 @@ targets and protocol overrides::
       - {datasets: [rgbnt100, msvr310], merge: true, test_on: [rgbn300]}   # one model on the union
       - {datasets: [rgbnt100], test_on: [rgbn300], set: {data.modalities: [rgb, nir]}}
       - {methods: [mmet], datasets: [synthetic], test_on: [market1501_mm]}
+      - {methods: [graft], datasets: [synthetic], recipe: official}     # the official recipe track
 
 Every entry becomes RunSpecs tagged ``suite=<name>`` (a plain tag: the same point run by a plain
 ``reidbench run`` is the same finished run).
@@ -28,12 +29,13 @@ import yaml
 
 from reidbench.errors import UserError
 from reidbench.generalisation import merged_name
+from reidbench.recipes import RECIPES
 from reidbench.spec import RunSpec, make_spec
 from reidbench.util.files import read_yaml
 from reidbench.util.resources import shipped_dir
 
 KEYS = {"description", "methods", "seeds", "entries", "name"}
-ENTRY_KEYS = {"methods", "datasets", "merge", "test_on", "set", "seeds"}
+ENTRY_KEYS = {"methods", "datasets", "merge", "test_on", "set", "seeds", "recipe"}
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class Entry:
     test_on: tuple[str, ...] = ()
     overrides: dict[str, Any] = field(default_factory=dict)
     seeds: tuple[int, ...] | None = None
+    recipe: str | None = None
 
     @property
     def training_sets(self) -> list[str]:
@@ -71,10 +74,20 @@ class Suite:
                 for dataset in entry.training_sets:
                     try:
                         point_seeds = (
-                            seeds or entry.seeds or make_spec(method, dataset, 0, keys).protocol.seeds
+                            seeds
+                            or entry.seeds
+                            or make_spec(method, dataset, 0, keys, recipe=entry.recipe).protocol.seeds
                         )
                         specs += [
-                            make_spec(method, dataset, s, keys, {"suite": self.name}, test_on=entry.test_on)
+                            make_spec(
+                                method,
+                                dataset,
+                                s,
+                                keys,
+                                {"suite": self.name},
+                                test_on=entry.test_on,
+                                recipe=entry.recipe,
+                            )
                             for s in point_seeds
                         ]
                     except UserError as exc:
@@ -141,6 +154,9 @@ def load_suite(path: Path) -> Suite:
         merge = item.get("merge", False)
         if not isinstance(merge, bool):
             raise fail(f"{where}.merge", "true or false", merge)
+        recipe = item.get("recipe")
+        if recipe is not None and recipe not in RECIPES:
+            raise fail(f"{where}.recipe", " or ".join(RECIPES), recipe)
         entries.append(
             Entry(
                 tuple(methods),
@@ -149,6 +165,7 @@ def load_suite(path: Path) -> Suite:
                 tuple(_names(item.get("test_on", []), f"{where}.test_on", fail, allow_empty=True)),
                 dict(overrides),
                 _seeds(item.get("seeds"), f"{where}.seeds", fail) or default_seeds,
+                recipe,
             )
         )
     name = data.get("name", Path(path).stem)
@@ -178,7 +195,7 @@ def present(
 ) -> tuple[list[RunSpec], list[str]]:
     """The specs whose every dataset (sources and targets) can be read under ``data_root``, and one line per
     dataset that cannot (why)."""
-    from reidbench.runner import load_dataset
+    from reidbench.data.loading import load_dataset
 
     missing: dict[str, str] = {}
     for name in dict.fromkeys(n for spec in specs for n in spec.datasets):

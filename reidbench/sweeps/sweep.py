@@ -22,8 +22,8 @@ from reidbench.context import RunContext, RunResult
 from reidbench.errors import UserError
 from reidbench.protocol import config_hash
 from reidbench.spec import RunSpec
-from reidbench.sweeps import liveness
 from reidbench.sweeps.executors import Executor, InProcess, Job
+from reidbench.util import liveness
 from reidbench.util.progress import NullProgress, make_progress
 
 IDENTITY_TAGS = ("ablation", "axis", "value", "axis_default")
@@ -156,9 +156,9 @@ def _running_elsewhere(
 def check_datasets(names: set[str], ctx: RunContext) -> None:
     """Load every dataset once (file lists and layout checks, no decoding): a UserError for a missing or
     mismatching download stops the sweep before it starts instead of failing each of its points. The
-    scan is kept for the runs in this process (runner.load_dataset). Every missing dataset is named in
+    scan is kept for the runs in this process (data.loading.load_dataset). Every missing dataset is named in
     the one error."""
-    from reidbench.runner import load_dataset
+    from reidbench.data.loading import load_dataset
 
     problems = []
     for name in sorted(names):

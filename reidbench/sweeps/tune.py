@@ -162,8 +162,8 @@ def check_study_name(name: str | None) -> str | None:
 def check_data(dataset: str, ctx: RunContext, fraction: float) -> None:
     """Load ``dataset`` and carve its validation split once, before the first trial: missing data or a
     fraction the dataset cannot take is one error, not a failed trial per proposal."""
+    from reidbench.data.loading import load_dataset
     from reidbench.data.validation import validation_split
-    from reidbench.runner import load_dataset
 
     validation_split(load_dataset(dataset, ctx.data_root, ctx.allow_partial), fraction)
 

@@ -6,7 +6,7 @@ Recipe keys (``optim.*``; every one also settable with ``--set``):
   weight decay to the gradient (L2), AdamW decouples it (``torch.optim`` semantics).
 * ``lr``, ``weight_decay``: the stage's base values (a stage may set its own ``lr``, ``lr_scale``,
   ``weight_decay``).
-* ``no_decay``: selectors (:mod:`reidbench.train.selectors`) of the tensors that get weight decay 0 before
+* ``no_decay``: selectors (:mod:`reidbench.util.selectors`) of the tensors that get weight decay 0 before
   the group rules apply; ``[]``: every tensor decays.
 * ``groups``: rules applied in order to every trainable tensor. A rule whose ``match`` names the tensor sets
   its ``lr`` (absolute) or ``lr_scale`` (x the stage lr), and its ``weight_decay`` (absolute) or
@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from reidbench.protocol import OptimCfg, Protocol, StageCfg
-from reidbench.train.selectors import TensorInfo, matches_any
+from reidbench.util.selectors import TensorInfo, matches_any
 
 # Normalisation layers by class name: LayerNorm, BatchNorm1d, GroupNorm, RMSNorm, Fp32LayerNorm, LayerNorm2d
 # (not PreNormEncoder and other containers named after a norm placement).

@@ -20,22 +20,20 @@ from reidbench import tracking
 from reidbench.config import apply_override, from_dict, parse_override, to_dict
 from reidbench.errors import UserError
 from reidbench.protocol import EvalCfg, Protocol, validate_protocol
-from reidbench.zoo.weights import (
-    ARTIFACT_DIR,
+from reidbench.train.weights import (
     CONFIG_FILE,
-    WEIGHTS_FILE,
     LoadReport,
     Weights,
     check_config,
     load_weights_into,
     read_config,
     read_weights,
-    sha256_file,
-    shape_like,
+    run_weights,
 )
 
 if TYPE_CHECKING:
     import torch
+    from torch import nn
 
     from reidbench.data.types import Dataset
 
@@ -75,34 +73,22 @@ def from_weights(path: Path, config_path: Path | None = None, label: str | None 
 def from_run(uri: str, run_id: str, work: Path) -> Source:
     """The final weights a finished training run saved (artifact ``model/model.safetensors``), checked
     against the run's ``weights_sha256`` and ``config_hash`` tags; downloaded under ``work``."""
-    asked = run_id
     record = tracking.get_run(uri, run_id)
     if record.tags.get("run_kind") not in ("run", "trial") or record.status != "FINISHED":
         raise UserError(
             f"run {run_id} is a {record.status} {record.tags.get('run_kind', '?')!r} run; --run takes a "
             "FINISHED training run (tag run_kind=run, or a tuning trial)"
         )
-    record = tracking.origin_run(uri, run_id)  # a reused point's copy holds no artifacts: its origin does
-    run_id = record.run_id
-    path = tracking.download_artifact(uri, run_id, f"{ARTIFACT_DIR}/{WEIGHTS_FILE}", work)
-    if path is None:
-        raise UserError(
-            f"run {run_id} ({record.name}) saved no weights (trained with --no-save-weights, or before runs "
-            "saved them): train it again to evaluate it"
-        )
-    expected = record.tags.get("weights_sha256")
-    if expected and sha256_file(path) != expected:
-        raise UserError(
-            f"checksum mismatch: {ARTIFACT_DIR}/{WEIGHTS_FILE} of run {run_id} has sha256 "
-            f"{sha256_file(path)}, the run recorded {expected}; the artifact store was altered"
-        )
-    weights = read_weights(path)
-    if weights.config_hash != record.tags.get("config_hash"):
-        raise UserError(
-            f"run {run_id}: its weights were trained with config {weights.config_hash}, the run has config "
-            f"{record.tags.get('config_hash')}: the artifacts belong to another run"
-        )
-    return Source(weights, f"run {asked}", asked)
+    return Source(run_weights(uri, run_id, work), f"run {run_id}", run_id)
+
+
+def shape_like(model: nn.Module, weights: Weights) -> None:
+    """Give a freshly built ``model`` the backbone shapes of pruned ``weights`` (nothing for unpruned ones),
+    so that they load strictly."""
+    if weights.shapes:
+        from reidbench.prune.structured import apply_structure
+
+        apply_structure(model, weights.shapes)
 
 
 def eval_modalities(trained: Protocol, dataset: Dataset) -> list[str]:

@@ -18,10 +18,10 @@ from reidbench import tracking
 from reidbench.errors import UserError
 from reidbench.report.collect import tidy_runs
 from reidbench.report.formatting import Cell
+from reidbench.train.weights import ARTIFACT_DIR, CONFIG_FILE, WEIGHTS_FILE, read_config, sha256_file
 from reidbench.zoo.card import CARD_FILE, model_card, write_checksums
 from reidbench.zoo.catalog import ZooEntry, zoo_name
 from reidbench.zoo.evaluate import DEFAULT_RECIPE
-from reidbench.zoo.weights import ARTIFACT_DIR, CONFIG_FILE, WEIGHTS_FILE, read_config, sha256_file
 
 RANK_METRICS = ("rank1", "rank5", "rank10", "mAP", "mINP")
 

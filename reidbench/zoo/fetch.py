@@ -13,8 +13,7 @@ from pathlib import Path
 
 from reidbench.data.cache import cache_dir
 from reidbench.errors import UserError
-from reidbench.zoo.catalog import ZooEntry
-from reidbench.zoo.weights import (
+from reidbench.train.weights import (
     CONFIG_FILE,
     WEIGHTS_FILE,
     check_config,
@@ -22,6 +21,7 @@ from reidbench.zoo.weights import (
     read_weights,
     sha256_file,
 )
+from reidbench.zoo.catalog import ZooEntry
 
 FILES = (WEIGHTS_FILE, CONFIG_FILE)  # what a source folder must hold
 HF_PREFIX = "hf-hub:"

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 from markupsafe import Markup
 
-from reidbench.report import Report
 from reidbench.report.collect import Group
 from reidbench.report.formatting import Cell, CellStyle, dataset_name, format_cell
+from reidbench.report.model import Report
 from reidbench.report.site.runs import page_slug
 from reidbench.report.tables import Column, Row, Table, leaderboard
 

@@ -14,9 +14,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from reidbench.generalisation import split_target
-from reidbench.report import Report
 from reidbench.report.collect import Group
 from reidbench.report.formatting import ACCURACY_METRICS
+from reidbench.report.model import Report
 from reidbench.report.site import runs as R
 from reidbench.report.site.boards import reported_groups
 from reidbench.report.stats import ci95

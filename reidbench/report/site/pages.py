@@ -14,10 +14,10 @@ import pandas as pd
 from markupsafe import Markup
 
 from reidbench.generalisation import target_key
-from reidbench.report import Report
 from reidbench.report.collect import Group
 from reidbench.report.crossdomain import targets_of
 from reidbench.report.formatting import ACCURACY_METRICS, dataset_name, fmt_number, setting_name
+from reidbench.report.model import Report
 from reidbench.report.plots import curve_frame
 from reidbench.report.site import runs as R
 from reidbench.report.site.boards import CellView, cell_view

@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 import jinja2
 
 from reidbench.errors import UserError
-from reidbench.report import Report
 from reidbench.report.formatting import dataset_name
+from reidbench.report.model import Report
 from reidbench.report.plots import Plot
 from reidbench.report.site.boards import boards
 from reidbench.report.site.export import results_json
@@ -107,11 +107,11 @@ def write_site(
 
     ``figures``: the report's figures already written under ``out``/figures (``write_report`` passes
     them); None renders them here. The paths written here."""
-    from reidbench.report import _write_figures
+    from reidbench.report.figures import write_figures
 
     written: list[Path] = []
     if figures is None:
-        figures = _write_figures(report, out / "figures", metrics)
+        figures = write_figures(report, out / "figures", metrics)
         written += [p for _, paths in figures for p in paths]
     entries = figure_entries(figures, out)
     for name, html in render_site(report, metrics, entries, links or SiteLinks()).items():

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from reidbench import tracking
 from reidbench.errors import UserError
 from reidbench.protocol import dump_yaml
 from reidbench.spec import hash_config
@@ -26,8 +27,6 @@ from reidbench.util.files import read_yaml
 if TYPE_CHECKING:
     import torch
     from torch import nn
-
-    from reidbench import tracking
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.yaml"
@@ -70,7 +69,8 @@ class Weights:
 
     @property
     def shapes(self) -> dict[str, list[int]] | None:
-        """A pruned model's backbone shapes (:func:`reidbench.prune.structured.structure`), else None."""
+        """A pruned model's backbone shapes (:func:`reidbench.prune.structured.structure`), else None
+        (written by the pruning warm start, :mod:`reidbench.prune.rounds`)."""
         return json.loads(self.meta[META_SHAPES]) if META_SHAPES in self.meta else None
 
     @property
@@ -194,15 +194,6 @@ class LoadReport:
         )
 
 
-def shape_like(model: nn.Module, weights: Weights) -> None:
-    """Give a freshly built ``model`` the backbone shapes of pruned ``weights`` (nothing for unpruned ones),
-    so that they load strictly."""
-    if weights.shapes:
-        from reidbench.prune.structured import apply_structure
-
-        apply_structure(model, weights.shapes)
-
-
 def load_weights_into(model: nn.Module, state: dict[str, torch.Tensor], where: str) -> LoadReport:
     """Load ``state`` into ``model``: every key must match in name and shape, except the ID classifier,
     which is left at its initialisation when its class count differs (reported)."""
@@ -234,15 +225,14 @@ def load_weights_into(model: nn.Module, state: dict[str, torch.Tensor], where: s
     return LoadReport(dropped)
 
 
-def log_run_weights(run: tracking.Run, model: nn.Module, config: dict[str, Any]) -> SavedWeights:
+def log_run_weights(
+    run: tracking.Run, model: nn.Module, config: dict[str, Any], meta: dict[str, str] | None = None
+) -> SavedWeights:
     """Save a finished run's final weights and config as artifacts ``model/model.safetensors`` and
-    ``model/config.yaml``; tags ``weights_sha256``, ``weights_bytes`` and ``weights_save_s``."""
+    ``model/config.yaml`` (``meta``: more header pairs, e.g. what a warm start needs to load them again);
+    tags ``weights_sha256``, ``weights_bytes`` and ``weights_save_s``."""
     start = time.perf_counter()
-    meta = {META_RUN: run.run_id}
-    if config.get("prune"):  # a pruning round: structured rounds change the backbone's shapes
-        from reidbench.prune.structured import structure
-
-        meta[META_SHAPES] = json.dumps(structure(model))
+    meta = {META_RUN: run.run_id, **(meta or {})}
     with tempfile.TemporaryDirectory(prefix="reidbench-weights-") as tmp:
         saved = save_weights(Path(tmp) / WEIGHTS_FILE, model.state_dict(), config, meta)
         (Path(tmp) / CONFIG_FILE).write_text(dump_yaml(config))
@@ -256,3 +246,30 @@ def log_run_weights(run: tracking.Run, model: nn.Module, config: dict[str, Any])
         }
     )
     return saved
+
+
+def run_weights(uri: str, run_id: str, work: Path) -> Weights:
+    """The final weights the training run ``run_id`` saved (artifact ``model/model.safetensors``; a reused
+    point's copy leads to its origin), checked against the run's ``weights_sha256`` and ``config_hash``
+    tags; downloaded under ``work``."""
+    record = tracking.origin_run(uri, run_id)  # a reused point's copy holds no artifacts: its origin does
+    run_id = record.run_id
+    path = tracking.download_artifact(uri, run_id, f"{ARTIFACT_DIR}/{WEIGHTS_FILE}", work)
+    if path is None:
+        raise UserError(
+            f"run {run_id} ({record.name}) saved no weights (trained with --no-save-weights, or before runs "
+            "saved them): train it again to evaluate it"
+        )
+    expected = record.tags.get("weights_sha256")
+    if expected and sha256_file(path) != expected:
+        raise UserError(
+            f"checksum mismatch: {ARTIFACT_DIR}/{WEIGHTS_FILE} of run {run_id} has sha256 "
+            f"{sha256_file(path)}, the run recorded {expected}; the artifact store was altered"
+        )
+    weights = read_weights(path)
+    if weights.config_hash != record.tags.get("config_hash"):
+        raise UserError(
+            f"run {run_id}: its weights were trained with config {weights.config_hash}, the run has config "
+            f"{record.tags.get('config_hash')}: the artifacts belong to another run"
+        )
+    return weights
