@@ -414,6 +414,11 @@ def _value_problems(p: Protocol) -> list[str]:
     problems = [
         f"{key} must be {_RULES[rule]}, got {value!r}" for key, value, rule in checks if _bad(value, rule)
     ]
+    problems += [  # counts past int32 (an epoch count of 1e20) can never run
+        f"{key} must be at most {INT_MAX}, got {value!r}"
+        for key, value, rule in checks
+        if rule.startswith("int") and isinstance(value, int) and value > INT_MAX
+    ]
     problems += _group_problems(p.optim) + _schedule_problems(p)
     if len(p.data.image_size) != 2:
         problems.append(f"data.image_size must be [height, width], got {p.data.image_size!r}")
@@ -456,6 +461,8 @@ def _group_problems(optim: OptimCfg) -> list[str]:
             problems.append(f"{key} sets none of lr, lr_scale, weight_decay, weight_decay_scale")
     return problems
 
+
+INT_MAX = 2**31 - 1  # the largest count, step or size a protocol may hold
 
 _RULES = {
     "int>=1": "an integer >= 1",

@@ -54,3 +54,13 @@ def test_a_queue_path_that_is_no_queue_is_one_line(monkeypatch, capsys, tmp_path
     assert code == 2 and f"--queue {path}: cannot open it as a queue" in flat, flat
     assert "Traceback" not in out and "serving" not in flat
     assert (path.read_bytes() if path.is_file() else None) == before  # left as it was
+
+
+@pytest.mark.parametrize("command", [["ls"], ["show", "1"], ["cancel", "1"], ["retry", "1"], ["logs", "1"]])
+def test_reading_a_queue_that_does_not_exist_creates_nothing(monkeypatch, capsys, tmp_path, command):
+    path = tmp_path / "new" / "queue.db"
+    path.parent.mkdir()
+    code, out = run_cli(monkeypatch, capsys, "queue", "--queue", str(path), *command)
+    flat = " ".join(out.split())
+    assert code != 0 and f"--queue {path}: no queue there yet" in flat and "Traceback" not in out
+    assert list(path.parent.iterdir()) == []  # no queue.db, no logs folder

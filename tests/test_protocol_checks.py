@@ -34,6 +34,8 @@ SYNTHETIC = Path(__file__).parents[1] / "benchmarks" / "protocols" / "synthetic.
         ("data.modalities=[rgb,rgb]", "lists a modality twice"),
         ("data.image_size=[0, 64]", "data.image_size.0 must be an integer >= 1"),
         ("seeds=[]", "seeds must list at least one seed"),
+        ("train.epochs=99999999999999999999", "train.epochs must be at most 2147483647"),
+        ("sampler.k=4294967296", "sampler.k must be at most 2147483647, got 4294967296"),
     ],
 )
 def test_values_no_run_could_use_are_refused(override, message):

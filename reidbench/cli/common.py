@@ -35,7 +35,7 @@ def parse_seeds(text: str | None) -> list[int] | None:
     if text is None:
         return None
     try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
+        seeds = [int(s) for s in text.split(",")]  # an empty item (0,,1) is a typo, not a separator
     except ValueError:
         raise UserError(f"--seeds {text!r}: expected comma-separated integers, e.g. 0,1,2") from None
     if not seeds or not all(0 <= s <= SEED_MAX for s in seeds):

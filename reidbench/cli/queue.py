@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import sqlite3
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
 from reidbench.cli.common import console
-from reidbench.cli.types import COUNT, JOB_ID, NAME, NON_NEGATIVE, NON_NEGATIVE_FLOAT, PORT, PRIORITY
+from reidbench.cli.types import COUNT, HOST, JOB_ID, NON_NEGATIVE, NON_NEGATIVE_FLOAT, PORT, PRIORITY
 from reidbench.errors import UserError
 from reidbench.queue.store import STATUSES, Store, default_queue_path
 
@@ -39,19 +42,38 @@ def open_store(path: Path | None) -> Store:
         ) from None
 
 
+def pass_store(create: bool = False) -> Callable:
+    """Hands a queue subcommand its queue, opened after the subcommand's own arguments are checked. Only
+    ``create`` commands (add) make a new queue file; the others find none at a new path, write nothing."""
+
+    def decorate(command: Callable) -> Callable:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            path = click.get_current_context().obj
+            if not create and not path.exists() and path.parent.is_dir():
+                raise UserError(
+                    f"--queue {path}: no queue there yet (no job was ever added); "
+                    "`reidbench queue add ...` creates it"
+                )
+            return command(open_store(path), *args, **kwargs)
+
+        return functools.update_wrapper(wrapper, command)
+
+    return decorate
+
+
 @click.group()
 @QUEUE_OPTION
 @click.pass_context
 def queue(ctx: click.Context, queue_path: Path | None) -> None:
     """A durable job queue: add runs, ablations and studies; `reidbench serve` runs them."""
-    ctx.obj = open_store(queue_path)
+    ctx.obj = queue_path or default_queue_path()
 
 
 @queue.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.argument("kind", type=click.Choice(["run", "ablate", "tune"]))
 @click.option("--priority", type=PRIORITY, default=0, show_default=True, help="Higher starts first.")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-@click.pass_obj
+@pass_store(create=True)
 def add(store: Store, kind: str, priority: int, args: tuple[str, ...]) -> None:
     """Queue `reidbench KIND ARGS...` (checked now, with the command's own errors).
 
@@ -86,7 +108,7 @@ def _fmt_duration(s: float | None) -> str:
     help="Only jobs with this status (repeatable).",
 )
 @click.option("--limit", type=COUNT, default=None, help="At most this many (newest first).")
-@click.pass_obj
+@pass_store()
 def ls(store: Store, statuses: tuple[str, ...], limit: int | None) -> None:
     """List the jobs, newest first."""
     from rich.table import Table
@@ -111,7 +133,7 @@ def ls(store: Store, statuses: tuple[str, ...], limit: int | None) -> None:
 
 @queue.command()
 @click.argument("job_id", type=JOB_ID)
-@click.pass_obj
+@pass_store()
 def show(store: Store, job_id: int) -> None:
     """Everything about one job, with its progress read from MLflow."""
     from reidbench.queue.progress import job_runs
@@ -145,7 +167,7 @@ def show(store: Store, job_id: int) -> None:
 
 @queue.command()
 @click.argument("job_id", type=JOB_ID)
-@click.pass_obj
+@pass_store()
 def cancel(store: Store, job_id: int) -> None:
     """Cancel a job: a queued one at once, a running one is stopped (its whole process group)."""
     import signal
@@ -163,7 +185,7 @@ def cancel(store: Store, job_id: int) -> None:
 
 @queue.command()
 @click.argument("job_id", type=JOB_ID)
-@click.pass_obj
+@pass_store()
 def retry(store: Store, job_id: int) -> None:
     """Queue a failed or cancelled job again (same id, same command line)."""
     store.retry(job_id)
@@ -173,7 +195,7 @@ def retry(store: Store, job_id: int) -> None:
 @queue.command()
 @click.argument("job_id", type=JOB_ID)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new output until the job ends.")
-@click.pass_obj
+@pass_store()
 def logs(store: Store, job_id: int, follow: bool) -> None:
     """Print a job's log."""
     store.get(job_id)
@@ -220,7 +242,7 @@ def bind_port(host: str, port: int) -> socket.socket:
 @click.option("--gpus", default=None, metavar="IDS", help="GPUs to place jobs on, e.g. 0-7 or 0,2,4-5.")
 @click.option("--slots", type=COUNT, default=1, show_default=True, help="CPU slots when no --gpus are given.")
 @click.option(
-    "--host", type=NAME, default="127.0.0.1", show_default=True, help="Address to bind the page to."
+    "--host", type=HOST, default="127.0.0.1", show_default=True, help="Address to bind the page to."
 )
 @click.option("--port", type=PORT, default=8765, show_default=True)
 @click.option(

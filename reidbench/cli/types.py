@@ -46,6 +46,22 @@ class Name(click.ParamType):
 NAME = Name()
 
 
+class Host(click.ParamType):
+    """An address to bind to: a host name or an IPv4 / IPv6 address, checked by its form."""
+
+    name = "host"
+    PATTERN = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})|\[?[0-9A-Fa-f:.]{2,45}\]?")
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = NAME.convert(value, param, ctx)
+        if not self.PATTERN.fullmatch(text):
+            self.fail(f"{text!r}: expected a host name or an IP address, e.g. 127.0.0.1", param, ctx)
+        return text.strip("[]")
+
+
+HOST = Host()
+
+
 class Storage(click.ParamType):
     """An Optuna storage URL (checked by :func:`reidbench.sweeps.storage.check_storage`, without Optuna)."""
 
