@@ -445,6 +445,8 @@ def test_stats_match_scipy_on_the_raw_seed_values():
     half = stats.t.ppf(0.975, 3) * np.std(a, ddof=1) / 2  # sqrt(4) = 2
     assert abs(lo - (np.mean(a) - half)) < 1e-12 and abs(hi - (np.mean(a) + half)) < 1e-12
     assert welch_p(Cell.of([0.7]), cb) is None and ci95(Cell.of([0.7])) is None
+    near_one = Cell.of([0.78, 0.93, 0.85])  # R1 of three seeds near the top: the raw interval passes 1
+    assert ci95(near_one)[1] > 1 and ci95(near_one, (0.0, 1.0)) == (ci95(near_one)[0], 1.0)
 
 
 def test_bold_is_shared_within_noise_and_kept_for_a_clear_winner():

@@ -6,7 +6,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from reidbench.report.stats import Cell, ci95
+from reidbench.report.stats import FRACTION, Cell, ci95
 
 # Final metrics of the MLflow contract: (name, short label) in table order.
 ACCURACY_METRICS = {"mAP": "mAP", "rank1": "R1", "rank5": "R5", "rank10": "R10", "mINP": "mINP"}
@@ -96,7 +96,7 @@ def format_cell(
     if show_std and cell.has_std:
         text = style.with_std.format(mean=mean, std=fmt_number(cell.std * scale, decimals))
         if style.interval and cell.n >= 2:
-            lo, hi = ci95(cell)
+            lo, hi = ci95(cell, FRACTION if scale == 100 else None)
             text += style.interval.format(
                 lo=fmt_number(lo * scale, decimals), hi=fmt_number(hi * scale, decimals)
             )

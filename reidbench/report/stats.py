@@ -41,14 +41,20 @@ def testable(cell: Cell | None) -> bool:
     return cell is not None and cell.n >= 2 and math.isfinite(cell.std)
 
 
-def ci95(cell: Cell) -> tuple[float, float] | None:
-    """Two-sided 95 % t interval of the mean (n - 1 degrees of freedom); None when not :func:`testable`."""
+FRACTION = (0.0, 1.0)  # the range of mAP, CMC and mINP: an interval past it is cut there
+
+
+def ci95(cell: Cell, bounds: tuple[float, float] | None = None) -> tuple[float, float] | None:
+    """Two-sided 95 % t interval of the mean (n - 1 degrees of freedom), cut at ``bounds`` (the values
+    the metric can take: R1 over 3 seeds of 85 ± 7 % gives [67, 104] before the cut); None when not
+    :func:`testable`."""
     if not testable(cell):
         return None
     from scipy import stats
 
     half = stats.t.ppf(0.975, cell.n - 1) * cell.std / math.sqrt(cell.n)
-    return cell.mean - half, cell.mean + half
+    lo, hi = cell.mean - half, cell.mean + half
+    return (max(lo, bounds[0]), min(hi, bounds[1])) if bounds else (lo, hi)
 
 
 def welch_p(a: Cell, b: Cell) -> float | None:

@@ -351,7 +351,8 @@ def run_settings_sentence(ours: list[Group]) -> str:
     backbones = backbone_text(ours)
     return " ".join(
         [
-            f"Ours: mean ± sample std over n = {span([g.n for g in ours])} seeds (no std when n = 1); the "
+            f"Ours: mean ± sample std over n = {span([g.n for g in ours])} seeds (no std when n = 1; "
+            "[low, high] where shown: the 95 % t interval of the mean, cut at 0 and 100); the "
             f"model after the last epoch of a fixed budget{f' ({budget} epochs)' if budget else ''} is "
             "evaluated once: no checkpoint is selected on the test set.",
             f"Recipe: {', '.join(recipes)}." if recipes else "",

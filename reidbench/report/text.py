@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 from reidbench.report.formatting import CellStyle
-from reidbench.report.stats import ci95
+from reidbench.report.stats import FRACTION, ci95
 from reidbench.report.tables import Table
 
 
@@ -81,7 +81,7 @@ def csv_records(table: Table) -> list[dict[str, Any]]:
                 record[f"{c.csv}_mean"] = cell.mean * c.scale if ok else math.nan
                 record[f"{c.csv}_std"] = cell.std * c.scale if ok else math.nan
                 record[f"{c.csv}_n"] = cell.n if ok else 0
-                interval = ci95(cell) if ok else None
+                interval = ci95(cell, FRACTION if c.scale == 100 else None) if ok else None
                 record[f"{c.csv}_ci95_low"] = interval[0] * c.scale if interval else math.nan
                 record[f"{c.csv}_ci95_high"] = interval[1] * c.scale if interval else math.nan
             record |= {"source": group.source, "selection": group.selection, "note": group.note}

@@ -19,7 +19,7 @@ from reidbench.report.formatting import ACCURACY_METRICS
 from reidbench.report.model import Report
 from reidbench.report.site import runs as R
 from reidbench.report.site.boards import reported_groups
-from reidbench.report.stats import ci95
+from reidbench.report.stats import FRACTION, ci95
 
 SCHEMA = "reidbench-results"
 VERSION = 1
@@ -68,7 +68,7 @@ def group_entries(report: Report, group: Group) -> list[dict[str, Any]]:
     out = []
     for key, cell in sorted(group.cells.items()):
         task, metric, setting, test_dataset = task_of(key, group)
-        interval = ci95(cell)
+        interval = ci95(cell, FRACTION if UNITS.get(metric) == "fraction" else None)
         entry: dict[str, Any] = {
             "task": task,
             "dataset": group.dataset,
