@@ -118,10 +118,6 @@ def knn(
     step = lambda lo, e: kern.refine(lo, e, f, sq, err, hv, hi, tv, tc, k, nn, nn_o, rmax, bad)  # noqa: E731
     _each(step, _row_ranges(n, _ROWS), threads)
     _recompute(np.flatnonzero(bad), f, sq, k, block, nn, nn_o, rmax)
-    import os
-
-    if os.environ.get("J28DBG"):
-        print("bad rows", int(bad.sum()))
     return torch.from_numpy(nn), torch.from_numpy(nn_o), torch.from_numpy(rmax)
 
 
