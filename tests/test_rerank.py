@@ -201,7 +201,7 @@ def test_compiled_knn_and_boundary_ties_are_exact(dtype):
     d = np.maximum(sq[:20, None] + sq[None, 20:] - 2 * f[:20] @ f[20:].T, 0)
     for block, threads in [(7, 1), (16, 2), (64, 2), (500, 1)]:
         out = torch.empty(20, 100, dtype=torch.float32)
-        nn, nn_o, row_max = cpu.knn(torch.from_numpy(f), 20, 9, block, out, threads)
+        nn, nn_o, row_max = cpu.knn(cpu.features([torch.from_numpy(f)]), 20, 9, block, out, threads)
         np.testing.assert_array_equal(nn.numpy(), want)
         np.testing.assert_allclose(nn_o.numpy(), want_o, rtol=1e-12)
         np.testing.assert_allclose(row_max.numpy(), want_m, rtol=1e-12)
@@ -226,7 +226,7 @@ def test_compiled_knn_float32_preselection_is_exact_on_near_ties(scale, monkeypa
     for dtype in (np.float64, np.float32):
         g = f.astype(dtype)
         want, want_o, want_m = _exact_order(g, 9)
-        nn, nn_o, row_max = cpu.knn(torch.from_numpy(g), 30, 9, 32, torch.empty(30, 120), 2)
+        nn, nn_o, row_max = cpu.knn(cpu.features([torch.from_numpy(g)]), 30, 9, 32, torch.empty(30, 120), 2)
         np.testing.assert_array_equal(nn.numpy(), want)
         np.testing.assert_allclose(nn_o.numpy(), want_o, rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(row_max.numpy(), want_m, rtol=1e-9)
@@ -235,20 +235,43 @@ def test_compiled_knn_float32_preselection_is_exact_on_near_ties(scale, monkeypa
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_error_bounds_hold(dtype):
-    """The margin bounds the float32 (or float64) tile distances' error against float64 distances."""
+    """The margin bounds the tile distances' error (float32 operands; float64 ones for features too
+    large for float32) against float64 distances of the input features."""
     cpu = pytest.importorskip("reidbench.evaluation.rerank_cpu")
     rng = np.random.default_rng(11)
-    for scale, dim in [(1.0, 768), (1e-3, 64), (1e3, 300)]:
-        f = rng.standard_normal((200, dim)) * scale * rng.uniform(0.1, 3, (200, 1))
+    for scale, dim, operands in [
+        (1.0, 768, np.float32),
+        (1e-3, 64, np.float32),
+        (1e3, 300, np.float32),
+        (1e16, 40, np.float64),
+    ]:
+        f = (rng.standard_normal((200, dim)) * scale * rng.uniform(0.1, 3, (200, 1))).astype(dtype)
+        feats = cpu.features([torch.from_numpy(f)])
+        assert feats.lhs.dtype == torch.from_numpy(np.zeros(1, operands)).dtype
+        f = f.astype(np.float64)
         sq = (f * f).sum(1)
         exact = sq[:, None] + sq[None, :] - 2 * f @ f.T
-        lhs, rhs = cpu._operands(
-            torch.from_numpy(f), torch.from_numpy(sq), torch.from_numpy(f.astype(dtype)).dtype
-        )
-        approx = matmul_nt(lhs, rhs).double().numpy()
-        bound = cpu.error_bounds(np.sqrt(sq), dim, np.dtype(dtype))
+        approx = matmul_nt(feats.lhs, feats.rhs).double().numpy()
+        bound = cpu.error_bounds(np.sqrt(sq), dim, np.dtype(operands))
         assert (np.abs(approx - exact) <= bound[:, None]).all()
         assert bound.max() < 1e-3 * (2 * np.sqrt(sq).max()) ** 2  # and it is not vacuous
+
+
+def test_features_keep_float32_exact_values_once():
+    """Float64 features that float32 holds exactly are read from the float32 operands; others keep a
+    float64 copy; the squared norms are float64 either way."""
+    cpu = pytest.importorskip("reidbench.evaluation.rerank_cpu")
+    rng = np.random.default_rng(14)
+    widened = rng.standard_normal((30, 7)).astype(np.float32).astype(np.float64)
+    feats = cpu.features([torch.from_numpy(widened[:10]), torch.from_numpy(widened[10:])])
+    assert np.shares_memory(feats.rows, feats.lhs.numpy()) and feats.dim == 7
+    np.testing.assert_array_equal(feats.rows[:, :7], widened)
+    np.testing.assert_allclose(feats.sq, (widened**2).sum(1), rtol=1e-14)
+    np.testing.assert_array_equal(feats.rhs.numpy()[:, :7], -2 * widened)
+    full = widened + 1e-12
+    feats = cpu.features([torch.from_numpy(full)])
+    assert feats.rows.dtype == np.float64
+    np.testing.assert_array_equal(feats.rows, full)
 
 
 def test_compiled_float32_features_equal_the_float64_reference():

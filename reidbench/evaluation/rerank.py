@@ -340,14 +340,14 @@ def k_reciprocal_rerank(
         return out
     k_all = min(max(k1 + 1, k2), n)
     sizes = (min(k1 + 1, n), min(round(k1 / 2) + 1, n), min(k2, n))  # k_fwd, k_half, k_qe
-    block = chunk_size or _BLOCK
     cpu = _compiled_path() if device.type == "cpu" else None
+    block = chunk_size or (cpu.BLOCK if cpu is not None else _BLOCK)
     if cpu is not None:
         threads = torch.get_num_threads()
         with cpu.one_torch_thread():
-            feats = torch.cat([q, g])
-            if feats.dtype not in (torch.float32, torch.float64):  # half precision: exact in float32
-                feats = feats.float()
+            if q.dtype not in (torch.float32, torch.float64):  # half precision: exact in float32
+                q, g = q.float(), g.float()
+            feats = cpu.features([q, g])
             nn, nn_o, row_max = cpu.knn(feats, num_q, k_all, block, out, threads)
             cpu.sparse_rerank(nn, nn_o, feats, row_max, sizes, lambda_value, out, threads)
         return out
