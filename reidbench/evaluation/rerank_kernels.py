@@ -134,13 +134,15 @@ def refine(lo, hi, feats, dim, sq, err, hv, hi_idx, tv, tc, k, nn, nn_o, row_max
     n, kk = hv.shape[0], hv.shape[1]
     d = np.empty(kk, np.float64)
     idx = np.empty(kk, np.int64)
+    vals = np.empty(kk, hv.dtype)
     for i in range(lo, hi):
         if not tv[i, 0] - tv[i, -1] > 2 * err[i]:  # the maximum's column may be beyond the list
             bad[i] = 1
             continue
         cut = np.inf
         if kk < n:
-            vals = np.sort(hv[i])
+            vals[:] = hv[i]
+            vals.sort()
             cut = np.float64(vals[k - 1]) + 2 * err[i]  # beyond it: provably after the k-th
             if not np.float64(vals[kk - 1]) - err[i] > max(cut - err[i], 0.0):
                 bad[i] = 1
@@ -157,13 +159,25 @@ def refine(lo, hi, feats, dim, sq, err, hv, hi_idx, tv, tc, k, nn, nn_o, row_max
                 m = max(m, d[c])
                 c += 1
         m = max(m, np.finfo(np.float64).tiny)
-        o = d[:c] / m
-        by_index = np.argsort(idx[:c])
-        order = by_index[np.argsort(o[by_index], kind="mergesort")]  # stable: ties by index
-        for t in range(k):
-            nn[i, t] = idx[order[t]]
-            nn_o[i, t] = o[order[t]]
+        for t in range(c):
+            d[t] /= m  # o
+        _sort_pairs(d, idx, c)
+        nn[i, :k] = idx[:k]
+        nn_o[i, :k] = d[:k]
         row_max[i] = m
+
+
+@njit(**_OPTS)
+def _sort_pairs(o, idx, c):  # pragma: no cover - compiled
+    """Order the first ``c`` pairs ``(o, idx)`` by o, then index (insertion sort: a row's few
+    candidates, in place)."""
+    for t in range(1, c):
+        v, j = o[t], idx[t]
+        s = t
+        while s > 0 and (o[s - 1] > v or (o[s - 1] == v and idx[s - 1] > j)):
+            o[s], idx[s] = o[s - 1], idx[s - 1]
+            s -= 1
+        o[s], idx[s] = v, j
 
 
 @njit(**_OPTS)
@@ -311,6 +325,7 @@ def jaccard_mix(lo, hi, indptr, cols, vals, g_ptr, g_rows, g_vals, q_max, lam, o
     ``(1 - lam) * (1 - m / (2 - m)) + lam * max(out, 0) / q_max`` with ``m[i, j] = sum_l min(V[i, l],
     V[j, l])``, joined over the gallery rows (CSC ``g_*``) that are non-zero in each column of row i."""
     m = np.zeros(out.shape[1], np.float64)
+    mixed = np.empty(out.shape[1], np.float64)
     for i in range(lo, hi):
         for p in range(indptr[i], indptr[i + 1]):
             a = vals[p]
@@ -318,8 +333,11 @@ def jaccard_mix(lo, hi, indptr, cols, vals, g_ptr, g_rows, g_vals, q_max, lam, o
             for t in range(g_ptr[c], g_ptr[c + 1]):
                 b = g_vals[t]
                 m[g_rows[t]] += a if a < b else b
-        for j in range(out.shape[1]):
-            x = out[i, j]
-            o = (x if x > 0 else 0.0) / q_max[i]
-            out[i, j] = (1.0 - lam) * (1.0 - m[j] / (2.0 - m[j])) + lam * o
+        for j in range(m.shape[0]):  # (two plain loops: the second compiles to SIMD code)
+            mixed[j] = (1.0 - lam) * (1.0 - m[j] / (2.0 - m[j]))
             m[j] = 0.0
+        scale = lam / q_max[i]
+        row = out[i]
+        for j in range(row.shape[0]):
+            x = np.float64(row[j])
+            row[j] = mixed[j] + (x if x > 0 else 0.0) * scale
