@@ -247,11 +247,12 @@ def test_error_bounds_hold(dtype):
     ]:
         f = (rng.standard_normal((200, dim)) * scale * rng.uniform(0.1, 3, (200, 1))).astype(dtype)
         feats = cpu.features([torch.from_numpy(f)])
-        assert feats.lhs.dtype == torch.from_numpy(np.zeros(1, operands)).dtype
+        assert feats.x.dtype == torch.from_numpy(np.zeros(1, operands)).dtype
         f = f.astype(np.float64)
         sq = (f * f).sum(1)
         exact = sq[:, None] + sq[None, :] - 2 * f @ f.T
-        approx = matmul_nt(feats.lhs, feats.rhs).double().numpy()
+        products = matmul_nt(feats.x, feats.x).double().numpy()
+        approx = (feats.sq[:, None] + feats.sq[None, :] - 2 * products).astype(operands)  # as the scan
         bound = cpu.error_bounds(np.sqrt(sq), dim, np.dtype(operands))
         assert (np.abs(approx - exact) <= bound[:, None]).all()
         assert bound.max() < 1e-3 * (2 * np.sqrt(sq).max()) ** 2  # and it is not vacuous
@@ -264,10 +265,9 @@ def test_features_keep_float32_exact_values_once():
     rng = np.random.default_rng(14)
     widened = rng.standard_normal((30, 7)).astype(np.float32).astype(np.float64)
     feats = cpu.features([torch.from_numpy(widened[:10]), torch.from_numpy(widened[10:])])
-    assert np.shares_memory(feats.rows, feats.lhs.numpy()) and feats.dim == 7
-    np.testing.assert_array_equal(feats.rows[:, :7], widened)
+    assert np.shares_memory(feats.rows, feats.x.numpy()) and feats.x.dtype == torch.float32
+    np.testing.assert_array_equal(feats.rows, widened)
     np.testing.assert_allclose(feats.sq, (widened**2).sum(1), rtol=1e-14)
-    np.testing.assert_array_equal(feats.rhs.numpy()[:, :7], -2 * widened)
     full = widened + 1e-12
     feats = cpu.features([torch.from_numpy(full)])
     assert feats.rows.dtype == np.float64

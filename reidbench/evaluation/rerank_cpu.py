@@ -71,38 +71,36 @@ def _row_ranges(n: int, step: int) -> list[tuple[int, int]]:
 class Features:
     """The images' features as the kernels read them (:func:`features`)."""
 
-    lhs: torch.Tensor  # [x, |x|^2, 1]: float32 (float64 for features too large for it)
-    rhs: torch.Tensor  # [-2x, 1, |x|^2]: a row of lhs times a row of rhs is a squared distance
-    sq: np.ndarray  # |x|^2 in float64
-    rows: np.ndarray  # the exact features in their first ``dim`` columns: lhs where it holds them
-    dim: int
+    x: torch.Tensor  # float32 (float64 for features too large for it): the tiles' product operand
+    sq: np.ndarray  # |x|^2 in float64 (of the input features)
+    rows: np.ndarray  # the input features' exact values: x where it holds them, else float64
 
 
 def features(parts: list[torch.Tensor]) -> Features:
     """:class:`Features` of the rows of ``parts`` (float32 or float64 CPU tensors, one after the other)
     in one pass per part. Float64 features that float32 holds exactly (a float32 model's, widened) are
-    kept as float32: the exact distances read half the bytes and are the same float64 values."""
+    kept once, as float32: the exact distances read half the bytes and are the same float64 values."""
     srcs = [np.ascontiguousarray(p.numpy()) for p in parts]
     n, dim = sum(x.shape[0] for x in srcs), srcs[0].shape[1]
     for dtype in (torch.float32, torch.float64):
-        lhs, rhs = torch.empty((n, dim + 2), dtype=dtype), torch.empty((n, dim + 2), dtype=dtype)
-        sq, exact, row0 = np.empty(n, np.float64), True, 0
-        for x in srcs:
-            exact &= kern.operands(x, row0, lhs.numpy(), rhs.numpy(), sq)
-            row0 += x.shape[0]
-        if not np.isfinite(sq).all() and not all(np.isfinite(x).all() for x in srcs):
+        x, sq, exact, row0 = torch.empty((n, dim), dtype=dtype), np.empty(n, np.float64), True, 0
+        for src in srcs:
+            exact &= kern.features(src, row0, x.numpy(), sq)
+            row0 += src.shape[0]
+        if not np.isfinite(sq).all() and not all(np.isfinite(src).all() for src in srcs):
             raise ValueError("features contain NaN or inf")
         if dtype == torch.float64 or not sq.max() >= 1e30:  # norms up to 1e15 in float32
             break
-    rows = lhs.numpy() if exact else np.concatenate(srcs).astype(np.float64)
-    return Features(lhs, rhs, sq, rows, dim)
+    rows = x.numpy() if exact else np.concatenate(srcs).astype(np.float64)
+    return Features(x, sq, rows)
 
 
 def error_bounds(norms: np.ndarray, dim: int, dtype: np.dtype) -> np.ndarray:
-    """Per row ``i`` a bound on ``|~d(i, j) - d(i, j)|`` over all ``j``, ``~d`` the squared distance from
-    :func:`_operands` in ``dtype`` (one rounding of x and |x|^2, a ``dim + 2`` term product in any
-    summation order: error <= gamma_(dim+2) * sum |a_t b_t| <= gamma * (|x_i| + |x_j|)^2), against
-    ``d`` evaluated in float64; with a 2x safety factor and an absolute floor for underflow."""
+    """Per row ``i`` a bound on ``|~d(i, j) - d(i, j)|`` over all ``j``, ``~d = |x_i|^2 + |x_j|^2 -
+    2 x_i . x_j`` with the product tile in ``dtype`` (one rounding of x, a ``dim`` term product in any
+    summation order: error <= 2 gamma_dim |x_i| |x_j|), the sum in float64 and one rounding to
+    ``dtype``, against ``d`` evaluated in float64: all within ``(gamma_(dim+2) + 4 u) (|x_i| +
+    |x_j|)^2``; with a 2x safety factor and an absolute floor for underflow."""
     u = float(np.finfo(dtype).eps) / 2
     terms = dim + 2
     gamma = terms * u / (1 - terms * u)
@@ -123,14 +121,14 @@ def knn(
     (:func:`error_bounds`) prove both exact; the other rows are recomputed in float64. Writes the
     query x gallery part of the approximate ``d`` into ``out``.
     """
-    n = feats.sq.shape[0]
+    n, dim = feats.x.shape
     kk = min(n, k + max(8, k // 2))
-    hv, hi, tv, tc = _scan(feats.lhs, feats.rhs, kk, block, out, threads)
-    err = error_bounds(np.sqrt(feats.sq), feats.dim, feats.lhs.numpy().dtype)
+    hv, hi, tv, tc = _scan(feats.x, feats.sq, kk, block, out, threads)
+    err = error_bounds(np.sqrt(feats.sq), dim, feats.x.numpy().dtype)
     nn, nn_o = np.empty((n, k), np.int64), np.empty((n, k), np.float64)
     rmax, bad = np.empty(n, np.float64), np.zeros(n, np.uint8)
-    rows, dim, sq = feats.rows, feats.dim, feats.sq
-    step = lambda lo, e: kern.refine(lo, e, rows, dim, sq, err, hv, hi, tv, tc, k, nn, nn_o, rmax, bad)  # noqa: E731
+    rows, sq = feats.rows, feats.sq
+    step = lambda lo, e: kern.refine(lo, e, rows, sq, err, hv, hi, tv, tc, k, nn, nn_o, rmax, bad)  # noqa: E731
     _each(step, _row_ranges(n, _ROWS), threads)
     _recompute(np.flatnonzero(bad), feats, k, block, nn, nn_o, rmax)
     return torch.from_numpy(nn), torch.from_numpy(nn_o), torch.from_numpy(rmax)
@@ -142,7 +140,7 @@ def _recompute(rows: np.ndarray, feats: Features, k: int, block: int, *outs: np.
     if rows.size == 0:
         return
     nn, nn_o, rmax = outs
-    f64 = torch.from_numpy(feats.rows[:, : feats.dim]).double()
+    f64 = torch.from_numpy(feats.rows).double()
     sq64 = torch.from_numpy(feats.sq)
     for s in range(0, rows.shape[0], block):
         r = torch.from_numpy(rows[s : s + block])
@@ -183,13 +181,14 @@ def _round_robin(items: list[int]) -> list[tuple[int, int]]:
 
 
 def _scan(
-    lhs: torch.Tensor, rhs: torch.Tensor, kk: int, block: int, out: torch.Tensor, threads: int
+    x: torch.Tensor, sq: np.ndarray, kk: int, block: int, out: torch.Tensor, threads: int
 ) -> tuple[np.ndarray, ...]:
-    """Heaps ``(values, indices)`` of the ``kk`` smallest entries of every row of ``lhs @ rhs.T`` (upper
-    triangle tiles, used for rows and columns) and the ``_TOP`` largest with their columns; writes the
-    query x gallery part into ``out``."""
-    n = lhs.shape[0]
-    dtype = lhs.numpy().dtype
+    """Heaps ``(values, indices)`` of the ``kk`` smallest entries of every row of the approximate
+    squared distances ``|x_i|^2 + |x_j|^2 - 2 x_i . x_j`` (upper triangle tiles of ``x @ x.T``, used
+    for rows and columns) and the ``_TOP`` largest with their columns; writes the query x gallery part
+    into ``out``."""
+    n = x.shape[0]
+    dtype = x.numpy().dtype
     hv = np.full((n, kk), np.inf, dtype)
     hi = np.full((n, kk), n, np.int64)
     tv = np.full((n, _TOP), -np.inf, dtype)  # the largest values of each row, descending
@@ -198,9 +197,9 @@ def _scan(
     res = out.numpy()
 
     def tile(a: int, ae: int, b: int, be: int) -> None:
-        d = matmul_nt(lhs[a:ae], rhs[b:be]).numpy()
+        g = matmul_nt(x[a:ae], x[b:be]).numpy()
         with locks[a // block], locks[b // block] if b // block != a // block else contextlib.nullcontext():
-            kern.scan_tile(d, a, b, a == b, hv, hi, tv, tc, res)
+            kern.scan_tile(g, a, b, a == b, sq, hv, hi, tv, tc, res)
 
     _each(tile, upper_tiles(n, block), threads)
     return hv, hi, tv, tc
@@ -262,8 +261,8 @@ def sparse_rerank(
     nn_np = np.ascontiguousarray(nn.numpy())
     indptr, cols = _expanded_sets(nn_np, k_fwd, k_half, threads)
     vals = np.empty(cols.shape[0], np.float32)
-    f, dim, nn_o_np, rmax = feats.rows, feats.dim, nn_o.numpy(), row_max.numpy()
-    weigh = lambda lo, hi: kern.weights(lo, hi, indptr, cols, nn_np, nn_o_np, f, dim, rmax, vals)  # noqa: E731
+    f, nn_o_np, rmax = feats.rows, nn_o.numpy(), row_max.numpy()
+    weigh = lambda lo, hi: kern.weights(lo, hi, indptr, cols, nn_np, nn_o_np, f, rmax, vals)  # noqa: E731
     _each(weigh, _row_ranges(n, _ROWS), threads)
     if k_qe > 1:
         indptr, cols, vals = _query_expand(indptr, cols, vals, np.ascontiguousarray(nn_np[:, :k_qe]), threads)

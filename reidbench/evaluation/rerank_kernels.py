@@ -46,23 +46,28 @@ def _insert_top(tv, tc, x, j):  # pragma: no cover - compiled
 
 
 @njit(**_OPTS)
-def scan_tile(d, a, b, diagonal, hv, hi, tv, tc, out):  # pragma: no cover - compiled
-    """Merge a tile ``d`` of approximate squared distances (rows ``a..``, columns ``b..``) into the
-    per-row max-heaps of the smallest values (an entry enters when below the root: every entry left
-    out is >= the final root) and the per-row descending lists ``tv`` (columns ``tc``) of the largest
-    values; an off-diagonal tile also serves its columns (the matrix is symmetric). Copies its query
-    x gallery entries into ``out`` (rows ``0..Q``, columns ``Q..N``; ``Q = out.shape[0]``)."""
-    h, w = d.shape
+def scan_tile(g, a, b, diagonal, sq, hv, hi, tv, tc, out):  # pragma: no cover - compiled
+    """Merge a tile of approximate squared distances ``|x_i|^2 + |x_j|^2 - 2 g`` (``g`` the tile of
+    products ``x_i . x_j``, rows ``a..``, columns ``b..``; the sum in float64, rounded to the heaps'
+    dtype) into the per-row max-heaps of the smallest values (an entry enters when below the root:
+    every entry left out is >= the final root) and the per-row descending lists ``tv`` (columns
+    ``tc``) of the largest values; an off-diagonal tile also serves its columns (the matrix is
+    symmetric). Copies its query x gallery entries into ``out`` (rows ``0..Q``, columns ``Q..N``;
+    ``Q = out.shape[0]``)."""
+    h, w = g.shape
     last = tv.shape[1] - 1
     num_q = out.shape[0]
     for r in range(h):
         i = a + r
+        d = g[r]  # becomes the distances, in place (plain loops: SIMD code)
+        for c in range(w):
+            d[c] = sq[i] + sq[b + c] - 2.0 * np.float64(d[c])
         if i < num_q:
             for c in range(max(0, num_q - b), w):
-                out[i, b + c - num_q] = d[r, c]
+                out[i, b + c - num_q] = d[c]
         low = tv[i, last]
         for c in range(w):
-            x = d[r, c]
+            x = d[c]
             j = b + c
             if x > low:
                 _insert_top(tv[i], tc[i], x, j)
@@ -77,50 +82,45 @@ def scan_tile(d, a, b, diagonal, hv, hi, tv, tc, out):  # pragma: no cover - com
 
 
 @njit(**_OPTS)
-def operands(src, row0, lhs, rhs, sq):  # pragma: no cover - compiled
-    """Rows ``row0..`` of ``lhs = [x, |x|^2, 1]`` and ``rhs = [-2x, 1, |x|^2]`` (in their dtype) and of
-    ``sq = |x|^2`` (float64) from the features ``src``; whether ``lhs`` holds ``src``'s values exactly.
-    (Three simple loops per row: each compiles to SIMD code.)"""
+def features(src, row0, x, sq):  # pragma: no cover - compiled
+    """Rows ``row0..`` of ``x`` (in its dtype) and of ``sq = |x|^2`` (float64) from the features
+    ``src``; whether ``x`` holds ``src``'s values exactly. (Two plain loops per row: SIMD code.)"""
     dim = src.shape[1]
     exact = True
     for r in range(src.shape[0]):
         i = row0 + r
-        x, a, b = src[r], lhs[i], rhs[i]
+        a, b = src[r], x[i]
         for t in range(dim):
-            a[t] = x[t]
-        for t in range(dim):
-            b[t] = -2.0 * a[t]
+            b[t] = a[t]
         s = 0.0
         changed = 0
         for t in range(dim):
-            v = np.float64(x[t])
-            changed += np.float64(a[t]) != v
+            v = np.float64(a[t])
+            changed += np.float64(b[t]) != v
             s += v * v
         exact &= changed == 0
         sq[i] = s
-        a[dim], a[dim + 1] = s, 1.0
-        b[dim], b[dim + 1] = 1.0, s
     return exact
 
 
 @njit(fastmath=True, **_OPTS)
-def _dot(feats, dim, i, j):  # pragma: no cover - compiled
-    """``x_i . x_j`` (the first ``dim`` columns) accumulated in float64 (reassociated: SIMD)."""
+def _dot(feats, i, j):  # pragma: no cover - compiled
+    """``x_i . x_j`` accumulated in float64 (reassociated: SIMD)."""
     s = 0.0
-    for t in range(dim):
+    for t in range(feats.shape[1]):
         s += np.float64(feats[i, t]) * np.float64(feats[j, t])
     return s
 
 
 @njit(**_OPTS)
-def _exact_sq(feats, dim, sq, i, j):  # pragma: no cover - compiled
+def _exact_sq(feats, sq, i, j):  # pragma: no cover - compiled
     """``max(|x_i|^2 + |x_j|^2 - 2 x_i . x_j, 0)`` in float64, the dense code's formula."""
-    d = sq[i] + sq[j] - 2.0 * _dot(feats, dim, i, j)
+    d = sq[i] + sq[j] - 2.0 * _dot(feats, i, j)
     return d if d > 0 else 0.0
 
 
 @njit(**_OPTS)
-def refine(lo, hi, feats, dim, sq, err, hv, hi_idx, tv, tc, k, nn, nn_o, row_max, bad):  # pragma: no cover
+def refine(lo, hi, feats, sq, err, hv, hi_idx, tv, tc, k, nn, nn_o, row_max, bad):  # pragma: no cover
     """Exact neighbours of rows ``lo..hi`` from their heaps of approximate distances.
 
     A row's heap holds the ``kk`` smallest approximate values ``~d`` (every other entry is >= its
@@ -150,12 +150,12 @@ def refine(lo, hi, feats, dim, sq, err, hv, hi_idx, tv, tc, k, nn, nn_o, row_max
         m = 0.0
         for t in range(tv.shape[1] - 1):
             if tv[i, t] >= tv[i, 0] - 2 * err[i]:  # the others are provably below the maximum
-                m = max(m, _exact_sq(feats, dim, sq, i, tc[i, t]))
+                m = max(m, _exact_sq(feats, sq, i, tc[i, t]))
         c = 0
         for t in range(kk):
             if hv[i, t] <= cut:
                 idx[c] = hi_idx[i, t]
-                d[c] = _exact_sq(feats, dim, sq, i, idx[c])
+                d[c] = _exact_sq(feats, sq, i, idx[c])
                 m = max(m, d[c])
                 c += 1
         m = max(m, np.finfo(np.float64).tiny)
@@ -234,17 +234,17 @@ def expand(lo, hi, r_set, r_size, h_set, h_size, indptr, cols):  # pragma: no co
 
 
 @njit(fastmath=True, **_OPTS)
-def _sq_dist(feats, dim, i, j):  # pragma: no cover - compiled
-    """``||x_i - x_j||^2`` (the first ``dim`` columns) accumulated in float64 (reassociated: SIMD)."""
+def _sq_dist(feats, i, j):  # pragma: no cover - compiled
+    """``||x_i - x_j||^2`` accumulated in float64 (reassociated: SIMD)."""
     s = 0.0
-    for t in range(dim):
+    for t in range(feats.shape[1]):
         e = np.float64(feats[i, t]) - np.float64(feats[j, t])
         s += e * e
     return s
 
 
 @njit(**_OPTS)
-def weights(lo, hi, indptr, cols, nn, nn_o, feats, dim, row_max, vals):  # pragma: no cover - compiled
+def weights(lo, hi, indptr, cols, nn, nn_o, feats, row_max, vals):  # pragma: no cover - compiled
     """``V[i, j] = exp(-o(i, j)) / sum_j' exp(-o(i, j'))`` over the members ``j`` of rows ``lo..hi``;
     ``o`` from the neighbour lists where listed, from the features otherwise."""
     n = nn.shape[0]
@@ -261,7 +261,7 @@ def weights(lo, hi, indptr, cols, nn, nn_o, feats, dim, row_max, vals):  # pragm
             if where[j] == stamp:
                 o = np.float64(nn_o[i, pos[j]])
             else:
-                o = _sq_dist(feats, dim, i, j) / row_max[i]
+                o = _sq_dist(feats, i, j) / row_max[i]
             w = np.exp(-o)
             vals[p] = w
             total += w
