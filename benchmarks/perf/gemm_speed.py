@@ -47,7 +47,7 @@ def main() -> None:
     import torch
     from _synthetic import cpu_name
 
-    from reidbench.evaluation.gemm import _onednn_usable, matmul_nt
+    from reidbench.evaluation.gemm import _onednn_usable, matmul_nt, uses_onednn
 
     torch.set_num_threads(args.threads)
     gen = torch.Generator().manual_seed(0)
@@ -58,13 +58,17 @@ def main() -> None:
     flops = 2.0 * args.rows * args.cols * args.dim
     print(
         f"CPU: {cpu_name()}, {os.cpu_count()} cores; threads: {args.threads}; oneDNN kernel usable: "
-        f"{_onednn_usable()}; product {args.rows} x {args.dim} by {args.dim} x {args.cols}"
+        f"{_onednn_usable()}; matmul_nt uses {'oneDNN' if uses_onednn() else 'torch.mm (MKL)'}; "
+        f"product {args.rows} x {args.dim} by {args.dim} x {args.cols}"
     )
     kernels = {
         "torch.mm (baseline)": lambda: a @ b.t(),
         "numpy @": lambda: torch.from_numpy(an @ bn.T),
         "reidbench matmul_nt": lambda: matmul_nt(a, b),
     }
+    if _onednn_usable():  # the kernel matmul_nt picks on non-Intel CPUs, timed here on any
+        onednn = torch.ops.mkldnn._linear_pointwise
+        kernels["oneDNN linear kernel"] = lambda: onednn(a, b, None, "none", [], "")
     times = {}
     for name, fn in kernels.items():
         times[name] = median_time(fn, args.repeats)
@@ -77,6 +81,7 @@ def main() -> None:
     print(
         f"speed-up of matmul_nt over torch.mm: {base / times['reidbench matmul_nt']:.2f}x; "
         f"over numpy: {times['numpy @'] / times['reidbench matmul_nt']:.2f}x"
+        + (f"; oneDNN over torch.mm: {base / times['oneDNN linear kernel']:.2f}x" if _onednn_usable() else "")
     )
 
 

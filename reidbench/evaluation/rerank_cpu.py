@@ -195,9 +195,12 @@ def _scan(
     tc = np.zeros((n, _TOP), np.int64)
     locks = [threading.Lock() for _ in range(0, n, block)]  # a tile's scan holds its row and column blocks
     res = out.numpy()
+    local = threading.local()  # each thread's product buffer: no fresh pages per tile
 
     def tile(a: int, ae: int, b: int, be: int) -> None:
-        g = matmul_nt(x[a:ae], x[b:be]).numpy()
+        if not hasattr(local, "buf"):
+            local.buf = torch.empty(block * block, dtype=x.dtype)
+        g = matmul_nt(x[a:ae], x[b:be], out=local.buf[: (ae - a) * (be - b)].view(ae - a, be - b)).numpy()
         with locks[a // block], locks[b // block] if b // block != a // block else contextlib.nullcontext():
             kern.scan_tile(g, a, b, a == b, sq, hv, hi, tv, tc, res)
 
