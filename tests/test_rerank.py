@@ -308,6 +308,19 @@ def test_upper_tiles_cover_each_pair_once():
         assert (cover == 1).all()
 
 
+def test_round_robin_pairs_each_block_once_per_round():
+    """Off-diagonal tiles come in rounds in which no block appears twice (so that two threads scanning
+    consecutive tiles hold different block locks), and every pair comes exactly once."""
+    cpu = pytest.importorskip("reidbench.evaluation.rerank_cpu")
+    for m in [1, 2, 5, 8]:
+        pairs = cpu._round_robin(list(range(m)))
+        assert sorted(pairs) == [(a, b) for a in range(m) for b in range(a + 1, m)]
+        per_round = m // 2
+        for r in range(0, len(pairs), max(1, per_round)):
+            blocks = [x for pair in pairs[r : r + per_round] for x in pair]
+            assert len(blocks) == len(set(blocks))
+
+
 def test_validation():
     q, g = torch.randn(3, 4), torch.randn(5, 4)
     with pytest.raises(ValueError, match="width"):
@@ -330,6 +343,38 @@ def test_matmul_nt_matches_torch_mm():
     wide = torch.randn(8, 20, generator=gen)
     torch.testing.assert_close(matmul_nt(wide[:, ::2], wide[:3, 1::2]), wide[:, ::2] @ wide[:3, 1::2].t())
     assert matmul_nt(torch.zeros(0, 4), torch.zeros(3, 4)).shape == (0, 3)
+
+
+@pytest.mark.parametrize("vendor", ["GenuineIntel", "AuthenticAMD"])
+def test_matmul_nt_kernel_by_vendor_and_output_buffer(vendor, monkeypatch):
+    """MKL (``torch.mm``, which writes into a given buffer) on Intel CPUs; oneDNN elsewhere where it is
+    usable; the same product either way."""
+    from reidbench.evaluation import gemm
+
+    monkeypatch.setattr(gemm, "_cpu_vendor", lambda: vendor)
+    gemm.uses_onednn.cache_clear()
+    try:
+        assert gemm.uses_onednn() == (vendor != "GenuineIntel" and gemm._onednn_usable())
+        gen = torch.Generator().manual_seed(1)
+        a, b = torch.randn(40, 770, generator=gen), torch.randn(30, 770, generator=gen)
+        buf = torch.full((40 * 30,), float("nan"))
+        got = matmul_nt(a, b, out=buf.view(40, 30))
+        torch.testing.assert_close(got, a @ b.t(), rtol=1e-5, atol=1e-4)
+        assert np.shares_memory(got.numpy(), buf.numpy()) == (not gemm.uses_onednn())
+    finally:
+        gemm.uses_onednn.cache_clear()
+
+
+def test_cpu_vendor_is_read_from_cpuinfo(tmp_path, monkeypatch):
+    from reidbench.evaluation import gemm
+
+    assert isinstance(gemm._cpu_vendor(), str)
+    fake = tmp_path / "cpuinfo"
+    fake.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC\n")
+    monkeypatch.setattr(gemm, "Path", lambda _: fake)
+    assert gemm._cpu_vendor() == "AuthenticAMD"
+    monkeypatch.setattr(gemm, "Path", lambda _: tmp_path / "missing")
+    assert gemm._cpu_vendor() == ""
 
 
 def test_order_by_value_then_index_breaks_ties_by_index():

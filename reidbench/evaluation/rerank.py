@@ -21,11 +21,13 @@ Two implementations of the same steps, tested equal to each other and to a dense
 written from the paper:
 
 * CPU tensors (numba installed): ``rerank_cpu`` with the compiled kernels of ``rerank_kernels``. The
-  upper triangle of the distance matrix is computed in float32 tiles (one ``matmul_nt`` product each,
-  float32 or float64 features alike) and scanned once into per-row heaps of the k1 + 1 + extra smallest
-  values and the row argmax. Those values are only a pre-selection: their error against the float64
-  distance is bounded (``rerank_cpu.error_bounds``: ``gamma_(D+2) (|x_i| + |x_j|)^2`` plus the float32
-  rounding of the operands, times two), so the heap provably holds every neighbour that can rank within
+  features are read once into float32 (float64 ones that float32 holds exactly are kept only as
+  float32) with their float64 squared norms. The upper triangle of ``x @ x.T`` is computed in 768-wide
+  float32 tiles (one ``matmul_nt`` product each, into a reused buffer), turned in place into squared
+  distances ``|x_i|^2 + |x_j|^2 - 2 x_i . x_j`` and scanned once into per-row heaps of the k1 + 1 +
+  extra smallest values and the row argmax. Those values are only a pre-selection: their error against
+  the float64 distance is bounded (``rerank_cpu.error_bounds``: ``gamma_(D+2) (|x_i| + |x_j|)^2`` plus
+  the float32 roundings, times two), so the heap provably holds every neighbour that can rank within
   the first k1 + 1 when its largest value exceeds the (k1 + 1)-th by twice the bound; those candidates
   get exact float64 distances (``|x_i|^2 + |x_j|^2 - 2 x_i . x_j``, the dense code's formula) and are
   ranked by (o, index); a row without that margin (near-duplicate clusters larger than the heap) is
@@ -40,14 +42,17 @@ written from the paper:
   for the duration; the tiles and row ranges are taken one after the other by a few Python threads
   (the kernels release the GIL), so that a descheduled thread on a shared machine delays one piece
   instead of stalling an OpenMP barrier (on this project's shared 2-core machine the torch path's
-  k-NN step took 56 s at 2 threads against 24 s at 1 thread, N = 19,281).
+  k-NN step took 56 s at 2 threads against 24 s at 1 thread, N = 19,281). A tile's scan holds the
+  locks of its row and column blocks only, and consecutive tiles pair different blocks (round-robin),
+  so that two threads seldom wait for each other.
 * Otherwise (GPUs, no numba): torch code. The tiles' running top-(k1+1) are kept with ``topk`` on the
   diagonal tiles and one comparison pass per tile; ``V`` is kept as padded sparse rows, query expansion
   merges sparse rows, and the Jaccard join is accumulated a few query rows at a time in a reused buffer.
 
 Both order neighbours by (o, index) and recompute the rows whose neighbour boundary is tied (the torch
-path ranks in the features' dtype). Memory: the features and their float32 operands, one tile per
-thread, O(N * k1) neighbour data, the sparse ``V`` (about N x |support|), and the Q x G output.
+path ranks in the features' dtype). Memory: the features (and their float32 copy where it differs),
+one tile per thread, O(N * k1) neighbour data, the sparse ``V`` (about N x |support|), and the Q x G
+output.
 Speed (``benchmarks/perf/rerank_speed.py``): see the README's performance section.
 """
 
@@ -317,9 +322,9 @@ def k_reciprocal_rerank(
 
     ``qf`` [Q, D] and ``gf`` [G, D] are query and gallery features (L2-normalise them first for the
     usual protocol); computations run in ``qf``'s floating dtype. See the module docstring for the exact
-    definition. ``chunk_size`` is the tile size of the distance matrix (default 2048). On CPUs the
-    work is shared by ``torch.get_num_threads()`` threads of its own (PyTorch runs at one thread
-    meanwhile; its thread count is restored after).
+    definition. ``chunk_size`` is the tile size of the distance matrix (default 768 on the compiled
+    CPU path, 2048 otherwise). On CPUs the work is shared by ``torch.get_num_threads()`` threads of its
+    own (PyTorch runs at one thread meanwhile; its thread count is restored after).
     """
     q = _to_tensor(qf, "qf")
     g = _to_tensor(gf, "gf").to(device=q.device)
